@@ -1,0 +1,3 @@
+//! The labels selectors see on an endpoint.
+//!
+//! PLACEHOLDER: being written.

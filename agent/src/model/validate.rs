@@ -1,0 +1,3 @@
+//! Validation of v1 resources, with libcalico-go's rules and messages.
+//!
+//! PLACEHOLDER: being written.

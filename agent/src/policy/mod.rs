@@ -1,0 +1,3 @@
+//! The reference evaluator.
+//!
+//! PLACEHOLDER: being written.

@@ -1,0 +1,1 @@
+//! Helpers for palisade's end-to-end tests.
