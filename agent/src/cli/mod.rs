@@ -2,6 +2,9 @@
 //!
 //! PLACEHOLDER: being written.
 
+pub mod agent;
+pub mod trace;
+
 use std::process::ExitCode;
 
 pub fn main() -> ExitCode {
