@@ -25,7 +25,7 @@ pub use host_endpoint::{HostEndpoint, HostEndpointMetadata, HostEndpointSpec};
 pub use ip_pool::{IpPool, IpPoolMetadata, IpPoolSpec, IpipConfig};
 pub use policy::{Policy, PolicyMetadata, PolicySpec, PolicyType};
 pub use profile::{Profile, ProfileMetadata, ProfileSpec};
-pub use rule::{Action, EntityRule, IcmpFields, Port, Protocol, Rule};
+pub use rule::{Action, EntityRule, IcmpFields, PROTOCOL_NAMES, Port, Protocol, Rule};
 pub use workload_endpoint::{
     IpNat, WorkloadEndpoint, WorkloadEndpointMetadata, WorkloadEndpointSpec,
 };
