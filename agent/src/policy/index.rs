@@ -136,7 +136,7 @@ impl Model {
             let labels = model.labels_of(&h.metadata.labels, &h.spec.profiles);
             add_host_owner(&mut model.owners, &h, &labels);
         }
-        model.policies.sort_by(|a, b| policy_order(a, b));
+        model.policies.sort_by(policy_order);
         model
     }
 

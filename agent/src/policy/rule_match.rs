@@ -84,15 +84,15 @@ impl CompiledRule {
             return false;
         }
         let icmp = icmp_of(packet);
-        if let Some(fields) = &self.icmp {
-            if !icmp_matches(fields, icmp, false) {
-                return false;
-            }
+        if let Some(fields) = &self.icmp
+            && !icmp_matches(fields, icmp, false)
+        {
+            return false;
         }
-        if let Some(fields) = &self.not_icmp {
-            if !icmp_matches(fields, icmp, true) {
-                return false;
-            }
+        if let Some(fields) = &self.not_icmp
+            && !icmp_matches(fields, icmp, true)
+        {
+            return false;
         }
         let (src_port, dst_port) = ports_of(packet);
         self.source.matches(packet.src, src_port, owners)
@@ -172,25 +172,18 @@ impl CompiledEntity {
         let owned_by = owners.get(&ip).map(Vec::as_slice).unwrap_or(&[]);
         let any_owner = |f: &dyn Fn(&BTreeMap<String, String>) -> bool| owned_by.iter().any(f);
         let has_tag = |tag: &str| any_owner(&|labels| Labels::get(labels, tag).is_some());
-        if let Some(tag) = &self.tag {
-            if !has_tag(tag) {
-                return false;
-            }
-        }
-        if let Some(tag) = &self.not_tag {
-            if has_tag(tag) {
-                return false;
-            }
-        }
-        if let Some(sel) = &self.selector {
-            if !any_owner(&|labels| sel.matches(labels)) {
-                return false;
-            }
-        }
-        if let Some(sel) = &self.not_selector {
-            if any_owner(&|labels| sel.matches(labels)) {
-                return false;
-            }
+        if self.tag.as_deref().is_some_and(|t| !has_tag(t))
+            || self.not_tag.as_deref().is_some_and(has_tag)
+            || self
+                .selector
+                .as_ref()
+                .is_some_and(|s| !any_owner(&|labels| s.matches(labels)))
+            || self
+                .not_selector
+                .as_ref()
+                .is_some_and(|s| any_owner(&|labels| s.matches(labels)))
+        {
+            return false;
         }
         if !self.ports.is_empty() {
             match port {
