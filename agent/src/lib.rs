@@ -2,7 +2,9 @@
 //!
 //! See ARCHITECTURE.md at the repository root for a map of the code.
 
+pub mod agent;
 pub mod cli;
+pub mod log;
 pub mod model;
 pub mod policy;
 pub mod selector;
