@@ -89,10 +89,13 @@ impl<'a> Parser<'_, 'a> {
             self.advance(1);
         }
         let node = self.primary()?;
-        Ok(if negated {
-            Node::Not(Box::new(node))
-        } else {
-            node
+        Ok(match (negated, node) {
+            (false, node) => node,
+            // `!(!x)`: the parentheses hid the second `!` from the collapse above. Upstream
+            // keeps both and prints `!!x`, which reparses as `x` and so is not canonical;
+            // cancelling them here keeps the canonical form a fixed point.
+            (true, Node::Not(inner)) => *inner,
+            (true, node) => Node::Not(Box::new(node)),
         })
     }
 
@@ -303,7 +306,9 @@ mod tests {
     fn runs_of_not_collapse_by_parity() {
         let has_a = Node::Has("a".to_string());
         assert_eq!(parse("!!has(a)"), Ok(has_a.clone()));
-        assert_eq!(parse("! ! !has(a)"), Ok(Node::Not(Box::new(has_a))));
+        assert_eq!(parse("! ! !has(a)"), Ok(Node::Not(Box::new(has_a.clone()))));
+        assert_eq!(parse("!(!has(a))"), Ok(has_a.clone()));
+        assert_eq!(parse("!(!(!has(a)))"), Ok(Node::Not(Box::new(has_a))));
     }
 
     #[test]
