@@ -10,6 +10,8 @@
 //! the parser panic, and its errors must point inside the input.
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use palisade::selector::Selector;
@@ -338,5 +340,51 @@ proptest! {
                 prop_assert!(text.is_char_boundary(err.position), "{:?}: {}", text, err);
             }
         }
+    }
+}
+
+/// Counts allocations made by the current thread, so that a test can show that
+/// `Selector::matches` allocates nothing (it runs millions of times in the policy compiler).
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` above with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn matching_does_not_allocate(
+        expr in expr(),
+        seed in any::<u64>(),
+        label_sets in prop::collection::vec(label_set(), 1..8),
+    ) {
+        let text = Renderer { state: seed | 1 }.render(&expr, Place::Anywhere);
+        let selector = Selector::parse(&text).unwrap();
+        let before = ALLOCATIONS.with(Cell::get);
+        let mut matched = 0;
+        for labels in &label_sets {
+            matched += usize::from(selector.matches(labels));
+        }
+        let allocations = ALLOCATIONS.with(Cell::get) - before;
+        prop_assert_eq!(allocations, 0, "{} allocated ({} matched)", text, matched);
     }
 }
