@@ -169,3 +169,44 @@ fn both_variants_agree_on_a_grid_of_packets() {
         "{allowed} of {packets} allowed"
     );
 }
+
+/// "Multiple networks": database containers on `database-backup` get both labels and so
+/// both the locked-down database policy and the backup network's full access.
+#[test]
+fn multiple_networks_backup_label() {
+    let mut rs = resources(seeds::PROFILES_LABELS_ONLY);
+    rs.extend(resources(seeds::GLOBAL_POLICIES));
+    rs.extend(resources(seeds::MULTIPLE_NETWORKS));
+    rs.extend(resources(&seeds::endpoints_yaml("node1")));
+    rs.extend(resources(
+        "- apiVersion: v1
+  kind: workloadEndpoint
+  metadata: {name: dbb1, node: node1, orchestrator: libnetwork, workload: libnetwork}
+  spec: {interfaceName: calidbb1, ipNetworks: [192.168.0.31/32], profiles: [database-backup]}
+- apiVersion: v1
+  kind: workloadEndpoint
+  metadata: {name: bk1, node: node1, orchestrator: libnetwork, workload: libnetwork}
+  spec: {interfaceName: calibk1, ipNetworks: [192.168.0.41/32], profiles: [backups]}
+",
+    ));
+    let model = Model::new(rs);
+    assert!(model.rejected.is_empty(), "{:?}", model.rejected);
+    let check = |src: &str, dst: &str, proto: &str, dport: Option<u16>, want: &str| {
+        assert_eq!(
+            verdict(&model, src, dst, proto, dport),
+            format!("verdict: {want}"),
+            "{src} -> {dst} {proto} {dport:?}"
+        );
+    };
+    for (proto, port) in [("tcp", Some(9000)), ("udp", Some(514)), ("icmp", None)] {
+        check("dbb1", "bk1", proto, port, "allow");
+        check("bk1", "dbb1", proto, port, "allow");
+        check("dbb1", "db1", proto, port, "allow"); // database <-> database
+        check("db1", "dbb1", proto, port, "allow");
+        check("bk1", "db1", proto, port, "deny"); // db1 is not on the backup network
+        check("db1", "bk1", proto, port, "deny");
+        check("app1", "bk1", proto, port, "deny");
+    }
+    check("app1", "dbb1", "tcp", Some(3306), "allow");
+    check("app1", "dbb1", "tcp", Some(3307), "deny");
+}
