@@ -1,6 +1,9 @@
 //! Reading resource files: documents, lists, arrays, JSON, strictness, error locations and
 //! round trips.
 
+// Tests fail loudly on bad fixtures; unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use palisade::model::parse::{ParseError, parse_documents};
