@@ -28,15 +28,23 @@ fn shared_dir() -> PathBuf {
 /// The vectors of one section, in file order.
 fn section(name: &str) -> Vec<Value> {
     let path = shared_dir().join("conformance/selectors.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set PALISADE_SHARED_DIR)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e} (set PALISADE_SHARED_DIR)",
+            path.display()
+        )
+    });
     let vectors: Vec<Value> = text
         .lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line}: {e}")))
         .filter(|v: &Value| v["section"] == name)
         .collect();
-    assert!(!vectors.is_empty(), "no section {name} vectors in {}", path.display());
+    assert!(
+        !vectors.is_empty(),
+        "no section {name} vectors in {}",
+        path.display()
+    );
     vectors
 }
 
@@ -142,7 +150,10 @@ fn section_h_effective_label_maps() {
         .into_iter()
         .filter(|v| v.get("effective_labels").is_some())
         .collect();
-    assert!(!vectors.is_empty(), "no effective_labels vectors in section H");
+    assert!(
+        !vectors.is_empty(),
+        "no effective_labels vectors in section H"
+    );
     let mut failures = Vec::new();
     for vector in &vectors {
         let own = string_map(&vector["endpoint_labels"]);
@@ -167,9 +178,17 @@ fn section_h_effective_label_maps() {
         }
         // The lazy view agrees on every key either side knows, and on an absent one.
         let view = EffectiveLabels::new(&own, &listed);
-        for key in expected.keys().chain(got.keys()).map(String::as_str).chain(["absent-key"]) {
+        for key in expected
+            .keys()
+            .chain(got.keys())
+            .map(String::as_str)
+            .chain(["absent-key"])
+        {
             if view.get(key) != expected.get(key).map(String::as_str) {
-                failures.push(format!("{vector}: view.get({key:?}) gave {:?}", view.get(key)));
+                failures.push(format!(
+                    "{vector}: view.get({key:?}) gave {:?}",
+                    view.get(key)
+                ));
             }
         }
     }
@@ -189,7 +208,10 @@ fn endpoint_description(text: &str) -> (String, Option<Vec<String>>) {
         None => (text.trim().to_string(), None),
         Some((name, rest)) => {
             let list = rest.trim_end_matches(")").trim_end_matches(']');
-            let profiles = list.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty());
+            let profiles = list
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty());
             (name.trim().to_string(), Some(profiles.collect()))
         }
     }
