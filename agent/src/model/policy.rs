@@ -41,7 +41,7 @@ pub struct PolicySpec {
     )]
     pub pre_dnat: bool,
     /// Which directions the policy governs; defaulted on write from the rules present
-    /// (see `validate::default_policy_types`).
+    /// (see `validate::normalize`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<PolicyType>,
 }
