@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md at the repository root for a map of the code.
 
+// Input from users, files, the datastore and the network must never panic the agent or
+// the CLI; tests may unwrap.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod agent;
 pub mod cli;
 pub mod log;

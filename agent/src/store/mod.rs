@@ -80,6 +80,9 @@ pub struct Snapshot {
 }
 
 /// One change seen by a watcher.
+// Changes are handed on one at a time, never stored in bulk: boxing the resource would
+// only add an allocation per change.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Put {
