@@ -2,7 +2,7 @@
 //! store in one directory, shared by every palisade process on the host (the CLI writes,
 //! the agent watches, several CLIs may write at once).
 //!
-//! On disk (see [`disk`] for the files): a snapshot of the whole store per generation and
+//! On disk (the files are listed in `file/disk.rs`): a snapshot of the whole store per generation and
 //! an append-only log of the commits after it; each commit is one CRC-checked record, so
 //! it is on disk whole or not at all, and it is acknowledged only after `fdatasync`.
 //! Writers take an exclusive `flock` and re-read the files before applying their ops;

@@ -55,13 +55,21 @@ pub(super) fn unavailable(what: &str, path: &Path, err: io::Error) -> StoreError
     StoreError::Unavailable(format!("datastore: {what} {}: {err}", path.display()))
 }
 
-/// Creates the store directory (and its parents) readable by root only.
+/// Creates the store directory (and its parents) accessible to its owner only.
 pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| unavailable("creating directory", dir, e))
+        .map_err(|e| unavailable("creating directory", dir, e))?;
+    // Make the new directory's own entry durable, or a crash could lose the whole store.
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Makes renames and creations in `dir` durable.

@@ -80,6 +80,7 @@ fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,7 +17,10 @@ pub(super) struct WriterLock<'a> {
 }
 
 /// Blocks until this process holds the exclusive lock on `file` (the store's `lock`).
-pub(super) fn lock_exclusive<'a>(file: &'a File, path: &Path) -> Result<WriterLock<'a>, StoreError> {
+pub(super) fn lock_exclusive<'a>(
+    file: &'a File,
+    path: &Path,
+) -> Result<WriterLock<'a>, StoreError> {
     loop {
         // SAFETY: flock on a file descriptor we own; no memory is passed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

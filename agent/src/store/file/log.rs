@@ -14,8 +14,7 @@ use crate::store::StoreError;
 pub(super) fn read_header(file: &File, path: &Path) -> Result<(LogHeader, u64), StoreError> {
     // A header is a few dozen bytes; the commits after it need not be read here.
     let mut buf = [0u8; 256];
-    let n = read_prefix(file, &mut buf)
-        .map_err(|e| unavailable("reading", path, e))?;
+    let n = read_prefix(file, &mut buf).map_err(|e| unavailable("reading", path, e))?;
     match frame::read_frame(&buf[..n], 0) {
         Next::Frame { payload, end } => Ok((record::decode(payload, path, 0)?, end as u64)),
         _ => Err(StoreError::Corrupt(format!(

@@ -44,6 +44,8 @@ pub(super) struct CommitRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+// Short-lived and mostly `Put`s: boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum StoredChange {
     Put(Resource),
     Delete(ResourceKey),

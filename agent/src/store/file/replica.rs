@@ -83,6 +83,15 @@ impl Replica {
                 *self = loaded;
                 return Ok(());
             }
+            // Its files are gone: fine if a writer has moved `CURRENT` on meanwhile.
+            if read_current(dir)? == Some(current) {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: names generation {current}, but {} or {} is missing",
+                    path_of(dir, disk::CURRENT).display(),
+                    disk::snapshot_name(current),
+                    disk::log_name(current)
+                )));
+            }
         }
         Err(StoreError::Unavailable(format!(
             "datastore {}: the store kept changing generation while being read",

@@ -96,6 +96,13 @@ impl Follower {
                 });
             };
             let Some(live) = open_log(dir, current)? else {
+                if read_current(dir)? == Some(current) {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: names generation {current}, but {} is missing",
+                        path_of(dir, disk::CURRENT).display(),
+                        disk::log_name(current)
+                    )));
+                }
                 continue;
             };
             if after >= live.header.base_revision {
@@ -242,7 +249,10 @@ impl DirWaiter {
         let inotify = Inotify::init().ok().and_then(|inotify| {
             inotify
                 .watches()
-                .add(dir, WatchMask::MODIFY | WatchMask::MOVED_TO | WatchMask::CREATE)
+                .add(
+                    dir,
+                    WatchMask::MODIFY | WatchMask::MOVED_TO | WatchMask::CREATE,
+                )
                 .ok()?;
             Some(inotify)
         });

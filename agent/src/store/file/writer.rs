@@ -78,7 +78,11 @@ fn write_generation(
         generation,
         base_revision: revision,
     };
-    replace_file(dir, &log_name, &record::encode(&header, &path_of(dir, &log_name))?)?;
+    replace_file(
+        dir,
+        &log_name,
+        &record::encode(&header, &path_of(dir, &log_name))?,
+    )?;
     sync_dir(dir)
 }
 
