@@ -38,9 +38,6 @@ use crate::model::{Kind, Resource, ResourceKey};
 use record::CommitRecord;
 use replica::Replica;
 
-/// Where the store lives unless the datastore URL says otherwise.
-pub const DEFAULT_DIR: &str = "/var/lib/palisade/store";
-
 /// When a writer compacts the log into a new snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStoreOptions {
