@@ -61,17 +61,42 @@ pub fn render(format: OutputFormat, found: &[Found]) -> Result<String, String> {
             Ok(out)
         }
         OutputFormat::Yaml => {
-            let resources: Vec<&Resource> = all().collect();
+            let mut value = as_go_json(all().collect())?;
             // calicoctl's YAML goes through JSON maps, so its keys come out sorted.
-            let mut value = serde_json::to_value(&resources).map_err(|e| e.to_string())?;
             sort_keys(&mut value);
             serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
         }
         OutputFormat::Json => {
-            let resources: Vec<&Resource> = all().collect();
-            let text = serde_json::to_string_pretty(&resources).map_err(|e| e.to_string())?;
+            let value = as_go_json(all().collect())?;
+            let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             Ok(text + "\n")
         }
+    }
+}
+
+/// The resources as a JSON value with numbers written as Go's encoding/json writes a
+/// float64: `100`, not `100.0` (policy `order` is a float).
+fn as_go_json(resources: Vec<&Resource>) -> Result<serde_json::Value, String> {
+    let mut value = serde_json::to_value(resources).map_err(|e| e.to_string())?;
+    integral_floats_as_integers(&mut value);
+    Ok(value)
+}
+
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                // Beyond 2^53 a float no longer stands for one integer; Go switches to
+                // exponent form at 1e21 anyway.
+                && float.fract() == 0.0
+                && float.abs() < 9.0e15
+            {
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 
