@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::model::{Kind, Resource};
+use crate::model::{Kind, Resource, WorkloadEndpoint};
 
 use super::pretty_table::render_column;
 use super::resource_args::{EndpointIdentifiers, ResourceSelection};
@@ -59,19 +59,29 @@ pub async fn run(args: EndpointArgs, url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut matching = snapshot.resources.iter().filter(|r| selection.matches(r));
-    let (Some(Resource::WorkloadEndpoint(endpoint)), None) = (matching.next(), matching.next())
-    else {
-        // calicoctl v0.x's messages, with its blank line after the first.
-        println!("Failed to list profiles in endpoint.\n");
-        if snapshot.resources.iter().any(|r| selection.matches(r)) {
-            println!(
-                "More than 1 endpoint matches the provided criteria.  Please provide additional parameters to refine the search."
-            );
-        } else {
-            println!("Endpoint {} is unknown to Calico.", args.id);
+    let matching: Vec<&WorkloadEndpoint> = snapshot
+        .resources
+        .iter()
+        .filter(|r| selection.matches(r))
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(endpoint) => Some(endpoint),
+            _ => None,
+        })
+        .collect();
+    let endpoint = match matching.as_slice() {
+        [endpoint] => endpoint,
+        others => {
+            // calicoctl v0.x's messages, with its blank line after the first.
+            println!("Failed to list profiles in endpoint.\n");
+            if others.is_empty() {
+                println!("Endpoint {} is unknown to Calico.", args.id);
+            } else {
+                println!(
+                    "More than 1 endpoint matches the provided criteria.  Please provide additional parameters to refine the search."
+                );
+            }
+            return ExitCode::FAILURE;
         }
-        return ExitCode::FAILURE;
     };
     if endpoint.spec.profiles.is_empty() {
         println!("Endpoint has no profiles associated with it.");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use crate::model::Resource;
 use crate::store::{Datastore, StoreError};
 
 use super::get_output::{Found, OutputFormat, render};
@@ -38,7 +39,7 @@ pub struct GetArgs {
 
 /// What to look up: resources named by a file, or a KIND [NAME] selection.
 enum Query {
-    File(Vec<crate::model::Resource>),
+    File(Vec<Resource>),
     Selection(ResourceSelection),
 }
 

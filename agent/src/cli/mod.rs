@@ -16,6 +16,7 @@ mod profile;
 mod resource_args;
 mod rule_pprint;
 mod selector_test;
+mod sigpipe;
 mod store_access;
 mod tabwriter;
 pub mod trace;
@@ -76,6 +77,9 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return report_parse_error(&err),
     };
+    if !matches!(cli.command, Command::Agent(_)) {
+        sigpipe::exit_quietly_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
