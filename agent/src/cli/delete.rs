@@ -1,0 +1,74 @@
+//! `palisade delete (-f FILE | KIND NAME)`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::store::Op;
+
+use super::commit::{Verb, commit_and_report, failure_message};
+use super::input::read_resources_or_report;
+use super::resource_args::{EndpointIdentifiers, ResourceSelection};
+
+/// Delete resources, named on the command line or by the resources of a file.
+///
+/// KIND is one of profile, policy, workloadEndpoint, hostEndpoint, ipPool (or an alias:
+/// pro, pol, wep, hep, pool, ...; case-insensitive). A workloadEndpoint needs --node,
+/// --orchestrator and --workload as well as NAME; a hostEndpoint needs --node; an ipPool's
+/// NAME is its CIDR. With -f, every resource of the file (parsed and validated first) is
+/// deleted. All deletions happen in one atomic commit: if one resource does not exist
+/// (without --skip-not-exists), nothing is deleted. There is never partial success.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind of resource to delete.
+    #[arg(required_unless_present = "filename", conflicts_with = "filename")]
+    pub kind: Option<String>,
+    /// The name of the resource to delete.
+    pub name: Option<String>,
+    /// Delete the resources of this file (`-` for stdin).
+    #[arg(short = 'f', long, value_name = "FILENAME")]
+    pub filename: Option<String>,
+    /// Count resources that do not exist as deleted instead of failing.
+    #[arg(short = 's', long)]
+    pub skip_not_exists: bool,
+    #[command(flatten)]
+    pub ids: EndpointIdentifiers,
+}
+
+pub async fn run(args: DeleteArgs, url: &str) -> ExitCode {
+    let skip_missing = args.skip_not_exists;
+    let ops = match (&args.filename, &args.kind) {
+        (Some(filename), _) => {
+            let Some(resources) = read_resources_or_report(filename) else {
+                return ExitCode::FAILURE;
+            };
+            resources
+                .iter()
+                .map(|resource| Op::Delete {
+                    key: resource.key(),
+                    skip_missing,
+                })
+                .collect()
+        }
+        (None, Some(kind)) => {
+            let selection =
+                match ResourceSelection::from_args(kind, args.name.as_deref(), &args.ids) {
+                    Ok(selection) => selection,
+                    Err(message) => {
+                        println!("{message}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            match selection.exact_key() {
+                Ok(key) => vec![Op::Delete { key, skip_missing }],
+                Err(err) => {
+                    println!("{}", failure_message(Verb::Delete, &[selection.kind], &err));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        // clap requires KIND unless --filename is given.
+        (None, None) => return ExitCode::FAILURE,
+    };
+    commit_and_report(url, Verb::Delete, ops).await
+}
