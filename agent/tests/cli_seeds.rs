@@ -6,91 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli_support;
+mod common;
 
 use cli_support::{Palisade, lines};
 
-/// Seed 000, "Policy applied directly by the profile", step 2.
-const PROFILES_WITH_RULES: &str = "- apiVersion: v1
-  kind: profile
-  metadata:
-    name: databases
-    labels:
-      role: database
-  spec:
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'app'
-      destination:
-        ports:
-        -  3306
-    - action: allow
-      source:
-        selector: role == 'database'
-    egress:
-    - action: allow
-      destination:
-        selector: role == 'database'
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: apps
-    labels:
-      role: app
-  spec:
-    egress:
-    - action: allow
-";
-
-/// Seed 000, "Global policy applied through label selection", step 2.
-const PROFILES_WITH_LABELS_ONLY: &str = "- apiVersion: v1
-  kind: profile
-  metadata:
-    name: databases
-    labels:
-      role: database
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: apps
-    labels:
-      role: app
-";
-
-/// Seed 000, "Global policy applied through label selection", step 3.
-const POLICIES: &str = "- apiVersion: v1
-  kind: policy
-  metadata:
-    name: databases
-  spec:
-    order: 0
-    selector: role == 'database'
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'app'
-      destination:
-        ports:
-        -  3306
-    - action: allow
-      source:
-        selector: role == 'database'
-    egress:
-    - action: allow
-      destination:
-        selector: role == 'database'
-- apiVersion: v1
-  kind: policy
-  metadata:
-    name: apps
-  spec:
-    order: 0
-    selector: role == 'app'
-    egress:
-    - action: allow
-";
+use common::seeds::{
+    GLOBAL_POLICIES as POLICIES, PROFILES_LABELS_ONLY as PROFILES_WITH_LABELS_ONLY,
+    PROFILES_WITH_RULES,
+};
 
 #[test]
 fn profile_based_policy() {
@@ -254,4 +177,104 @@ fn endpoint_profile_show_errors() {
         1,
         "Failed to list profiles in endpoint.\n\nMore than 1 endpoint matches the provided criteria.  Please provide additional parameters to refine the search.\n",
     );
+}
+
+/// The acceptance check of the policy core: the seed's YAML through `palisade apply -f -`
+/// (and `create -f -` for the policies), four containers' endpoints, and `palisade trace`.
+#[test]
+fn trace_gives_the_seed_verdicts_in_both_variants() {
+    let variants: [&[&str]; 2] = [
+        &[PROFILES_WITH_RULES],
+        &[PROFILES_WITH_LABELS_ONLY, POLICIES],
+    ];
+    for docs in variants {
+        let p = Palisade::new();
+        for doc in docs {
+            p.apply(doc);
+        }
+        p.apply(&common::seeds::endpoints_yaml("node1"));
+        let trace = |src: &str, dst: &str, proto: &str, dport: Option<u16>| -> String {
+            let mut args = vec!["trace", "--src", src, "--dst", dst, "--protocol", proto];
+            let port = dport.map(|d| d.to_string());
+            if let Some(port) = &port {
+                args.extend(["--dport", port]);
+            }
+            let run = p.run(&args);
+            assert_eq!(run.code, 0, "{run:?}");
+            run.stdout.lines().last().unwrap().to_string()
+        };
+        let outside = common::seeds::OUTSIDE_IP;
+        assert_eq!(trace("app1", "db1", "tcp", Some(3306)), "verdict: allow");
+        assert_eq!(
+            trace("app2", "192.168.0.12", "tcp", Some(3306)),
+            "verdict: allow"
+        );
+        assert_eq!(trace("app1", "db1", "tcp", Some(3307)), "verdict: deny");
+        for (proto, port) in [
+            ("tcp", Some(22)),
+            ("udp", Some(53)),
+            ("icmp", None),
+            ("132", Some(7)),
+        ] {
+            assert_eq!(
+                trace("db1", "db2", proto, port),
+                "verdict: allow",
+                "db -> db {proto}"
+            );
+            assert_eq!(
+                trace("db1", "app1", proto, port),
+                "verdict: deny",
+                "db -> app {proto}"
+            );
+            assert_eq!(
+                trace("app1", outside, proto, port),
+                "verdict: allow",
+                "app -> out {proto}"
+            );
+            assert_eq!(
+                trace("app1", "app2", proto, port),
+                "verdict: deny",
+                "app -> app {proto}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trace_reports_bad_input() {
+    let p = Palisade::new();
+    p.apply(&common::seeds::endpoints_yaml("node1"));
+    let run = p.run(&[
+        "trace",
+        "--src",
+        "nosuch",
+        "--dst",
+        "db1",
+        "--protocol",
+        "tcp",
+        "--dport",
+        "1",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("--src 'nosuch': no workloadEndpoint has that name"),
+        "{run:?}"
+    );
+    let run = p.run(&["trace", "--src", "db1", "--dst", "db2", "--protocol", "tcp"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("--dport is required"), "{run:?}");
+    let run = p.run(&[
+        "trace",
+        "--src",
+        "db1",
+        "--dst",
+        "db2",
+        "--protocol",
+        "TCP",
+        "--dport",
+        "1",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("--protocol 'TCP'"), "{run:?}");
 }
