@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for a map of the code.
 
 pub mod cli;
+pub mod dataplane;
 pub mod model;
 pub mod policy;
 pub mod selector;
