@@ -115,17 +115,21 @@ fn debian_packages(options: &Options) -> Result<()> {
             "Debian packages {missing_list}"
         )));
     }
-    say(
-        &what,
-        format_args!("missing {missing_list}; installing with apt-get"),
-    );
     if !command::is_root() {
+        say(
+            &what,
+            format_args!("missing {missing_list}; cannot install them without root"),
+        );
         bail!(
             "installing Debian packages needs root, and this is not root\n\
              hint: run `cargo xtask bootstrap` as root, or install them yourself:\n    \
              apt-get update && apt-get install -y --no-install-recommends {missing_list}"
         );
     }
+    say(
+        &what,
+        format_args!("missing {missing_list}; installing with apt-get"),
+    );
     let apt_get = || {
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive");

@@ -60,7 +60,7 @@ enum Cmd {
     },
     /// Build, then run `cargo test --workspace ARGS` as root (the privileged tests need it).
     Test {
-        /// Arguments for `cargo test`, e.g. `-- --nocapture`.
+        /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
         #[arg(last = true)]
         args: Vec<OsString>,
     },
