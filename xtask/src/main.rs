@@ -1,1 +1,153 @@
-fn main() {}
+//! `cargo xtask`: palisade's build automation, in Rust rather than shell.
+//!
+//! `cargo xtask build` and `cargo xtask test` are all a fresh Debian machine with rustup needs:
+//! they bootstrap the toolchain and packages, build the eBPF object with nightly, and build
+//! or test the stable workspace with that object embedded in the agent.
+
+mod bootstrap;
+mod cargo;
+mod command;
+mod ebpf;
+
+use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{bootstrap::Step, cargo::Workspace};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "palisade's build automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need: Debian packages, nightly + rust-src,
+    /// bpf-linker. Idempotent; installing packages needs root.
+    Bootstrap {
+        /// Only report what is missing; fail if anything is.
+        #[arg(long)]
+        check: bool,
+        /// Treat a step as missing, to exercise its install path (for testing xtask).
+        #[arg(long, value_enum, hide = true)]
+        assume_missing: Vec<Step>,
+    },
+    /// Build the eBPF object (nightly, bpfel-unknown-none) and print its path.
+    BuildEbpf {
+        /// Use the dev profile (still optimised: the verifier needs it).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Bootstrap, build the eBPF object, and build the workspace with it embedded.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `palisade agent ARGS` (as root, for the dataplane).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `palisade agent`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Build, then run `cargo test --workspace ARGS` as root (the privileged tests need it).
+    Test {
+        /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let repo = repo_root()?;
+    match cli.command {
+        Cmd::Bootstrap {
+            check,
+            assume_missing,
+        } => {
+            bootstrap::everything(&bootstrap::Options {
+                check_only: check,
+                assume_missing,
+            })?;
+        }
+        Cmd::BuildEbpf { debug } => {
+            let toolchain = bootstrap::ebpf_toolchain(&bootstrap::Options::default())?;
+            let profile = if debug {
+                ebpf::Profile::Dev
+            } else {
+                ebpf::Profile::Release
+            };
+            let object = ebpf::build(&repo, profile, &toolchain)?;
+            println!("{}", object.display());
+        }
+        Cmd::Build { release } => {
+            build(&repo, workspace_profile(release))?;
+        }
+        Cmd::Run { release, args } => {
+            let profile = workspace_profile(release);
+            build(&repo, profile)?;
+            let binary = Workspace::new(&repo).binary(profile, "palisade")?;
+            let err = std::process::Command::new(&binary)
+                .arg("agent")
+                .args(&args)
+                .exec();
+            // exec only returns on failure; on success the agent's exit code is ours.
+            return Err(err).with_context(|| format!("cannot run {}", binary.display()));
+        }
+        Cmd::Test { args } => {
+            if !command::is_root() {
+                bail!(
+                    "the tests load eBPF programs and create namespaces, so they need root\n\
+                     hint: run `cargo xtask test` as root"
+                );
+            }
+            let object = build(&repo, cargo::Profile::Dev)?;
+            Workspace::new(&repo).test(&object, &args)?;
+        }
+    }
+    Ok(())
+}
+
+fn workspace_profile(release: bool) -> cargo::Profile {
+    if release {
+        cargo::Profile::Release
+    } else {
+        cargo::Profile::Dev
+    }
+}
+
+/// Bootstrap, build the eBPF object, build the workspace; returns the object's path.
+fn build(repo: &std::path::Path, profile: cargo::Profile) -> Result<PathBuf> {
+    let toolchain = bootstrap::everything(&bootstrap::Options::default())?;
+    let object = ebpf::build(repo, ebpf::Profile::Release, &toolchain)?;
+    eprintln!("build: eBPF object {}", object.display());
+    Workspace::new(repo).build(profile, &object)?;
+    Ok(object)
+}
+
+/// The repository root: xtask lives in `<root>/xtask`.
+fn repo_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask's manifest directory has no parent")
+}

@@ -1,0 +1,66 @@
+//! The eBPF dataplane: the embedded object, loading it, and the bpffs pin directory.
+//!
+//! Only the foundations exist so far; attaching to veths, map sync, conntrack GC, counters and
+//! events come later, each in a module of its own.
+
+pub mod bpffs;
+pub mod load;
+pub mod object;
+
+pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
+pub use load::{LoadedObject, TC_PROGRAM, load};
+pub use object::ebpf_object;
+
+/// Why the dataplane could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this palisade was built without its eBPF object; build it with `cargo xtask build`")]
+    ObjectNotEmbedded,
+
+    #[error(
+        "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {0}\n\
+         hint: palisade needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    KernelBtf(#[source] aya::BtfError),
+
+    #[error("cannot load palisade's eBPF object into the kernel: {0}")]
+    LoadObject(#[source] aya::EbpfError),
+
+    #[error("palisade's eBPF object has no program named `{0}`; is the object stale?")]
+    MissingProgram(&'static str),
+
+    #[error("the eBPF program `{name}` is not of the expected type: {source}")]
+    ProgramType {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("the kernel rejected the eBPF program `{name}`: {source}")]
+    LoadProgram {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("cannot read {path}: {source}")]
+    ReadMounts {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot mount bpffs at {path}: {source}\nhint: palisade must run as root")]
+    MountBpffs {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot create the pin directory {path}: {source}")]
+    CreatePinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,96 @@
+//! The stable workspace: building, testing and locating its binaries.
+
+use std::{
+    env,
+    ffi::{OsStr, OsString},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::command;
+
+/// Tells `agent/build.rs` which eBPF object to embed.
+const OBJECT_ENV: &str = "PALISADE_EBPF_OBJECT";
+
+/// Cargo profile of the workspace build.
+#[derive(Clone, Copy, Debug)]
+pub enum Profile {
+    Dev,
+    Release,
+}
+
+impl Profile {
+    fn directory(self) -> &'static str {
+        match self {
+            Self::Dev => "debug",
+            Self::Release => "release",
+        }
+    }
+}
+
+/// The workspace at `root`, driven with the cargo that runs xtask.
+pub struct Workspace {
+    root: PathBuf,
+    cargo: OsString,
+}
+
+impl Workspace {
+    pub fn new(root: &Path) -> Self {
+        // `cargo xtask` sets CARGO to the cargo running it, so the workspace is built by
+        // the same toolchain (stable) whatever PATH says.
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        Self {
+            root: root.to_owned(),
+            cargo,
+        }
+    }
+
+    fn cargo(&self, subcommand: &str, object: &Path) -> Command {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.current_dir(&self.root)
+            .arg(subcommand)
+            .arg("--workspace")
+            .env(OBJECT_ENV, object);
+        cmd
+    }
+
+    /// `cargo build --workspace` with `object` embedded in the agent.
+    pub fn build(&self, profile: Profile, object: &Path) -> Result<()> {
+        let mut cmd = self.cargo("build", object);
+        if let Profile::Release = profile {
+            cmd.arg("--release");
+        }
+        eprintln!("build: building the workspace ({})", profile.directory());
+        command::run(&mut cmd).context("cannot build the workspace")
+    }
+
+    /// `cargo test --workspace ARGS` with `object` embedded in the agent.
+    pub fn test(&self, object: &Path, args: &[OsString]) -> Result<()> {
+        let mut cmd = self.cargo("test", object);
+        cmd.args(args);
+        eprintln!("test: testing the workspace");
+        command::run(&mut cmd).context("tests failed")
+    }
+
+    /// Where cargo puts the binary `name` of `profile`, honouring CARGO_TARGET_DIR and
+    /// `build.target-dir` (asked of `cargo metadata` rather than guessed).
+    pub fn binary(&self, profile: Profile, name: &str) -> Result<PathBuf> {
+        let metadata = command::output(Command::new(&self.cargo).current_dir(&self.root).args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+        ]))?;
+        let metadata: serde_json::Value =
+            serde_json::from_str(&metadata).context("cannot parse `cargo metadata` output")?;
+        let target_dir = metadata
+            .get("target_directory")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| anyhow!("`cargo metadata` printed no target_directory"))?;
+        Ok(Path::new(target_dir)
+            .join(profile.directory())
+            .join(OsStr::new(name)))
+    }
+}
