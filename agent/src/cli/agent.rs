@@ -8,8 +8,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::agent::{ResourceView, SyncEvent, follow};
-use crate::log;
 use crate::model::{Kind, Resource};
+use crate::{dataplane, log};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -17,6 +17,9 @@ pub struct AgentArgs {
     /// `node` is this name (default: the host name).
     #[arg(long, env = "PALISADE_NODE")]
     pub node: Option<String>,
+    /// Where bpffs is (or gets) mounted; palisade pins under <BPFFS>/palisade/<abi-version>/.
+    #[arg(long, default_value = crate::dataplane::BPFFS_ROOT)]
+    pub bpffs: std::path::PathBuf,
 }
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
@@ -35,6 +38,14 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         "agent starting",
         &[("node", &node), ("datastore", &datastore_url)],
     );
+    // Kept for the agent's lifetime: dropping it would unload what is not pinned.
+    let _dataplane = match load_dataplane(&args.bpffs) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
 
     let (tx, mut rx) = mpsc::channel(16);
     let follower = tokio::spawn(follow(store, tx));
@@ -72,6 +83,15 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     follower.abort();
     log::info("agent stopped", &[("node", &node)]);
     ExitCode::SUCCESS
+}
+
+/// Mounts bpffs if needed, loads the embedded eBPF object and pins its program.
+fn load_dataplane(bpffs: &std::path::Path) -> Result<dataplane::LoadedObject, dataplane::Error> {
+    let dir = dataplane::ensure_pin_dir(bpffs)?;
+    let mut loaded = dataplane::load(dataplane::ebpf_object()?)?;
+    let pinned = loaded.pin_tc_program(&dir)?;
+    log::info("eBPF program loaded", &[("pinned", &pinned.display())]);
+    Ok(loaded)
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

@@ -54,6 +54,22 @@ impl LoadedObject {
             })
     }
 
+    /// Pins the TC program as `<dir>/palisade_tc`, replacing a pin left by an earlier agent
+    /// (whose attachments keep their own reference to the old program).
+    pub fn pin_tc_program(&mut self, dir: &std::path::Path) -> Result<std::path::PathBuf, Error> {
+        let path = dir.join(TC_PROGRAM);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Pin { path, source }),
+        }
+        self.tc_program()?.pin(&path).map_err(|e| Error::Pin {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(path)
+    }
+
     /// The underlying aya handle, for maps and for programs not wrapped here yet.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf

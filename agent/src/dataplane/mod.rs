@@ -57,6 +57,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot pin {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot create the pin directory {path}: {source}")]
     CreatePinDir {
         path: std::path::PathBuf,
