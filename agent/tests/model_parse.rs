@@ -4,8 +4,11 @@
 // Tests fail loudly on bad fixtures; unwrap is the point.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::seeds;
 use palisade::model::parse::{ParseError, parse_documents};
 use palisade::model::validate::validate;
 use palisade::model::{
@@ -15,75 +18,8 @@ use palisade::model::{
     WorkloadEndpoint, WorkloadEndpointMetadata, WorkloadEndpointSpec,
 };
 
-/// The user's example, verbatim.
-const SEED_PROFILES: &str = "\
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: databases
-    labels:
-      role: database
-  spec:
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'app'
-      destination:
-        ports:
-        -  3306
-    - action: allow
-      source:
-        selector: role == 'database'
-    egress:
-    - action: allow
-      destination:
-        selector: role == 'database'
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: apps
-    labels:
-      role: app
-  spec:
-    egress:
-    - action: allow
-";
-
-/// The same example written as selector policies.
-const SEED_POLICIES: &str = "\
-- apiVersion: v1
-  kind: policy
-  metadata:
-    name: databases
-  spec:
-    order: 0
-    selector: role == 'database'
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'app'
-      destination:
-        ports:
-        -  3306
-    - action: allow
-      source:
-        selector: role == 'database'
-    egress:
-    - action: allow
-      destination:
-        selector: role == 'database'
-- apiVersion: v1
-  kind: policy
-  metadata:
-    name: apps
-  spec:
-    order: 0
-    selector: role == 'app'
-    egress:
-    - action: allow
-";
+const SEED_PROFILES: &str = seeds::PROFILES_WITH_RULES;
+const SEED_POLICIES: &str = seeds::GLOBAL_POLICIES;
 
 fn parse_err(text: &str) -> ParseError {
     match parse_documents(text) {

@@ -6,6 +6,9 @@
 // Tests fail loudly on bad fixtures; unwrap is the point.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::seeds;
 use palisade::model::parse::parse_documents;
 use palisade::model::validate::{FieldError, ValidationError, governed_types, normalize, validate};
 use palisade::model::{Policy, PolicySpec, PolicyType, Port, Resource, Rule};
@@ -112,40 +115,14 @@ fn valid_resources_of_every_kind() {
 
 #[test]
 fn the_seed_documents_are_valid() {
-    let text = "\
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: databases
-    labels:
-      role: database
-  spec:
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'app'
-      destination:
-        ports:
-        -  3306
-    - action: allow
-      source:
-        selector: role == 'database'
-    egress:
-    - action: allow
-      destination:
-        selector: role == 'database'
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: apps
-    labels:
-      role: app
-  spec:
-    egress:
-    - action: allow
-";
-    for resource in parse_documents(text).unwrap() {
+    let text = [
+        seeds::PROFILES_WITH_RULES,
+        seeds::PROFILES_LABELS_ONLY,
+        seeds::GLOBAL_POLICIES,
+        seeds::MULTIPLE_NETWORKS,
+    ]
+    .join("");
+    for resource in parse_documents(&text).unwrap() {
         validate(&resource).unwrap();
     }
 }
