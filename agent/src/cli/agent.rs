@@ -13,7 +13,7 @@ use crate::{dataplane, log};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// This node's name: the agent enforces policy for the workload endpoints whose
+    /// This node's name: the agent is responsible for the workload endpoints whose
     /// `node` is this name (default: the host name).
     #[arg(long, env = "PALISADE_NODE")]
     pub node: Option<String>,

@@ -39,7 +39,7 @@ use crate::store::DEFAULT_DATASTORE_URL;
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version, propagate_version = true)]
 pub struct Cli {
-    /// The datastore: file:///path/to/dir (the embedded store) or etcd://host:port.
+    /// The datastore: file:///path/to/dir (the embedded store; etcd:// is not supported yet).
     #[arg(
         long,
         global = true,
