@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod compile;
 pub mod log;
 pub mod model;
 pub mod policy;
