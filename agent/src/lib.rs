@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod compile;
 pub mod dataplane;
 pub mod log;
 pub mod model;

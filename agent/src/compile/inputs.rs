@@ -1,0 +1,211 @@
+//! From resources to what the compiler works on: valid policies in the order they apply,
+//! profiles, workload endpoints with their effective labels, and the owners of every
+//! endpoint address. Mirrors `policy::index::Model::new`, which is the definition.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::model::labels::effective_labels;
+use crate::model::validate::validate;
+use crate::model::{Policy, Profile, Resource, ResourceKey, Rule};
+use crate::policy::{Direction, RuleOwner};
+use crate::selector::Selector;
+
+use super::CompileError;
+use super::rules::{CompiledRule, RuleId, Universe, compile_rule};
+
+pub(crate) struct Inputs {
+    pub universe: Universe,
+    /// Every rule of every policy and profile that compiled; programs refer to them by index.
+    pub rules: Vec<CompiledRule>,
+    /// Normal (tracked, not preDNAT) policies, sorted by (order, nil last, name).
+    pub policies: Vec<PolicyRules>,
+    /// Profiles that exist; `None` when their rules do not compile (they then deny all,
+    /// like a missing profile, but their labels still count).
+    pub profiles: BTreeMap<String, Option<[Vec<RuleId>; 2]>>,
+    /// Sorted by key.
+    pub workloads: Vec<Workload>,
+    /// Effective labels of every endpoint (workload or host) owning each address.
+    pub owners: BTreeMap<IpAddr, Vec<BTreeMap<String, String>>>,
+}
+
+pub(crate) struct PolicyRules {
+    pub selector: Selector,
+    /// Index 0 ingress, 1 egress; `None` when the policy does not govern that direction.
+    pub rules: [Option<Vec<RuleId>>; 2],
+}
+
+pub(crate) struct Workload {
+    pub key: ResourceKey,
+    pub labels: BTreeMap<String, String>,
+    pub profiles: Vec<String>,
+    pub addrs: Vec<IpAddr>,
+}
+
+pub(crate) fn dir_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+impl Inputs {
+    /// Fails only on two resources with the same key: which one counts would depend on
+    /// input order, and the image must not.
+    pub fn gather(resources: impl IntoIterator<Item = Resource>) -> Result<Inputs, CompileError> {
+        let mut seen = BTreeSet::new();
+        let mut raw_profiles = BTreeMap::new();
+        let mut policies = Vec::new();
+        let mut workloads = Vec::new();
+        let mut hosts = Vec::new();
+        for resource in resources {
+            let key = resource.key();
+            if !seen.insert(key.clone()) {
+                return Err(CompileError::DuplicateResource(key));
+            }
+            // Invalid resources are treated as deleted, as Felix does.
+            if validate(&resource).is_err() {
+                continue;
+            }
+            match resource {
+                Resource::Profile(p) => {
+                    raw_profiles.insert(p.metadata.name.clone(), p);
+                }
+                // Untracked and preDNAT policies never apply to workload endpoints.
+                Resource::Policy(p) if !p.spec.do_not_track && !p.spec.pre_dnat => policies.push(p),
+                Resource::Policy(_) | Resource::IpPool(_) => {}
+                Resource::WorkloadEndpoint(w) => workloads.push((key, w)),
+                Resource::HostEndpoint(h) => hosts.push(h),
+            }
+        }
+        policies.sort_by(policy_order);
+        workloads.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut inputs = Inputs {
+            universe: Universe::default(),
+            rules: Vec::new(),
+            policies: Vec::new(),
+            profiles: BTreeMap::new(),
+            workloads: Vec::new(),
+            owners: BTreeMap::new(),
+        };
+        for policy in &policies {
+            if let Some(compiled) = inputs.compile_policy(policy) {
+                inputs.policies.push(compiled);
+            }
+        }
+        for (name, profile) in &raw_profiles {
+            let compiled = inputs.compile_profile(profile);
+            inputs.profiles.insert(name.clone(), compiled);
+        }
+        let labels_of = |own: &BTreeMap<String, String>, names: &[String]| {
+            let profiles: Vec<Option<&Profile>> =
+                names.iter().map(|n| raw_profiles.get(n)).collect();
+            effective_labels(own, &profiles)
+        };
+        for (key, w) in workloads {
+            let labels = labels_of(&w.metadata.labels, &w.spec.profiles);
+            let addrs: Vec<IpAddr> = w.spec.ip_networks.iter().map(|n| n.addr()).collect();
+            for addr in &addrs {
+                inputs.owners.entry(*addr).or_default().push(labels.clone());
+            }
+            inputs.workloads.push(Workload {
+                key,
+                labels,
+                profiles: w.spec.profiles,
+                addrs,
+            });
+        }
+        for h in hosts {
+            let labels = labels_of(&h.metadata.labels, &h.spec.profiles);
+            for ip in &h.spec.expected_ips {
+                inputs.owners.entry(*ip).or_default().push(labels.clone());
+            }
+        }
+        Ok(inputs)
+    }
+
+    fn compile_policy(&mut self, policy: &Policy) -> Option<PolicyRules> {
+        let spec = &policy.spec;
+        let selector = Selector::parse(&spec.selector).ok()?;
+        let owner = RuleOwner::Policy(policy.metadata.name.clone());
+        let governs = |t| spec.types.is_empty() || spec.types.contains(&t);
+        let mut compiled = Vec::new();
+        let ingress = if governs(crate::model::PolicyType::Ingress) {
+            Some(self.compile_list(&spec.ingress, &owner, Direction::Ingress, &mut compiled)?)
+        } else {
+            None
+        };
+        let egress = if governs(crate::model::PolicyType::Egress) {
+            Some(self.compile_list(&spec.egress, &owner, Direction::Egress, &mut compiled)?)
+        } else {
+            None
+        };
+        self.rules.extend(compiled);
+        Some(PolicyRules {
+            selector,
+            rules: [ingress, egress],
+        })
+    }
+
+    fn compile_profile(&mut self, profile: &Profile) -> Option<[Vec<RuleId>; 2]> {
+        let owner = RuleOwner::Profile(profile.metadata.name.clone());
+        let mut compiled = Vec::new();
+        let ingress = self.compile_list(
+            &profile.spec.ingress,
+            &owner,
+            Direction::Ingress,
+            &mut compiled,
+        )?;
+        let egress = self.compile_list(
+            &profile.spec.egress,
+            &owner,
+            Direction::Egress,
+            &mut compiled,
+        )?;
+        self.rules.extend(compiled);
+        Some([ingress, egress])
+    }
+
+    /// Compiles `rules` into `out` (committed to `self.rules` by the caller only if the
+    /// whole policy or profile compiles), returning the ids they will have.
+    fn compile_list(
+        &mut self,
+        rules: &[Rule],
+        owner: &RuleOwner,
+        direction: Direction,
+        out: &mut Vec<CompiledRule>,
+    ) -> Option<Vec<RuleId>> {
+        let mut ids = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.iter().enumerate() {
+            let compiled =
+                compile_rule(&mut self.universe, rule, owner.clone(), direction, index).ok()?;
+            let id = RuleId::try_from(self.rules.len() + out.len()).ok()?;
+            out.push(compiled);
+            ids.push(id);
+        }
+        Some(ids)
+    }
+
+    pub fn rule(&self, id: RuleId) -> Option<&CompiledRule> {
+        self.rules.get(id as usize)
+    }
+
+    pub fn owners_of(&self, addr: IpAddr) -> &[BTreeMap<String, String>] {
+        self.owners.get(&addr).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Ascending order; no order sorts after every number; ties broken by name, byte-wise.
+fn policy_order(a: &Policy, b: &Policy) -> Ordering {
+    let rank = |p: &Policy| match p.spec.order {
+        Some(o) => (0, o),
+        None => (1, 0.0),
+    };
+    let (ra, oa) = rank(a);
+    let (rb, ob) = rank(b);
+    ra.cmp(&rb)
+        .then(oa.total_cmp(&ob))
+        .then_with(|| a.metadata.name.as_bytes().cmp(b.metadata.name.as_bytes()))
+}

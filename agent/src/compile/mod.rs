@@ -1,0 +1,173 @@
+//! The policy compiler: resources in, a map image out. Pure and deterministic: the same
+//! resources, in any order, give a byte-identical image ([`Image::encode`]).
+//!
+//! The kernel answers "what does this endpoint's policy say about this packet" with a few
+//! lookups instead of walking rules (see [`image`] for the maps, [`lookup`] for the walk):
+//! 1. the policed address → [`LocalId`] ([`identity`]): endpoints with the same labels and
+//!    profiles share one, split only by family and by rules that test their own address;
+//! 2. the peer address → [`RemoteId`] ([`remote`], [`cidr_classes`]): everything any rule
+//!    can ask about a peer address, as an ID;
+//! 3. (local, remote, direction) → a [`Table`] ([`table`]), falling back to a wildcard
+//!    table per (local, direction) so that rules that ignore the peer are not multiplied
+//!    by the number of peers;
+//! 4. the table, by protocol and ports or ICMP type/code → an [`Outcome`]: verdict,
+//!    deciding rule, and the `log` rules passed.
+//!
+//! The semantics are those of [`crate::policy`], the reference evaluator; the differential
+//! test `tests/compile_differential.rs` holds the two together.
+
+mod capacity;
+mod cidr_classes;
+mod identity;
+mod image;
+mod inputs;
+mod lookup;
+mod program;
+mod remote;
+mod rules;
+mod signature;
+mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use crate::model::Resource;
+use crate::policy::Direction;
+
+pub use capacity::{Capacities, CompileError, Exceeded};
+pub use identity::{LocalId, LocalInfo};
+pub use image::{Image, ImageStats, TableId};
+pub use program::Outcome;
+pub use remote::RemoteId;
+pub use signature::Family;
+pub use table::{OutcomeId, RangeTable, Row, Table};
+
+use identity::LocalIds;
+use inputs::Inputs;
+use program::Program;
+use remote::RemoteClasses;
+
+/// Compiles `resources` into a map image that fits `capacities`, or says which capacities
+/// it does not fit (and then returns nothing else).
+pub fn compile(
+    resources: impl IntoIterator<Item = Resource>,
+    capacities: &Capacities,
+) -> Result<Image, CompileError> {
+    let inputs = Inputs::gather(resources)?;
+    let remotes = RemoteClasses::classify(&inputs);
+    let locals = LocalIds::assign(&inputs);
+
+    let mut outcomes = Interner::default();
+    let mut tables = Interner::default();
+    // Programs already compiled, by family: the same narrowed program gives the same table.
+    let mut compiled: HashMap<(Family, Program), TableId> = HashMap::new();
+    let mut table_of = |family: Family, program: Program| -> TableId {
+        if let Some(id) = compiled.get(&(family, program.clone())) {
+            return *id;
+        }
+        let table = table::build_table(&program, &inputs.rules, family, &mut |o| {
+            OutcomeId(outcomes.intern(o))
+        });
+        let id = TableId(tables.intern(table));
+        compiled.insert((family, program), id);
+        id
+    };
+
+    let mut wildcard = BTreeMap::new();
+    let mut specific = BTreeMap::new();
+    let no_remotes = Vec::new();
+    for (i, (info, programs)) in locals.locals.iter().enumerate() {
+        let local = LocalId(u32::try_from(i).unwrap_or(u32::MAX));
+        let family = info.family;
+        for (direction, program) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .zip(programs)
+        {
+            let looks_at_peer = program
+                .rule_ids()
+                .filter_map(|id| inputs.rule(id))
+                .any(|r| !r.peer().is_unconditional());
+            if !looks_at_peer {
+                wildcard.insert((local, direction), table_of(family, program.clone()));
+                continue;
+            }
+            let candidates = remotes.by_family.get(&family).unwrap_or(&no_remotes);
+            let per_remote: Vec<(RemoteId, TableId)> = candidates
+                .iter()
+                .map(|&remote| {
+                    let narrowed =
+                        program.retain(|id| match (inputs.rule(id), remotes.signature(remote)) {
+                            (Some(rule), Some(sig)) => rule.peer().holds(sig),
+                            _ => false,
+                        });
+                    (remote, table_of(family, narrowed))
+                })
+                .collect();
+            // The wildcard is the table most peers get; ties go to the lower table ID.
+            let mut counts: BTreeMap<TableId, usize> = BTreeMap::new();
+            for (_, t) in &per_remote {
+                *counts.entry(*t).or_default() += 1;
+            }
+            let Some(common) = counts
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(t, _)| *t)
+            else {
+                continue;
+            };
+            wildcard.insert((local, direction), common);
+            for (remote, t) in per_remote {
+                if t != common {
+                    specific.insert((local, remote, direction), t);
+                }
+            }
+        }
+    }
+
+    let image = Image {
+        endpoints: locals.of_endpoint,
+        locals: locals.locals.into_iter().map(|(info, _)| info).collect(),
+        remote_ids: remotes.signatures.len(),
+        exact: remotes.exact,
+        lpm: remotes.lpm,
+        world: remotes.world,
+        wildcard,
+        specific,
+        tables: tables.items,
+        outcomes: outcomes.items,
+    };
+    let exceeded = capacities.check(&image.stats());
+    if exceeded.is_empty() {
+        Ok(image)
+    } else {
+        Err(CompileError::Capacity(exceeded))
+    }
+}
+
+/// Stores each distinct value once, numbered in first-seen order (the compiler visits in
+/// a fixed order, so the numbering is deterministic).
+struct Interner<T> {
+    items: Vec<T>,
+    index: HashMap<T, u32>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            items: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Hash + Eq + Clone> Interner<T> {
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(&i) = self.index.get(&value) {
+            return i;
+        }
+        let i = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+        self.items.push(value.clone());
+        self.index.insert(value, i);
+        i
+    }
+}

@@ -1,0 +1,124 @@
+//! Remote IDs: every peer address reduced to what rules can ask about it.
+//!
+//! An address's peer signature says, for each label test (selector, tag) in a peer position
+//! of some rule, whether any endpoint owning the address passes it, and for each CIDR in a
+//! peer position, whether it contains the address. Equal signatures get the same remote
+//! ID; IDs are numbered in signature order, so the numbering depends only on the input.
+//!
+//! Addresses owned by no endpoint fail every label test, so their signature is their CIDR
+//! class: LPM entries, one per distinct peer CIDR ([`super::cidr_classes`]); addresses in no
+//! CIDR are "world". Endpoint addresses get an exact entry only where their signature
+//! differs from what the LPM would give them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::cidr_classes::{longest_match, lpm_classes};
+use super::inputs::Inputs;
+use super::signature::{Bits, Family, Signature};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteId(pub u32);
+
+pub(crate) struct RemoteClasses {
+    /// Indexed by remote ID.
+    pub signatures: Vec<Signature>,
+    pub exact: BTreeMap<IpAddr, RemoteId>,
+    pub lpm: BTreeMap<IpNet, RemoteId>,
+    pub world: RemoteId,
+    /// The remote IDs an address of each family can get, sorted.
+    pub by_family: BTreeMap<Family, Vec<RemoteId>>,
+}
+
+impl RemoteClasses {
+    pub fn classify(inputs: &Inputs) -> RemoteClasses {
+        let universe = &inputs.universe;
+        let mut label_tests = BTreeSet::new();
+        let mut cidrs = BTreeSet::new();
+        for rule in &inputs.rules {
+            label_tests.extend(rule.peer().label_tests());
+            cidrs.extend(rule.peer().cidrs());
+        }
+        let label_tests: Vec<usize> = label_tests.into_iter().collect();
+        let cidrs: Vec<(usize, IpNet)> = cidrs
+            .into_iter()
+            .filter_map(|i| universe.cidrs.get(i).map(|n| (i, *n)))
+            .collect();
+        let cidr_ids: Vec<usize> = cidrs.iter().map(|&(i, _)| i).collect();
+
+        let class_signature = |containing: &[usize]| {
+            let mut sig = Signature {
+                labels: Bits::zeros(universe.label_tests.len()),
+                cidrs: Bits::zeros(universe.cidrs.len()),
+            };
+            for &i in containing {
+                sig.cidrs.set(i);
+            }
+            sig
+        };
+        let world = class_signature(&[]);
+        let lpm: BTreeMap<IpNet, Signature> = lpm_classes(&cidrs)
+            .into_iter()
+            .map(|(net, containing)| (net, class_signature(&containing)))
+            .collect();
+        let mut exact = BTreeMap::new();
+        for (addr, owners) in &inputs.owners {
+            let sig = universe.signature(*addr, owners, &label_tests, &cidr_ids);
+            if longest_match(&lpm, *addr).unwrap_or(&world) != &sig {
+                exact.insert(*addr, sig);
+            }
+        }
+
+        let signatures: Vec<Signature> = lpm
+            .values()
+            .chain(exact.values())
+            .chain([&world])
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let id_of = |sig: &Signature| {
+            let i = signatures.binary_search(sig).unwrap_or(0);
+            RemoteId(u32::try_from(i).unwrap_or(u32::MAX))
+        };
+        let world_id = id_of(&world);
+        let lpm: BTreeMap<IpNet, RemoteId> = lpm.iter().map(|(n, s)| (*n, id_of(s))).collect();
+        let exact: BTreeMap<IpAddr, RemoteId> = exact.iter().map(|(a, s)| (*a, id_of(s))).collect();
+
+        let mut by_family: BTreeMap<Family, BTreeSet<RemoteId>> = BTreeMap::new();
+        for (net, id) in &lpm {
+            by_family
+                .entry(Family::of(net.addr()))
+                .or_default()
+                .insert(*id);
+        }
+        for (addr, id) in &exact {
+            by_family.entry(Family::of(*addr)).or_default().insert(*id);
+        }
+        for (family, zero) in [
+            (Family::V4, IpNet::V4(Default::default())),
+            (Family::V6, IpNet::V6(Default::default())),
+        ] {
+            // With a /0 among the CIDRs no address of the family is "world".
+            if !lpm.contains_key(&zero) {
+                by_family.entry(family).or_default().insert(world_id);
+            }
+        }
+        RemoteClasses {
+            signatures,
+            exact,
+            lpm,
+            world: world_id,
+            by_family: by_family
+                .into_iter()
+                .map(|(f, ids)| (f, ids.into_iter().collect()))
+                .collect(),
+        }
+    }
+
+    pub fn signature(&self, id: RemoteId) -> Option<&Signature> {
+        self.signatures.get(id.0 as usize)
+    }
+}

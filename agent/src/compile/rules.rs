@@ -1,0 +1,374 @@
+//! Rules as the compiler sees them. Every address test of a rule (selector, tag, CIDR) is
+//! an index into one shared [`Universe`], so "does this address pass the rule's peer test"
+//! becomes a question about a few bits of the address's [`Signature`]. What is left of a
+//! rule after its address tests is an [`L4Match`] over protocol, ports and ICMP fields.
+//!
+//! The criteria mirror `policy::rule_match` exactly; that module is the definition.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::{Action, EntityRule, IcmpFields, Port, Protocol, Rule};
+use crate::policy::{Direction, L4, PROTO_TCP, PROTO_UDP, RuleOwner, RuleRef};
+use crate::selector::{Labels, Selector};
+
+use super::signature::{Bits, Family, Signature};
+
+/// Index of a rule in [`super::inputs::Inputs::rules`].
+pub(crate) type RuleId = u32;
+
+/// A test on the labels of an address's owners.
+pub(crate) enum LabelTest {
+    Selector(Selector),
+    /// `tag: T` matches like `has(T)` over effective labels (tags are labels `T=""`).
+    Tag(String),
+}
+
+impl LabelTest {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            LabelTest::Selector(s) => s.matches(labels),
+            LabelTest::Tag(t) => Labels::get(labels, t).is_some(),
+        }
+    }
+}
+
+/// Every distinct label test and CIDR named by any rule, numbered in first-seen order (the
+/// compiler visits rules in a fixed order, so the numbering is deterministic).
+#[derive(Default)]
+pub(crate) struct Universe {
+    pub label_tests: Vec<LabelTest>,
+    /// Truncated to their network address: `10.0.0.1/24` and `10.0.0.0/24` are one CIDR.
+    pub cidrs: Vec<IpNet>,
+    label_index: BTreeMap<String, usize>,
+    cidr_index: BTreeMap<IpNet, usize>,
+}
+
+impl Universe {
+    fn label_test(&mut self, key: String, test: impl FnOnce() -> LabelTest) -> usize {
+        let next = self.label_tests.len();
+        *self.label_index.entry(key).or_insert_with(|| {
+            self.label_tests.push(test());
+            next
+        })
+    }
+
+    fn cidr(&mut self, net: IpNet) -> usize {
+        let net = net.trunc();
+        let next = self.cidrs.len();
+        *self.cidr_index.entry(net).or_insert_with(|| {
+            self.cidrs.push(net);
+            next
+        })
+    }
+
+    /// The signature of `addr` for the label tests and CIDRs listed (others stay 0).
+    /// `owners` are the effective labels of every endpoint owning the address: a label test
+    /// holds if ANY owner satisfies it, as rule selectors stand for sets of addresses.
+    pub fn signature(
+        &self,
+        addr: IpAddr,
+        owners: &[BTreeMap<String, String>],
+        label_tests: &[usize],
+        cidrs: &[usize],
+    ) -> Signature {
+        let mut sig = Signature {
+            labels: Bits::zeros(self.label_tests.len()),
+            cidrs: Bits::zeros(self.cidrs.len()),
+        };
+        for &i in label_tests {
+            if let Some(test) = self.label_tests.get(i)
+                && owners.iter().any(|labels| test.matches(labels))
+            {
+                sig.labels.set(i);
+            }
+        }
+        for &i in cidrs {
+            if self.cidrs.get(i).is_some_and(|net| net.contains(&addr)) {
+                sig.cidrs.set(i);
+            }
+        }
+        sig
+    }
+}
+
+/// The address half of an entity rule: indices into the [`Universe`].
+#[derive(Default)]
+pub(crate) struct AddrMatch {
+    /// Non-empty: the address must be in one of these CIDRs.
+    pub nets: Vec<usize>,
+    pub not_nets: Vec<usize>,
+    /// Label tests (selector, tag) the address must pass.
+    pub with: Vec<usize>,
+    /// Label tests (notSelector, notTag) the address must fail.
+    pub without: Vec<usize>,
+}
+
+impl AddrMatch {
+    pub fn holds(&self, sig: &Signature) -> bool {
+        (self.nets.is_empty() || self.nets.iter().any(|&i| sig.cidrs.get(i)))
+            && !self.not_nets.iter().any(|&i| sig.cidrs.get(i))
+            && self.with.iter().all(|&i| sig.labels.get(i))
+            && !self.without.iter().any(|&i| sig.labels.get(i))
+    }
+
+    /// True when the rule does not look at this address at all.
+    pub fn is_unconditional(&self) -> bool {
+        self.nets.is_empty()
+            && self.not_nets.is_empty()
+            && self.with.is_empty()
+            && self.without.is_empty()
+    }
+
+    pub fn label_tests(&self) -> impl Iterator<Item = usize> + '_ {
+        self.with.iter().chain(&self.without).copied()
+    }
+
+    pub fn cidrs(&self) -> impl Iterator<Item = usize> + '_ {
+        self.nets.iter().chain(&self.not_nets).copied()
+    }
+}
+
+/// The criteria of a rule that are not about addresses.
+#[derive(Debug, Default)]
+pub(crate) struct L4Match {
+    pub protocol: Option<u8>,
+    pub not_protocol: Option<u8>,
+    pub icmp: Option<IcmpFields>,
+    pub not_icmp: Option<IcmpFields>,
+    pub src_ports: Vec<Port>,
+    pub src_not_ports: Vec<Port>,
+    pub dst_ports: Vec<Port>,
+    pub dst_not_ports: Vec<Port>,
+}
+
+impl L4Match {
+    /// Whether a packet of `family` and `protocol` with these L4 fields passes. Ports count
+    /// only on TCP and UDP, ICMP fields only on the ICMP of the packet's family.
+    pub fn matches(&self, family: Family, protocol: u8, l4: L4) -> bool {
+        if self.protocol.is_some_and(|p| p != protocol)
+            || self.not_protocol.is_some_and(|p| p == protocol)
+        {
+            return false;
+        }
+        let icmp = match l4 {
+            L4::Icmp { icmp_type, code } if protocol == family.icmp_protocol() => {
+                Some((icmp_type, code))
+            }
+            _ => None,
+        };
+        if self.icmp.is_some_and(|f| !icmp_matches(&f, icmp, false))
+            || self.not_icmp.is_some_and(|f| !icmp_matches(&f, icmp, true))
+        {
+            return false;
+        }
+        let (src, dst) = match l4 {
+            L4::Ports { src, dst } if matches!(protocol, PROTO_TCP | PROTO_UDP) => {
+                (Some(src), Some(dst))
+            }
+            _ => (None, None),
+        };
+        ports_match(&self.src_ports, &self.src_not_ports, src)
+            && ports_match(&self.dst_ports, &self.dst_not_ports, dst)
+    }
+
+    /// Protocol numbers this rule names.
+    pub fn protocols(&self) -> impl Iterator<Item = u8> + '_ {
+        self.protocol.iter().chain(&self.not_protocol).copied()
+    }
+}
+
+fn icmp_matches(fields: &IcmpFields, icmp: Option<(u8, u8)>, negated: bool) -> bool {
+    let Some(want_type) = fields.icmp_type else {
+        return true;
+    };
+    let Some((icmp_type, code)) = icmp else {
+        return false;
+    };
+    let hit = icmp_type == want_type && fields.code.is_none_or(|c| c == code);
+    hit != negated
+}
+
+fn ports_match(ports: &[Port], not_ports: &[Port], port: Option<u16>) -> bool {
+    if !ports.is_empty() && !port.is_some_and(|p| ports.iter().any(|r| r.contains(p))) {
+        return false;
+    }
+    if !not_ports.is_empty() && port.is_none_or(|p| not_ports.iter().any(|r| r.contains(p))) {
+        return false;
+    }
+    true
+}
+
+/// One rule of one policy or profile, ready for compiling.
+pub(crate) struct CompiledRule {
+    /// Which rule this is (for counters and for the decision's reason).
+    pub rule_ref: RuleRef,
+    /// `ipVersion`, or the family `protocol: icmp`/`icmpv6` implies.
+    pub ip_version: Option<u8>,
+    pub l4: L4Match,
+    pub source: AddrMatch,
+    pub destination: AddrMatch,
+}
+
+impl CompiledRule {
+    pub fn action(&self) -> Action {
+        self.rule_ref.action
+    }
+
+    /// The side of the packet that is the other end: the source of an ingress packet, the
+    /// destination of an egress packet.
+    pub fn peer(&self) -> &AddrMatch {
+        match self.rule_ref.direction {
+            Direction::Ingress => &self.source,
+            Direction::Egress => &self.destination,
+        }
+    }
+
+    /// The side of the packet that is the policed endpoint itself.
+    pub fn local(&self) -> &AddrMatch {
+        match self.rule_ref.direction {
+            Direction::Ingress => &self.destination,
+            Direction::Egress => &self.source,
+        }
+    }
+
+    pub fn applies_to_family(&self, family: Family) -> bool {
+        self.ip_version.is_none_or(|v| v == family.version())
+    }
+}
+
+/// Compiles one rule, registering its address tests in `universe`. Fails exactly where the
+/// reference evaluator fails (a protocol without a number, a selector that does not parse).
+pub(crate) fn compile_rule(
+    universe: &mut Universe,
+    rule: &Rule,
+    owner: RuleOwner,
+    direction: Direction,
+    index: usize,
+) -> Result<CompiledRule, String> {
+    let number = |p: &Option<Protocol>| -> Result<Option<u8>, String> {
+        p.as_ref()
+            .map(|p| p.number().ok_or_else(|| format!("invalid protocol '{p}'")))
+            .transpose()
+    };
+    let protocol = number(&rule.protocol)?;
+    let not_protocol = number(&rule.not_protocol)?;
+    let implied_version = match protocol {
+        Some(crate::policy::PROTO_ICMP) => Some(4),
+        Some(crate::policy::PROTO_ICMPV6) => Some(6),
+        _ => None,
+    };
+    let source = compile_entity(universe, &rule.source)?;
+    let destination = compile_entity(universe, &rule.destination)?;
+    Ok(CompiledRule {
+        rule_ref: RuleRef {
+            owner,
+            direction,
+            index,
+            action: rule.action,
+        },
+        ip_version: rule.ip_version.or(implied_version),
+        l4: L4Match {
+            protocol,
+            not_protocol,
+            icmp: rule.icmp,
+            not_icmp: rule.not_icmp,
+            src_ports: rule.source.ports.clone(),
+            src_not_ports: rule.source.not_ports.clone(),
+            dst_ports: rule.destination.ports.clone(),
+            dst_not_ports: rule.destination.not_ports.clone(),
+        },
+        source,
+        destination,
+    })
+}
+
+fn compile_entity(universe: &mut Universe, entity: &EntityRule) -> Result<AddrMatch, String> {
+    let mut m = AddrMatch::default();
+    for net in entity.all_nets() {
+        m.nets.push(universe.cidr(*net));
+    }
+    for net in entity.all_not_nets() {
+        m.not_nets.push(universe.cidr(*net));
+    }
+    let mut selector = |text: &str| -> Result<usize, String> {
+        let parsed = Selector::parse(text).map_err(|e| format!("selector '{text}': {e}"))?;
+        Ok(universe.label_test(format!("s:{parsed}"), || LabelTest::Selector(parsed)))
+    };
+    if let Some(s) = &entity.selector {
+        m.with.push(selector(s)?);
+    }
+    if let Some(s) = &entity.not_selector {
+        m.without.push(selector(s)?);
+    }
+    if let Some(t) = &entity.tag {
+        m.with
+            .push(universe.label_test(format!("t:{t}"), || LabelTest::Tag(t.clone())));
+    }
+    if let Some(t) = &entity.not_tag {
+        m.without
+            .push(universe.label_test(format!("t:{t}"), || LabelTest::Tag(t.clone())));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::policy::PROTO_ICMP;
+
+    #[test]
+    fn icmp_criteria_only_see_the_familys_icmp() {
+        let m = L4Match {
+            icmp: Some(IcmpFields {
+                icmp_type: Some(8),
+                code: None,
+            }),
+            ..L4Match::default()
+        };
+        let echo = L4::Icmp {
+            icmp_type: 8,
+            code: 0,
+        };
+        assert!(m.matches(Family::V4, PROTO_ICMP, echo));
+        // protocol 1 in an IPv6 packet is not ICMPv6: no type to match.
+        assert!(!m.matches(Family::V6, PROTO_ICMP, echo));
+        // `icmp: {}` without a type is no criterion at all.
+        let empty = L4Match {
+            icmp: Some(IcmpFields::default()),
+            ..L4Match::default()
+        };
+        assert!(empty.matches(Family::V4, PROTO_TCP, L4::None));
+    }
+
+    #[test]
+    fn not_ports_need_a_port() {
+        let m = L4Match {
+            dst_not_ports: vec![Port::single(80)],
+            ..L4Match::default()
+        };
+        assert!(m.matches(Family::V4, PROTO_TCP, L4::Ports { src: 1, dst: 81 }));
+        assert!(!m.matches(Family::V4, PROTO_TCP, L4::Ports { src: 1, dst: 80 }));
+        // SCTP has ports, but v1 rules only match ports on TCP and UDP.
+        assert!(!m.matches(Family::V4, 132, L4::Ports { src: 1, dst: 81 }));
+    }
+
+    #[test]
+    fn universe_shares_equal_tests_and_truncates_cidrs() {
+        let mut u = Universe::default();
+        let a = u.cidr("10.0.0.1/24".parse().unwrap());
+        let b = u.cidr("10.0.0.0/24".parse().unwrap());
+        assert_eq!(a, b);
+        let e = EntityRule {
+            selector: Some("a == 'x'".into()),
+            not_selector: Some("(a=='x')".into()),
+            ..EntityRule::default()
+        };
+        let m = compile_entity(&mut u, &e).unwrap();
+        assert_eq!(m.with, m.without);
+        assert_eq!(u.label_tests.len(), 1);
+    }
+}

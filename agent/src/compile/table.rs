@@ -1,0 +1,257 @@
+//! Policy tables: what a program decides, as a function of protocol and L4 fields only.
+//!
+//! A [`Table`] holds, per protocol that behaves differently from the rest, a
+//! [`RangeTable`] over two 16-bit keys, and one outcome for every other protocol:
+//! - TCP, UDP: (source port, destination port). Rules test either port, so one key is not
+//!   enough; the table is rows of source-port ranges, each a list of destination-port
+//!   ranges. When no rule looks at source ports there is one row.
+//! - the ICMP of the family: (type, code), the same shape.
+//! - any other named protocol: one cell, keys (0, 0).
+//!
+//! Built by cutting each key's domain at every bound any rule uses, running the program on
+//! one packet per cell (every criterion is constant on a cell, so that packet speaks for
+//! the cell), then merging neighbouring cells with the same outcome.
+
+use std::collections::BTreeSet;
+
+use crate::policy::{L4, PROTO_TCP, PROTO_UDP};
+
+use super::program::{Outcome, Program};
+use super::rules::CompiledRule;
+use super::signature::Family;
+
+/// Index into [`super::Image::outcomes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutcomeId(pub u32);
+
+/// A function of two 16-bit keys `(a, b)`, as sorted ranges of `a`, each with sorted ranges
+/// of `b`. A range runs from its start to the next start (or the end of the domain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RangeTable {
+    /// Sorted by start; the first starts at 0.
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Row {
+    pub start: u16,
+    /// `(start of b range, outcome)`, sorted by start; the first starts at 0.
+    pub cells: Vec<(u16, OutcomeId)>,
+}
+
+impl RangeTable {
+    pub fn single(outcome: OutcomeId) -> RangeTable {
+        RangeTable {
+            rows: vec![Row {
+                start: 0,
+                cells: vec![(0, outcome)],
+            }],
+        }
+    }
+
+    /// Builds the table over the cells `a_starts` × `b_starts` (each sorted, starting at 0),
+    /// merging equal neighbours.
+    pub fn build(
+        a_starts: &[u16],
+        b_starts: &[u16],
+        mut outcome: impl FnMut(u16, u16) -> OutcomeId,
+    ) -> RangeTable {
+        let mut rows: Vec<Row> = Vec::new();
+        for &a in a_starts {
+            let mut cells: Vec<(u16, OutcomeId)> = Vec::new();
+            for &b in b_starts {
+                let o = outcome(a, b);
+                if cells.last().is_none_or(|&(_, last)| last != o) {
+                    cells.push((b, o));
+                }
+            }
+            if rows.last().is_none_or(|r| r.cells != cells) {
+                rows.push(Row { start: a, cells });
+            }
+        }
+        RangeTable { rows }
+    }
+
+    pub fn get(&self, a: u16, b: u16) -> Option<OutcomeId> {
+        let row = self
+            .rows
+            .get(self.rows.partition_point(|r| r.start <= a).checked_sub(1)?)?;
+        let i = row.cells.partition_point(|&(start, _)| start <= b);
+        row.cells.get(i.checked_sub(1)?).map(|&(_, o)| o)
+    }
+
+    /// Number of leaf entries (cells) the table stores.
+    pub fn cell_count(&self) -> usize {
+        self.rows.iter().map(|r| r.cells.len()).sum()
+    }
+}
+
+/// A program's decisions for one (local ID, peer class, direction).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Table {
+    /// Protocols whose packets are not all decided like `other`, sorted by number.
+    pub protocols: Vec<(u8, RangeTable)>,
+    /// The outcome for every protocol not listed.
+    pub other: OutcomeId,
+}
+
+impl Table {
+    pub fn cell_count(&self) -> usize {
+        1 + self
+            .protocols
+            .iter()
+            .map(|(_, t)| t.cell_count())
+            .sum::<usize>()
+    }
+
+    /// The outcome for a packet of `protocol` whose table keys are `(a, b)`: (source port,
+    /// destination port) for TCP and UDP, (type, code) for the family's ICMP, else ignored.
+    pub fn get(&self, protocol: u8, a: u16, b: u16) -> Option<OutcomeId> {
+        match self.protocols.binary_search_by_key(&protocol, |(p, _)| *p) {
+            Ok(i) => self.protocols.get(i).and_then(|(_, t)| t.get(a, b)),
+            Err(_) => Some(self.other),
+        }
+    }
+}
+
+/// The starts of the ranges `[lo, hi]` cut `0..=max` into, including 0.
+pub(crate) fn range_starts(ranges: impl Iterator<Item = (u16, u16)>, max: u16) -> Vec<u16> {
+    let mut starts = BTreeSet::from([0]);
+    for (lo, hi) in ranges {
+        starts.insert(lo.min(max));
+        if hi < max {
+            starts.insert(hi + 1);
+        }
+    }
+    starts.into_iter().collect()
+}
+
+/// The table of a program whose address tests are all decided.
+pub(crate) fn build_table(
+    program: &Program,
+    rules: &[CompiledRule],
+    family: Family,
+    intern: &mut dyn FnMut(Outcome) -> OutcomeId,
+) -> Table {
+    let used: Vec<&CompiledRule> = program
+        .rule_ids()
+        .filter_map(|id| rules.get(id as usize))
+        .collect();
+    let icmp = family.icmp_protocol();
+    let mut protocols: BTreeSet<u8> = used.iter().flat_map(|r| r.l4.protocols()).collect();
+    protocols.extend([PROTO_TCP, PROTO_UDP, icmp]);
+    // Rules never name protocol 0 (it is not a valid protocol value), but find a free
+    // number anyway rather than rely on it.
+    let other_protocol = (0..=u8::MAX).find(|p| !protocols.contains(p)).unwrap_or(0);
+    let mut run = |protocol, l4| intern(program.run(rules, family, protocol, l4));
+    let other = run(other_protocol, L4::None);
+
+    let mut tables = Vec::new();
+    for protocol in protocols {
+        let table = if protocol == PROTO_TCP || protocol == PROTO_UDP {
+            let port_ranges = |pick: fn(&CompiledRule) -> [&Vec<crate::model::Port>; 2]| {
+                let ranges = used
+                    .iter()
+                    .flat_map(|r| pick(r).into_iter().flatten().map(|p| (p.min, p.max)));
+                range_starts(ranges, u16::MAX)
+            };
+            let src = port_ranges(|r| [&r.l4.src_ports, &r.l4.src_not_ports]);
+            let dst = port_ranges(|r| [&r.l4.dst_ports, &r.l4.dst_not_ports]);
+            RangeTable::build(&src, &dst, |s, d| {
+                run(protocol, L4::Ports { src: s, dst: d })
+            })
+        } else if protocol == icmp {
+            let fields = || {
+                used.iter()
+                    .flat_map(|r| r.l4.icmp.iter().chain(&r.l4.not_icmp))
+            };
+            let types = range_starts(
+                fields()
+                    .filter_map(|f| f.icmp_type)
+                    .map(|t| (u16::from(t), u16::from(t))),
+                255,
+            );
+            let codes = range_starts(
+                fields()
+                    .filter(|f| f.icmp_type.is_some())
+                    .filter_map(|f| f.code)
+                    .map(|c| (u16::from(c), u16::from(c))),
+                255,
+            );
+            let narrow = |v: u16| u8::try_from(v).unwrap_or(u8::MAX);
+            RangeTable::build(&types, &codes, |t, c| {
+                run(
+                    protocol,
+                    L4::Icmp {
+                        icmp_type: narrow(t),
+                        code: narrow(c),
+                    },
+                )
+            })
+        } else {
+            RangeTable::single(run(protocol, L4::None))
+        };
+        if table != RangeTable::single(other) {
+            tables.push((protocol, table));
+        }
+    }
+    Table {
+        protocols: tables,
+        other,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_starts_cut_at_both_bounds_and_clip_the_domain() {
+        let r = range_starts(
+            [(80, 80), (3000, 3306), (65000, 65535)].into_iter(),
+            u16::MAX,
+        );
+        assert_eq!(r, vec![0, 80, 81, 3000, 3307, 65000]);
+        assert_eq!(range_starts([(0, 0)].into_iter(), 255), vec![0, 1]);
+        assert_eq!(range_starts([(255, 255)].into_iter(), 255), vec![0, 255]);
+    }
+
+    #[test]
+    fn build_merges_equal_neighbours_and_get_finds_the_range() {
+        let a = [0u16, 10, 20];
+        let b = [0u16, 100, 200, 300];
+        // Depends only on whether b is in [100, 299]; rows 0 and 10 equal, row 20 differs.
+        let t = RangeTable::build(&a, &b, |a, b| {
+            let inside = (100..300).contains(&b);
+            OutcomeId(u32::from(inside) + if a >= 20 { 10 } else { 0 })
+        });
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(
+            t.rows[0].cells,
+            vec![(0, OutcomeId(0)), (100, OutcomeId(1)), (300, OutcomeId(0))]
+        );
+        for (a, b, want) in [
+            (0, 0, 0),
+            (19, 99, 0),
+            (19, 100, 1),
+            (5, 299, 1),
+            (5, 300, 0),
+            (20, 150, 11),
+            (u16::MAX, u16::MAX, 10),
+        ] {
+            assert_eq!(t.get(a, b), Some(OutcomeId(want)), "({a}, {b})");
+        }
+    }
+
+    #[test]
+    fn table_lists_only_protocols_that_differ() {
+        let t = Table {
+            protocols: vec![(6, RangeTable::single(OutcomeId(1)))],
+            other: OutcomeId(0),
+        };
+        assert_eq!(t.get(6, 1, 2), Some(OutcomeId(1)));
+        assert_eq!(t.get(17, 1, 2), Some(OutcomeId(0)));
+        assert_eq!(t.cell_count(), 2);
+    }
+}
