@@ -2,13 +2,12 @@
 //! profiles, workload endpoints with their effective labels, and the owners of every
 //! endpoint address. Mirrors `policy::index::Model::new`, which is the definition.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::model::labels::effective_labels;
 use crate::model::validate::validate;
-use crate::model::{Policy, Profile, Resource, ResourceKey, Rule};
+use crate::model::{Policy, Profile, Resource, ResourceKey, Rule, application_order};
 use crate::policy::{Direction, RuleOwner};
 use crate::selector::Selector;
 
@@ -79,7 +78,12 @@ impl Inputs {
                 Resource::HostEndpoint(h) => hosts.push(h),
             }
         }
-        policies.sort_by(policy_order);
+        policies.sort_by(|a, b| {
+            application_order(
+                (a.spec.order, &a.metadata.name),
+                (b.spec.order, &b.metadata.name),
+            )
+        });
         workloads.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut inputs = Inputs {
@@ -195,17 +199,4 @@ impl Inputs {
     pub fn owners_of(&self, addr: IpAddr) -> &[BTreeMap<String, String>] {
         self.owners.get(&addr).map(Vec::as_slice).unwrap_or(&[])
     }
-}
-
-/// Ascending order; no order sorts after every number; ties broken by name, byte-wise.
-fn policy_order(a: &Policy, b: &Policy) -> Ordering {
-    let rank = |p: &Policy| match p.spec.order {
-        Some(o) => (0, o),
-        None => (1, 0.0),
-    };
-    let (ra, oa) = rank(a);
-    let (rb, ob) = rank(b);
-    ra.cmp(&rb)
-        .then(oa.total_cmp(&ob))
-        .then_with(|| a.metadata.name.as_bytes().cmp(b.metadata.name.as_bytes()))
 }

@@ -23,7 +23,7 @@ use serde::{Serialize, Serializer};
 
 pub use host_endpoint::{HostEndpoint, HostEndpointMetadata, HostEndpointSpec};
 pub use ip_pool::{IpPool, IpPoolMetadata, IpPoolSpec, IpipConfig};
-pub use policy::{Policy, PolicyMetadata, PolicySpec, PolicyType};
+pub use policy::{Policy, PolicyMetadata, PolicySpec, PolicyType, application_order};
 pub use profile::{Profile, ProfileMetadata, ProfileSpec};
 pub use rule::{Action, EntityRule, IcmpFields, PROTOCOL_NAMES, Port, Protocol, Rule};
 pub use workload_endpoint::{

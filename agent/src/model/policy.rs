@@ -1,3 +1,4 @@
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -51,4 +52,17 @@ pub struct PolicySpec {
 pub enum PolicyType {
     Ingress,
     Egress,
+}
+
+/// The order policies apply in (Felix's `PolicyByOrder`): ascending `order`, a policy with
+/// no order after every numbered one, ties broken by name, byte-wise.
+pub fn application_order(a: (Option<f64>, &str), b: (Option<f64>, &str)) -> Ordering {
+    let rank = |order: Option<f64>| match order {
+        Some(o) => (0, o),
+        None => (1, 0.0),
+    };
+    let ((ra, oa), (rb, ob)) = (rank(a.0), rank(b.0));
+    ra.cmp(&rb)
+        .then(oa.total_cmp(&ob))
+        .then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
 }

@@ -1,6 +1,5 @@
 //! [`Model`]: the resources, checked and indexed for evaluation.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -8,6 +7,7 @@ use crate::model::labels::effective_labels;
 use crate::model::validate::validate;
 use crate::model::{
     HostEndpoint, PolicySpec, PolicyType, Profile, Resource, ResourceKey, Rule, WorkloadEndpoint,
+    application_order,
 };
 use crate::selector::Selector;
 
@@ -136,7 +136,9 @@ impl Model {
             let labels = model.labels_of(&h.metadata.labels, &h.spec.profiles);
             add_host_owner(&mut model.owners, &h, &labels);
         }
-        model.policies.sort_by(policy_order);
+        model
+            .policies
+            .sort_by(|a, b| application_order((a.order, &a.name), (b.order, &b.name)));
         model
     }
 
@@ -196,19 +198,6 @@ fn add_host_owner(
     for ip in &host.spec.expected_ips {
         owners.entry(*ip).or_default().push(labels.clone());
     }
-}
-
-/// Ascending order; no order sorts after every number; ties broken by name, byte-wise.
-fn policy_order(a: &CompiledPolicy, b: &CompiledPolicy) -> Ordering {
-    let rank = |p: &CompiledPolicy| match p.order {
-        Some(o) => (0, o),
-        None => (1, 0.0),
-    };
-    let (ra, oa) = rank(a);
-    let (rb, ob) = rank(b);
-    ra.cmp(&rb)
-        .then(oa.total_cmp(&ob))
-        .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
 }
 
 fn compile_policy(name: &str, spec: &PolicySpec) -> Result<Option<CompiledPolicy>, String> {
