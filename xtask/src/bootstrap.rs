@@ -90,6 +90,16 @@ fn say(what: &str, outcome: impl std::fmt::Display) {
     eprintln!("bootstrap: {what}: {outcome}");
 }
 
+/// In `--check` mode a missing step is reported and ends the run; otherwise carry on and
+/// install it.
+fn stop_if_check_only(options: &Options, what: &str) -> Result<()> {
+    if options.check_only {
+        say(what, "missing");
+        return Err(missing_in_check_mode(what));
+    }
+    Ok(())
+}
+
 fn missing_in_check_mode(what: &str) -> anyhow::Error {
     anyhow!("{what} is missing; run `cargo xtask bootstrap` (as root) to install it")
 }
@@ -189,10 +199,7 @@ fn nightly(options: &Options) -> Result<()> {
         say(what, format_args!("present ({})", nightly_version()?));
         return Ok(());
     }
-    if options.check_only {
-        say(what, "missing");
-        return Err(missing_in_check_mode(what));
-    }
+    stop_if_check_only(options, what)?;
     say(what, "missing; installing with rustup");
     // The minimal profile plus rust-src is all the eBPF build uses.
     command::run(Command::new("rustup").args([
@@ -242,10 +249,7 @@ fn rust_src(options: &Options) -> Result<()> {
         say(what, "present");
         return Ok(());
     }
-    if options.check_only {
-        say(what, "missing");
-        return Err(missing_in_check_mode(what));
-    }
+    stop_if_check_only(options, what)?;
     say(what, "missing; installing with rustup");
     command::run(Command::new("rustup").args([
         "component",
@@ -273,10 +277,7 @@ fn bpf_linker(options: &Options) -> Result<PathBuf> {
         );
         return Ok(path);
     }
-    if options.check_only {
-        say(what, "missing");
-        return Err(missing_in_check_mode(what));
-    }
+    stop_if_check_only(options, what)?;
     let llvm = NightlyLlvm::find()?;
     say(
         what,
