@@ -378,7 +378,7 @@ fn check_world(rng: &mut Rng, values: &[Value], packets_each: usize, seen: &mut 
         .map(|s| s.parse().unwrap())
         .collect();
     for endpoint in model.workload_endpoints() {
-        let key = Resource::WorkloadEndpoint(endpoint.clone()).key();
+        let key = endpoint.key();
         for net in &endpoint.spec.ip_networks {
             let local_addr = net.addr();
             let local = image
@@ -505,7 +505,7 @@ fn seed_example_on_a_full_grid() {
         .map(|s| s.parse().unwrap())
         .collect();
         for endpoint in model.workload_endpoints() {
-            let key: ResourceKey = Resource::WorkloadEndpoint(endpoint.clone()).key();
+            let key: ResourceKey = endpoint.key();
             let own = endpoint.spec.ip_networks[0].addr();
             let local = image.local_id_of(&key, own).unwrap();
             for &peer in &addrs {

@@ -155,10 +155,7 @@ fn packet() -> impl Strategy<Value = Packet> {
 }
 
 fn verdicts(model: &Model, packets: &[Packet]) -> Vec<String> {
-    let keys: Vec<_> = model
-        .workload_endpoints()
-        .map(|w| Resource::WorkloadEndpoint(w.clone()).key())
-        .collect();
+    let keys: Vec<_> = model.workload_endpoints().map(|w| w.key()).collect();
     let mut out = vec![];
     for key in &keys {
         for dir in [Direction::Ingress, Direction::Egress] {

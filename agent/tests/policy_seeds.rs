@@ -148,7 +148,7 @@ fn both_variants_agree_on_a_grid_of_packets() {
                 let key = |m: &Model, ip: IpAddr| {
                     m.workload_endpoints()
                         .find(|w| w.spec.ip_networks.iter().any(|n| n.addr() == ip))
-                        .map(|w| Resource::WorkloadEndpoint(w.clone()).key())
+                        .map(|w| w.key())
                 };
                 let va = a
                     .evaluate_flow(key(&a, s).as_ref(), key(&a, d).as_ref(), &p)

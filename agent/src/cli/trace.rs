@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::model::{Protocol, Resource, ResourceKey, WorkloadEndpoint};
+use crate::model::{Protocol, ResourceKey, WorkloadEndpoint};
 use crate::policy::{Decision, Model, Packet, has_ports};
 use crate::store::Datastore;
 
@@ -148,7 +148,7 @@ fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, S
     };
     match (matches.as_slice(), text.parse::<IpAddr>()) {
         ([endpoint], _) => Ok(Peer::Workload {
-            key: Resource::WorkloadEndpoint((*endpoint).clone()).key(),
+            key: endpoint.key(),
             endpoint,
         }),
         ([], Ok(ip)) => Ok(Peer::Address(ip)),
@@ -156,10 +156,7 @@ fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, S
             "{option} '{text}': no workloadEndpoint has that name (and it is not an IP address)"
         )),
         (several, _) => {
-            let keys: Vec<String> = several
-                .iter()
-                .map(|w| Resource::WorkloadEndpoint((*w).clone()).key().to_string())
-                .collect();
+            let keys: Vec<String> = several.iter().map(|w| w.key().to_string()).collect();
             Err(format!(
                 "{option} '{text}' matches several workload endpoints: {}",
                 keys.join(", ")

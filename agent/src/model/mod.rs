@@ -165,6 +165,17 @@ impl fmt::Display for ResourceKey {
     }
 }
 
+impl WorkloadEndpoint {
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::WorkloadEndpoint {
+            node: self.metadata.node.clone(),
+            orchestrator: self.metadata.orchestrator.clone(),
+            workload: self.metadata.workload.clone(),
+            name: self.metadata.name.clone(),
+        }
+    }
+}
+
 /// One v1 resource of any kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
@@ -194,12 +205,7 @@ impl Resource {
             Resource::Policy(p) => ResourceKey::Policy {
                 name: p.metadata.name.clone(),
             },
-            Resource::WorkloadEndpoint(w) => ResourceKey::WorkloadEndpoint {
-                node: w.metadata.node.clone(),
-                orchestrator: w.metadata.orchestrator.clone(),
-                workload: w.metadata.workload.clone(),
-                name: w.metadata.name.clone(),
-            },
+            Resource::WorkloadEndpoint(w) => w.key(),
             Resource::HostEndpoint(h) => ResourceKey::HostEndpoint {
                 node: h.metadata.node.clone(),
                 name: h.metadata.name.clone(),

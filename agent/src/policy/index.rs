@@ -125,7 +125,7 @@ impl Model {
                     .push(labels.clone());
             }
             model.workloads.insert(
-                Resource::WorkloadEndpoint(w.clone()).key(),
+                w.key(),
                 LocalEndpoint {
                     endpoint: w,
                     labels,
