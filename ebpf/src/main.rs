@@ -1,8 +1,8 @@
 //! palisade's TC programs.
 //!
-//! For now a single classifier that lets every packet through: it proves the build, the
-//! embedding in the agent and the loading path end to end. Parsing, conntrack and the policy
-//! lookup come later, one concern per module.
+//! Two classifiers per workload host veth (names in `palisade_common::program_names`). For
+//! now both let every packet through; parsing, conntrack and the policy lookup come next,
+//! one concern per module.
 #![no_std]
 #![no_main]
 
@@ -12,9 +12,15 @@ use palisade_common as _;
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 
-/// Entry point for traffic on a workload's host-side veth.
+/// Host veth ingress: packets the workload sends (its egress policy).
 #[classifier]
-pub fn palisade_tc(_ctx: TcContext) -> i32 {
+pub fn palisade_from_wl(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
+/// Host veth egress: packets to the workload (its ingress policy).
+#[classifier]
+pub fn palisade_to_wl(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 

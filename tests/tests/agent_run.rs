@@ -111,9 +111,10 @@ fn agent_loads_pins_follows_the_store_and_stops() {
         seen: vec![],
     };
 
-    let loaded = agent.wait_for(&["eBPF program loaded"]);
-    let pin = palisade::dataplane::pin_dir(&bpffs).join("palisade_tc");
-    assert!(loaded.contains(&pin.display().to_string()), "{loaded}");
+    let loaded = agent.wait_for(&["eBPF programs loaded"]);
+    let programs = palisade::dataplane::program_pin_dir(&palisade::dataplane::pin_dir(&bpffs));
+    assert!(loaded.contains(&programs.display().to_string()), "{loaded}");
+    let pin = programs.join("palisade_from_wl");
     let shown = Command::new("bpftool")
         .args(["--json", "prog", "show", "pinned"])
         .arg(&pin)
@@ -121,7 +122,7 @@ fn agent_loads_pins_follows_the_store_and_stops() {
         .unwrap();
     assert!(shown.status.success(), "bpftool: {shown:?}");
     let prog: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    assert_eq!(prog["name"], "palisade_tc");
+    assert_eq!(prog["name"], "palisade_from_wl");
     assert_eq!(prog["type"], "sched_cls");
 
     agent.wait_for(&["policy view updated", "revision=0"]);

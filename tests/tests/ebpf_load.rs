@@ -6,7 +6,7 @@
 use std::{fs, net::Ipv4Addr, path::Path};
 
 use aya::programs::{TestRun, TestRunOptions};
-use palisade::dataplane::{self, TC_PROGRAM};
+use palisade::dataplane::{self, PROGRAMS};
 use palisade_tests::{Cleanup, packet, require_root};
 
 /// `TC_ACT_OK`: let the packet continue.
@@ -19,30 +19,32 @@ fn embedded_object() -> &'static [u8] {
 }
 
 #[test]
-fn tc_program_loads_and_passes_a_tcp_syn() {
+fn tc_programs_load_and_pass_a_tcp_syn() {
     require_root();
-    let mut loaded = dataplane::load(embedded_object())
+    let mut loaded = dataplane::load(embedded_object(), None)
         .unwrap_or_else(|err| panic!("cannot load the eBPF object: {err}"));
-    let program = loaded
-        .tc_program()
-        .unwrap_or_else(|err| panic!("no usable {TC_PROGRAM}: {err}"));
+    for name in PROGRAMS {
+        let program = loaded
+            .program(name)
+            .unwrap_or_else(|err| panic!("no usable {name}: {err}"));
 
-    let frame = packet::ipv4_tcp_syn(
-        Ipv4Addr::new(10, 65, 0, 1),
-        Ipv4Addr::new(10, 65, 0, 2),
-        40000,
-        80,
-    );
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {TC_PROGRAM} failed: {err}"));
-    assert_eq!(
-        result.return_value, TC_ACT_OK,
-        "{TC_PROGRAM} should pass every packet for now (TC_ACT_OK)"
-    );
+        let frame = packet::ipv4_tcp_syn(
+            Ipv4Addr::new(10, 65, 0, 1),
+            Ipv4Addr::new(10, 65, 0, 2),
+            40000,
+            80,
+        );
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {name} failed: {err}"));
+        assert_eq!(
+            result.return_value, TC_ACT_OK,
+            "{name} should pass every packet for now (TC_ACT_OK)"
+        );
+    }
 }
 
 #[test]

@@ -85,12 +85,14 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Mounts bpffs if needed, loads the embedded eBPF object and pins its program.
+/// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps) and pins
+/// its programs.
 fn load_dataplane(bpffs: &std::path::Path) -> Result<dataplane::LoadedObject, dataplane::Error> {
     let dir = dataplane::ensure_pin_dir(bpffs)?;
-    let mut loaded = dataplane::load(dataplane::ebpf_object()?)?;
-    let pinned = loaded.pin_tc_program(&dir)?;
-    log::info("eBPF program loaded", &[("pinned", &pinned.display())]);
+    let mut loaded = dataplane::load(dataplane::ebpf_object()?, Some(&dir))?;
+    loaded.pin_programs(&dir)?;
+    let pinned = dataplane::program_pin_dir(&dir);
+    log::info("eBPF programs loaded", &[("pinned", &pinned.display())]);
     Ok(loaded)
 }
 

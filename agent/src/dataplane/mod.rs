@@ -8,7 +8,7 @@ pub mod load;
 pub mod object;
 
 pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
-pub use load::{LoadedObject, TC_PROGRAM, load};
+pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};
 pub use object::ebpf_object;
 
 /// Why the dataplane could not be set up.
