@@ -27,6 +27,8 @@ pub fn headings(kind: Kind, wide: bool) -> &'static [&'static str] {
         (Kind::HostEndpoint, true) => &["NODE", "NAME", "INTERFACE", "IPS", "PROFILES"],
         (Kind::IpPool, false) => &["CIDR"],
         (Kind::IpPool, true) => &["CIDR", "NAT", "IPIP"],
+        (Kind::IpAllocation, false) => &["ADDRESS"],
+        (Kind::IpAllocation, true) => &["ADDRESS", "POOL", "NODE", "ENDPOINT"],
     }
 }
 
@@ -43,6 +45,7 @@ pub fn cells(resource: &Resource, wide: bool) -> Vec<String> {
         ],
         Resource::HostEndpoint(h) => vec![h.metadata.node.clone(), h.metadata.name.clone()],
         Resource::IpPool(p) => vec![p.metadata.cidr.to_string()],
+        Resource::IpAllocation(a) => vec![a.metadata.address.to_string()],
     };
     if !wide {
         return row;
@@ -76,6 +79,11 @@ pub fn cells(resource: &Resource, wide: bool) -> Vec<String> {
             row.push(p.spec.nat_outgoing.to_string());
             let ipip = p.spec.ipip.as_ref().is_some_and(|ipip| ipip.enabled);
             row.push(ipip.to_string());
+        }
+        Resource::IpAllocation(a) => {
+            row.push(a.spec.pool.to_string());
+            row.push(a.spec.node.clone());
+            row.push(a.spec.endpoint.clone().unwrap_or_default());
         }
     }
     row

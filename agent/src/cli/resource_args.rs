@@ -1,6 +1,8 @@
 //! The `KIND [NAME]` form of `get` and `delete`, with the endpoint identifiers
 //! (`--node`, `--orchestrator`, `--workload`): which resources it names.
 
+use std::net::IpAddr;
+
 use clap::Args;
 use ipnet::IpNet;
 
@@ -28,6 +30,8 @@ pub struct ResourceSelection {
     name: Option<String>,
     /// For ipPool, NAME is a CIDR.
     cidr: Option<IpNet>,
+    /// For ipAllocation, NAME is an address.
+    address: Option<IpAddr>,
     ids: EndpointIdentifiers,
 }
 
@@ -45,10 +49,18 @@ impl ResourceSelection {
             (Kind::IpPool, Some(name)) => Some(parse_cidr(name)?),
             _ => None,
         };
+        let address = match (kind, name) {
+            (Kind::IpAllocation, Some(name)) => Some(
+                name.parse::<IpAddr>()
+                    .map_err(|_| format!("invalid IP address: {name}"))?,
+            ),
+            _ => None,
+        };
         Ok(ResourceSelection {
             kind,
             name: name.map(str::to_string),
             cidr,
+            address,
             ids: ids.clone(),
         })
     }
@@ -72,6 +84,7 @@ impl ResourceSelection {
                 fits(&self.name, &h.metadata.name) && fits(&ids.node, &h.metadata.node)
             }
             Resource::IpPool(p) => self.cidr.is_none_or(|c| c == p.metadata.cidr),
+            Resource::IpAllocation(a) => self.address.is_none_or(|x| x == a.metadata.address),
         }
     }
 
@@ -105,6 +118,11 @@ impl ResourceSelection {
                     .cidr
                     .ok_or_else(|| "insufficient identifiers, missing 'cidr'".to_string())?,
             },
+            Kind::IpAllocation => ResourceKey::IpAllocation {
+                address: self
+                    .address
+                    .ok_or_else(|| "insufficient identifiers, missing 'address'".to_string())?,
+            },
         })
     }
 
@@ -127,6 +145,9 @@ impl ResourceSelection {
                 name,
             },
             Kind::IpPool => ResourceKey::IpPool { cidr: self.cidr? },
+            Kind::IpAllocation => ResourceKey::IpAllocation {
+                address: self.address?,
+            },
         })
     }
 }

@@ -73,7 +73,7 @@ impl Inputs {
                 }
                 // Untracked and preDNAT policies never apply to workload endpoints.
                 Resource::Policy(p) if !p.spec.do_not_track && !p.spec.pre_dnat => policies.push(p),
-                Resource::Policy(_) | Resource::IpPool(_) => {}
+                Resource::Policy(_) | Resource::IpPool(_) | Resource::IpAllocation(_) => {}
                 Resource::WorkloadEndpoint(w) => workloads.push((key, w)),
                 Resource::HostEndpoint(h) => hosts.push(h),
             }

@@ -8,6 +8,7 @@
 //! the field path and the bad value.
 
 mod host_endpoint;
+mod ip_allocation;
 mod ip_pool;
 pub mod labels;
 pub mod parse;
@@ -22,6 +23,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 pub use host_endpoint::{HostEndpoint, HostEndpointMetadata, HostEndpointSpec};
+pub use ip_allocation::{IpAllocation, IpAllocationMetadata, IpAllocationSpec};
 pub use ip_pool::{IpPool, IpPoolMetadata, IpPoolSpec, IpipConfig};
 pub use policy::{Policy, PolicyMetadata, PolicySpec, PolicyType, application_order};
 pub use profile::{Profile, ProfileMetadata, ProfileSpec};
@@ -41,15 +43,18 @@ pub enum Kind {
     WorkloadEndpoint,
     HostEndpoint,
     IpPool,
+    /// palisade's own record of an address its IPAM handed out.
+    IpAllocation,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Profile,
         Kind::Policy,
         Kind::WorkloadEndpoint,
         Kind::HostEndpoint,
         Kind::IpPool,
+        Kind::IpAllocation,
     ];
 
     /// The `kind:` string of a single resource (case-sensitive, as upstream).
@@ -60,6 +65,7 @@ impl Kind {
             Kind::WorkloadEndpoint => "workloadEndpoint",
             Kind::HostEndpoint => "hostEndpoint",
             Kind::IpPool => "ipPool",
+            Kind::IpAllocation => "ipAllocation",
         }
     }
 
@@ -71,6 +77,7 @@ impl Kind {
             Kind::WorkloadEndpoint => "workloadEndpointList",
             Kind::HostEndpoint => "hostEndpointList",
             Kind::IpPool => "ipPoolList",
+            Kind::IpAllocation => "ipAllocationList",
         }
     }
 
@@ -92,6 +99,7 @@ impl Kind {
             }
             "hostendpoint" | "hostendpoints" | "hep" | "heps" => Some(Kind::HostEndpoint),
             "ippool" | "ippools" | "ipp" | "ipps" | "pool" | "pools" => Some(Kind::IpPool),
+            "ipallocation" | "ipallocations" => Some(Kind::IpAllocation),
             _ => None,
         }
     }
@@ -129,6 +137,9 @@ pub enum ResourceKey {
     IpPool {
         cidr: ipnet::IpNet,
     },
+    IpAllocation {
+        address: std::net::IpAddr,
+    },
 }
 
 impl ResourceKey {
@@ -139,6 +150,7 @@ impl ResourceKey {
             ResourceKey::WorkloadEndpoint { .. } => Kind::WorkloadEndpoint,
             ResourceKey::HostEndpoint { .. } => Kind::HostEndpoint,
             ResourceKey::IpPool { .. } => Kind::IpPool,
+            ResourceKey::IpAllocation { .. } => Kind::IpAllocation,
         }
     }
 }
@@ -161,6 +173,7 @@ impl fmt::Display for ResourceKey {
                 write!(f, "HostEndpoint(node={node}, name={name})")
             }
             ResourceKey::IpPool { cidr } => write!(f, "IPPool(cidr={cidr})"),
+            ResourceKey::IpAllocation { address } => write!(f, "IPAllocation(address={address})"),
         }
     }
 }
@@ -184,6 +197,7 @@ pub enum Resource {
     WorkloadEndpoint(WorkloadEndpoint),
     HostEndpoint(HostEndpoint),
     IpPool(IpPool),
+    IpAllocation(IpAllocation),
 }
 
 impl Resource {
@@ -194,6 +208,7 @@ impl Resource {
             Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
             Resource::HostEndpoint(_) => Kind::HostEndpoint,
             Resource::IpPool(_) => Kind::IpPool,
+            Resource::IpAllocation(_) => Kind::IpAllocation,
         }
     }
 
@@ -212,6 +227,9 @@ impl Resource {
             },
             Resource::IpPool(p) => ResourceKey::IpPool {
                 cidr: p.metadata.cidr,
+            },
+            Resource::IpAllocation(a) => ResourceKey::IpAllocation {
+                address: a.metadata.address,
             },
         }
     }
@@ -242,6 +260,7 @@ impl Serialize for Resource {
             }
             Resource::HostEndpoint(r) => envelope(serializer, self.kind(), &r.metadata, &r.spec),
             Resource::IpPool(r) => envelope(serializer, self.kind(), &r.metadata, &r.spec),
+            Resource::IpAllocation(r) => envelope(serializer, self.kind(), &r.metadata, &r.spec),
         }
     }
 }

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{API_VERSION, HostEndpoint, IpPool, Kind, Policy, Profile, Resource, WorkloadEndpoint};
+use super::{
+    API_VERSION, HostEndpoint, IpAllocation, IpPool, Kind, Policy, Profile, Resource,
+    WorkloadEndpoint,
+};
 
 /// Why a file could not be read as resources, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +250,10 @@ pub fn resource_from_value(value: Value) -> Result<Resource, ParseError> {
             spec: part("spec", spec)?,
         }),
         Kind::IpPool => Resource::IpPool(IpPool {
+            metadata: part("metadata", metadata)?,
+            spec: part("spec", spec)?,
+        }),
+        Kind::IpAllocation => Resource::IpAllocation(IpAllocation {
             metadata: part("metadata", metadata)?,
             spec: part("spec", spec)?,
         }),

@@ -74,6 +74,9 @@ pub fn validate(resource: &Resource) -> Result<(), ValidationError> {
         }
         Resource::HostEndpoint(endpoint) => resources::check_host_endpoint(endpoint, &mut problems),
         Resource::IpPool(pool) => resources::check_ip_pool(pool, &mut problems),
+        Resource::IpAllocation(allocation) => {
+            resources::check_ip_allocation(allocation, &mut problems)
+        }
     }
     problems.into_result()
 }

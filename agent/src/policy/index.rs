@@ -100,7 +100,7 @@ impl Model {
                 },
                 Resource::WorkloadEndpoint(w) => workloads.push(w),
                 Resource::HostEndpoint(h) => hosts.push(h),
-                Resource::IpPool(_) => {}
+                Resource::IpPool(_) | Resource::IpAllocation(_) => {}
             }
         }
         for (name, profile) in &model.raw_profiles {

@@ -13,7 +13,9 @@ use super::names::{
 };
 use super::rules::{check_rule, check_selector};
 use super::{Problems, list};
-use crate::model::{HostEndpoint, IpPool, Policy, PolicyType, Profile, Rule, WorkloadEndpoint};
+use crate::model::{
+    HostEndpoint, IpAllocation, IpPool, Policy, PolicyType, Profile, Rule, WorkloadEndpoint,
+};
 
 pub(super) fn check_profile(profile: &Profile, problems: &mut Problems) {
     let metadata = &profile.metadata;
@@ -212,6 +214,22 @@ pub(super) fn check_ip_pool(pool: &IpPool, problems: &mut Problems) {
             cidr,
             "IP pool range overlaps with reserved link local address range",
         );
+    }
+}
+
+pub(super) fn check_ip_allocation(allocation: &IpAllocation, problems: &mut Problems) {
+    let address = allocation.metadata.address;
+    let spec = &allocation.spec;
+    if !spec.pool.contains(&address) {
+        problems.add(
+            "metadata.address",
+            address,
+            format!("address is not in its pool {}", spec.pool),
+        );
+    }
+    check_node("spec.node", &spec.node, problems);
+    if let Some(endpoint) = &spec.endpoint {
+        check_identifier("spec.endpoint", "name", endpoint, problems);
     }
 }
 
