@@ -21,6 +21,7 @@ mod store_access;
 mod tabwriter;
 pub mod trace;
 mod version;
+mod workload;
 mod write;
 
 use std::process::ExitCode;
@@ -67,6 +68,8 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Run the node agent.
     Agent(agent::AgentArgs),
+    /// Plumb a workload's network namespace to the host, or undo it.
+    Workload(workload::WorkloadArgs),
     /// Print palisade's version.
     Version,
 }
@@ -109,6 +112,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             None => ExitCode::FAILURE,
         },
         Command::Agent(args) => agent::run(args, url).await,
+        Command::Workload(args) => workload::run(args, &url).await,
         Command::Version => version::run(),
     }
 }
