@@ -10,6 +10,7 @@ pub mod agent;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
+pub mod docker;
 pub mod log;
 pub mod model;
 pub mod netplumb;

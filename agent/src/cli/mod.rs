@@ -7,6 +7,7 @@ pub mod agent;
 mod columns;
 mod commit;
 mod delete;
+pub mod docker_plugin;
 mod endpoint;
 mod get;
 mod get_output;
@@ -68,6 +69,7 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Run the node agent.
     Agent(agent::AgentArgs),
+    DockerPlugin(docker_plugin::DockerPluginArgs),
     /// Plumb a workload's network namespace to the host, or undo it.
     Workload(workload::WorkloadArgs),
     /// Print palisade's version.
@@ -112,6 +114,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             None => ExitCode::FAILURE,
         },
         Command::Agent(args) => agent::run(args, url).await,
+        Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
         Command::Workload(args) => workload::run(args, &url).await,
         Command::Version => version::run(),
     }
