@@ -1,0 +1,433 @@
+//! A private Docker daemon, palisade's Docker plugin as a process, and a client of the
+//! plugin protocol, for the Docker tests.
+//!
+//! Every test gets its own `dockerd` (vfs storage, no iptables, no default bridge, its own
+//! data root, exec root, API socket, pid file and containerd namespace) so tests run in
+//! parallel and leave the host's Docker alone. Plugins are a different matter: dockerd
+//! finds them only in the fixed directories `/run/docker/plugins`, `/etc/docker/plugins`
+//! and `/usr/lib/docker/plugins` (moby `pkg/plugins/discovery_unix.go`; only a rootless
+//! daemon looks elsewhere), so every test's plugin gets a unique name instead
+//! ([`unique_name`]), and with it a socket of its own in `/run/docker/plugins`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::palisade_binary;
+
+/// The image every test container runs: busybox-static's binary and its applet links.
+pub const BUSYBOX_IMAGE: &str = "palisade-busybox:test";
+
+/// Where dockerd looks for plugin sockets.
+pub const PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// How long a daemon or plugin may take to come up or go down before the test fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A name no other test of this run uses: `prefix` + the process id + a counter, short
+/// enough for interface-derived names and plugin names.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id())
+}
+
+/// An IPv4 pool (/24 of 10.0.0.0/8) that no other test of this process uses, and
+/// probably no other process's: host routes to workload addresses are global.
+pub fn unique_pool_v4() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("10.{}.{}.0/24", 100 + n % 100, std::process::id() % 256)
+}
+
+/// An IPv6 pool (/64 of fd00::/8) in the manner of [`unique_pool_v4`].
+pub fn unique_pool_v6() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("fd5a:{:x}:{n:x}::/64", std::process::id() % 0xffff)
+}
+
+/// A private dockerd, stopped and removed with everything it made on drop, also when the
+/// test panics.
+pub struct Dockerd {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    /// Starts the daemon, waits until it answers, and imports [`BUSYBOX_IMAGE`].
+    pub fn start() -> Dockerd {
+        for tool in ["dockerd", "docker", "busybox", "tar"] {
+            assert!(
+                which(tool).is_some(),
+                "`{tool}` is not installed; `cargo xtask bootstrap` installs docker.io and busybox-static"
+            );
+        }
+        // Short: the daemon's and containerd's socket paths must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("pald")
+            .tempdir_in("/tmp")
+            .expect("cannot create the daemon's directory");
+        let root = dir.path();
+        let socket = root.join("docker.sock");
+        fs::write(root.join("daemon.json"), "{}").expect("cannot write daemon.json");
+        let namespace = unique_name("paltest");
+        let log = fs::File::create(root.join("dockerd.log")).expect("cannot create dockerd.log");
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(root.join("daemon.json"))
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--iptables=false",
+                "--ip6tables=false",
+            ])
+            // Every daemon would otherwise create the same docker0.
+            .args(["--bridge", "none", "--ip-masq=false"])
+            // Safe even if a system containerd is there to be shared.
+            .args(["--containerd-namespace", &namespace])
+            .args(["--containerd-plugins-namespace", &format!("{namespace}p")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start dockerd");
+        let daemon = Dockerd {
+            dir,
+            socket,
+            child: Some(child),
+        };
+        daemon.wait_until_up();
+        daemon.import_busybox();
+        daemon
+    }
+
+    /// The daemon's API socket (`palisade docker-plugin --docker-socket`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `docker ARGS` against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .args(args)
+            .output()
+            .expect("cannot run docker")
+    }
+
+    /// `docker ARGS`, which must succeed; its stdout, trimmed.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `docker ARGS`, which must fail; its stderr.
+    pub fn docker_fails(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            !out.status.success(),
+            "docker {args:?} succeeded but should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// The end of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        format!("--- dockerd log (end) ---\n{}", lines[start..].join("\n"))
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.docker(&["version"]).status.success() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!("dockerd did not come up\n{}", self.log_tail());
+    }
+
+    fn import_busybox(&self) {
+        let busybox = which("busybox").expect("busybox is checked above");
+        let rootfs = self.dir.path().join("rootfs");
+        let bin = rootfs.join("bin");
+        fs::create_dir_all(&bin).expect("cannot create the image's /bin");
+        fs::copy(&busybox, bin.join("busybox")).expect("cannot copy busybox");
+        let list = Command::new(&busybox)
+            .arg("--list")
+            .output()
+            .expect("cannot run busybox --list");
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" && !applet.is_empty() {
+                symlink("busybox", bin.join(applet)).expect("cannot link an applet");
+            }
+        }
+        let tar = self.dir.path().join("busybox.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("cannot run tar");
+        assert!(status.success(), "tar of the busybox root failed");
+        let tar = tar.display().to_string();
+        self.docker_ok(&["import", "--change", r#"CMD ["sh"]"#, &tar, BUSYBOX_IMAGE]);
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Containers first, while their plugin may still be there to undo its part.
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            self.docker(&["rm", "-f", id]);
+        }
+        let networks = self.docker(&["network", "ls", "-q", "--filter", "type=custom"]);
+        for id in String::from_utf8_lossy(&networks.stdout).split_whitespace() {
+            self.docker(&["network", "rm", id]);
+        }
+        terminate(&mut child, "dockerd");
+        // dockerd stops the containerd it started; make sure, if it was killed.
+        let containerd_pid = self.dir.path().join("exec/containerd/containerd.pid");
+        if let Some(pid) = fs::read_to_string(containerd_pid)
+            .ok()
+            .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
+        {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        unmount_below(self.dir.path());
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `palisade docker-plugin` as a process, on a socket of its own in [`PLUGIN_DIR`].
+pub struct PluginProcess {
+    name: String,
+    datastore: String,
+    node: String,
+    docker_socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl PluginProcess {
+    /// Starts a plugin named `name` (its socket is `/run/docker/plugins/<name>.sock`) on
+    /// `datastore` for `node`, and waits until it answers.
+    pub fn start(
+        name: &str,
+        datastore: &str,
+        node: &str,
+        docker_socket: &Path,
+        log_dir: &Path,
+    ) -> PluginProcess {
+        let mut plugin = PluginProcess {
+            name: name.to_string(),
+            datastore: datastore.to_string(),
+            node: node.to_string(),
+            docker_socket: docker_socket.to_path_buf(),
+            log: log_dir.join(format!("{name}.log")),
+            child: None,
+        };
+        plugin.restart();
+        plugin
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        Path::new(PLUGIN_DIR).join(format!("{}.sock", self.name))
+    }
+
+    /// Everything the plugin logged so far (all of its runs).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the plugin (SIGTERM) and checks that it removed its socket.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, "palisade docker-plugin");
+            assert!(
+                !self.socket().exists(),
+                "the plugin left its socket {} behind",
+                self.socket().display()
+            );
+        }
+    }
+
+    /// Starts the plugin again (stopping it first if it runs).
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("cannot open the plugin's log");
+        let child = Command::new(palisade_binary())
+            .args([
+                "--datastore",
+                &self.datastore,
+                "docker-plugin",
+                "--node",
+                &self.node,
+            ])
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--docker-socket")
+            .arg(&self.docker_socket)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start palisade docker-plugin");
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("the plugin exited with {status}:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the plugin did not listen on {}:\n{}",
+            self.socket().display(),
+            self.log()
+        );
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, "palisade docker-plugin");
+        }
+        let _ = fs::remove_file(self.socket());
+    }
+}
+
+/// A plugin's answer: HTTP status and JSON body (`null` if the body is not JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginReply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// POSTs `body` to `/<method>` on a plugin socket, as dockerd does.
+pub fn plugin_call(socket: &Path, method: &str, body: &str) -> PluginReply {
+    let mut stream = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("cannot set a read timeout");
+    let request = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("cannot send the request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("cannot read the reply");
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP reply: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    PluginReply {
+        status,
+        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+    })
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after a while.
+fn terminate(child: &mut Child, what: &str) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill has no memory preconditions; the child is not reaped yet, so the pid
+    // is still its own.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("{what} did not stop on SIGTERM; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Detaches every mount at or below `dir` (deepest first): dockerd leaves its network
+/// namespaces bind-mounted under its exec root.
+fn unmount_below(dir: &Path) {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        if let Ok(path) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) {
+            // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
