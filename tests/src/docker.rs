@@ -53,6 +53,79 @@ pub fn unique_pool_v6() -> String {
     format!("fd5a:{:x}:{n:x}::/64", std::process::id() % 0xffff)
 }
 
+/// A file datastore in a temporary directory, written through the CLI and read through
+/// the library.
+pub struct PrivateStore {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl PrivateStore {
+    pub fn new() -> PrivateStore {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let url = format!("file://{}", dir.path().join("store").display());
+        PrivateStore { dir, url }
+    }
+
+    /// `palisade ARGS` on this store with `stdin`; its output.
+    pub fn palisade(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(palisade_binary())
+            .args(["--datastore", &self.url])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run palisade");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(stdin.as_bytes())
+            .expect("cannot write palisade's stdin");
+        child.wait_with_output().expect("cannot wait for palisade")
+    }
+
+    /// `palisade ARGS`, which must succeed; its stdout.
+    pub fn palisade_ok(&self, args: &[&str]) -> String {
+        let out = self.palisade(args, "");
+        assert!(out.status.success(), "palisade {args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `palisade apply -f -` of `yaml`, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.palisade(&["apply", "-f", "-"], yaml);
+        assert!(out.status.success(), "apply failed: {out:?}");
+    }
+
+    /// Everything in the store, with its revision.
+    pub fn snapshot(&self) -> palisade::store::Snapshot {
+        let runtime = tokio::runtime::Runtime::new().expect("cannot start a tokio runtime");
+        runtime.block_on(async {
+            let store = palisade::store::open(&self.url)
+                .await
+                .expect("cannot open the store");
+            store.list(None).await.expect("cannot list the store")
+        })
+    }
+
+    /// The resources of one kind.
+    pub fn resources(&self, kind: palisade::model::Kind) -> Vec<palisade::model::Resource> {
+        self.snapshot()
+            .resources
+            .into_iter()
+            .filter(|r| r.kind() == kind)
+            .collect()
+    }
+}
+
+impl Default for PrivateStore {
+    fn default() -> Self {
+        PrivateStore::new()
+    }
+}
+
 /// A private dockerd, stopped and removed with everything it made on drop, also when the
 /// test panics.
 pub struct Dockerd {

@@ -4,82 +4,42 @@
 //! docker_networks tests.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
-use palisade::store::Snapshot;
+use palisade::model::{Kind, Resource};
 use palisade_tests::docker::{
-    PluginProcess, PluginReply, plugin_call, unique_name, unique_pool_v4,
+    PluginProcess, PluginReply, PrivateStore, plugin_call, unique_name, unique_pool_v4,
 };
 use palisade_tests::{palisade_binary, require_root};
 use serde_json::{Value, json};
 
-/// A datastore in a temporary directory, and the CLI and library views of it.
-struct Store {
-    dir: tempfile::TempDir,
-    url: String,
+/// A plugin without Docker on `store`: calls that need the Docker API fail, naming the
+/// socket that is not there.
+fn plugin(store: &PrivateStore, node: &str) -> PluginProcess {
+    PluginProcess::start(
+        &unique_name("palproto"),
+        &store.url,
+        node,
+        &store.dir.path().join("no-docker.sock"),
+        store.dir.path(),
+    )
 }
 
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", dir.path().join("store").display());
-        Store { dir, url }
-    }
-
-    fn apply(&self, yaml: &str) {
-        let mut child = Command::new(palisade_binary())
-            .args(["--datastore", &self.url, "apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "apply failed: {out:?}");
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let store = palisade::store::open(&self.url).await.unwrap();
-            store.list(None).await.unwrap()
+/// The addresses allocated, with the node that allocated each.
+fn allocations(store: &PrivateStore) -> Vec<(String, String)> {
+    store
+        .resources(Kind::IpAllocation)
+        .iter()
+        .filter_map(|r| match r {
+            Resource::IpAllocation(a) => {
+                Some((a.metadata.address.to_string(), a.spec.node.clone()))
+            }
+            _ => None,
         })
-    }
-
-    /// The addresses allocated, with the node that allocated each.
-    fn allocations(&self) -> Vec<(String, String)> {
-        self.snapshot()
-            .resources
-            .iter()
-            .filter_map(|r| match r {
-                palisade::model::Resource::IpAllocation(a) => {
-                    Some((a.metadata.address.to_string(), a.spec.node.clone()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn plugin(&self, node: &str) -> PluginProcess {
-        PluginProcess::start(
-            &unique_name("palproto"),
-            &self.url,
-            node,
-            // No Docker here: calls that need its API fail, naming this socket.
-            &self.dir.path().join("no-docker.sock"),
-            self.dir.path(),
-        )
-    }
+        .collect()
 }
 
 fn pool_yaml(cidr: &str) -> String {
@@ -100,8 +60,8 @@ fn error_of(reply: &PluginReply, field: &str) -> String {
 #[test]
 fn activation_capabilities_and_unknown_methods() {
     require_root();
-    let store = Store::new();
-    let plugin = store.plugin("node1");
+    let store = PrivateStore::new();
+    let plugin = plugin(&store, "node1");
 
     let meta = std::fs::metadata(plugin.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660, "socket mode");
@@ -163,10 +123,10 @@ fn activation_capabilities_and_unknown_methods() {
 #[test]
 fn bad_requests_get_the_error_reply_and_change_nothing() {
     require_root();
-    let store = Store::new();
+    let store = PrivateStore::new();
     let pool = unique_pool_v4();
     store.apply(&pool_yaml(&pool));
-    let plugin = store.plugin("node1");
+    let plugin = plugin(&store, "node1");
     let before = store.snapshot();
 
     // Network driver failures answer in `Err`, IPAM driver failures in `Error`.
@@ -276,8 +236,8 @@ fn bad_requests_get_the_error_reply_and_change_nothing() {
 #[test]
 fn default_pools_and_placeholder_gateways() {
     require_root();
-    let store = Store::new();
-    let plugin = store.plugin("node1");
+    let store = PrivateStore::new();
+    let plugin = plugin(&store, "node1");
 
     let v4 = call(
         &plugin,
@@ -314,7 +274,7 @@ fn default_pools_and_placeholder_gateways() {
         json!({"Address": "fd80:24e2:f998:72d6::1/128", "Data": {}})
     );
     assert_eq!(
-        store.allocations(),
+        allocations(&store),
         [
             ("192.168.0.1".to_string(), "node1".to_string()),
             ("fd80:24e2:f998:72d6::1".to_string(), "node1".to_string())
@@ -341,7 +301,7 @@ fn default_pools_and_placeholder_gateways() {
         );
         assert_eq!(reply.body, json!({}));
     }
-    assert_eq!(store.allocations(), []);
+    assert_eq!(allocations(&store), []);
 
     // Once a pool of the family is configured, it replaces the default.
     let pool = unique_pool_v4();
@@ -375,11 +335,11 @@ fn request_addresses(socket: PathBuf, pool_id: String, count: usize) -> Vec<Stri
 #[test]
 fn addresses_are_unique_across_two_plugins_and_a_restart() {
     require_root();
-    let store = Store::new();
+    let store = PrivateStore::new();
     let pool = unique_pool_v4();
     store.apply(&pool_yaml(&pool));
-    let mut first = store.plugin("node1");
-    let second = store.plugin("node2");
+    let mut first = plugin(&store, "node1");
+    let second = plugin(&store, "node2");
 
     let requested = call(
         &first,
@@ -408,10 +368,10 @@ fn addresses_are_unique_across_two_plugins_and_a_restart() {
         60,
         "an address was handed out twice: {handed_out:?}"
     );
-    let allocations = store.allocations();
-    assert_eq!(allocations.len(), 60);
-    assert!(allocations.iter().any(|(_, node)| node == "node1"));
-    assert!(allocations.iter().any(|(_, node)| node == "node2"));
+    let allocated = allocations(&store);
+    assert_eq!(allocated.len(), 60);
+    assert!(allocated.iter().any(|(_, node)| node == "node1"));
+    assert!(allocated.iter().any(|(_, node)| node == "node2"));
     let prefix = pool.trim_end_matches("0/24");
     assert!(
         handed_out
@@ -443,7 +403,7 @@ fn addresses_are_unique_across_two_plugins_and_a_restart() {
         );
     }
     handed_out.extend(after_restart);
-    assert_eq!(store.allocations().len(), 70);
+    assert_eq!(allocations(&store).len(), 70);
 
     // Released addresses leave the store, and only they do.
     for address in &handed_out[..5] {
@@ -455,7 +415,7 @@ fn addresses_are_unique_across_two_plugins_and_a_restart() {
         );
         assert_eq!(reply.body, json!({}));
     }
-    let left: BTreeSet<String> = store.allocations().into_iter().map(|(a, _)| a).collect();
+    let left: BTreeSet<String> = allocations(&store).into_iter().map(|(a, _)| a).collect();
     let expected: BTreeSet<String> = handed_out[5..]
         .iter()
         .map(|a| a.trim_end_matches("/32").to_string())
@@ -466,8 +426,8 @@ fn addresses_are_unique_across_two_plugins_and_a_restart() {
 #[test]
 fn a_second_plugin_on_a_served_socket_is_refused() {
     require_root();
-    let store = Store::new();
-    let plugin = store.plugin("node1");
+    let store = PrivateStore::new();
+    let plugin = plugin(&store, "node1");
     let out = Command::new(palisade_binary())
         .args([
             "--datastore",
