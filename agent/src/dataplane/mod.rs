@@ -6,6 +6,8 @@
 pub mod bpffs;
 pub mod load;
 pub mod object;
+pub mod slot_image;
+pub mod writer;
 
 pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
 pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};

@@ -1,4 +1,5 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod random_world;
 pub mod seeds;
