@@ -311,11 +311,13 @@ impl Writer {
     /// The hash-map entries the maps hold for `slot`.
     fn read_hash_entries(&self, slot: u8) -> Result<SlotImage, WriteError> {
         let m = &self.maps;
-        let mut image = SlotImage::default();
-        image.local = read_hash(&m.local, map_names::LOCAL, |k| k.slot == slot)?;
-        image.remote = read_hash(&m.remote, map_names::REMOTE, |k| k.slot == slot)?;
-        image.policy = read_hash(&m.policy, map_names::POLICY, |k| k.slot == slot)?;
-        image.table = read_hash(&m.table, map_names::TABLE, |k| k.slot == slot)?;
+        let mut image = SlotImage {
+            local: read_hash(&m.local, map_names::LOCAL, |k| k.slot == slot)?,
+            remote: read_hash(&m.remote, map_names::REMOTE, |k| k.slot == slot)?,
+            policy: read_hash(&m.policy, map_names::POLICY, |k| k.slot == slot)?,
+            table: read_hash(&m.table, map_names::TABLE, |k| k.slot == slot)?,
+            ..SlotImage::default()
+        };
         for entry in m.lpm.iter() {
             let (key, value) = entry.map_err(|source| WriteError::Map {
                 action: "read",
