@@ -4,6 +4,8 @@
 //! events come later, each in a module of its own.
 
 pub mod bpffs;
+pub mod counters;
+pub mod events;
 pub mod load;
 pub mod object;
 pub mod slot_image;
