@@ -8,6 +8,7 @@ pub mod counters;
 pub mod events;
 pub mod load;
 pub mod object;
+pub mod rule_names;
 pub mod slot_image;
 pub mod writer;
 
