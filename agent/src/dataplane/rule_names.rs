@@ -13,7 +13,10 @@ use super::slot_image::RuleCounters;
 pub const DEFAULT_RUN_DIR: &str = "/run/palisade";
 
 pub fn path_in(run_dir: &Path) -> PathBuf {
-    run_dir.join(format!("rule-counters.v{}.json", palisade_common::ABI_VERSION))
+    run_dir.join(format!(
+        "rule-counters.v{}.json",
+        palisade_common::ABI_VERSION
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
