@@ -166,15 +166,14 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     let (verdict, new_denied_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, &ctx);
     assert_eq!(verdict, 2, "the denied flow was not denied");
 
-    // One policy changed: a port of its first ingress rule.
+    // One policy changed: its first ingress rule now denies.
     let mut changed = resources.clone();
     if let Some(Resource::Policy(p)) = changed
         .iter_mut()
         .find(|r| matches!(r, Resource::Policy(_)))
+        && let Some(rule) = p.spec.ingress.first_mut()
     {
-        if let Some(rule) = p.spec.ingress.first_mut() {
-            rule.action = palisade::model::Action::Deny;
-        }
+        rule.action = palisade::model::Action::Deny;
     }
     let started = Instant::now();
     let image = compile_for(changed.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
