@@ -44,8 +44,12 @@ pub struct Enforcer {
     view: Arc<ResourceView>,
     /// What was published last: skip publishing the same again.
     published: Option<(Arc<Image>, BTreeMap<ResourceKey, u32>)>,
-    /// Whether the view has been seen at all (nothing is attached before).
-    synced: bool,
+    /// Which interfaces carry each host address (an address may be on several).
+    host_addresses: BTreeMap<IpAddr, BTreeSet<u32>>,
+    /// Whether the view and the interface list have been seen in full: before both, a
+    /// reconcile could detach interfaces adopted from an earlier agent.
+    view_synced: bool,
+    links_synced: bool,
 }
 
 impl Enforcer {
@@ -73,32 +77,51 @@ impl Enforcer {
             links: BTreeMap::new(),
             view: Arc::new(ResourceView::default()),
             published: None,
-            synced: false,
+            host_addresses: BTreeMap::new(),
+            view_synced: false,
+            links_synced: false,
         }
     }
 
     pub fn view_updated(&mut self, view: Arc<ResourceView>) {
         self.view = view;
-        self.synced = true;
+        self.view_synced = true;
+        self.reconcile();
+    }
+
+    /// Every interface that existed when the agent subscribed has been reported.
+    pub fn links_synced(&mut self) {
+        self.links_synced = true;
         self.reconcile();
     }
 
     pub fn link_added(&mut self, name: String, ifindex: u32) {
+        // A renamed interface keeps its index: forget its old name.
+        self.links.retain(|n, i| *i != ifindex || *n == name);
         if self.links.insert(name.clone(), ifindex) != Some(ifindex) && self.is_local(&name) {
             self.reconcile();
         }
     }
 
     pub fn link_removed(&mut self, name: &str, ifindex: u32) {
-        if self.links.get(name) == Some(&ifindex) {
-            self.links.remove(name);
-            if self.is_local(name) || self.attachments.attached().contains(&ifindex) {
-                self.reconcile();
-            }
+        self.links.retain(|_, i| *i != ifindex);
+        if self.is_local(name) || self.attachments.attached().any(|i| i == ifindex) {
+            self.reconcile();
         }
     }
 
-    pub fn host_address(&mut self, addr: IpAddr, present: bool) {
+    /// An address of the host appeared on (or left) interface `ifindex`.
+    pub fn host_address(&mut self, addr: IpAddr, ifindex: u32, present: bool) {
+        let holders = self.host_addresses.entry(addr).or_default();
+        if present {
+            holders.insert(ifindex);
+        } else {
+            holders.remove(&ifindex);
+        }
+        let present = !holders.is_empty();
+        if !present {
+            self.host_addresses.remove(&addr);
+        }
         let key = HostAddrKey {
             family: family_of(addr),
             _pad: [0; 3],
@@ -139,7 +162,7 @@ impl Enforcer {
     }
 
     pub fn reconcile(&mut self) {
-        if !self.synced {
+        if !(self.view_synced && self.links_synced) {
             return;
         }
         let started = Instant::now();
@@ -164,7 +187,7 @@ impl Enforcer {
 
         let wanted: BTreeSet<u32> = ifindex_of.values().copied().collect();
         for (key, ifindex) in &ifindex_of {
-            if self.attachments.attached().contains(ifindex) {
+            if self.attachments.attached().any(|i| i == *ifindex) {
                 continue;
             }
             let name = locals.get(key).map(String::as_str).unwrap_or_default();
@@ -188,12 +211,11 @@ impl Enforcer {
         let stale: Vec<u32> = self
             .attachments
             .attached()
-            .into_iter()
             .filter(|i| !wanted.contains(i))
             .collect();
         for ifindex in stale {
             match self.attachments.detach(ifindex) {
-                Ok(()) => log::info("stopped enforcing", &[("ifindex", &ifindex)]),
+                Ok(_) => log::info("stopped enforcing", &[("ifindex", &ifindex)]),
                 Err(e) => log::error(
                     "cannot detach from an interface",
                     &[("ifindex", &ifindex), ("error", &e)],

@@ -3,6 +3,7 @@
 //! Only the foundations exist so far; attaching to veths, map sync, conntrack GC, counters and
 //! events come later, each in a module of its own.
 
+pub mod bpf_log;
 pub mod bpffs;
 pub mod counters;
 pub mod events;

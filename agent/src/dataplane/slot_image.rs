@@ -12,7 +12,7 @@ use palisade_common::{
     REMOTE_ANY, RemoteKey, RemoteValue, Row, TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY,
 };
 
-use crate::compile::{Image, RangeTable};
+use crate::compile::{Capacities, Image, RangeTable};
 use crate::model::ResourceKey;
 use crate::policy::{Direction, RuleRef, Verdict};
 
@@ -116,6 +116,21 @@ impl RuleCounters {
             .iter()
             .enumerate()
             .map(|(i, r)| (u32::try_from(i).unwrap_or(u32::MAX), r))
+    }
+}
+
+/// What one slot of the maps (at their default sizes) holds, for the compiler's check.
+pub fn slot_capacities() -> Capacities {
+    use palisade_common::capacity;
+    let half = |n: u32| (n / 2) as usize;
+    Capacities {
+        local_ids: usize::MAX,
+        remote_ids: usize::MAX,
+        endpoint_entries: half(capacity::REMOTE),
+        lpm_entries: half(capacity::LPM) - 2,
+        policy_entries: half(capacity::POLICY),
+        tables: half(capacity::TABLE),
+        table_rows: half(capacity::CELLS),
     }
 }
 
