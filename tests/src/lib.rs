@@ -7,6 +7,7 @@
 //!   saying how to get it; it never skips, so a green run means everything really ran;
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
+pub mod netns;
 pub mod packet;
 
 use std::{env, path::PathBuf, thread};
