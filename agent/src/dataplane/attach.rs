@@ -140,11 +140,23 @@ impl Attachments {
         }
     }
 
-    /// Detaches both programs from the interface `ifindex` by removing its pins (which hold
-    /// the only references to the links). Returns whether it had any.
+    /// Detaches both programs from the interface `ifindex` and removes its pins. Returns
+    /// whether it had any.
+    ///
+    /// Removing a pin alone would leave the kernel to release the link later, from a work
+    /// queue (or never, while any process holds a descriptor of it), so each link is
+    /// detached explicitly first: when this returns, the programs are off the interface.
     pub fn detach(&mut self, ifindex: u32) -> Result<bool, Error> {
         let dir = self.links_dir.join(ifindex.to_string());
         let had_pins = dir.exists();
+        for hook in &HOOKS {
+            let path = dir.join(hook.pin);
+            match link_syscalls::detach_pinned(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::RemovePin { path, source }),
+            }
+        }
         remove_pins(&dir)?;
         Ok(self.attached.remove(&ifindex) || had_pins)
     }
@@ -292,4 +304,75 @@ pub fn interface_index(ifname: &str) -> Option<u32> {
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// The two bpf(2) commands aya 0.14 does not expose: opening a pinned link and detaching a
+/// link from its hook.
+mod link_syscalls {
+    use std::ffi::CString;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+
+    /// `union bpf_attr` for BPF_OBJ_GET (the other fields stay zero).
+    #[repr(C)]
+    #[derive(Default)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        /// Explicit, so that it is zero: the kernel refuses non-zero bytes past `path_fd`.
+        padding: u32,
+    }
+
+    /// `union bpf_attr` for BPF_LINK_DETACH.
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+
+    fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+        // SAFETY: `attr` is a live, initialised `union bpf_attr` prefix for `command`, and its
+        // size is passed along, so the kernel reads no further.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                command,
+                attr as *mut T,
+                std::mem::size_of::<T>(),
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// Detaches the link pinned at `path` from its hook (the pin stays).
+    pub fn detach_pinned(path: &Path) -> io::Result<()> {
+        let pathname = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let mut get = ObjGetAttr {
+            pathname: pathname.as_ptr() as u64,
+            ..ObjGetAttr::default()
+        };
+        let fd = bpf(BPF_OBJ_GET, &mut get)?;
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
+        // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        let link_fd =
+            u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::other("bad descriptor"))?;
+        match bpf(BPF_LINK_DETACH, &mut LinkDetachAttr { link_fd }) {
+            Ok(_) => Ok(()),
+            // Detached already: its interface is gone.
+            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
