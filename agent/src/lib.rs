@@ -12,6 +12,7 @@ pub mod compile;
 pub mod dataplane;
 pub mod log;
 pub mod model;
+pub mod netplumb;
 pub mod policy;
 pub mod selector;
 pub mod store;

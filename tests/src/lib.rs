@@ -8,6 +8,7 @@
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
 pub mod frame;
+pub mod netns;
 pub mod packet;
 pub mod skb;
 

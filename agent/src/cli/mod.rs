@@ -22,6 +22,7 @@ mod store_access;
 mod tabwriter;
 pub mod trace;
 mod version;
+mod workload;
 mod write;
 
 use std::process::ExitCode;
@@ -70,6 +71,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Run the node agent.
     Agent(agent::AgentArgs),
+    /// Plumb a workload's network namespace to the host, or undo it.
+    Workload(workload::WorkloadArgs),
     /// Print palisade's version.
     Version,
 }
@@ -113,6 +116,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         },
         Command::Stats(args) => stats::run(args, &url).await,
         Command::Agent(args) => agent::run(args, url).await,
+        Command::Workload(args) => workload::run(args, &url).await,
         Command::Version => version::run(),
     }
 }
