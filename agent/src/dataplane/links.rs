@@ -139,10 +139,10 @@ async fn forward<E>(socket: TokioSocket, tx: mpsc::Sender<E>, feed: Feed<E>) {
                 wire::NLMSG_ERROR if message.sequence == wire::DUMP_SEQUENCE => return,
                 kind => (feed.parse)(kind, message.body),
             };
-            if let Some(event) = event {
-                if tx.send(event).await.is_err() {
-                    return;
-                }
+            if let Some(event) = event
+                && tx.send(event).await.is_err()
+            {
+                return;
             }
         }
     }
