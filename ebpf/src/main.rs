@@ -1,27 +1,49 @@
-//! palisade's TC programs.
+//! palisade's TC programs, attached to every local workload's host-side veth.
 //!
-//! Two classifiers per workload host veth (names in `palisade_common::program_names`). For
-//! now both let every packet through; parsing, conntrack and the policy lookup come next,
-//! one concern per module.
+//! Both run the same pipeline (`pipeline`), told apart only by direction: the packet's
+//! source is the workload's own address on the way out and its destination on the way in.
+//! One concern per module, as in Cilium's bpf/lib:
+//!
+//! | module | job |
+//! |---|---|
+//! | `maps` | every map of the ABI (`palisade_common`) |
+//! | `parse` | Ethernet, IPv4/IPv6 (options, extension headers, fragments), L4 |
+//! | `identity` | local ID (anti-spoofing) and the peer's remote ID |
+//! | `policy` | the policy lookup chain, one function for new flows and re-checks |
+//! | `admission` | policy plus the rules for the host's own traffic |
+//! | `conntrack` | flows, replies, re-checks under a new generation |
+//! | `frag` | verdicts of first fragments for the later ones |
+//! | `counters`, `events`, `debug_log` | what the agent learns about packets |
+//! | `verdict` | pass or drop, and why |
 #![no_std]
 #![no_main]
 
-// The map ABI shared with the agent. Linked now, while no map uses it yet, so that a change
-// which breaks `no_std` there fails the eBPF build at once.
-use palisade_common as _;
+mod admission;
+mod conntrack;
+mod counters;
+mod debug_log;
+mod events;
+mod frag;
+mod identity;
+mod maps;
+mod parse;
+mod pipeline;
+mod policy;
+mod verdict;
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use palisade_common::{DIR_EGRESS, DIR_INGRESS};
 
 /// Host veth ingress: packets the workload sends (its egress policy).
 #[classifier]
-pub fn palisade_from_wl(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
+pub fn palisade_from_wl(ctx: TcContext) -> i32 {
+    pipeline::run(&ctx, DIR_EGRESS)
 }
 
 /// Host veth egress: packets to the workload (its ingress policy).
 #[classifier]
-pub fn palisade_to_wl(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
+pub fn palisade_to_wl(ctx: TcContext) -> i32 {
+    pipeline::run(&ctx, DIR_INGRESS)
 }
 
 #[cfg(not(test))]

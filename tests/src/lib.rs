@@ -8,7 +8,10 @@
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
 pub mod docker;
+pub mod frame;
+pub mod netns;
 pub mod packet;
+pub mod skb;
 
 use std::{env, path::PathBuf, thread};
 

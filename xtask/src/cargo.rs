@@ -74,6 +74,17 @@ impl Workspace {
         command::run(&mut cmd).context("tests failed")
     }
 
+    /// `cargo bench -p palisade-tests --bench dataplane`, its standard output returned.
+    pub fn bench(&self, object: &Path) -> Result<String> {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.current_dir(&self.root)
+            .args(["bench", "-p", "palisade-tests", "--bench", "dataplane"])
+            .stderr(std::process::Stdio::inherit())
+            .env(OBJECT_ENV, object);
+        eprintln!("bench: running the dataplane benchmarks");
+        command::output(&mut cmd).context("benchmarks failed")
+    }
+
     /// Where cargo puts the binary `name` of `profile`, honouring CARGO_TARGET_DIR and
     /// `build.target-dir` (asked of `cargo metadata` rather than guessed).
     pub fn binary(&self, profile: Profile, name: &str) -> Result<PathBuf> {

@@ -4,6 +4,7 @@
 //! they bootstrap the toolchain and packages, build the eBPF object with nightly, and build
 //! or test the stable workspace with that object embedded in the agent.
 
+mod bench;
 mod bootstrap;
 mod cargo;
 mod command;
@@ -64,6 +65,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Measure per-packet cost, compile time, map size and update time (release build, as
+    /// root); print the table and keep it in bench/README.md.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -121,6 +125,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             let object = build(&repo, cargo::Profile::Dev)?;
             Workspace::new(&repo).test(&object, &args)?;
+        }
+        Cmd::Bench => {
+            if !command::is_root() {
+                bail!("the benchmarks load eBPF programs, so they need root");
+            }
+            let object = build(&repo, cargo::Profile::Release)?;
+            let table = Workspace::new(&repo).bench(&object)?;
+            print!("{table}");
+            bench::record(&repo, &table)?;
         }
     }
     Ok(())

@@ -1,7 +1,8 @@
-//! The node agent: follows the datastore and keeps an up-to-date, validated view of the
-//! resources this node enforces. Enforcement (compiling that view into the eBPF maps and
-//! attaching programs to workload interfaces) builds on this loop.
+//! The node agent: follows the datastore into a view of the resources ([`sync`]), and
+//! enforces that view for this node's workloads ([`enforce`]).
 
+mod enforce;
 mod sync;
 
+pub use enforce::Enforcer;
 pub use sync::{ResourceView, SyncEvent, follow};

@@ -1,15 +1,45 @@
-//! `palisade agent`: the node agent.
+//! `palisade agent`: the node agent. Follows the datastore and the host's interfaces and
+//! addresses, and keeps the eBPF dataplane enforcing this node's workload endpoints.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Args;
+use aya::maps::{HashMap as BpfHashMap, RingBuf};
+use clap::{Args, ValueEnum};
+use palisade_common::{
+    CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY, CONFIG_WORKLOAD_TO_HOST_ACCEPT, map_names,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::agent::{ResourceView, SyncEvent, follow};
+use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
+use crate::compile::Capacities;
+use crate::dataplane::attach::Attachments;
+use crate::dataplane::counters::CounterMaps;
+use crate::dataplane::events::log_events;
+use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
+use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
+use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::model::{Kind, Resource};
 use crate::{dataplane, log};
+
+/// What happens to a workload's packets to the host itself once its egress policy allowed
+/// them (Felix's `DefaultEndpointToHostAction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EndpointToHost {
+    Drop,
+    Accept,
+}
+
+/// Whether the host's own packets to its workloads go through their ingress policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostToEndpoint {
+    /// Always allowed (Felix's behaviour: the host may reach its workloads).
+    Accept,
+    /// Subject to the workload's ingress policy like any other peer.
+    Policy,
+}
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -19,11 +49,26 @@ pub struct AgentArgs {
     pub node: Option<String>,
     /// Where bpffs is (or gets) mounted; palisade pins under <BPFFS>/palisade/<abi-version>/.
     #[arg(long, default_value = crate::dataplane::BPFFS_ROOT)]
-    pub bpffs: std::path::PathBuf,
+    pub bpffs: PathBuf,
+    /// Run-time state that is not a BPF object (the rule counter names `palisade stats` reads).
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    /// Workload-to-host traffic after egress policy allowed it.
+    #[arg(long, value_enum, default_value_t = EndpointToHost::Drop)]
+    pub endpoint_to_host_action: EndpointToHost,
+    /// Host-to-workload traffic.
+    #[arg(long, value_enum, default_value_t = HostToEndpoint::Accept)]
+    pub host_to_endpoint: HostToEndpoint,
+    /// Report one denied packet in 2^N as an event (0: every one).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub drop_event_sampling: u8,
+    /// Kernel-side debug logging through aya-log (costly; for debugging only).
+    #[arg(long)]
+    pub bpf_debug_log: bool,
 }
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
-    let node = args.node.unwrap_or_else(host_name);
+    let node = args.node.clone().unwrap_or_else(host_name);
     let store = match crate::store::open(&datastore_url).await {
         Ok(s) => s,
         Err(e) => {
@@ -38,9 +83,8 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         "agent starting",
         &[("node", &node), ("datastore", &datastore_url)],
     );
-    // Kept for the agent's lifetime: dropping it would unload what is not pinned.
-    let _dataplane = match load_dataplane(&args.bpffs) {
-        Ok(d) => d,
+    let mut enforcer = match start_dataplane(&args, &node) {
+        Ok(e) => e,
         Err(e) => {
             log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
             return ExitCode::FAILURE;
@@ -49,6 +93,20 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
 
     let (tx, mut rx) = mpsc::channel(16);
     let follower = tokio::spawn(follow(store, tx));
+    let mut links = match watch_links() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error("cannot follow the host's interfaces", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut addresses = match watch_addresses() {
+        Ok(a) => a,
+        Err(e) => {
+            log::error("cannot follow the host's addresses", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -69,6 +127,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                         degraded = false;
                     }
                     report(&view, &node);
+                    enforcer.view_updated(view);
                 }
                 Some(SyncEvent::Degraded(error)) => {
                     degraded = true;
@@ -76,24 +135,117 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                 }
                 None => break,
             },
+            event = links.recv() => match event {
+                Some(LinkEvent::Present { ifindex, name }) => enforcer.link_added(name, ifindex),
+                Some(LinkEvent::Removed { ifindex, name }) => enforcer.link_removed(&name, ifindex),
+                Some(LinkEvent::Synced) => enforcer.links_synced(),
+                None => {
+                    log::warn("interface events ended; subscribing again", &[]);
+                    match watch_links() {
+                        Ok(l) => links = l,
+                        Err(e) => {
+                            log::error("cannot follow the host's interfaces", &[("error", &e)]);
+                            break;
+                        }
+                    }
+                }
+            },
+            event = addresses.recv() => match event {
+                Some(AddressEvent::Added { ifindex, address }) => enforcer.host_address(address, ifindex, true),
+                Some(AddressEvent::Removed { ifindex, address }) => enforcer.host_address(address, ifindex, false),
+                Some(AddressEvent::Synced) => {}
+                None => {
+                    log::warn("address events ended; subscribing again", &[]);
+                    match watch_addresses() {
+                        Ok(a) => addresses = a,
+                        Err(e) => {
+                            log::error("cannot follow the host's addresses", &[("error", &e)]);
+                            break;
+                        }
+                    }
+                }
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     follower.abort();
+    // The programs, links and maps stay pinned: enforcement goes on without the agent, and
+    // the next agent adopts them.
     log::info("agent stopped", &[("node", &node)]);
     ExitCode::SUCCESS
 }
 
-/// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps) and pins
-/// its programs.
-fn load_dataplane(bpffs: &std::path::Path) -> Result<dataplane::LoadedObject, dataplane::Error> {
-    let dir = dataplane::ensure_pin_dir(bpffs)?;
+/// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps), pins its
+/// programs, adopts the pinned links, and starts reporting events.
+fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std::error::Error>> {
+    let dir = dataplane::ensure_pin_dir(&args.bpffs)?;
     let mut loaded = dataplane::load(dataplane::ebpf_object()?, Some(&dir))?;
     loaded.pin_programs(&dir)?;
     let pinned = dataplane::program_pin_dir(&dir);
     log::info("eBPF programs loaded", &[("pinned", &pinned.display())]);
-    Ok(loaded)
+
+    let ebpf = loaded.ebpf_mut();
+    let policy_maps = PolicyMaps::take(ebpf)?;
+    let mut writer = Writer::adopt(policy_maps)?;
+    let mut flags = 0;
+    if args.bpf_debug_log {
+        flags |= CONFIG_DEBUG_LOG;
+    }
+    if args.host_to_endpoint == HostToEndpoint::Policy {
+        flags |= CONFIG_HOST_TO_WORKLOAD_POLICY;
+    }
+    if args.endpoint_to_host_action == EndpointToHost::Accept {
+        flags |= CONFIG_WORKLOAD_TO_HOST_ACCEPT;
+    }
+    let mask = (1u32 << args.drop_event_sampling) - 1;
+    writer.set_switches(flags, mask)?;
+    log::info(
+        "maps adopted",
+        &[
+            ("generation", &writer.generation()),
+            ("maps", &dataplane::map_pin_dir(&dir).display()),
+        ],
+    );
+    let mut counters = CounterMaps::take(ebpf)?;
+    // Rule counter indexes are this agent's own: start them at zero.
+    counters.reset_rules()?;
+    let host_addrs = BpfHashMap::try_from(
+        ebpf.take_map(map_names::HOST_ADDRS)
+            .ok_or("the eBPF object has no PAL_HOST_ADDRS map")?,
+    )?;
+    let events = RingBuf::try_from(
+        ebpf.take_map(map_names::EVENTS)
+            .ok_or("the eBPF object has no PAL_EVENTS map")?,
+    )?;
+    if args.bpf_debug_log {
+        match dataplane::bpf_log::init(ebpf) {
+            Ok(logger) => {
+                tokio::spawn(dataplane::bpf_log::forward(logger));
+            }
+            Err(e) => log::warn("kernel-side debug logging unavailable", &[("error", &e)]),
+        }
+    }
+    let (attachments, adopted) = Attachments::adopt(&mut loaded, &dir)?;
+    log::info(
+        "links adopted",
+        &[
+            ("interfaces", &adopted.kept.len()),
+            ("removed", &adopted.removed.len()),
+        ],
+    );
+    let enforcer = Enforcer::new(
+        node.to_string(),
+        loaded,
+        writer,
+        counters,
+        host_addrs,
+        attachments,
+        dataplane::slot_image::slot_capacities(),
+        rule_names::path_in(&args.run_dir),
+    );
+    tokio::spawn(log_events(events, enforcer.images.clone()));
+    Ok(enforcer)
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

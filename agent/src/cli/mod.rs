@@ -18,6 +18,7 @@ mod resource_args;
 mod rule_pprint;
 mod selector_test;
 mod sigpipe;
+mod stats;
 mod store_access;
 mod tabwriter;
 pub mod trace;
@@ -67,6 +68,8 @@ pub enum Command {
     Selector(selector_test::SelectorArgs),
     /// Evaluate the stored policy for one packet with the reference evaluator.
     Trace(trace::TraceArgs),
+    /// Packets and bytes allowed and denied per endpoint, rule hits, drop reasons.
+    Stats(stats::StatsArgs),
     /// Run the node agent.
     Agent(agent::AgentArgs),
     DockerPlugin(docker_plugin::DockerPluginArgs),
@@ -113,6 +116,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Some(store) => trace::run(args, store).await,
             None => ExitCode::FAILURE,
         },
+        Command::Stats(args) => stats::run(args, &url).await,
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
         Command::Workload(args) => workload::run(args, &url).await,

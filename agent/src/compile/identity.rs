@@ -43,9 +43,9 @@ pub(crate) struct LocalIds {
 }
 
 impl LocalIds {
-    pub fn assign(inputs: &Inputs) -> LocalIds {
+    pub fn assign(inputs: &Inputs, include: impl Fn(&ResourceKey) -> bool) -> LocalIds {
         let mut keys: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
-        for w in &inputs.workloads {
+        for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
             let programs = [Direction::Ingress, Direction::Egress]
                 .map(|d| Program::of_endpoint(inputs, &w.labels, &w.profiles, d));
             let mut label_tests = Vec::new();

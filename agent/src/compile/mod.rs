@@ -31,7 +31,7 @@ mod table;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use crate::model::Resource;
+use crate::model::{Resource, ResourceKey};
 use crate::policy::Direction;
 
 pub use capacity::{Capacities, CompileError, Exceeded};
@@ -47,15 +47,42 @@ use inputs::Inputs;
 use program::Program;
 use remote::RemoteClasses;
 
+/// Which workload endpoints get local IDs (policy programs): every one, or only those of
+/// one node (what an agent enforces). Endpoints of every node are peers either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locals<'a> {
+    All,
+    Node(&'a str),
+}
+
+impl Locals<'_> {
+    fn includes(&self, endpoint: &ResourceKey) -> bool {
+        match (self, endpoint) {
+            (Locals::All, _) => true,
+            (Locals::Node(node), ResourceKey::WorkloadEndpoint { node: n, .. }) => n == node,
+            (Locals::Node(_), _) => false,
+        }
+    }
+}
+
 /// Compiles `resources` into a map image that fits `capacities`, or says which capacities
 /// it does not fit (and then returns nothing else).
 pub fn compile(
     resources: impl IntoIterator<Item = Resource>,
     capacities: &Capacities,
 ) -> Result<Image, CompileError> {
+    compile_for(resources, capacities, Locals::All)
+}
+
+/// [`compile`], with local IDs only for the endpoints `locals` names.
+pub fn compile_for(
+    resources: impl IntoIterator<Item = Resource>,
+    capacities: &Capacities,
+    locals: Locals<'_>,
+) -> Result<Image, CompileError> {
     let inputs = Inputs::gather(resources)?;
     let remotes = RemoteClasses::classify(&inputs);
-    let locals = LocalIds::assign(&inputs);
+    let locals = LocalIds::assign(&inputs, |key| locals.includes(key));
 
     let mut outcomes = Interner::default();
     let mut tables = Interner::default();

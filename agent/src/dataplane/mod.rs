@@ -1,12 +1,22 @@
-//! The eBPF dataplane: the embedded object, loading it, and the bpffs pin directory.
-//!
-//! Only the foundations exist so far; attaching to veths, map sync, conntrack GC, counters and
-//! events come later, each in a module of its own.
+//! The eBPF dataplane, user-space side: the embedded object and loading it with its pinned
+//! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
+//! writing them incrementally and atomically (`writer`); attaching to workload veths
+//! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
+//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
 
+pub mod attach;
+pub mod bpf_log;
 pub mod bpffs;
+pub mod counters;
+pub mod events;
+pub mod links;
 pub mod load;
 pub mod object;
+pub mod rule_names;
+pub mod slot_image;
+pub mod writer;
 
+pub use attach::{Adopted, Attachments, interface_pin_dir, link_pin_dir};
 pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
 pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};
 pub use object::ebpf_object;
@@ -60,6 +70,56 @@ pub enum Error {
     #[error("cannot pin {path}: {source}")]
     Pin {
         path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot read the pin directory {path}: {source}")]
+    ReadPinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot remove the pin {path}: {source}")]
+    RemovePin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot attach `{program}` to {interface}: {source}")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error(
+        "cannot pin the link on {interface}: the kernel has no TCX (Linux 6.6 or later), and \
+         only TCX links can be pinned"
+    )]
+    TcxUnsupported { interface: String },
+
+    #[error("cannot take over the pinned link {path}: {reason}")]
+    AdoptLink {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "interface {interface} is not (or no longer) the one with index {expected} (found {found:?})"
+    )]
+    InterfaceChanged {
+        interface: String,
+        expected: u32,
+        found: Option<u32>,
+    },
+
+    #[error("cannot subscribe to netlink {what}: {source}")]
+    Netlink {
+        what: &'static str,
         #[source]
         source: std::io::Error,
     },

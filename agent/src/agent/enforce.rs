@@ -1,0 +1,277 @@
+//! Enforcement: the resource view and the host's interfaces in, maps and attachments out.
+//!
+//! Every change (a new view, an interface appearing or going) leads to one `reconcile`:
+//! compile the view for this node, publish the image into the maps (incremental, atomic;
+//! see [`crate::dataplane::writer`]), then attach the programs to local workload interfaces
+//! that are not yet attached and detach from those that are no longer local workloads.
+//! Publishing before attaching means a program never runs on an interface whose endpoint
+//! the maps do not know yet. A compile that does not fit the maps is refused whole: the
+//! policy in force stays, and the agent says so loudly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use palisade_common::{HostAddrKey, HostAddrValue};
+
+use crate::agent::ResourceView;
+use crate::compile::{Capacities, Image, Locals, compile_for};
+use crate::dataplane::attach::Attachments;
+use crate::dataplane::counters::CounterMaps;
+use crate::dataplane::events::RecentImages;
+use crate::dataplane::slot_image::{addr_bytes, family_of};
+use crate::dataplane::writer::Writer;
+use crate::dataplane::{LoadedObject, rule_names};
+use crate::log;
+use crate::model::{Resource, ResourceKey};
+
+pub struct Enforcer {
+    pub node: String,
+    pub loaded: LoadedObject,
+    pub writer: Writer,
+    pub counters: CounterMaps,
+    pub host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
+    pub attachments: Attachments,
+    pub images: RecentImages,
+    pub capacities: Capacities,
+    /// Where the rule counter names go, for `palisade stats`.
+    pub rule_names_path: PathBuf,
+    /// The host's interfaces, by name.
+    links: BTreeMap<String, u32>,
+    view: Arc<ResourceView>,
+    /// What was published last: skip publishing the same again.
+    published: Option<(Arc<Image>, BTreeMap<ResourceKey, u32>)>,
+    /// Which interfaces carry each host address (an address may be on several).
+    host_addresses: BTreeMap<IpAddr, BTreeSet<u32>>,
+    /// Whether the view and the interface list have been seen in full: before both, a
+    /// reconcile could detach interfaces adopted from an earlier agent.
+    view_synced: bool,
+    links_synced: bool,
+}
+
+impl Enforcer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: String,
+        loaded: LoadedObject,
+        writer: Writer,
+        counters: CounterMaps,
+        host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
+        attachments: Attachments,
+        capacities: Capacities,
+        rule_names_path: PathBuf,
+    ) -> Enforcer {
+        Enforcer {
+            node,
+            loaded,
+            writer,
+            counters,
+            host_addrs,
+            attachments,
+            images: RecentImages::default(),
+            capacities,
+            rule_names_path,
+            links: BTreeMap::new(),
+            view: Arc::new(ResourceView::default()),
+            published: None,
+            host_addresses: BTreeMap::new(),
+            view_synced: false,
+            links_synced: false,
+        }
+    }
+
+    pub fn view_updated(&mut self, view: Arc<ResourceView>) {
+        self.view = view;
+        self.view_synced = true;
+        self.reconcile();
+    }
+
+    /// Every interface that existed when the agent subscribed has been reported.
+    pub fn links_synced(&mut self) {
+        self.links_synced = true;
+        self.reconcile();
+    }
+
+    pub fn link_added(&mut self, name: String, ifindex: u32) {
+        // A renamed interface keeps its index: forget its old name.
+        self.links.retain(|n, i| *i != ifindex || *n == name);
+        if self.links.insert(name.clone(), ifindex) != Some(ifindex) && self.is_local(&name) {
+            self.reconcile();
+        }
+    }
+
+    pub fn link_removed(&mut self, name: &str, ifindex: u32) {
+        self.links.retain(|_, i| *i != ifindex);
+        if self.is_local(name) || self.attachments.attached().any(|i| i == ifindex) {
+            self.reconcile();
+        }
+    }
+
+    /// An address of the host appeared on (or left) interface `ifindex`.
+    pub fn host_address(&mut self, addr: IpAddr, ifindex: u32, present: bool) {
+        let holders = self.host_addresses.entry(addr).or_default();
+        if present {
+            holders.insert(ifindex);
+        } else {
+            holders.remove(&ifindex);
+        }
+        let present = !holders.is_empty();
+        if !present {
+            self.host_addresses.remove(&addr);
+        }
+        let key = HostAddrKey {
+            family: family_of(addr),
+            _pad: [0; 3],
+            addr: addr_bytes(addr),
+        };
+        let result = if present {
+            self.host_addrs.insert(key, HostAddrValue { present: 1 }, 0)
+        } else {
+            match self.host_addrs.remove(&key) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = result {
+            log::error(
+                "cannot update the host address map",
+                &[("address", &addr), ("error", &e)],
+            );
+        }
+    }
+
+    /// Interface names of this node's workload endpoints.
+    fn local_interfaces(&self) -> BTreeMap<ResourceKey, String> {
+        self.view
+            .resources
+            .values()
+            .filter_map(|r| match r {
+                Resource::WorkloadEndpoint(w) if w.metadata.node == self.node => {
+                    Some((w.key(), w.spec.interface_name.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn is_local(&self, ifname: &str) -> bool {
+        self.local_interfaces().values().any(|n| n == ifname)
+    }
+
+    pub fn reconcile(&mut self) {
+        if !(self.view_synced && self.links_synced) {
+            return;
+        }
+        let started = Instant::now();
+        let locals = self.local_interfaces();
+        let ifindex_of: BTreeMap<ResourceKey, u32> = locals
+            .iter()
+            .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
+            .collect();
+
+        let compiled = compile_for(
+            self.view.resources.values().cloned(),
+            &self.capacities,
+            Locals::Node(&self.node),
+        );
+        match compiled {
+            Ok(image) => self.publish(Arc::new(image), &ifindex_of, started),
+            Err(e) => log::error(
+                "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                &[("revision", &self.view.revision), ("error", &e)],
+            ),
+        }
+
+        let wanted: BTreeSet<u32> = ifindex_of.values().copied().collect();
+        for (key, ifindex) in &ifindex_of {
+            if self.attachments.attached().any(|i| i == *ifindex) {
+                continue;
+            }
+            let name = locals.get(key).map(String::as_str).unwrap_or_default();
+            if let Err(e) = self.counters.track_endpoint(*ifindex) {
+                log::warn(
+                    "cannot count for an interface",
+                    &[("interface", &name), ("error", &e)],
+                );
+            }
+            match self.attachments.attach(&mut self.loaded, name, *ifindex) {
+                Ok(()) => log::info(
+                    "enforcing on workload interface",
+                    &[("endpoint", key), ("interface", &name), ("ifindex", ifindex)],
+                ),
+                Err(e) => log::error(
+                    "cannot attach to a workload interface",
+                    &[("endpoint", key), ("interface", &name), ("error", &e)],
+                ),
+            }
+        }
+        let stale: Vec<u32> = self
+            .attachments
+            .attached()
+            .filter(|i| !wanted.contains(i))
+            .collect();
+        for ifindex in stale {
+            match self.attachments.detach(ifindex) {
+                Ok(_) => log::info("stopped enforcing", &[("ifindex", &ifindex)]),
+                Err(e) => log::error(
+                    "cannot detach from an interface",
+                    &[("ifindex", &ifindex), ("error", &e)],
+                ),
+            }
+            if let Err(e) = self.counters.forget_endpoint(ifindex) {
+                log::warn("cannot drop an interface's counters", &[("error", &e)]);
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        image: Arc<Image>,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
+        started: Instant,
+    ) {
+        if let Some((old_image, old_bindings)) = &self.published
+            && **old_image == *image
+            && old_bindings == ifindex_of
+        {
+            return;
+        }
+        let compiled = started.elapsed();
+        match self.writer.publish(&image, ifindex_of) {
+            Ok(published) => {
+                self.images.published(published.generation, image.clone());
+                if let Err(e) = rule_names::write(&self.rule_names_path, self.writer.rule_counters())
+                {
+                    log::warn(
+                        "cannot write the rule counter names; `palisade stats` will show indexes",
+                        &[("path", &self.rule_names_path.display()), ("error", &e)],
+                    );
+                }
+                let stats = image.stats();
+                log::info(
+                    "policy published",
+                    &[
+                        ("revision", &self.view.revision),
+                        ("generation", &published.generation),
+                        ("local_endpoints", &ifindex_of.len()),
+                        ("local_ids", &stats.local_ids),
+                        ("remote_ids", &stats.remote_ids),
+                        ("tables", &stats.tables),
+                        ("written", &published.written),
+                        ("deleted", &published.deleted),
+                        ("compile_ms", &compiled.as_millis()),
+                        ("total_ms", &started.elapsed().as_millis()),
+                    ],
+                );
+                self.published = Some((image, ifindex_of.clone()));
+            }
+            Err(e) => log::error(
+                "POLICY UPDATE REFUSED: cannot write the maps; the policy in force is unchanged",
+                &[("revision", &self.view.revision), ("error", &e)],
+            ),
+        }
+    }
+}

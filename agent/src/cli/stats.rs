@@ -1,0 +1,177 @@
+//! `palisade stats [ENDPOINT]`: what the programs counted on this host. Per workload endpoint
+//! and direction the packets and bytes allowed and denied; per policy/profile rule the new
+//! flows it decided; and the drop reasons and other kernel-side counters.
+//!
+//! Reads the maps the agent pinned (it need not be running: the counters are in the
+//! kernel) and the rule names the agent wrote beside them.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use palisade_common::STAT_NAMES;
+
+use crate::dataplane::counters::CounterMaps;
+use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
+use crate::dataplane::{BPFFS_ROOT, pin_dir};
+use crate::model::{Kind, Resource};
+
+use super::store_access::open_for_palisade;
+use super::tabwriter::render;
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this workload endpoint (its name, e.g. a Docker EndpointID, or its workload).
+    pub endpoint: Option<String>,
+    /// Where bpffs is mounted (as given to `palisade agent`).
+    #[arg(long, default_value = BPFFS_ROOT)]
+    pub bpffs: PathBuf,
+    /// The agent's run-time directory (as given to `palisade agent`).
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+}
+
+pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
+    let counters = match CounterMaps::open_pinned(&pin_dir(&args.bpffs)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("palisade stats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(store) = open_for_palisade(url).await else {
+        return ExitCode::FAILURE;
+    };
+    let endpoints = match store.list(Some(Kind::WorkloadEndpoint)).await {
+        Ok(s) => s.resources,
+        Err(e) => {
+            eprintln!("palisade stats: cannot list workload endpoints: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The host's interfaces decide which endpoint an ifindex is.
+    let by_ifindex: BTreeMap<u32, (String, String)> = endpoints
+        .iter()
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => {
+                let name = CString::new(w.spec.interface_name.as_str()).ok()?;
+                // SAFETY: a valid NUL-terminated name; returns 0 when there is none.
+                let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                (index != 0).then(|| {
+                    (
+                        index,
+                        (w.metadata.name.clone(), w.spec.interface_name.clone()),
+                    )
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let wanted = |name: &str| args.endpoint.as_deref().is_none_or(|e| e == name);
+    if let Some(e) = &args.endpoint
+        && !by_ifindex.values().any(|(n, _)| n == e)
+    {
+        eprintln!("palisade stats: no workload endpoint named '{e}' has an interface on this host");
+        return ExitCode::FAILURE;
+    }
+
+    let tracked = match counters.endpoints() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("palisade stats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rows = vec![
+        [
+            "ENDPOINT",
+            "INTERFACE",
+            "DIRECTION",
+            "ALLOWED PACKETS",
+            "ALLOWED BYTES",
+            "DENIED PACKETS",
+            "DENIED BYTES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (ifindex, s) in &tracked {
+        let Some((name, ifname)) = by_ifindex.get(ifindex) else {
+            continue;
+        };
+        if !wanted(name) {
+            continue;
+        }
+        for (direction, counts) in [
+            (
+                "ingress",
+                [
+                    s.ingress_allowed_packets,
+                    s.ingress_allowed_bytes,
+                    s.ingress_denied_packets,
+                    s.ingress_denied_bytes,
+                ],
+            ),
+            (
+                "egress",
+                [
+                    s.egress_allowed_packets,
+                    s.egress_allowed_bytes,
+                    s.egress_denied_packets,
+                    s.egress_denied_bytes,
+                ],
+            ),
+        ] {
+            let mut row = vec![name.clone(), ifname.clone(), direction.to_string()];
+            row.extend(counts.iter().map(u64::to_string));
+            rows.push(row);
+        }
+    }
+    print!("{}", render(&rows));
+
+    println!();
+    let mut rules = vec![vec![
+        "RULE".to_string(),
+        "PACKETS".to_string(),
+        "BYTES".to_string(),
+    ]];
+    match rule_names::read(&rule_names::path_in(&args.run_dir)) {
+        Ok(names) => {
+            for name in names {
+                match counters.rule(name.index) {
+                    Ok(s) => {
+                        rules.push(vec![name.rule, s.packets.to_string(), s.bytes.to_string()])
+                    }
+                    Err(e) => {
+                        eprintln!("palisade stats: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+        Err(e) => eprintln!(
+            "palisade stats: no rule names ({e}); is the agent running with --run-dir {}?",
+            args.run_dir.display()
+        ),
+    }
+    print!("{}", render(&rules));
+
+    if args.endpoint.is_none() {
+        println!();
+        let reasons = match counters.reasons() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("palisade stats: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut table = vec![vec!["COUNTER".to_string(), "PACKETS".to_string()]];
+        for (name, n) in STAT_NAMES.iter().zip(reasons) {
+            table.push(vec![name.to_string(), n.to_string()]);
+        }
+        print!("{}", render(&table));
+    }
+    ExitCode::SUCCESS
+}

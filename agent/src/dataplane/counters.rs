@@ -1,0 +1,172 @@
+//! The programs' per-CPU counters, summed over CPUs: per endpoint (by host veth ifindex),
+//! per rule (by the index [`super::slot_image::RuleCounters`] gave it), and per reason.
+
+use std::path::Path;
+
+use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use palisade_common::{Counter, EndpointStats, EndpointStatsKey, RuleStats, STAT_COUNT, map_names};
+
+use super::load::map_pin_dir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error("palisade's eBPF object has no map `{0}`; is the object stale?")]
+    MissingMap(&'static str),
+    #[error(
+        "cannot open the pinned map {path}: {source}\nhint: is `palisade agent` running (or has \
+         it run) on this host, with the same --bpffs?"
+    )]
+    Pinned {
+        path: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(String),
+    #[error("cannot {action} map `{name}`: {source}")]
+    Map {
+        action: &'static str,
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+pub struct CounterMaps {
+    endpoints: PerCpuHashMap<MapData, EndpointStatsKey, EndpointStats>,
+    rules: PerCpuArray<MapData, RuleStats>,
+    reasons: PerCpuArray<MapData, Counter>,
+}
+
+fn map_err(action: &'static str, name: &'static str) -> impl Fn(MapError) -> CounterError {
+    move |source| CounterError::Map {
+        action,
+        name,
+        source,
+    }
+}
+
+impl CounterMaps {
+    /// Takes the counter maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<CounterMaps, CounterError> {
+        fn one<M: TryFrom<Map, Error = MapError>>(
+            ebpf: &mut aya::Ebpf,
+            name: &'static str,
+        ) -> Result<M, CounterError> {
+            let map = ebpf.take_map(name).ok_or(CounterError::MissingMap(name))?;
+            M::try_from(map).map_err(map_err("use", name))
+        }
+        Ok(CounterMaps {
+            endpoints: one(ebpf, map_names::EP_STATS)?,
+            rules: one(ebpf, map_names::RULE_STATS)?,
+            reasons: one(ebpf, map_names::STATS)?,
+        })
+    }
+
+    /// Opens the maps an agent pinned under `pin_dir` (for `palisade stats`).
+    pub fn open_pinned(pin_dir: &Path) -> Result<CounterMaps, CounterError> {
+        let dir = map_pin_dir(pin_dir);
+        let open = |name: &'static str| -> Result<MapData, CounterError> {
+            let path = dir.join(name);
+            MapData::from_pin(&path).map_err(|source| CounterError::Pinned { path, source })
+        };
+        Ok(CounterMaps {
+            endpoints: PerCpuHashMap::try_from(Map::PerCpuHashMap(open(map_names::EP_STATS)?))
+                .map_err(map_err("use", map_names::EP_STATS))?,
+            rules: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::RULE_STATS)?))
+                .map_err(map_err("use", map_names::RULE_STATS))?,
+            reasons: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::STATS)?))
+                .map_err(map_err("use", map_names::STATS))?,
+        })
+    }
+
+    /// Starts counting for the host veth `ifindex` (the programs only add to entries that
+    /// exist). Keeps an existing entry: counts survive agent restarts.
+    pub fn track_endpoint(&mut self, ifindex: u32) -> Result<(), CounterError> {
+        let key = EndpointStatsKey { ifindex };
+        if self.endpoints.get(&key, 0).is_ok() {
+            return Ok(());
+        }
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| CounterError::Cpus(format!("{what}: {e}")))?;
+        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); cpus])
+            .map_err(|e| CounterError::Cpus(e.to_string()))?;
+        self.endpoints
+            .insert(key, zero, 0)
+            .map_err(map_err("write", map_names::EP_STATS))
+    }
+
+    /// Stops counting for `ifindex` (its interface is gone).
+    pub fn forget_endpoint(&mut self, ifindex: u32) -> Result<(), CounterError> {
+        match self.endpoints.remove(&EndpointStatsKey { ifindex }) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("delete from", map_names::EP_STATS)(e)),
+        }
+    }
+
+    /// Every tracked endpoint's counts, by ifindex.
+    pub fn endpoints(&self) -> Result<Vec<(u32, EndpointStats)>, CounterError> {
+        let mut out = Vec::new();
+        for entry in self.endpoints.iter() {
+            let (key, values) = entry.map_err(map_err("read", map_names::EP_STATS))?;
+            out.push((key.ifindex, sum_endpoint(&values)));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    /// The counts of rule counter `index`.
+    pub fn rule(&self, index: u32) -> Result<RuleStats, CounterError> {
+        let values = self
+            .rules
+            .get(&index, 0)
+            .map_err(map_err("read", map_names::RULE_STATS))?;
+        Ok(values.iter().fold(RuleStats::default(), |a, v| RuleStats {
+            packets: a.packets + v.packets,
+            bytes: a.bytes + v.bytes,
+        }))
+    }
+
+    /// Zeroes every rule counter: indexes are handed out afresh by each agent.
+    pub fn reset_rules(&mut self) -> Result<(), CounterError> {
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| CounterError::Cpus(format!("{what}: {e}")))?;
+        for index in 0..self.rules.len() {
+            let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+                .map_err(|e| CounterError::Cpus(e.to_string()))?;
+            self.rules
+                .set(index, zero, 0)
+                .map_err(map_err("write", map_names::RULE_STATS))?;
+        }
+        Ok(())
+    }
+
+    /// Packets per `STAT_*` reason.
+    pub fn reasons(&self) -> Result<[u64; STAT_COUNT as usize], CounterError> {
+        let mut out = [0u64; STAT_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let values = self
+                .reasons
+                .get(&index, 0)
+                .map_err(map_err("read", map_names::STATS))?;
+            *slot = values.iter().map(|c| c.packets).sum();
+        }
+        Ok(out)
+    }
+}
+
+fn sum_endpoint(values: &PerCpuValues<EndpointStats>) -> EndpointStats {
+    values
+        .iter()
+        .fold(EndpointStats::default(), |a, v| EndpointStats {
+            ingress_allowed_packets: a.ingress_allowed_packets + v.ingress_allowed_packets,
+            ingress_allowed_bytes: a.ingress_allowed_bytes + v.ingress_allowed_bytes,
+            ingress_denied_packets: a.ingress_denied_packets + v.ingress_denied_packets,
+            ingress_denied_bytes: a.ingress_denied_bytes + v.ingress_denied_bytes,
+            egress_allowed_packets: a.egress_allowed_packets + v.egress_allowed_packets,
+            egress_allowed_bytes: a.egress_allowed_bytes + v.egress_allowed_bytes,
+            egress_denied_packets: a.egress_denied_packets + v.egress_denied_packets,
+            egress_denied_bytes: a.egress_denied_bytes + v.egress_denied_bytes,
+        })
+}

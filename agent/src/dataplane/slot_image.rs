@@ -1,0 +1,349 @@
+//! A compiled [`Image`] as the exact entries of the kernel maps for one slot (see
+//! `palisade_common` for the layout). Pure: the same image, bindings and slot give the same
+//! entries, which is what lets [`super::writer`] write only the difference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use palisade_common::{
+    Addr, Cell, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, FAMILY_V6, LPM_HEADER_BITS, LocalKey,
+    LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PolicyKey, PolicyValue,
+    REMOTE_ANY, RemoteKey, RemoteValue, Row, TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY,
+};
+
+use crate::compile::{Capacities, Image, RangeTable};
+use crate::model::ResourceKey;
+use crate::policy::{Direction, RuleRef, Verdict};
+
+/// Where a slot's share of each array map starts (absolute indexes, see `palisade_common`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayBases {
+    pub rows: u32,
+    pub cells: u32,
+    pub outcomes: u32,
+}
+
+/// How many entries of each array map one slot may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayLimits {
+    pub rows: usize,
+    pub cells: usize,
+    pub outcomes: usize,
+}
+
+/// An LPM key: prefix length in bits (including [`LPM_HEADER_BITS`]) and data.
+pub type LpmKey = (u32, LpmData);
+
+/// Every entry of one slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotImage {
+    pub local: HashMap<LocalKey, LocalValue>,
+    pub remote: HashMap<RemoteKey, RemoteValue>,
+    pub lpm: HashMap<LpmKey, RemoteValue>,
+    pub policy: HashMap<PolicyKey, PolicyValue>,
+    pub table: HashMap<TableKey, TableValue>,
+    /// Relative to [`ArrayBases::rows`].
+    pub rows: Vec<Row>,
+    /// Relative to [`ArrayBases::cells`].
+    pub cells: Vec<Cell>,
+    /// Relative to [`ArrayBases::outcomes`]; index = the image's outcome ID.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Why an image cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error(
+        "the policy needs {needed} {what} per slot, the maps hold {capacity}; the update was \
+         refused and the policy in force is unchanged"
+    )]
+    ArrayFull {
+        what: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
+    #[error(
+        "the policy has more than {capacity} distinct rules to count; the update was refused \
+         and the policy in force is unchanged"
+    )]
+    RuleCountersFull { capacity: usize },
+}
+
+/// Stable counter indexes for rules, so that a rule keeps its `PAL_RULE_STATS` entry across
+/// policy updates. Indexes are never reused while the agent runs.
+#[derive(Debug, Clone, Default)]
+pub struct RuleCounters {
+    index: HashMap<RuleRef, u32>,
+    rules: Vec<RuleRef>,
+    capacity: usize,
+}
+
+impl RuleCounters {
+    pub fn new(capacity: usize) -> RuleCounters {
+        RuleCounters {
+            index: HashMap::new(),
+            rules: Vec::new(),
+            capacity,
+        }
+    }
+
+    fn index_of(&mut self, rule: &RuleRef) -> Result<u32, EncodeError> {
+        if let Some(&i) = self.index.get(rule) {
+            return Ok(i);
+        }
+        if self.rules.len() >= self.capacity {
+            return Err(EncodeError::RuleCountersFull {
+                capacity: self.capacity,
+            });
+        }
+        let i = u32::try_from(self.rules.len()).map_err(|_| EncodeError::RuleCountersFull {
+            capacity: self.capacity,
+        })?;
+        self.index.insert(rule.clone(), i);
+        self.rules.push(rule.clone());
+        Ok(i)
+    }
+
+    /// The rule counted at `index`.
+    pub fn rule(&self, index: u32) -> Option<&RuleRef> {
+        self.rules.get(index as usize)
+    }
+
+    /// Every counted rule with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &RuleRef)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (u32::try_from(i).unwrap_or(u32::MAX), r))
+    }
+}
+
+/// What one slot of the maps (at their default sizes) holds, for the compiler's check.
+pub fn slot_capacities() -> Capacities {
+    use palisade_common::capacity;
+    let half = |n: u32| (n / 2) as usize;
+    Capacities {
+        local_ids: usize::MAX,
+        remote_ids: usize::MAX,
+        endpoint_entries: half(capacity::REMOTE),
+        lpm_entries: half(capacity::LPM) - 2,
+        policy_entries: half(capacity::POLICY),
+        tables: half(capacity::TABLE),
+        table_rows: half(capacity::CELLS),
+    }
+}
+
+pub fn family_of(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => FAMILY_V4,
+        IpAddr::V6(_) => FAMILY_V6,
+    }
+}
+
+/// An address in the ABI's 16 bytes (IPv4 first, zero-padded).
+pub fn addr_bytes(addr: IpAddr) -> Addr {
+    let mut out = [0u8; 16];
+    match addr {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+pub fn direction_code(direction: Direction) -> u8 {
+    match direction {
+        Direction::Ingress => DIR_INGRESS,
+        Direction::Egress => DIR_EGRESS,
+    }
+}
+
+fn lpm_key(slot: u8, net: IpNet) -> LpmKey {
+    let data = LpmData {
+        slot,
+        family: family_of(net.addr()),
+        addr: addr_bytes(net.network()),
+        _pad: [0; 2],
+    };
+    (LPM_HEADER_BITS + u32::from(net.prefix_len()), data)
+}
+
+/// The entries of `image` for `slot`. `ifindex_of` binds local workload endpoints to their
+/// host veths; endpoints without a binding get no `PAL_LOCAL` entries (they are not on this
+/// node, or their interface is not there yet).
+pub fn encode(
+    image: &Image,
+    slot: u8,
+    ifindex_of: &BTreeMap<ResourceKey, u32>,
+    bases: ArrayBases,
+    limits: ArrayLimits,
+    counters: &mut RuleCounters,
+) -> Result<SlotImage, EncodeError> {
+    let mut out = SlotImage::default();
+
+    for ((endpoint, addr), local) in &image.endpoints {
+        let Some(&ifindex) = ifindex_of.get(endpoint) else {
+            continue;
+        };
+        let key = LocalKey {
+            slot,
+            family: family_of(*addr),
+            _pad: [0; 2],
+            ifindex,
+            addr: addr_bytes(*addr),
+        };
+        out.local.insert(key, LocalValue { local_id: local.0 });
+    }
+
+    for (addr, remote) in &image.exact {
+        let key = RemoteKey {
+            slot,
+            family: family_of(*addr),
+            _pad: [0; 2],
+            addr: addr_bytes(*addr),
+        };
+        out.remote.insert(
+            key,
+            RemoteValue {
+                remote_id: remote.0,
+            },
+        );
+    }
+
+    for (net, remote) in &image.lpm {
+        out.lpm.insert(
+            lpm_key(slot, *net),
+            RemoteValue {
+                remote_id: remote.0,
+            },
+        );
+    }
+    // "World": whatever no CIDR class covers. A /0 among the rule CIDRs already is that.
+    for everything in [IpNet::V4(Default::default()), IpNet::V6(Default::default())] {
+        out.lpm
+            .entry(lpm_key(slot, everything))
+            .or_insert(RemoteValue {
+                remote_id: image.world.0,
+            });
+    }
+
+    for ((local, direction), table) in &image.wildcard {
+        let key = PolicyKey {
+            slot,
+            direction: direction_code(*direction),
+            _pad: [0; 2],
+            local_id: local.0,
+            remote_id: REMOTE_ANY,
+        };
+        out.policy.insert(key, PolicyValue { table_id: table.0 });
+    }
+    for ((local, remote, direction), table) in &image.specific {
+        let key = PolicyKey {
+            slot,
+            direction: direction_code(*direction),
+            _pad: [0; 2],
+            local_id: local.0,
+            remote_id: remote.0,
+        };
+        out.policy.insert(key, PolicyValue { table_id: table.0 });
+    }
+
+    for (table_id, table) in image.tables.iter().enumerate() {
+        let table_id = u32::try_from(table_id).unwrap_or(u32::MAX);
+        let other = RangeTable::single(table.other);
+        for (protocol, ranges) in table
+            .protocols
+            .iter()
+            .map(|(p, t)| (u16::from(*p), t))
+            .chain([(PROTOCOL_OTHER, &other)])
+        {
+            let value = push_ranges(&mut out, ranges, bases);
+            let key = TableKey {
+                slot,
+                _pad: 0,
+                protocol,
+                table_id,
+            };
+            out.table.insert(key, value);
+        }
+    }
+
+    for outcome in &image.outcomes {
+        let rule_counter = match outcome.rule() {
+            Some(rule) => counters.index_of(rule)?,
+            None => NO_RULE,
+        };
+        out.outcomes.push(Outcome {
+            verdict: match outcome.verdict {
+                Verdict::Allow => VERDICT_ALLOW,
+                Verdict::Deny => VERDICT_DENY,
+            },
+            flags: if outcome.logged.is_empty() {
+                0
+            } else {
+                OUTCOME_LOG
+            },
+            _pad: [0; 2],
+            rule_counter,
+        });
+    }
+    // Logged rules get counters too, so `palisade stats` can name them in events.
+    for outcome in &image.outcomes {
+        for rule in &outcome.logged {
+            counters.index_of(rule)?;
+        }
+    }
+
+    for (what, needed, capacity) in [
+        ("policy table rows", out.rows.len(), limits.rows),
+        ("policy table cells", out.cells.len(), limits.cells),
+        ("outcomes", out.outcomes.len(), limits.outcomes),
+    ] {
+        if needed > capacity {
+            return Err(EncodeError::ArrayFull {
+                what,
+                needed,
+                capacity,
+            });
+        }
+    }
+    // Cells refer to outcomes by absolute index.
+    for cell in &mut out.cells {
+        cell.outcome = cell.outcome.saturating_add(bases.outcomes);
+    }
+    Ok(out)
+}
+
+/// Appends `ranges` to the slot's rows and cells; returns its `PAL_TABLE` value. Cells hold
+/// outcome IDs relative to the slot until [`encode`] makes them absolute.
+fn push_ranges(out: &mut SlotImage, ranges: &RangeTable, bases: ArrayBases) -> TableValue {
+    let first_row = index(bases.rows, out.rows.len());
+    for row in &ranges.rows {
+        let first_cell = index(bases.cells, out.cells.len());
+        for &(start, outcome) in &row.cells {
+            out.cells.push(Cell {
+                start,
+                _pad: 0,
+                outcome: outcome.0,
+            });
+        }
+        out.rows.push(Row {
+            start: row.start,
+            _pad: 0,
+            first_cell,
+            cell_count: count(row.cells.len()),
+        });
+    }
+    TableValue {
+        first_row,
+        row_count: count(ranges.rows.len()),
+    }
+}
+
+fn index(base: u32, offset: usize) -> u32 {
+    base.saturating_add(count(offset))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

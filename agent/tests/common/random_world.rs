@@ -1,0 +1,337 @@
+//! Random resource sets and packets for differential tests: the compiler against the
+//! reference evaluator (`compile_differential.rs`), and the real eBPF program against it
+//! (`tests/tests/bpf_differential.rs`, which includes this file by path).
+//!
+//! The sets mix what makes policy hard: overlapping CIDRs of both families, port ranges,
+//! negated matches, selectors and tags, `pass`, `log`, missing profiles, profiles whose
+//! rules do not compile, host endpoints as peers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::IpAddr;
+
+use palisade::model::{Resource, validate};
+use palisade::policy::{Direction, Packet};
+use serde_json::{Value, json};
+
+/// SplitMix64: small, seeded, reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+}
+
+pub const V4_ENDPOINT: [&str; 6] = [
+    "10.0.0.1",
+    "10.0.0.2",
+    "10.0.0.3",
+    "10.0.0.5",
+    "10.0.1.9",
+    "192.168.1.1",
+];
+pub const V6_ENDPOINT: [&str; 4] = ["fd00::1", "fd00::2", "fd00::5", "fd00:1::9"];
+pub const V4_OTHER: [&str; 6] = [
+    "10.0.0.100",
+    "10.0.0.4",
+    "10.0.2.5",
+    "172.16.0.1",
+    "8.8.8.8",
+    "0.0.0.0",
+];
+pub const V6_OTHER: [&str; 5] = ["fd00::100", "fd00::6", "fd00:2::1", "2001:db8::1", "::1"];
+pub const V4_NETS: [&str; 8] = [
+    "10.0.0.0/8",
+    "10.0.0.0/24",
+    "10.0.0.0/30",
+    "10.0.0.4/30",
+    "10.0.0.3/32",
+    "192.168.0.0/16",
+    "0.0.0.0/0",
+    "10.0.1.0/24",
+];
+pub const V6_NETS: [&str; 6] = [
+    "fd00::/16",
+    "fd00::/120",
+    "fd00::4/126",
+    "fd00:1::/32",
+    "::/0",
+    "fd00::2/128",
+];
+pub const SELECTORS: [&str; 9] = [
+    "role == 'db'",
+    "role != 'db'",
+    "has(tier)",
+    "tier in {'a', 'b'}",
+    "all()",
+    "!has(env) && role == 'app'",
+    "env == 'prod' || role == 'db'",
+    "has(web)",
+    "backup == 'true'",
+];
+pub const TAGS: [&str; 3] = ["web", "db", "t1"];
+pub const PORTS: [&str; 8] = [
+    "80",
+    "443",
+    "1000:2000",
+    "1500:3000",
+    "65535",
+    "1:1023",
+    "0:79",
+    "3306",
+];
+
+pub fn port_value(s: &str) -> Value {
+    s.parse::<u16>()
+        .map(|p| json!(p))
+        .unwrap_or_else(|_| json!(s))
+}
+
+pub fn labels(rng: &mut Rng) -> Value {
+    let mut m = serde_json::Map::new();
+    for key in ["role", "tier", "env", "backup"] {
+        if rng.chance(40) {
+            let v = match key {
+                "role" => rng.pick(&["db", "app"]),
+                "tier" => rng.pick(&["a", "b", "c"]),
+                "env" => rng.pick(&["prod", "dev"]),
+                _ => "true",
+            };
+            m.insert(key.into(), json!(v));
+        }
+    }
+    Value::Object(m)
+}
+
+pub fn entity(rng: &mut Rng, family: u8, ports: bool) -> Value {
+    let mut e = json!({});
+    let nets: &[&str] = if family == 4 { &V4_NETS } else { &V6_NETS };
+    if rng.chance(20) {
+        e["selector"] = json!(rng.pick(&SELECTORS));
+    }
+    if rng.chance(12) {
+        e["notSelector"] = json!(rng.pick(&SELECTORS));
+    }
+    if rng.chance(10) {
+        e["tag"] = json!(rng.pick(&TAGS));
+    }
+    if rng.chance(8) {
+        e["notTag"] = json!(rng.pick(&TAGS));
+    }
+    if rng.chance(25) {
+        let n = 1 + rng.below(2);
+        e["nets"] = json!((0..n).map(|_| rng.pick(nets)).collect::<Vec<_>>());
+    }
+    if rng.chance(15) {
+        e["notNets"] = json!([rng.pick(nets)]);
+    }
+    if ports && rng.chance(35) {
+        let n = 1 + rng.below(2);
+        e["ports"] = json!(
+            (0..n)
+                .map(|_| port_value(rng.pick(&PORTS)))
+                .collect::<Vec<_>>()
+        );
+    }
+    if ports && rng.chance(15) {
+        e["notPorts"] = json!([port_value(rng.pick(&PORTS))]);
+    }
+    e
+}
+
+pub fn rule(rng: &mut Rng) -> Value {
+    let action = rng.pick(&["allow", "allow", "deny", "pass", "log"]);
+    let mut r = json!({ "action": action });
+    let protocol = if rng.chance(60) {
+        Some(rng.pick(&[
+            json!("tcp"),
+            json!("udp"),
+            json!("icmp"),
+            json!("icmpv6"),
+            json!("sctp"),
+            json!(6),
+            json!(47),
+        ]))
+    } else {
+        None
+    };
+    if let Some(p) = &protocol {
+        r["protocol"] = p.clone();
+    }
+    if rng.chance(10) {
+        r["notProtocol"] = json!(rng.pick(&["tcp", "udp", "icmp", "sctp"]));
+    }
+    let ip_version = if rng.chance(20) {
+        Some(rng.pick(&[4u8, 6]))
+    } else {
+        None
+    };
+    if let Some(v) = ip_version {
+        r["ipVersion"] = json!(v);
+    }
+    let icmpish = matches!(
+        protocol.as_ref().and_then(Value::as_str),
+        Some("icmp" | "icmpv6")
+    );
+    let icmp = |rng: &mut Rng| {
+        let mut f = json!({});
+        if rng.chance(85) {
+            f["type"] = json!(rng.pick(&[0u8, 3, 8, 11]));
+            if rng.chance(50) {
+                f["code"] = json!(rng.pick(&[0u8, 1, 255]));
+            }
+        }
+        f
+    };
+    if icmpish && rng.chance(50) {
+        r["icmp"] = icmp(rng);
+    }
+    if icmpish && rng.chance(25) || rng.chance(3) {
+        r["notICMP"] = icmp(rng);
+    }
+    let ports = matches!(
+        protocol.as_ref(),
+        Some(p) if p == "tcp" || p == "udp" || p == &json!(6)
+    );
+    // CIDRs of one rule are of one family, as validation demands.
+    let family = ip_version.unwrap_or_else(|| rng.pick(&[4u8, 6]));
+    r["source"] = entity(rng, family, ports);
+    r["destination"] = entity(rng, family, ports);
+    r
+}
+
+pub fn rules(rng: &mut Rng, max: usize) -> Vec<Value> {
+    (0..rng.below(max + 1)).map(|_| rule(rng)).collect()
+}
+
+pub fn addresses(rng: &mut Rng) -> Vec<String> {
+    let mut out = Vec::new();
+    if rng.chance(85) {
+        out.push(rng.pick(&V4_ENDPOINT).to_string());
+    }
+    if rng.chance(45) {
+        out.push(rng.pick(&V6_ENDPOINT).to_string());
+    }
+    if rng.chance(10) {
+        out.push(rng.pick(&V4_ENDPOINT).to_string());
+    }
+    out.dedup();
+    out
+}
+
+/// A random resource set: up to 4 profiles (prof0..prof3; prof4 is referenced, never
+/// created; prof3 sometimes has a rule that does not compile), up to 5 policies, 2..6
+/// workload endpoints, up to 2 host endpoints.
+pub fn world(rng: &mut Rng) -> Vec<Value> {
+    let mut out = vec![];
+    for i in 0..rng.below(5) {
+        let mut ingress = rules(rng, 3);
+        if i == 3 && rng.chance(50) {
+            ingress.push(json!({"action": "allow", "source": {"selector": "((("}}));
+        }
+        let tags: Vec<&str> = (0..rng.below(3)).map(|_| rng.pick(&TAGS)).collect();
+        out.push(json!({"apiVersion": "v1", "kind": "profile",
+            "metadata": {"name": format!("prof{i}"), "labels": labels(rng), "tags": tags},
+            "spec": {"ingress": ingress, "egress": rules(rng, 3)}}));
+    }
+    for i in 0..rng.below(6) {
+        let mut spec = json!({"selector": rng.pick(&SELECTORS), "ingress": rules(rng, 3),
+                              "egress": rules(rng, 3)});
+        if rng.chance(70) {
+            spec["order"] = json!(rng.pick(&[0.0, 1.0, 1.0, 2.5, 10.0]));
+        }
+        if rng.chance(30) {
+            let types = rng.pick(&[
+                json!(["ingress"]),
+                json!(["egress"]),
+                json!(["ingress", "egress"]),
+            ]);
+            spec["types"] = types;
+        }
+        if rng.chance(5) {
+            spec["doNotTrack"] = json!(true);
+        } else if rng.chance(5) {
+            spec["preDNAT"] = json!(true);
+            spec["egress"] = json!([]);
+        }
+        out.push(json!({"apiVersion": "v1", "kind": "policy",
+            "metadata": {"name": format!("pol{i}")}, "spec": spec}));
+    }
+    for i in 0..2 + rng.below(5) {
+        let nets: Vec<String> = addresses(rng)
+            .into_iter()
+            .map(|a| {
+                if a.contains(':') {
+                    format!("{a}/128")
+                } else {
+                    format!("{a}/32")
+                }
+            })
+            .collect();
+        let profiles: Vec<String> = (0..rng.below(4))
+            .map(|_| format!("prof{}", rng.below(5)))
+            .collect();
+        out.push(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+            "metadata": {"name": format!("ep{i}"), "node": "n", "orchestrator": "o",
+                         "workload": format!("w{i}"), "labels": labels(rng)},
+            "spec": {"interfaceName": format!("cali{i}"), "ipNetworks": nets, "profiles": profiles}}));
+    }
+    for i in 0..rng.below(3) {
+        let ips = vec![rng.pick(&V4_ENDPOINT), rng.pick(&V6_ENDPOINT)];
+        let profiles: Vec<String> = (0..rng.below(2))
+            .map(|_| format!("prof{}", rng.below(5)))
+            .collect();
+        out.push(json!({"apiVersion": "v1", "kind": "hostEndpoint",
+            "metadata": {"name": format!("host{i}"), "node": "n", "labels": labels(rng)},
+            "spec": {"expectedIPs": ips, "profiles": profiles}}));
+    }
+    out
+}
+
+pub fn to_resources(values: &[Value]) -> Vec<Resource> {
+    values
+        .iter()
+        .map(|v| {
+            let mut r: Resource = serde_json::from_value(v.clone()).unwrap();
+            validate::normalize(&mut r);
+            r
+        })
+        .collect()
+}
+
+pub fn random_packet(rng: &mut Rng, local: IpAddr, peer: IpAddr, direction: Direction) -> Packet {
+    let protocol = rng.pick(&[6u8, 6, 17, 17, 1, 58, 132, 47, 136]);
+    let port = |rng: &mut Rng| {
+        if rng.chance(80) {
+            rng.pick(&[
+                0u16, 1, 79, 80, 81, 443, 999, 1000, 1023, 1024, 1500, 2000, 2001, 3000, 3001,
+                3306, 65534, 65535,
+            ])
+        } else {
+            rng.next() as u16
+        }
+    };
+    let ports = (port(rng), port(rng));
+    let icmp = (
+        rng.pick(&[0u8, 3, 8, 11, 254, 255]),
+        rng.pick(&[0u8, 1, 2, 255]),
+    );
+    let (src, dst) = match direction {
+        Direction::Ingress => (peer, local),
+        Direction::Egress => (local, peer),
+    };
+    Packet::new(src, dst, protocol, ports, icmp)
+}

@@ -1,0 +1,221 @@
+//! One packet through palisade, for either program: parse, identity, fragments,
+//! conntrack, admission; then counters, events and the debug line.
+//!
+//! The configuration (and with it the generation and slot) is read once, at the start, so a
+//! packet sees the old policy or the new one, never a mix.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use palisade_common::{
+    CONFIG_DEBUG_LOG, Config, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED, DROP_SPOOFED,
+    EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
+    STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
+};
+
+use crate::{
+    admission, conntrack, counters, debug_log,
+    events::{self, REASON_PASSED, Subject},
+    frag, identity, maps,
+    parse::{self, FragmentKind, FrameKind, Packet},
+    policy::{self, Query},
+    verdict::{NO_STAT, Verdict},
+};
+
+/// `direction`: `DIR_EGRESS` for packets from the workload, `DIR_INGRESS` for packets to it.
+#[inline(always)]
+pub fn run(ctx: &TcContext, direction: u8) -> i32 {
+    let config = maps::config();
+    // SAFETY: the program's own context, valid for the whole run.
+    let (ifindex, ingress_ifindex) =
+        unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).ingress_ifindex) };
+    let subject = Subject {
+        direction,
+        ifindex,
+        generation: config.generation,
+        len: ctx.len(),
+    };
+    let mut packet = Packet::NONE;
+    let frame = parse::parse(ctx, &mut packet);
+    let verdict = match frame.kind {
+        FrameKind::Ip => {
+            // The host made it: it did not come in through any interface.
+            let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
+            let verdict = judge(&packet, &config, &subject, from_host);
+            finish(ctx, &config, &subject, Some(&packet), &verdict);
+            verdict
+        }
+        FrameKind::ArpOrNd => {
+            let verdict = Verdict::pass(STAT_PASSED_ARP_ND);
+            finish(ctx, &config, &subject, None, &verdict);
+            verdict
+        }
+        FrameKind::Invalid => {
+            let verdict = Verdict::drop(frame.drop_reason);
+            finish(ctx, &config, &subject, None, &verdict);
+            verdict
+        }
+    };
+    verdict.tc_action()
+}
+
+/// Who sends or receives the packet on the workload's side, under the current slot.
+struct Local {
+    slot: u8,
+    local_id: u32,
+}
+
+#[inline(always)]
+fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
+    if packet.has_ip_options {
+        counters::count(STAT_IP_OPTIONS);
+    }
+    if packet.fragment.kind != FragmentKind::Whole {
+        counters::count(STAT_FRAGMENTS);
+    }
+
+    let slot = (config.generation % 2) as u8;
+    let egress = subject.direction == DIR_EGRESS;
+    let own_addr = if egress { &packet.src } else { &packet.dst };
+    let Some(local_id) = identity::local_id(slot, packet.family, subject.ifindex, own_addr) else {
+        return Verdict::drop(if egress { DROP_SPOOFED } else { DROP_NOT_LOCAL });
+    };
+    let local = Local { slot, local_id };
+
+    let fragment = packet.fragment;
+    match fragment.kind {
+        FragmentKind::Whole => judge_flow(packet, config, subject, &local, from_host),
+        FragmentKind::First => {
+            let verdict = judge_flow(packet, config, subject, &local, from_host);
+            // SAFETY: a helper without arguments or preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            frag::remember_first(subject.ifindex, fragment.id, packet, &verdict, now);
+            verdict
+        }
+        FragmentKind::Later => frag::judge_later(subject.ifindex, fragment.id, packet),
+    }
+}
+
+/// Conntrack first; policy (with the host rules) for what it does not know.
+#[inline(always)]
+fn judge_flow(
+    packet: &Packet,
+    config: &Config,
+    subject: &Subject,
+    local: &Local,
+    from_host: bool,
+) -> Verdict {
+    let direction = subject.direction;
+    // SAFETY: a helper without arguments or preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = conntrack::key_of(subject.ifindex, direction, packet);
+    if let Some(key) = &key
+        && let Some(entry) = conntrack::lookup(key, packet, direction, now)
+    {
+        if entry.value.generation == config.generation {
+            conntrack::refresh(&entry, packet, config.generation, now);
+            return Verdict::pass(STAT_CT_ESTABLISHED);
+        }
+        let (a, b) = conntrack::original_table_keys(key, &entry.value);
+        let original = Query {
+            slot: local.slot,
+            direction: entry.value.origin,
+            local_id: local.local_id,
+            family: key.family,
+            peer: &key.remote_addr,
+            protocol: key.protocol,
+            a,
+            b,
+        };
+        // Which interface the opening packet came in on is not kept; the host's addresses
+        // tell its flows apart.
+        let opened_by_host = entry.value.origin == DIR_INGRESS
+            && admission::is_host_addr(key.family, &key.remote_addr);
+        let admission = admission::admit(&original, opened_by_host, config.flags);
+        if admission.allowed {
+            conntrack::refresh(&entry, packet, config.generation, now);
+            return Verdict::pass(STAT_CT_RECHECKED);
+        }
+        conntrack::close(key);
+        return Verdict::drop_by(DROP_REVOKED, admission.decision.outcome);
+    }
+
+    let (a, b) = policy::table_keys(packet);
+    let peer = if direction == DIR_EGRESS {
+        &packet.dst
+    } else {
+        &packet.src
+    };
+    let query = Query {
+        slot: local.slot,
+        direction,
+        local_id: local.local_id,
+        family: packet.family,
+        peer,
+        protocol: packet.protocol,
+        a,
+        b,
+    };
+    let admission = admission::admit(&query, from_host, config.flags);
+    if admission.from_host {
+        if let Some(key) = &key {
+            conntrack::open(key, packet, direction, config.generation, now);
+        }
+        return Verdict::pass(STAT_HOST_TO_WORKLOAD);
+    }
+    let decision = &admission.decision;
+    counters::count_rule(decision.rule_counter, subject.len);
+    if !admission.allowed {
+        if decision.flags & OUTCOME_LOG != 0 {
+            events::report(
+                EVENT_LOG,
+                subject,
+                Some(packet),
+                admission.reason,
+                decision.outcome,
+            );
+        }
+        return Verdict::drop_by(admission.reason, decision.outcome);
+    }
+    if decision.flags & OUTCOME_LOG != 0 {
+        events::report(
+            EVENT_LOG,
+            subject,
+            Some(packet),
+            REASON_PASSED,
+            decision.outcome,
+        );
+    }
+    if let Some(key) = &key {
+        conntrack::open(key, packet, direction, config.generation, now);
+    }
+    Verdict::pass(STAT_CT_NEW)
+}
+
+/// What every packet gets, whatever decided it.
+#[inline(always)]
+fn finish(
+    ctx: &TcContext,
+    config: &Config,
+    subject: &Subject,
+    packet: Option<&Packet>,
+    verdict: &Verdict,
+) {
+    counters::count_endpoint(
+        subject.ifindex,
+        subject.direction,
+        verdict.pass,
+        subject.len,
+    );
+    if verdict.pass {
+        if verdict.stat != NO_STAT {
+            counters::count(verdict.stat);
+        }
+    } else {
+        counters::count(verdict.stat);
+        if events::drop_sampled(config.drop_event_mask) {
+            events::report(EVENT_DROP, subject, packet, verdict.stat, verdict.outcome);
+        }
+    }
+    if config.flags & CONFIG_DEBUG_LOG != 0 {
+        debug_log::verdict(ctx, subject, verdict);
+    }
+}

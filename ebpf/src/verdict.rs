@@ -1,0 +1,48 @@
+//! What happens to a packet, and which `PAL_STATS` counter says why.
+
+use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
+
+/// [`Verdict::stat`] of a pass that has no counter of its own.
+pub const NO_STAT: u32 = u32::MAX;
+
+/// A struct rather than an enum with data, so that every byte is always initialised (the
+/// verifier rejects copies of uninitialised stack).
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub pass: bool,
+    /// For a pass, the `STAT_*` that counts it (or [`NO_STAT`]); for a drop, its `DROP_*`.
+    pub stat: u32,
+    /// The absolute `PAL_OUTCOMES` index that decided, or `u32::MAX`.
+    pub outcome: u32,
+}
+
+impl Verdict {
+    #[inline(always)]
+    pub fn pass(stat: u32) -> Self {
+        Self {
+            pass: true,
+            stat,
+            outcome: u32::MAX,
+        }
+    }
+
+    /// A drop no policy outcome decided.
+    #[inline(always)]
+    pub fn drop(reason: u32) -> Self {
+        Self::drop_by(reason, u32::MAX)
+    }
+
+    #[inline(always)]
+    pub fn drop_by(reason: u32, outcome: u32) -> Self {
+        Self {
+            pass: false,
+            stat: reason,
+            outcome,
+        }
+    }
+
+    #[inline(always)]
+    pub fn tc_action(&self) -> i32 {
+        if self.pass { TC_ACT_OK } else { TC_ACT_SHOT }
+    }
+}

@@ -1,0 +1,259 @@
+//! `cargo xtask bench`: what palisade costs, measured on this machine.
+//!
+//! - per packet, through BPF_PROG_TEST_RUN (the kernel's own average over many repeats),
+//!   beside an empty TC program in the same run: an established flow (conntrack hit) and a
+//!   new flow the policy denies (so no entry is made and every repeat takes the full path);
+//! - the full compile, the entries and kernel memory of the maps;
+//! - one policy changed and one endpoint added: compile plus incremental write;
+//!
+//! at 10, 1,000 and 10,000 endpoints and policies (the largest with 2,000 label sets).
+//! Prints a Markdown table; `cargo xtask bench` keeps it in bench/README.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run fails
+
+#[path = "../../agent/tests/common/generated.rs"]
+mod generated;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aya::programs::{TestRun, TestRunOptions};
+use palisade::compile::{Capacities, Image, Locals, compile_for};
+use palisade::dataplane::writer::{PolicyMaps, Writer};
+use palisade::dataplane::{self, LoadedObject};
+use palisade::model::{Resource, ResourceKey};
+use palisade::policy::{Direction, Model, PROTO_TCP, Packet, Verdict};
+use palisade_common::program_names;
+use palisade_tests::{frame, require_root, skb};
+
+const REPEAT: u32 = 1_000_000;
+const UPLINK: u32 = 1;
+
+struct Scale {
+    endpoints: usize,
+    label_sets: usize,
+    policies: usize,
+}
+
+struct Row {
+    scale: String,
+    empty_ns: u128,
+    established_ns: u128,
+    new_denied_ns: u128,
+    compile: Duration,
+    entries: usize,
+    memory_mib: f64,
+    policy_change: Duration,
+    endpoint_added: Duration,
+}
+
+fn private_interface() -> u32 {
+    // SAFETY: unshare(2) with CLONE_NEWNET changes only the calling thread's namespace.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+    let ok = Command::new("ip")
+        .args(["link", "add", "pbench0", "type", "dummy"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip link add");
+    let name = CString::new("pbench0").unwrap();
+    // SAFETY: a valid NUL-terminated name.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
+fn run(loaded: &mut LoadedObject, program: &'static str, data: &[u8], ctx: &[u8]) -> (u32, u128) {
+    let r = loaded
+        .program(program)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            ctx_in: Some(ctx),
+            repeat: REPEAT,
+            ..TestRunOptions::default()
+        })
+        .unwrap();
+    (r.return_value, r.duration.as_nanos())
+}
+
+/// Kernel memory of the maps: the `memlock` line of each map fd's fdinfo.
+fn maps_memory() -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !text.contains("map_type:") {
+            continue;
+        }
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("memlock:") {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// A peer address and TCP port the policed endpoint's egress policy gives `want` for.
+fn find_flow(
+    model: &Model,
+    key: &ResourceKey,
+    local: IpAddr,
+    peers: &[IpAddr],
+    want: Verdict,
+) -> (IpAddr, u16) {
+    for &peer in peers {
+        for port in [443u16, 8000, 8443, 53, 22, 9050, 5000] {
+            let packet = Packet::new(local, peer, PROTO_TCP, (40000, port), (0, 0));
+            if model
+                .evaluate(key, Direction::Egress, &packet)
+                .map(|d| d.verdict)
+                == Some(want)
+            {
+                return (peer, port);
+            }
+        }
+    }
+    panic!("no {want:?} flow found for {key}");
+}
+
+fn measure(scale: &Scale, ifindex: u32) -> Row {
+    let resources: Vec<Resource> =
+        generated::generated_with(scale.endpoints, scale.label_sets, scale.policies, "n");
+    let model = Model::new(resources.clone());
+    let started = Instant::now();
+    let image: Image = compile_for(resources.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
+    let compile = started.elapsed();
+
+    let object = dataplane::ebpf_object().expect("run through `cargo xtask bench`");
+    let mut loaded = dataplane::load(object, None).unwrap();
+    let maps = PolicyMaps::take(loaded.ebpf_mut()).unwrap();
+    let mut writer = Writer::adopt(maps).unwrap();
+
+    let endpoints: Vec<_> = model.workload_endpoints().cloned().collect();
+    let policed = &endpoints[0];
+    let key = policed.key();
+    let local = policed.spec.ip_networks[0].addr();
+    let bindings = BTreeMap::from([(key.clone(), ifindex)]);
+    let published = writer.publish(&image, &bindings).unwrap();
+    let entries = published.written;
+    let memory_mib = maps_memory() as f64 / (1024.0 * 1024.0);
+
+    let peers: Vec<IpAddr> = endpoints
+        .iter()
+        .skip(1)
+        .take(50)
+        .map(|e| e.spec.ip_networks[0].addr())
+        .filter(|a| a.is_ipv4())
+        .collect();
+    let (allowed_peer, allowed_port) = find_flow(&model, &key, local, &peers, Verdict::Allow);
+    let (denied_peer, denied_port) = find_flow(&model, &key, local, &peers, Verdict::Deny);
+    let ctx = skb::sk_buff(ifindex, UPLINK);
+    let allowed = frame::frame(local, allowed_peer, PROTO_TCP, 40000, allowed_port);
+    let denied = frame::frame(local, denied_peer, PROTO_TCP, 40001, denied_port);
+
+    loaded
+        .program(program_names::EMPTY)
+        .unwrap()
+        .load()
+        .unwrap();
+    let (_, empty_ns) = run(&mut loaded, program_names::EMPTY, &allowed, &ctx);
+    // The first run admits the flow; every repeat after is a conntrack hit.
+    let (verdict, _) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, &ctx);
+    assert_eq!(verdict, 0, "the allowed flow was not allowed");
+    let (verdict, established_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, &ctx);
+    assert_eq!(verdict, 0);
+    let (verdict, new_denied_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, &ctx);
+    assert_eq!(verdict, 2, "the denied flow was not denied");
+
+    // One policy changed: its first ingress rule now denies.
+    let mut changed = resources.clone();
+    if let Some(Resource::Policy(p)) = changed
+        .iter_mut()
+        .find(|r| matches!(r, Resource::Policy(_)))
+        && let Some(rule) = p.spec.ingress.first_mut()
+    {
+        rule.action = palisade::model::Action::Deny;
+    }
+    let started = Instant::now();
+    let image = compile_for(changed.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
+    writer.publish(&image, &bindings).unwrap();
+    let policy_change = started.elapsed();
+
+    // One endpoint added: a copy of the policed one under a new name and address.
+    let mut added = changed;
+    let mut extra = policed.clone();
+    extra.metadata.name = "bench-extra".into();
+    extra.metadata.workload = "bench-extra".into();
+    extra.spec.ip_networks = vec!["10.250.250.250/32".parse().unwrap()];
+    added.push(Resource::WorkloadEndpoint(extra));
+    let started = Instant::now();
+    let image = compile_for(added, &Capacities::UNLIMITED, Locals::All).unwrap();
+    writer.publish(&image, &bindings).unwrap();
+    let endpoint_added = started.elapsed();
+
+    Row {
+        scale: format!(
+            "{} endpoints ({} label sets), {} policies",
+            scale.endpoints,
+            scale.label_sets.min(scale.endpoints),
+            scale.policies
+        ),
+        empty_ns,
+        established_ns,
+        new_denied_ns,
+        compile,
+        entries,
+        memory_mib,
+        policy_change,
+        endpoint_added,
+    }
+}
+
+fn main() {
+    require_root();
+    let ifindex = private_interface();
+    let scales = [
+        Scale {
+            endpoints: 10,
+            label_sets: 10,
+            policies: 10,
+        },
+        Scale {
+            endpoints: 1_000,
+            label_sets: 200,
+            policies: 1_000,
+        },
+        Scale {
+            endpoints: 10_000,
+            label_sets: 2_000,
+            policies: 1_000,
+        },
+        Scale {
+            endpoints: 10_000,
+            label_sets: 2_000,
+            policies: 10_000,
+        },
+    ];
+    let rows: Vec<Row> = scales.iter().map(|s| measure(s, ifindex)).collect();
+    println!(
+        "| scale | empty program | established (conntrack hit) | new flow (denied) | full compile | map entries | map memory | one policy changed | one endpoint added |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {} | {:.1} MiB | {:.1} ms | {:.1} ms |",
+            r.scale,
+            r.empty_ns,
+            r.established_ns,
+            r.established_ns.saturating_sub(r.empty_ns),
+            r.new_denied_ns,
+            r.new_denied_ns.saturating_sub(r.empty_ns),
+            r.compile.as_secs_f64() * 1e3,
+            r.entries,
+            r.memory_mib,
+            r.policy_change.as_secs_f64() * 1e3,
+            r.endpoint_added.as_secs_f64() * 1e3,
+        );
+    }
+}
