@@ -10,12 +10,13 @@
 //! ([`unique_name`]), and with it a socket of its own in `/run/docker/plugins`.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -414,6 +415,145 @@ impl Drop for PluginProcess {
             terminate(&mut child, "palisade docker-plugin");
         }
         let _ = fs::remove_file(self.socket());
+    }
+}
+
+/// Put into an agent's collected log at each start.
+const RESTART_MARK: &str = "--- (re)start ---";
+
+/// `palisade agent` as a process for the Docker tests, with a private bpffs and run
+/// directory in `dir`, its log lines collected as they come.
+pub struct AgentProcess {
+    datastore: String,
+    node: String,
+    bpffs: PathBuf,
+    run_dir: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    pub fn start(datastore: &str, node: &str, dir: &Path) -> AgentProcess {
+        let bpffs = dir.join("bpffs");
+        let run_dir = dir.join("run");
+        for d in [&bpffs, &run_dir] {
+            fs::create_dir_all(d).expect("cannot create the agent's directories");
+        }
+        let mut agent = AgentProcess {
+            datastore: datastore.to_string(),
+            node: node.to_string(),
+            bpffs,
+            run_dir,
+            lines: Arc::new(Mutex::new(Vec::new())),
+            child: None,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Stops the agent (SIGTERM); what it pinned stays, and keeps enforcing.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, "palisade agent");
+        }
+    }
+
+    /// Starts the agent again (stopping it first if it runs) and waits until its eBPF
+    /// programs are loaded.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.lines_mut().push(RESTART_MARK.to_string());
+        let mut child = Command::new(palisade_binary())
+            .args([
+                "--datastore",
+                &self.datastore,
+                "agent",
+                "--node",
+                &self.node,
+            ])
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start palisade agent");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::clone(&self.lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_for("its eBPF programs loaded", |line| {
+            line.contains("eBPF programs loaded")
+        });
+    }
+
+    /// Waits until a log line of the current run (or of any run, if `any_run`) satisfies
+    /// `found`.
+    fn wait_for_line(&self, what: &str, any_run: bool, found: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            {
+                let lines = self.lines_mut();
+                let start = match any_run {
+                    true => 0,
+                    false => lines.iter().rposition(|l| l == RESTART_MARK).unwrap_or(0),
+                };
+                if lines[start..].iter().any(|l| found(l)) {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent never logged {what}; it said:\n{}", self.log());
+    }
+
+    /// Waits until a log line of the current run satisfies `found`.
+    pub fn wait_for(&self, what: &str, found: impl Fn(&str) -> bool) {
+        self.wait_for_line(what, false, found);
+    }
+
+    /// Waits until the agent enforces on each of `interfaces` and has published the
+    /// policy of store revision `revision` (or a later one). An interface counts once any
+    /// run of the agent attached to it: a restarted agent adopts the pinned attachments.
+    pub fn wait_enforcing(&self, interfaces: &[String], revision: u64) {
+        for interface in interfaces {
+            let needle = format!("interface={interface} ");
+            self.wait_for_line(&format!("enforcing on {interface}"), true, |line| {
+                line.contains("enforcing on workload interface") && line.contains(&needle)
+            });
+        }
+        self.wait_for(
+            &format!("a policy published at revision {revision}"),
+            |line| {
+                line.contains("policy published")
+                    && line
+                        .split_whitespace()
+                        .find_map(|field| field.strip_prefix("revision="))
+                        .and_then(|r| r.parse::<u64>().ok())
+                        .is_some_and(|r| r >= revision)
+            },
+        );
+    }
+
+    pub fn log(&self) -> String {
+        self.lines_mut().join("\n")
+    }
+
+    fn lines_mut(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.stop();
+        // The pins (and with them the programs on any interface left) go with the mount.
+        unmount_below(&self.bpffs);
     }
 }
 
