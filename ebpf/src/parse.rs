@@ -48,9 +48,13 @@ const SCTP_COMMON_HLEN: usize = 12;
 /// sequence number for echo messages).
 const ICMP_HLEN: usize = 8;
 
-/// ICMPv6 router solicitation .. redirect (RFC 4861): neighbour and router discovery.
-const ND_FIRST_TYPE: u8 = 133;
+/// ICMPv6 link control that passes like ARP, as Felix lets it: multicast listener query,
+/// report and done (MLD, RFC 2710: 130-132), router solicitation .. redirect (RFC 4861:
+/// 133-137), and MLDv2 reports (RFC 3810: 143). A workload's stack sends these on its own
+/// (e.g. MLD reports for its solicited-node groups) from link-local addresses.
+const ND_FIRST_TYPE: u8 = 130;
 const ND_LAST_TYPE: u8 = 137;
+const MLDV2_REPORT: u8 = 143;
 
 /// Whether an IP packet is a fragment, and which. Only the first fragment carries the L4
 /// header.
@@ -427,7 +431,8 @@ fn is_neighbour_discovery(packet: &Packet) -> bool {
     packet.protocol == PROTO_ICMPV6
         && packet.l4.kind == L4Kind::Icmp
         && packet.fragment.kind == FragmentKind::Whole
-        && (u16::from(ND_FIRST_TYPE)..=u16::from(ND_LAST_TYPE)).contains(&packet.l4.a)
+        && ((u16::from(ND_FIRST_TYPE)..=u16::from(ND_LAST_TYPE)).contains(&packet.l4.a)
+            || packet.l4.a == u16::from(MLDV2_REPORT))
 }
 
 #[inline(always)]

@@ -53,7 +53,9 @@ fn private_interface() -> u32 {
     // SAFETY: unshare(2) with CLONE_NEWNET changes only the calling thread's namespace.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
     let ok = Command::new("ip")
-        .args(["link", "add", "pbench0", "type", "dummy"])
+        .args([
+            "link", "add", "pbench0", "type", "veth", "peer", "name", "pbench1",
+        ])
         .status()
         .unwrap()
         .success();

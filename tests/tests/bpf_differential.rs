@@ -4,7 +4,7 @@
 //! `policy::Model::evaluate`'s; for denied and logged packets the event the program emits
 //! must name the outcome the evaluator gives (deciding rule or default, log rules).
 //!
-//! Each policed endpoint sits on its own dummy interface in a private network namespace
+//! Each policed endpoint sits on its own (veth) interface in a private network namespace
 //! (the test thread's own, so nothing outside sees it), as the kernel finds endpoints by
 //! (ifindex, own address).
 //!
@@ -60,8 +60,8 @@ fn load() -> Dataplane {
     }
 }
 
-/// Moves the calling thread into a fresh network namespace holding `INTERFACES` dummy
-/// interfaces; returns their indexes. The namespace vanishes with the thread.
+/// Moves the calling thread into a fresh network namespace holding `INTERFACES` interfaces;
+/// returns their indexes. The namespace vanishes with the thread.
 fn private_interfaces() -> Vec<u32> {
     // SAFETY: unshare(2) with CLONE_NEWNET changes only the calling thread's namespace.
     assert_eq!(
@@ -69,16 +69,22 @@ fn private_interfaces() -> Vec<u32> {
         0,
         "unshare(CLONE_NEWNET)"
     );
+    // The kernel here has no dummy driver: veth pairs, both ends used.
+    for pair in 0..INTERFACES / 2 {
+        let (a, b) = (
+            format!("pdiff{}", 2 * pair),
+            format!("pdiff{}", 2 * pair + 1),
+        );
+        // Children inherit the calling thread's namespace.
+        let status = Command::new("ip")
+            .args(["link", "add", &a, "type", "veth", "peer", "name", &b])
+            .status()
+            .expect("ip");
+        assert!(status.success(), "ip link add {a}");
+    }
     (0..INTERFACES)
         .map(|i| {
-            let name = format!("pdiff{i}");
-            // Children inherit the calling thread's namespace.
-            let status = Command::new("ip")
-                .args(["link", "add", &name, "type", "dummy"])
-                .status()
-                .expect("ip");
-            assert!(status.success(), "ip link add {name}");
-            let c = CString::new(name).unwrap();
+            let c = CString::new(format!("pdiff{i}")).unwrap();
             // SAFETY: a valid NUL-terminated name.
             let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
             assert_ne!(index, 0);

@@ -200,7 +200,11 @@ impl Enforcer {
             match self.attachments.attach(&mut self.loaded, name, *ifindex) {
                 Ok(()) => log::info(
                     "enforcing on workload interface",
-                    &[("endpoint", key), ("interface", &name), ("ifindex", ifindex)],
+                    &[
+                        ("endpoint", key),
+                        ("interface", &name),
+                        ("ifindex", ifindex),
+                    ],
                 ),
                 Err(e) => log::error(
                     "cannot attach to a workload interface",
@@ -243,7 +247,8 @@ impl Enforcer {
         match self.writer.publish(&image, ifindex_of) {
             Ok(published) => {
                 self.images.published(published.generation, image.clone());
-                if let Err(e) = rule_names::write(&self.rule_names_path, self.writer.rule_counters())
+                if let Err(e) =
+                    rule_names::write(&self.rule_names_path, self.writer.rule_counters())
                 {
                     log::warn(
                         "cannot write the rule counter names; `palisade stats` will show indexes",

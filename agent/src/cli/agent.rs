@@ -14,7 +14,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
-use crate::compile::Capacities;
 use crate::dataplane::attach::Attachments;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;

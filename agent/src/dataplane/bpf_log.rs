@@ -18,7 +18,10 @@ impl ::log::Log for Forwarder {
 
     fn log(&self, record: &::log::Record<'_>) {
         let message = record.args().to_string();
-        log::info("bpf", &[("program", &record.target()), ("message", &message)]);
+        log::info(
+            "bpf",
+            &[("program", &record.target()), ("message", &message)],
+        );
     }
 
     fn flush(&self) {}
