@@ -305,6 +305,22 @@ fn networks_profiles_endpoints_labels_and_removal() {
         format!("Inbound rules:\n   1 allow from tag {net}\nOutbound rules:\n   1 allow\n")
     );
 
+    // One palisade network per container: a second one is refused, and undone.
+    let endpoints = setup.store.resources(Kind::WorkloadEndpoint);
+    let allocations = setup.store.resources(Kind::IpAllocation);
+    let stderr = setup
+        .docker
+        .docker_fails(&["network", "connect", &custom, &c1.name]);
+    assert!(
+        stderr.contains(&format!(
+            "container {} is on the palisade network {net} already",
+            c1.name
+        )),
+        "{stderr}"
+    );
+    assert_eq!(setup.store.resources(Kind::WorkloadEndpoint), endpoints);
+    assert_eq!(setup.store.resources(Kind::IpAllocation), allocations);
+
     // A second container, reached through the host's routing.
     let c2 = setup.run(&unique_name("c"), &net, &[]);
     assert_ne!(c2.addresses, c1.addresses);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::container_labels::{LABEL_PREFIX, container_of_endpoint, endpoint_labels};
+use super::docker_api::ContainerSummary;
 use super::endpoint::{addresses, endpoint_key, new_endpoint};
 use super::error::PluginError;
 use super::ipam::{PLACEHOLDER_GATEWAY_IPV4, PLACEHOLDER_GATEWAY_IPV6};
@@ -239,8 +240,10 @@ async fn owned_allocation(
 pub async fn join(plugin: &Plugin, request: JoinRequest) -> Result<JoinResponse, PluginError> {
     require_ids("Join", &request.network_id, &request.endpoint_id)?;
     let endpoint = stored_endpoint(plugin, &request.endpoint_id).await?;
+    let container = joining_container(plugin, &request.network_id, &request.endpoint_id).await?;
+    refuse_second_network(plugin, &container, &request.endpoint_id).await?;
     // Labels first: by the time the interface exists, its policy has the right labels.
-    let endpoint = label_from_container(plugin, &request.network_id, endpoint).await?;
+    let endpoint = label_from_container(plugin, &container, endpoint).await?;
 
     let host_name = endpoint.spec.interface_name.clone();
     let temp_name = temp_interface_name(&request.endpoint_id);
@@ -288,14 +291,13 @@ pub async fn join(plugin: &Plugin, request: JoinRequest) -> Result<JoinResponse,
     })
 }
 
-/// The endpoint with its container's `palisade.label.*` labels, written if they changed.
-async fn label_from_container(
+/// The container that `endpoint_id` is joining, as the Docker API shows it.
+async fn joining_container(
     plugin: &Plugin,
     network_id: &str,
-    mut endpoint: WorkloadEndpoint,
-) -> Result<WorkloadEndpoint, PluginError> {
-    let endpoint_id = endpoint.metadata.name.clone();
-    let container = container_of_endpoint(&plugin.docker, network_id, &endpoint_id)
+    endpoint_id: &str,
+) -> Result<ContainerSummary, PluginError> {
+    container_of_endpoint(&plugin.docker, network_id, endpoint_id)
         .await
         .map_err(|e| {
             PluginError::failed(format!(
@@ -306,8 +308,55 @@ async fn label_from_container(
             PluginError::failed(format!(
                 "palisade: Docker shows no container for endpoint {endpoint_id}, so its {LABEL_PREFIX}* labels cannot be read"
             ))
-        })?;
-    let labels = endpoint_labels(&container.labels.unwrap_or_default());
+        })
+}
+
+/// Refuses a second palisade network for one container: every palisade network routes
+/// the container through 169.254.1.1, and Docker cannot add that route twice (Calico's
+/// plugin has the same limit; the seed's answer is labels and policies).
+async fn refuse_second_network(
+    plugin: &Plugin,
+    container: &ContainerSummary,
+    endpoint_id: &str,
+) -> Result<(), PluginError> {
+    let networks = container
+        .network_settings
+        .as_ref()
+        .and_then(|s| s.networks.as_ref());
+    for (network, settings) in networks.into_iter().flatten() {
+        let other = &settings.endpoint_id;
+        if other.is_empty() || other == endpoint_id {
+            continue;
+        }
+        match plugin.store.get(&endpoint_key(&plugin.node, other)).await {
+            Ok(Some(_)) => {
+                let name = container.names.first().map(|n| n.trim_start_matches('/'));
+                return Err(PluginError::failed(format!(
+                    "palisade: container {} is on the palisade network {network} already, and a container \
+                     can be on one palisade network only; to give it the policy of several, give its \
+                     network's profile the labels that the policies select",
+                    name.unwrap_or(&container.id)
+                )));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(PluginError::store(
+                    "reading the container's other endpoints",
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The endpoint with its container's `palisade.label.*` labels, written if they changed.
+async fn label_from_container(
+    plugin: &Plugin,
+    container: &ContainerSummary,
+    mut endpoint: WorkloadEndpoint,
+) -> Result<WorkloadEndpoint, PluginError> {
+    let labels = endpoint_labels(&container.labels.clone().unwrap_or_default());
     if labels == endpoint.metadata.labels {
         return Ok(endpoint);
     }
