@@ -43,6 +43,7 @@ struct Row {
     established_ns: u128,
     new_denied_ns: u128,
     compile: Duration,
+    node_compile: Duration,
     entries: usize,
     memory_mib: f64,
     policy_change: Duration,
@@ -119,13 +120,42 @@ fn find_flow(
     panic!("no {want:?} flow found for {key}");
 }
 
+/// Workloads per node: the agent compiles local IDs for its own node's endpoints only.
+const PER_NODE: usize = 100;
+
 fn measure(scale: &Scale, ifindex: u32) -> Row {
-    let resources: Vec<Resource> =
+    eprintln!(
+        "bench: {} endpoints, {} label sets, {} policies",
+        scale.endpoints, scale.label_sets, scale.policies
+    );
+    let mut resources: Vec<Resource> =
         generated::generated_with(scale.endpoints, scale.label_sets, scale.policies, "n");
+    // The first PER_NODE endpoints are this node's; the rest are spread over other nodes.
+    for (i, w) in resources
+        .iter_mut()
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => Some(w),
+            _ => None,
+        })
+        .enumerate()
+    {
+        if i >= PER_NODE {
+            w.metadata.node = format!("n{}", i / PER_NODE);
+        }
+    }
     let model = Model::new(resources.clone());
     let started = Instant::now();
-    let image: Image = compile_for(resources.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
+    compile_for(resources.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
     let compile = started.elapsed();
+    eprintln!("bench:   full compile (every endpoint local) {compile:?}");
+    let started = Instant::now();
+    let image: Image =
+        compile_for(resources.clone(), &Capacities::UNLIMITED, Locals::Node("n")).unwrap();
+    let node_compile = started.elapsed();
+    eprintln!(
+        "bench:   node compile {node_compile:?}: {:?}",
+        image.stats()
+    );
 
     let object = dataplane::ebpf_object().expect("run through `cargo xtask bench`");
     let mut loaded = dataplane::load(object, None).unwrap();
@@ -178,7 +208,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         rule.action = palisade::model::Action::Deny;
     }
     let started = Instant::now();
-    let image = compile_for(changed.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();
+    let image = compile_for(changed.clone(), &Capacities::UNLIMITED, Locals::Node("n")).unwrap();
     writer.publish(&image, &bindings).unwrap();
     let policy_change = started.elapsed();
 
@@ -190,7 +220,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     extra.spec.ip_networks = vec!["10.250.250.250/32".parse().unwrap()];
     added.push(Resource::WorkloadEndpoint(extra));
     let started = Instant::now();
-    let image = compile_for(added, &Capacities::UNLIMITED, Locals::All).unwrap();
+    let image = compile_for(added, &Capacities::UNLIMITED, Locals::Node("n")).unwrap();
     writer.publish(&image, &bindings).unwrap();
     let endpoint_added = started.elapsed();
 
@@ -205,6 +235,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         established_ns,
         new_denied_ns,
         compile,
+        node_compile,
         entries,
         memory_mib,
         policy_change,
@@ -239,12 +270,12 @@ fn main() {
     ];
     let rows: Vec<Row> = scales.iter().map(|s| measure(s, ifindex)).collect();
     println!(
-        "| scale | empty program | established (conntrack hit) | new flow (denied) | full compile | map entries | map memory | one policy changed | one endpoint added |"
+        "| scale | empty program | established (conntrack hit) | new flow (denied) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {} | {:.1} MiB | {:.1} ms | {:.1} ms |",
+            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {:.0} ms | {} | {:.1} MiB | {:.1} ms | {:.1} ms |",
             r.scale,
             r.empty_ns,
             r.established_ns,
@@ -252,6 +283,7 @@ fn main() {
             r.new_denied_ns,
             r.new_denied_ns.saturating_sub(r.empty_ns),
             r.compile.as_secs_f64() * 1e3,
+            r.node_compile.as_secs_f64() * 1e3,
             r.entries,
             r.memory_mib,
             r.policy_change.as_secs_f64() * 1e3,

@@ -468,6 +468,7 @@ impl AgentProcess {
                 "--datastore",
                 &self.datastore,
                 "agent",
+                "--no-docker-plugin",
                 "--node",
                 &self.node,
             ])

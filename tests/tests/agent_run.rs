@@ -69,7 +69,15 @@ fn agent_loads_pins_follows_the_store_and_stops() {
     let store = format!("file://{}", dir.path().join("store").display());
 
     let child = Command::new(palisade_binary())
-        .args(["--datastore", &store, "agent", "--node", "node1", "--bpffs"])
+        .args([
+            "--datastore",
+            &store,
+            "agent",
+            "--no-docker-plugin",
+            "--node",
+            "node1",
+            "--bpffs",
+        ])
         .arg(&bpffs)
         .stderr(Stdio::piped())
         .spawn()

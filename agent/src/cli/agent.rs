@@ -1,5 +1,6 @@
 //! `palisade agent`: the node agent. Follows the datastore and the host's interfaces and
-//! addresses, and keeps the eBPF dataplane enforcing this node's workload endpoints.
+//! addresses, keeps the eBPF dataplane enforcing this node's workload endpoints, and serves
+//! the Docker network and IPAM plugin.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use palisade_common::{
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use super::docker_plugin::PluginFlags;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::Attachments;
 use crate::dataplane::counters::CounterMaps;
@@ -20,6 +22,7 @@ use crate::dataplane::events::log_events;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
+use crate::docker::PluginServer;
 use crate::model::{Kind, Resource};
 use crate::{dataplane, log};
 
@@ -64,6 +67,12 @@ pub struct AgentArgs {
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
+    /// Do not serve the Docker network and IPAM plugin (e.g. when `palisade docker-plugin`
+    /// runs on its own, or on hosts without Docker).
+    #[arg(long)]
+    pub no_docker_plugin: bool,
+    #[command(flatten)]
+    pub plugin: PluginFlags,
 }
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
@@ -87,6 +96,24 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         Err(e) => {
             log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
             return ExitCode::FAILURE;
+        }
+    };
+
+    let (stop_plugin, plugin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let plugin = if args.no_docker_plugin {
+        None
+    } else {
+        match PluginServer::bind(args.plugin.options(&node), Arc::clone(&store)) {
+            Ok(server) => Some(tokio::spawn(server.run(async {
+                let _ = plugin_stopped.await;
+            }))),
+            Err(e) => {
+                log::error(
+                    "cannot serve the docker plugin; enforcing without it",
+                    &[("error", &e)],
+                );
+                None
+            }
         }
     };
 
@@ -169,6 +196,10 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         }
     }
     follower.abort();
+    let _ = stop_plugin.send(());
+    if let Some(plugin) = plugin {
+        let _ = plugin.await;
+    }
     // The programs, links and maps stay pinned: enforcement goes on without the agent, and
     // the next agent adopts them.
     log::info("agent stopped", &[("node", &node)]);
