@@ -33,6 +33,8 @@ pub struct EtcdStore {
     client: Client,
     config: EtcdConfig,
     unknown: Arc<UnknownKeys>,
+    /// Set to `true` when the store is dropped, which ends its watches.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl EtcdStore {
@@ -44,6 +46,7 @@ impl EtcdStore {
             client,
             config,
             unknown: Arc::new(UnknownKeys::default()),
+            closed: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -51,6 +54,12 @@ impl EtcdStore {
         self.client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.closed.send_replace(true);
     }
 }
 
@@ -114,6 +123,7 @@ impl Datastore for EtcdStore {
             self.config.clone(),
             after,
             Arc::clone(&self.unknown),
+            self.closed.subscribe(),
         )
         .await
     }

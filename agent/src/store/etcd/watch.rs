@@ -32,6 +32,7 @@ pub async fn start(
     config: EtcdConfig,
     after: Revision,
     unknown: Arc<UnknownKeys>,
+    closed: tokio::sync::watch::Receiver<bool>,
 ) -> Result<WatchStream, StoreError> {
     let stream = open(&client, &config, after).await?;
     let profiles = profiles_at(&client, &config, after, &unknown).await?;
@@ -43,6 +44,7 @@ pub async fn start(
         profiles,
         unknown,
         tx,
+        closed,
     };
     tokio::spawn(watcher.run(stream));
     Ok(rx)
@@ -124,6 +126,8 @@ struct Watcher {
     profiles: BTreeMap<String, ProfileParts>,
     unknown: Arc<UnknownKeys>,
     tx: mpsc::Sender<Result<Change, StoreError>>,
+    /// Becomes `true` when the store is dropped.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Watcher {
@@ -131,6 +135,7 @@ impl Watcher {
         loop {
             let message = tokio::select! {
                 _ = self.tx.closed() => return,
+                _ = self.closed.wait_for(|closed| *closed) => return,
                 message = stream.message() => message,
             };
             let cause = match message {
