@@ -55,7 +55,9 @@ pub async fn commit(
                 outcomes,
             });
         }
-        let txn = transaction(&observed, &changes);
+        let txn = transaction(&observed, &changes).map_err(|problem| {
+            StoreError::Unavailable(format!("{}: {problem}", config.describe()))
+        })?;
         let response = call(config, "commit failed", kv.txn(txn)).await?;
         if response.succeeded() {
             let revision = response.header().map_or(0, |h| h.revision());
@@ -169,7 +171,10 @@ fn plan(
 
 /// The writes, guarded by "every touched key is as observed". Palisade's first write also
 /// marks the datastore ready for Felix, as libcalico-go does.
-fn transaction(observed: &Observed, changes: &BTreeMap<ResourceKey, Option<Resource>>) -> Txn {
+fn transaction(
+    observed: &Observed,
+    changes: &BTreeMap<ResourceKey, Option<Resource>>,
+) -> Result<Txn, String> {
     let mut writes = Vec::new();
     if observed.mod_revisions.get(layout::READY) == Some(&0) {
         writes.push(TxnOp::put(layout::READY, "true", None));
@@ -189,38 +194,94 @@ fn transaction(observed: &Observed, changes: &BTreeMap<ResourceKey, Option<Resou
             ),
         }
     }
-    Txn::new().when(guards(observed)).and_then(nest(writes))
+    let per_key = per_key_guards(observed);
+    let shape = Shape::fitting(per_key.len(), writes.len())
+        .map(|shape| (shape, per_key))
+        .or_else(|| Shape::fitting(1, writes.len()).map(|shape| (shape, range_guard(observed))));
+    let Some((shape, guards)) = shape else {
+        return Err(format!(
+            "{} keys to write are more than one etcd transaction can hold with etcd's \
+             default --max-txn-ops {MAX_TXN_OPS}; split the input",
+            writes.len()
+        ));
+    };
+    Ok(Txn::new().when(guards).and_then(shape.arrange(writes)))
 }
 
-/// One compare per observed key. Past etcd's limit on compares, one range compare over
-/// the whole `/calico/v1/` prefix instead ("nothing created or changed since the read"),
-/// which misses only a concurrent delete of one of the keys.
-fn guards(observed: &Observed) -> Vec<Compare> {
-    if observed.mod_revisions.len() <= MAX_TXN_OPS {
-        return observed
-            .mod_revisions
-            .iter()
-            .map(|(key, revision)| Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision))
-            .collect();
+/// How the writes are laid out. etcd allows `MAX_TXN_OPS` compares or operations on the
+/// top level, and a nested transaction only what its parent level left over
+/// (`MAX_TXN_OPS` minus the parent's widest list), so nesting trades width for depth.
+struct Shape {
+    /// Nested transactions on the top level; 0 for all writes flat on the top level.
+    chunks: usize,
+    chunk_size: usize,
+}
+
+impl Shape {
+    fn fitting(compares: usize, writes: usize) -> Option<Shape> {
+        if compares.max(writes) <= MAX_TXN_OPS {
+            return Some(Shape {
+                chunks: 0,
+                chunk_size: writes,
+            });
+        }
+        (1..MAX_TXN_OPS).find_map(|chunks| {
+            let chunk_size = MAX_TXN_OPS.checked_sub(compares.max(chunks))?;
+            (chunk_size > 0 && chunks * chunk_size >= writes)
+                .then_some(Shape { chunks, chunk_size })
+        })
     }
+
+    fn arrange(&self, writes: Vec<TxnOp>) -> Vec<TxnOp> {
+        if self.chunks == 0 {
+            return writes;
+        }
+        let mut nested = Vec::with_capacity(self.chunks);
+        let mut rest = writes;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(self.chunk_size));
+            nested.push(TxnOp::txn(Txn::new().and_then(rest)));
+            rest = tail;
+        }
+        nested
+    }
+}
+
+/// One compare per observed key: nothing palisade read has changed or appeared since.
+fn per_key_guards(observed: &Observed) -> Vec<Compare> {
+    observed
+        .mod_revisions
+        .iter()
+        .map(|(key, revision)| Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision))
+        .collect()
+}
+
+/// One range compare over the whole `/calico/v1/` prefix ("nothing created or changed
+/// since the read"), for commits too large for a compare per key. It misses only a
+/// concurrent delete of one of the keys.
+fn range_guard(observed: &Observed) -> Vec<Compare> {
     let next = i64::try_from(observed.revision)
         .unwrap_or(i64::MAX)
         .saturating_add(1);
     vec![Compare::mod_revision(layout::ROOT, CompareOp::Less, next).with_prefix()]
 }
 
-/// More writes than etcd takes on one level go into nested transactions (all still one
-/// atomic transaction).
-fn nest(writes: Vec<TxnOp>) -> Vec<TxnOp> {
-    if writes.len() <= MAX_TXN_OPS {
-        return writes;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_respect_etcds_limits_per_level() {
+        let flat = Shape::fitting(10, 128).unwrap();
+        assert_eq!(flat.chunks, 0);
+        assert_eq!(Shape::fitting(128, 1).unwrap().chunks, 0);
+        for (compares, writes) in [(1, 129), (1, 4096), (100, 180), (5, 1000)] {
+            let shape = Shape::fitting(compares, writes).unwrap();
+            assert!(shape.chunks > 0);
+            assert!(compares.max(shape.chunks) + shape.chunk_size <= MAX_TXN_OPS);
+            assert!(shape.chunks * shape.chunk_size >= writes);
+        }
+        assert!(Shape::fitting(1, 4097).is_none());
+        assert!(Shape::fitting(128, 129).is_none());
     }
-    let mut chunks = Vec::new();
-    let mut rest = writes;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(MAX_TXN_OPS));
-        chunks.push(TxnOp::txn(Txn::new().and_then(rest)));
-        rest = tail;
-    }
-    nest(chunks)
 }

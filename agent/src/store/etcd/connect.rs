@@ -84,9 +84,42 @@ pub fn unavailable(config: &EtcdConfig, what: &str, e: &etcd_client::Error) -> S
     StoreError::Unavailable(format!(
         "{}: {what}: {}{}",
         config.describe(),
-        error_chain(e),
+        describe(e),
         tls_hint(config, e)
     ))
+}
+
+/// One line for an etcd client error: a gRPC status by its message and causes (its own
+/// `Display` prints the causes' debug form), anything else by its chain.
+pub fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut parts = Vec::new();
+            if !status.message().is_empty() {
+                parts.push(status.message().to_string());
+            }
+            let mut source = std::error::Error::source(status);
+            while let Some(cause) = source {
+                parts.push(cause.to_string());
+                source = cause.source();
+            }
+            if parts.is_empty() {
+                parts.push(format!("{:?}", status.code()));
+            }
+            dedup_join(parts)
+        }
+        other => error_chain(other),
+    }
+}
+
+fn dedup_join(parts: Vec<String>) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    for part in parts {
+        if !kept.iter().any(|k| k.contains(&part)) {
+            kept.push(part);
+        }
+    }
+    kept.join(": ")
 }
 
 /// Whether etcd refused a request because the revision it names was compacted away
@@ -101,17 +134,14 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![e.to_string()];
     let mut source = e.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
+        parts.push(cause.to_string());
         source = cause.source();
     }
-    parts.join(": ")
+    dedup_join(parts)
 }
 
 fn tls_hint(config: &EtcdConfig, e: &etcd_client::Error) -> &'static str {
-    let text = error_chain(e).to_ascii_lowercase();
+    let text = describe(e).to_ascii_lowercase();
     let tls_trouble = ["certificate", "tls", "handshake", "unknownissuer", "alert"]
         .iter()
         .any(|w| text.contains(w));

@@ -158,7 +158,7 @@ impl Watcher {
                     continue;
                 }
                 Ok(None) => "etcd closed the watch".to_string(),
-                Err(e) => connect::error_chain(&e),
+                Err(e) => connect::describe(&e),
             };
             match self.resume(&cause).await {
                 Some(resumed) => stream = resumed,
