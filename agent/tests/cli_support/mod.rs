@@ -35,6 +35,7 @@ pub fn on_backend(backend: Backend, test: impl FnOnce()) {
 
 /// Turns each `fn name() { body }` into a module `name` with two tests, `file` and `etcd`,
 /// that run the body against each backend.
+#[allow(unused_macros)]
 macro_rules! both_backends {
     ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {$(
         $(#[$meta])*
@@ -56,6 +57,7 @@ macro_rules! both_backends {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use both_backends;
 
 /// A private datastore (and scratch directory for input files), removed on drop.
