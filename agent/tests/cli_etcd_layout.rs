@@ -72,10 +72,7 @@ fn palisade_writes_what_libcalico_go_writes() {
     p.apply(RESOURCES);
     let etcd = p.etcd().unwrap();
     let expected: Vec<(&str, &str)> = vec![
-        (
-            "/calico/v1/Ready",
-            "true",
-        ),
+        ("/calico/v1/Ready", "true"),
         (
             "/calico/v1/host/node1/endpoint/eth1",
             r#"{"name":"eth1","expected_ipv4_addrs":["10.1.0.1"]}"#,
@@ -99,22 +96,10 @@ fn palisade_writes_what_libcalico_go_writes() {
                 r#"{"action":"next-tier","!src_nets":["10.0.0.0/8"]}],"outbound_rules":[{"action":"allow"}]}"#
             ),
         ),
-        (
-            "/calico/v1/policy/profile/databases/tags",
-            r#"["db"]"#,
-        ),
-        (
-            "/calico/v1/policy/profile/team%2fapps/labels",
-            "{}",
-        ),
-        (
-            "/calico/v1/policy/profile/team%2fapps/rules",
-            "{}",
-        ),
-        (
-            "/calico/v1/policy/profile/team%2fapps/tags",
-            "[]",
-        ),
+        ("/calico/v1/policy/profile/databases/tags", r#"["db"]"#),
+        ("/calico/v1/policy/profile/team%2fapps/labels", "{}"),
+        ("/calico/v1/policy/profile/team%2fapps/rules", "{}"),
+        ("/calico/v1/policy/profile/team%2fapps/tags", "[]"),
         (
             "/calico/v1/policy/tier/default/policy/deny-icmp",
             r#"{"order":10,"inbound_rules":[{"action":"deny","protocol":"icmp","icmp_type":8}],"selector":"has(role)","types":["ingress"]}"#,
@@ -127,7 +112,12 @@ fn palisade_writes_what_libcalico_go_writes() {
     // And palisade reads it back as written (names with '/' included).
     p.run(&["get", "profile", "-o", "wide"]).expect(
         0,
-        &lines(&["NAME        TAGS   ", "databases   db     ", "team/apps          ", ""]),
+        &lines(&[
+            "NAME        TAGS   ",
+            "databases   db     ",
+            "team/apps          ",
+            "",
+        ]),
     );
     // A delete removes every key of the resource, the profile's three together.
     p.run(&["delete", "profile", "team/apps"])
@@ -219,10 +209,25 @@ fn keys_written_by_calico_tools_are_read_and_enforced() {
     );
     p.run(&["profile", "net1", "rule", "show"]).expect(
         0,
-        &lines(&["Inbound rules:", "   1 allow from tag net1", "Outbound rules:", "   1 allow"]),
+        &lines(&[
+            "Inbound rules:",
+            "   1 allow from tag net1",
+            "Outbound rules:",
+            "   1 allow",
+        ]),
     );
     let verdict = |src: &str, dst: &str, proto: &str, port: &str| -> String {
-        let run = p.run(&["trace", "--src", src, "--dst", dst, "--protocol", proto, "--dport", port]);
+        let run = p.run(&[
+            "trace",
+            "--src",
+            src,
+            "--dst",
+            dst,
+            "--protocol",
+            proto,
+            "--dport",
+            port,
+        ]);
         assert_eq!(run.code, 0, "{run:?}");
         run.stdout.lines().last().unwrap().to_string()
     };

@@ -142,17 +142,40 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn tls_hint(config: &EtcdConfig, e: &etcd_client::Error) -> &'static str {
     let text = describe(e).to_ascii_lowercase();
-    let tls_trouble = ["certificate", "tls", "handshake", "unknownissuer", "alert"]
-        .iter()
-        .any(|w| text.contains(w));
-    match (&config.tls, tls_trouble) {
-        (Some(tls), true) if tls.identity.is_none() => {
+    let Some(tls) = &config.tls else {
+        let broken = ["broken pipe", "connection closed", "connection reset"]
+            .iter()
+            .any(|w| text.contains(w));
+        return if broken {
+            " (etcd closed the connection: if it serves TLS, see --etcd-ca)"
+        } else {
+            ""
+        };
+    };
+    // With TLS 1.3 a server that rejects the client's certificate (or its absence) only
+    // says so after the client thinks the handshake is done: the client sees its first
+    // request's connection break, not a certificate error. Only "nobody listens" rules
+    // TLS out.
+    if text.contains("connection refused") {
+        return "";
+    }
+    let server_certificate = [
+        "unknownissuer",
+        "invalid peer certificate",
+        "certificate verify",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    match (server_certificate, tls.identity.is_some()) {
+        (true, _) => {
+            " (TLS failed: --etcd-ca did not sign etcd's certificate, or it is not for this address)"
+        }
+        (false, false) => {
             " (TLS failed: etcd may require a client certificate, see --etcd-cert and --etcd-key)"
         }
-        (Some(_), true) => {
+        (false, true) => {
             " (TLS failed: check that --etcd-ca signed etcd's certificate and that etcd trusts the client certificate)"
         }
-        _ => "",
     }
 }
 
