@@ -185,9 +185,9 @@ fn endpoint_profile_show_errors() {
 }
 }
 
+both_backends! {
 /// The acceptance check of the policy core: the seed's YAML through `palisade apply -f -`
 /// (and `create -f -` for the policies), four containers' endpoints, and `palisade trace`.
-both_backends! {
 fn trace_gives_the_seed_verdicts_in_both_variants() {
     let variants: [&[&str]; 2] = [
         &[PROFILES_WITH_RULES],

@@ -1,7 +1,9 @@
 //! The etcd datastore URL: `etcd://HOST:PORT[,HOST:PORT...]`, optionally with the TLS files
 //! as query parameters: `?ca=FILE[&cert=FILE&key=FILE]`. The command line's `--etcd-ca`,
 //! `--etcd-cert` and `--etcd-key` are folded into the URL ([`with_tls_files`]), so every
-//! part of palisade that opens a datastore from a URL gets TLS with it.
+//! part of palisade that opens a datastore from a URL gets TLS with it. There is no
+//! separate `etcds://` scheme: TLS is on exactly when a CA is given, as with etcdctl's
+//! `--cacert`, so one flag decides and the two cannot disagree.
 
 use std::path::PathBuf;
 

@@ -1,8 +1,8 @@
-//! etcd with TLS and client-certificate authentication (`--client-cert-auth`), with a CA
-//! and certificates the test generates: the CLI connects with `--etcd-ca`, `--etcd-cert`
-//! and `--etcd-key` (or `PALISADE_ETCD_*`), and fails with a clear error and exit code 1
-//! without a client certificate, with the wrong CA, or with a certificate etcd does not
-//! trust.
+//! Connecting the CLI to etcd. With TLS and client-certificate authentication
+//! (`--client-cert-auth`), from a CA and certificates the test generates: the CLI connects
+//! with `--etcd-ca`, `--etcd-cert` and `--etcd-key` (or `PALISADE_ETCD_*`), and fails with
+//! a clear error and exit code 1 without a client certificate, with the wrong CA, or with a
+//! certificate etcd does not trust. Without an etcd, or with a malformed URL, likewise.
 
 #![allow(clippy::unwrap_used)]
 
@@ -220,5 +220,37 @@ fn without_a_valid_client_certificate_or_with_the_wrong_ca_the_cli_fails_clearly
         run.stderr.contains("apply to etcd:// datastores only"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn no_etcd_or_a_malformed_url_is_reported_as_calicoctl_does() {
+    let port = etcd::free_port();
+    let url = format!("etcd://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let run = palisade(&["--datastore", &url, "get", "profile"], &[], "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "Failed to create Calico API client: etcd 127.0.0.1:{port}: cannot read from it: "
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Connection refused"), "{}", run.stdout);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let run = palisade(
+        &["--datastore", "etcd://etcd-host", "apply", "-f", "-"],
+        &[],
+        PROFILE,
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (
+            1,
+            "Failed to create Calico API client: datastore URL 'etcd://etcd-host': 'etcd-host' \
+             is not HOST:PORT (use etcd://HOST:PORT[,HOST:PORT...])\n"
+        )
     );
 }
