@@ -26,7 +26,6 @@ pub use config::{EtcdConfig, SCHEME, TlsFiles, with_tls_files};
 use super::{CommitOutcome, Datastore, Op, Revision, Snapshot, StoreError, WatchStream};
 use crate::model::{Kind, Resource, ResourceKey};
 use connect::{MAX_MESSAGE_BYTES, call};
-use layout::KeyMeaning;
 use read::UnknownKeys;
 
 pub struct EtcdStore {
@@ -127,12 +126,4 @@ impl Datastore for EtcdStore {
         )
         .await
     }
-}
-
-/// Whether `key` is one palisade reads (for tests and tools that inspect the key space).
-pub fn is_palisade_key(key: &str) -> bool {
-    matches!(
-        layout::classify(key),
-        KeyMeaning::Resource(_) | KeyMeaning::ProfilePart { .. }
-    )
 }

@@ -48,7 +48,7 @@ pub async fn commit(
     let mut delay = Duration::from_millis(5);
     for _ in 0..MAX_ATTEMPTS {
         let observed = observe(kv, config, &ops).await?;
-        let (changes, outcomes) = plan(&observed, &ops)?;
+        let Plan { changes, outcomes } = plan(&observed, &ops)?;
         if changes.is_empty() {
             return Ok(CommitOutcome {
                 revision: observed.revision,
@@ -123,13 +123,17 @@ async fn observe(
     })
 }
 
-/// Each touched resource's state after all ops (`None`: deleted), and each op's outcome.
-/// The first op that cannot be applied fails the commit, naming its index.
-#[allow(clippy::type_complexity)]
-fn plan(
-    observed: &Observed,
-    ops: &[Op],
-) -> Result<(BTreeMap<ResourceKey, Option<Resource>>, Vec<OpOutcome>), StoreError> {
+/// What a commit's ops come to.
+struct Plan {
+    /// Each touched resource's state after all ops (`None`: deleted).
+    changes: BTreeMap<ResourceKey, Option<Resource>>,
+    /// One per op, in order.
+    outcomes: Vec<OpOutcome>,
+}
+
+/// Decides each op against the observed state as changed by the ops before it. The first
+/// op that cannot be applied fails the commit, naming its index.
+fn plan(observed: &Observed, ops: &[Op]) -> Result<Plan, StoreError> {
     let mut changes: BTreeMap<ResourceKey, Option<Resource>> = BTreeMap::new();
     let mut outcomes = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
@@ -166,7 +170,7 @@ fn plan(
             None => outcomes.push(OpOutcome::Skipped),
         }
     }
-    Ok((changes, outcomes))
+    Ok(Plan { changes, outcomes })
 }
 
 /// The writes, guarded by "every touched key is as observed". Palisade's first write also
