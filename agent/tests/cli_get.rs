@@ -5,7 +5,7 @@
 
 mod cli_support;
 
-use cli_support::{Palisade, lines};
+use cli_support::{Palisade, both_backends, lines};
 
 const FIXTURE: &str = r#"
 - apiVersion: v1
@@ -83,7 +83,7 @@ fn with_fixture() -> Palisade {
     p
 }
 
-#[test]
+both_backends! {
 fn ps_tables() {
     let p = with_fixture();
     let profiles = lines(&["NAME       ", "db         ", "frontend   ", ""]);
@@ -105,8 +105,9 @@ fn ps_tables() {
     p.run(&["get", "ippool"])
         .expect(0, &lines(&["CIDR          ", "10.0.0.0/16   ", ""]));
 }
+}
 
-#[test]
+both_backends! {
 fn wide_tables() {
     let p = with_fixture();
     p.run(&["get", "profiles", "-o", "wide"]).expect(
@@ -152,8 +153,9 @@ fn wide_tables() {
         ]),
     );
 }
+}
 
-#[test]
+both_backends! {
 fn yaml_is_a_flat_list_with_sorted_keys() {
     let p = with_fixture();
     p.run(&["get", "policy", "-o", "yaml"]).expect(
@@ -186,8 +188,9 @@ fn yaml_is_a_flat_list_with_sorted_keys() {
         ]),
     );
 }
+}
 
-#[test]
+both_backends! {
 fn json_keeps_calicoctl_field_order() {
     let p = with_fixture();
     p.run(&["get", "policy", "allow-web", "-o", "json"]).expect(
@@ -219,8 +222,9 @@ fn json_keeps_calicoctl_field_order() {
         ]),
     );
 }
+}
 
-#[test]
+both_backends! {
 fn yaml_output_reads_back() {
     let p = with_fixture();
     let yaml = p.run(&["get", "profile", "frontend", "-o", "yaml"]);
@@ -234,8 +238,9 @@ fn yaml_output_reads_back() {
         p.run(&["get", "profile", "frontend", "-o", "json"]).stdout
     );
 }
+}
 
-#[test]
+both_backends! {
 fn empty_results() {
     let p = Palisade::new();
     p.run(&["get", "policy", "-o", "yaml"]).expect(0, "[]\n");
@@ -243,8 +248,9 @@ fn empty_results() {
     // As calicoctl: the table's headings, and the blank line after the table.
     p.run(&["get", "policy"]).expect(0, "NAME   \n\n");
 }
+}
 
-#[test]
+both_backends! {
 fn a_missing_name_is_an_error() {
     let p = with_fixture();
     p.run(&["get", "policy", "nothere"]).expect(
@@ -256,8 +262,9 @@ fn a_missing_name_is_an_error() {
         "Failed to get resources: resource does not exist: HostEndpoint(node=host9, name=eth1)\n",
     );
 }
+}
 
-#[test]
+both_backends! {
 fn endpoint_identifiers_filter_and_default_to_any() {
     let p = with_fixture();
     p.run(&["get", "wep", "eth0", "--node", "host2"]).expect(
@@ -291,8 +298,9 @@ fn endpoint_identifiers_filter_and_default_to_any() {
     p.run(&["get", "pool", "10.0.0.7/16"])
         .expect(0, &lines(&["CIDR          ", "10.0.0.0/16   ", ""]));
 }
+}
 
-#[test]
+both_backends! {
 fn get_by_file_prints_one_table_per_resource() {
     let p = with_fixture();
     let file = p.file(
@@ -330,8 +338,9 @@ metadata: {name: nothere}
         "Failed to get resources: resource does not exist: Profile(name=nothere)\n",
     );
 }
+}
 
-#[test]
+both_backends! {
 fn unsupported_kinds_and_formats() {
     let p = with_fixture();
     p.run(&["get", "foo"])
@@ -343,4 +352,5 @@ fn unsupported_kinds_and_formats() {
     let run = p.run(&["get", "policy", "-o", "custom-columns=NAME"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("not supported by palisade"), "{run:?}");
+}
 }

@@ -8,14 +8,14 @@
 mod cli_support;
 mod common;
 
-use cli_support::{Palisade, lines};
+use cli_support::{Palisade, both_backends, lines};
 
 use common::seeds::{
     GLOBAL_POLICIES as POLICIES, PROFILES_LABELS_ONLY as PROFILES_WITH_LABELS_ONLY,
     PROFILES_WITH_RULES,
 };
 
-#[test]
+both_backends! {
 fn profile_based_policy() {
     let p = Palisade::new();
     p.run_with_stdin(&["apply", "-f", "-"], PROFILES_WITH_RULES)
@@ -38,8 +38,9 @@ fn profile_based_policy() {
         &lines(&["Inbound rules:", "Outbound rules:", "   1 allow"]),
     );
 }
+}
 
-#[test]
+both_backends! {
 fn selector_based_policy() {
     let p = Palisade::new();
     p.run_with_stdin(&["apply", "-f", "-"], PROFILES_WITH_LABELS_ONLY)
@@ -63,8 +64,9 @@ fn selector_based_policy() {
         "Failed to create any 'policy' resources: resource already exists: Policy(name=databases)\n",
     );
 }
+}
 
-#[test]
+both_backends! {
 fn profile_rules_as_json() {
     let p = Palisade::new();
     p.apply(PROFILES_WITH_RULES);
@@ -79,12 +81,14 @@ fn profile_rules_as_json() {
         })
     );
 }
+}
 
-#[test]
+both_backends! {
 fn unknown_profile() {
     let p = Palisade::new();
     p.run(&["profile", "nope", "rule", "show"])
         .expect(1, "Profile nope not found.\n");
+}
 }
 
 const ENDPOINTS: &str = "
@@ -129,7 +133,7 @@ const ENDPOINTS: &str = "
     interfaceName: calibare
 ";
 
-#[test]
+both_backends! {
 fn endpoint_profile_show() {
     let p = Palisade::new();
     p.apply(ENDPOINTS);
@@ -164,8 +168,9 @@ fn endpoint_profile_show() {
     p.run(&["endpoint", "bare", "profile", "show"])
         .expect(0, "Endpoint has no profiles associated with it.\n");
 }
+}
 
-#[test]
+both_backends! {
 fn endpoint_profile_show_errors() {
     let p = Palisade::new();
     p.apply(ENDPOINTS);
@@ -178,10 +183,11 @@ fn endpoint_profile_show_errors() {
         "Failed to list profiles in endpoint.\n\nMore than 1 endpoint matches the provided criteria.  Please provide additional parameters to refine the search.\n",
     );
 }
+}
 
+both_backends! {
 /// The acceptance check of the policy core: the seed's YAML through `palisade apply -f -`
 /// (and `create -f -` for the policies), four containers' endpoints, and `palisade trace`.
-#[test]
 fn trace_gives_the_seed_verdicts_in_both_variants() {
     let variants: [&[&str]; 2] = [
         &[PROFILES_WITH_RULES],
@@ -239,8 +245,9 @@ fn trace_gives_the_seed_verdicts_in_both_variants() {
         }
     }
 }
+}
 
-#[test]
+both_backends! {
 fn trace_reports_bad_input() {
     let p = Palisade::new();
     p.apply(&common::seeds::endpoints_yaml("node1"));
@@ -277,4 +284,5 @@ fn trace_reports_bad_input() {
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("--protocol 'TCP'"), "{run:?}");
+}
 }

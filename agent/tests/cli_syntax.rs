@@ -4,7 +4,7 @@
 
 mod cli_support;
 
-use cli_support::Palisade;
+use cli_support::{Palisade, both_backends};
 
 #[test]
 fn bad_syntax_gets_calicoctl_message() {
@@ -58,7 +58,7 @@ fn help_and_version() {
     assert_eq!(p.run(&["--version"]).stdout, version.stdout);
 }
 
-#[test]
+both_backends! {
 fn the_datastore_comes_from_the_environment_too() {
     let p = Palisade::new();
     p.apply("apiVersion: v1\nkind: profile\nmetadata: {name: a}\n");
@@ -72,4 +72,5 @@ fn the_datastore_comes_from_the_environment_too() {
         String::from_utf8(output.stdout).unwrap(),
         "NAME   \na      \n\n"
     );
+}
 }

@@ -5,7 +5,7 @@
 
 mod cli_support;
 
-use cli_support::Palisade;
+use cli_support::{Palisade, both_backends};
 
 const PROFILE_A: &str = "
 apiVersion: v1
@@ -56,7 +56,7 @@ fn exists(palisade: &Palisade, kind: &str, name: &str) -> bool {
     palisade.run(&["get", kind, name]).code == 0
 }
 
-#[test]
+both_backends! {
 fn create_then_create_again_reports_already_exists() {
     let p = Palisade::new();
     let file = p.file("a.yaml", PROFILE_A);
@@ -67,8 +67,9 @@ fn create_then_create_again_reports_already_exists() {
         "Failed to create 'profile' resource: resource already exists: Profile(name=a)\n",
     );
 }
+}
 
-#[test]
+both_backends! {
 fn create_skip_exists_counts_existing_resources_as_handled() {
     let p = Palisade::new();
     p.apply(PROFILE_A);
@@ -77,8 +78,9 @@ fn create_skip_exists_counts_existing_resources_as_handled() {
         .expect(0, "Successfully created 2 'profile' resource(s)\n");
     assert!(exists(&p, "profile", "b"));
 }
+}
 
-#[test]
+both_backends! {
 fn a_failing_resource_writes_nothing() {
     let p = Palisade::new();
     p.apply(
@@ -98,8 +100,9 @@ metadata:
     );
     assert!(!exists(&p, "profile", "a"));
 }
+}
 
-#[test]
+both_backends! {
 fn mixed_kinds_are_counted_without_a_kind() {
     let p = Palisade::new();
     p.run_with_stdin(&["create", "-f", "-"], PROFILE_AND_POLICY)
@@ -112,8 +115,9 @@ fn mixed_kinds_are_counted_without_a_kind() {
     p.run_with_stdin(&["delete", "-f", "-"], PROFILE_AND_POLICY)
         .expect(0, "Successfully deleted 2 resource(s)\n");
 }
+}
 
-#[test]
+both_backends! {
 fn apply_creates_and_overwrites() {
     let p = Palisade::new();
     p.run_with_stdin(&["apply", "-f", "-"], POLICY_P)
@@ -124,8 +128,9 @@ fn apply_creates_and_overwrites() {
     let wide = p.run(&["get", "policy", "p", "-o", "wide"]);
     assert!(wide.stdout.contains("role == 'web'"), "{wide:?}");
 }
+}
 
-#[test]
+both_backends! {
 fn replace_needs_an_existing_resource() {
     let p = Palisade::new();
     p.run_with_stdin(&["replace", "-f", "-"], POLICY_P).expect(
@@ -137,8 +142,9 @@ fn replace_needs_an_existing_resource() {
     p.run_with_stdin(&["replace", "-f", "-"], POLICY_P)
         .expect(0, "Successfully replaced 1 'policy' resource(s)\n");
 }
+}
 
-#[test]
+both_backends! {
 fn replace_of_several_with_one_missing_replaces_none() {
     let p = Palisade::new();
     p.apply(PROFILE_A);
@@ -151,8 +157,9 @@ fn replace_of_several_with_one_missing_replaces_none() {
     let yaml = p.run(&["get", "profile", "a", "-o", "yaml"]);
     assert!(yaml.stdout.contains("egress"), "{yaml:?}");
 }
+}
 
-#[test]
+both_backends! {
 fn delete_by_name_and_missing_resources() {
     let p = Palisade::new();
     p.apply(POLICY_P);
@@ -167,8 +174,9 @@ fn delete_by_name_and_missing_resources() {
     p.run(&["delete", "-s", "policy", "p"])
         .expect(0, "Successfully deleted 1 'policy' resource(s)\n");
 }
+}
 
-#[test]
+both_backends! {
 fn delete_by_file_is_all_or_nothing() {
     let p = Palisade::new();
     p.apply(PROFILE_A);
@@ -182,8 +190,9 @@ fn delete_by_file_is_all_or_nothing() {
         .expect(0, "Successfully deleted 2 'profile' resource(s)\n");
     assert!(!exists(&p, "profile", "a"));
 }
+}
 
-#[test]
+both_backends! {
 fn delete_of_endpoints_needs_every_identifier() {
     let p = Palisade::new();
     p.apply(
@@ -226,8 +235,9 @@ fn delete_of_endpoints_needs_every_identifier() {
     p.run(&["delete", "HostEndpoints", "eth1", "--node", "host1"])
         .expect(0, "Successfully deleted 1 'hostEndpoint' resource(s)\n");
 }
+}
 
-#[test]
+both_backends! {
 fn ip_pools_are_deleted_by_cidr() {
     let p = Palisade::new();
     p.apply(
@@ -242,8 +252,9 @@ metadata: {cidr: 10.1.0.0/16}
     p.run(&["delete", "ipp", "10.1.0.0/16"])
         .expect(0, "Successfully deleted 1 'ipPool' resource(s)\n");
 }
+}
 
-#[test]
+both_backends! {
 fn kubernetes_policies_cannot_be_written_or_deleted() {
     let p = Palisade::new();
     let knp = POLICY_P.replace("name: p", "name: knp.default.x");
@@ -263,8 +274,9 @@ fn kubernetes_policies_cannot_be_written_or_deleted() {
     );
     assert!(!exists(&p, "policy", "knp.default.x"));
 }
+}
 
-#[test]
+both_backends! {
 fn invalid_files_write_nothing() {
     let p = Palisade::new();
     // The first document is fine, the second has an invalid protocol: nothing is written.
@@ -316,8 +328,9 @@ metadata:
     );
     assert!(!exists(&p, "profile", "a"));
 }
+}
 
-#[test]
+both_backends! {
 fn a_missing_file_is_reported() {
     let p = Palisade::new();
     let run = p.run(&["create", "-f", "/nonexistent/palisade.yaml"]);
@@ -328,8 +341,9 @@ fn a_missing_file_is_reported() {
         "{run:?}"
     );
 }
+}
 
-#[test]
+both_backends! {
 fn files_without_resources_are_rejected() {
     let p = Palisade::new();
     for verb in ["create", "apply", "replace", "delete"] {
@@ -339,8 +353,9 @@ fn files_without_resources_are_rejected() {
             .expect(1, "No resources specified in file\n");
     }
 }
+}
 
-#[test]
+both_backends! {
 fn json_input_and_lists_are_read() {
     let p = Palisade::new();
     let json = r#"{"kind": "profileList", "apiVersion": "v1", "items": [
@@ -348,6 +363,7 @@ fn json_input_and_lists_are_read() {
         {"kind": "profile", "apiVersion": "v1", "metadata": {"name": "b"}}]}"#;
     p.run_with_stdin(&["create", "-f", "-"], json)
         .expect(0, "Successfully created 2 'profile' resource(s)\n");
+}
 }
 
 #[test]

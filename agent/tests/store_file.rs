@@ -1,6 +1,7 @@
-//! The embedded file store against the `Datastore` contract: op semantics, atomicity,
-//! revisions, persistence, watches, several stores on one directory, compaction,
-//! concurrent writers and recovery from damaged files.
+//! What only the embedded file store does: revisions that count commits one by one, a
+//! private directory, compaction of its log, concurrent writers in several processes'
+//! worth of threads, and recovery from damaged files. The `Datastore` contract both
+//! backends keep (op semantics, atomicity, lists, watches) is `store_contract.rs`.
 
 // A test fails by panicking; unwrapping is how these tests say "this must work".
 #![allow(clippy::unwrap_used)]
@@ -9,11 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade::model::{
-    IpPool, IpPoolMetadata, IpPoolSpec, Kind, Profile, ProfileMetadata, Resource, ResourceKey,
-};
+use palisade::model::{Kind, Profile, ProfileMetadata, Resource, ResourceKey};
 use palisade::store::file::{FileStore, FileStoreOptions};
-use palisade::store::{Change, Datastore, Op, OpOutcome, StoreError, WatchStream};
+use palisade::store::{Change, Datastore, Op, StoreError, WatchStream};
 
 fn profile(name: &str, value: &str) -> Resource {
     Resource::Profile(Profile {
@@ -23,15 +22,6 @@ fn profile(name: &str, value: &str) -> Resource {
             ..Default::default()
         },
         spec: Default::default(),
-    })
-}
-
-fn pool(cidr: &str) -> Resource {
-    Resource::IpPool(IpPool {
-        metadata: IpPoolMetadata {
-            cidr: cidr.parse().unwrap(),
-        },
-        spec: IpPoolSpec::default(),
     })
 }
 
@@ -51,6 +41,33 @@ fn delete(name: &str) -> Op {
         key: key(name),
         skip_missing: false,
     }
+}
+
+#[tokio::test]
+async fn revisions_count_commits_and_the_directory_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("nested/store");
+    let store = FileStore::open(&store_dir).unwrap();
+    assert_eq!(store.list(None).await.unwrap().revision, 0);
+    for i in 1..=3u64 {
+        let out = store
+            .commit(vec![create(profile(&format!("p{i}"), "1"))])
+            .await
+            .unwrap();
+        assert_eq!(out.revision, i);
+    }
+    let skip = Op::Delete {
+        key: key("none"),
+        skip_missing: true,
+    };
+    assert_eq!(store.commit(vec![skip]).await.unwrap().revision, 3);
+    let out = store.commit(vec![delete("p1")]).await.unwrap();
+    assert_eq!(out.revision, 4);
+    let mode = std::fs::metadata(&store_dir).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
 }
 
 fn small_log() -> FileStoreOptions {
@@ -84,358 +101,6 @@ async fn next(watch: &mut WatchStream) -> Result<Change, StoreError> {
 
 fn put(revision: u64, resource: Resource) -> Change {
     Change::Put { revision, resource }
-}
-
-#[tokio::test]
-async fn create_replace_apply_delete_semantics() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-
-    let out = store.commit(vec![create(profile("a", "1"))]).await.unwrap();
-    assert_eq!((out.revision, out.outcomes), (1, vec![OpOutcome::Written]));
-
-    let err = store
-        .commit(vec![create(profile("a", "2"))])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::AlreadyExists {
-            index: 0,
-            key: key("a")
-        }
-    );
-    assert_eq!(err.to_string(), "resource already exists: Profile(name=a)");
-
-    let skip = Op::Create {
-        resource: profile("a", "2"),
-        skip_existing: true,
-    };
-    let out = store.commit(vec![skip]).await.unwrap();
-    assert_eq!((out.revision, out.outcomes), (1, vec![OpOutcome::Skipped]));
-    assert_eq!(store.get(&key("a")).await.unwrap(), Some(profile("a", "1")));
-
-    let err = store
-        .commit(vec![Op::Replace(profile("b", "1"))])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::NotFound {
-            index: 0,
-            key: key("b")
-        }
-    );
-    assert_eq!(err.to_string(), "resource does not exist: Profile(name=b)");
-
-    let out = store
-        .commit(vec![Op::Replace(profile("a", "3"))])
-        .await
-        .unwrap();
-    assert_eq!(out.revision, 2);
-    assert_eq!(store.get(&key("a")).await.unwrap(), Some(profile("a", "3")));
-
-    let out = store
-        .commit(vec![
-            Op::Apply(profile("a", "4")),
-            Op::Apply(profile("b", "1")),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        (out.revision, out.outcomes),
-        (3, vec![OpOutcome::Written, OpOutcome::Written])
-    );
-    assert_eq!(store.get(&key("a")).await.unwrap(), Some(profile("a", "4")));
-    assert_eq!(store.get(&key("b")).await.unwrap(), Some(profile("b", "1")));
-
-    let out = store.commit(vec![delete("a")]).await.unwrap();
-    assert_eq!(out.revision, 4);
-    assert_eq!(store.get(&key("a")).await.unwrap(), None);
-    let err = store.commit(vec![delete("a")]).await.unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::NotFound {
-            index: 0,
-            key: key("a")
-        }
-    );
-    let skip = Op::Delete {
-        key: key("a"),
-        skip_missing: true,
-    };
-    let out = store.commit(vec![skip, delete("b")]).await.unwrap();
-    assert_eq!(
-        (out.revision, out.outcomes),
-        (5, vec![OpOutcome::Skipped, OpOutcome::Written])
-    );
-    assert!(names(&store).await.is_empty());
-}
-
-#[tokio::test]
-async fn later_ops_see_earlier_ones_and_errors_name_their_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    let out = store
-        .commit(vec![
-            create(profile("x", "1")),
-            Op::Replace(profile("x", "2")),
-            delete("x"),
-            Op::Replace(profile("y", "0")),
-        ])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        out,
-        StoreError::NotFound {
-            index: 3,
-            key: key("y")
-        }
-    );
-    let out = store
-        .commit(vec![
-            create(profile("x", "1")),
-            Op::Replace(profile("x", "2")),
-            delete("x"),
-            create(profile("x", "3")),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(out.revision, 1);
-    assert_eq!(store.get(&key("x")).await.unwrap(), Some(profile("x", "3")));
-    let err = store
-        .commit(vec![
-            delete("x"),
-            create(profile("x", "4")),
-            create(profile("x", "5")),
-        ])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::AlreadyExists {
-            index: 2,
-            key: key("x")
-        }
-    );
-}
-
-#[tokio::test]
-async fn a_failing_op_leaves_the_store_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    store.commit(vec![create(profile("a", "1"))]).await.unwrap();
-    let before = store.list(None).await.unwrap();
-
-    let err = store
-        .commit(vec![
-            create(profile("b", "1")),
-            Op::Apply(profile("a", "changed")),
-            create(profile("a", "again")),
-            create(profile("c", "1")),
-        ])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::AlreadyExists {
-            index: 2,
-            key: key("a")
-        }
-    );
-    assert_eq!(store.list(None).await.unwrap(), before);
-    assert_eq!(before.revision, 1);
-    // Nothing reached the disk either.
-    drop(store);
-    let reopened = FileStore::open(dir.path()).unwrap();
-    assert_eq!(reopened.list(None).await.unwrap(), before);
-}
-
-#[tokio::test]
-async fn list_is_sorted_by_key_filters_by_kind_and_names_its_revision() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    assert_eq!(store.list(None).await.unwrap().revision, 0);
-    store
-        .commit(vec![
-            create(pool("10.1.0.0/16")),
-            create(profile("zeta", "1")),
-            create(profile("alpha", "1")),
-        ])
-        .await
-        .unwrap();
-    store
-        .commit(vec![
-            create(profile("mid", "1")),
-            create(pool("10.0.0.0/16")),
-        ])
-        .await
-        .unwrap();
-
-    let all = store.list(None).await.unwrap();
-    assert_eq!(all.revision, 2);
-    let keys: Vec<ResourceKey> = all.resources.iter().map(Resource::key).collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    assert_eq!(keys, sorted);
-    assert_eq!(keys.len(), 5);
-    assert_eq!(names(&store).await, ["alpha", "mid", "zeta"]);
-    let pools = store.list(Some(Kind::IpPool)).await.unwrap();
-    assert_eq!(pools.resources, [pool("10.0.0.0/16"), pool("10.1.0.0/16")]);
-    assert!(
-        store
-            .list(Some(Kind::Policy))
-            .await
-            .unwrap()
-            .resources
-            .is_empty()
-    );
-}
-
-#[tokio::test]
-async fn reopening_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("nested/store");
-    {
-        let store = FileStore::open(&store_dir).unwrap();
-        for i in 0..10 {
-            store
-                .commit(vec![Op::Apply(profile(&format!("p{i}"), "1"))])
-                .await
-                .unwrap();
-        }
-        store.commit(vec![delete("p3")]).await.unwrap();
-    }
-    let mode = std::fs::metadata(&store_dir).unwrap().permissions();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-        0o700
-    );
-    let store = FileStore::open(&store_dir).unwrap();
-    let listed = store.list(None).await.unwrap();
-    assert_eq!(listed.revision, 11);
-    assert_eq!(listed.resources.len(), 9);
-    assert_eq!(store.get(&key("p3")).await.unwrap(), None);
-    assert_eq!(
-        store.get(&key("p7")).await.unwrap(),
-        Some(profile("p7", "1"))
-    );
-    let out = store
-        .commit(vec![create(profile("new", "1"))])
-        .await
-        .unwrap();
-    assert_eq!(out.revision, 12);
-}
-
-#[tokio::test]
-async fn watch_from_zero_replays_history_then_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    store
-        .commit(vec![create(profile("a", "1")), create(profile("b", "1"))])
-        .await
-        .unwrap();
-    store.commit(vec![delete("a")]).await.unwrap();
-
-    let mut watch = store.watch(0).await.unwrap();
-    assert_eq!(next(&mut watch).await.unwrap(), put(1, profile("a", "1")));
-    assert_eq!(next(&mut watch).await.unwrap(), put(1, profile("b", "1")));
-    assert_eq!(
-        next(&mut watch).await.unwrap(),
-        Change::Delete {
-            revision: 2,
-            key: key("a")
-        }
-    );
-    store
-        .commit(vec![Op::Apply(profile("b", "2"))])
-        .await
-        .unwrap();
-    assert_eq!(next(&mut watch).await.unwrap(), put(3, profile("b", "2")));
-    // Skipped-only commits make no revision and no change.
-    store
-        .commit(vec![Op::Delete {
-            key: key("zz"),
-            skip_missing: true,
-        }])
-        .await
-        .unwrap();
-    store.commit(vec![create(profile("c", "1"))]).await.unwrap();
-    assert_eq!(next(&mut watch).await.unwrap(), put(4, profile("c", "1")));
-    assert!(watch.try_recv().is_err());
-}
-
-#[tokio::test]
-async fn watch_from_the_middle_and_from_the_future() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    for i in 1..=5 {
-        store
-            .commit(vec![create(profile(&format!("p{i}"), "1"))])
-            .await
-            .unwrap();
-    }
-    let mut watch = store.watch(3).await.unwrap();
-    assert_eq!(next(&mut watch).await.unwrap(), put(4, profile("p4", "1")));
-    assert_eq!(next(&mut watch).await.unwrap(), put(5, profile("p5", "1")));
-
-    let mut at_head = store.watch(5).await.unwrap();
-    store
-        .commit(vec![create(profile("p6", "1"))])
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut at_head).await.unwrap(),
-        put(6, profile("p6", "1"))
-    );
-    assert_eq!(next(&mut watch).await.unwrap(), put(6, profile("p6", "1")));
-
-    assert!(matches!(
-        store.watch(7).await,
-        Err(StoreError::Unavailable(_))
-    ));
-}
-
-#[tokio::test]
-async fn two_stores_on_one_directory_see_each_others_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let writer = FileStore::open(dir.path()).unwrap();
-    let reader = FileStore::open(dir.path()).unwrap();
-    let mut watch = reader.watch(0).await.unwrap();
-
-    writer
-        .commit(vec![create(profile("a", "1"))])
-        .await
-        .unwrap();
-    assert_eq!(
-        reader.get(&key("a")).await.unwrap(),
-        Some(profile("a", "1"))
-    );
-    assert_eq!(reader.list(None).await.unwrap().revision, 1);
-    assert_eq!(next(&mut watch).await.unwrap(), put(1, profile("a", "1")));
-
-    // The reader writes too, on top of what the writer did.
-    let err = reader
-        .commit(vec![create(profile("a", "2"))])
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { index: 0, .. }));
-    let out = reader
-        .commit(vec![create(profile("b", "1"))])
-        .await
-        .unwrap();
-    assert_eq!(out.revision, 2);
-    assert_eq!(names(&writer).await, ["a", "b"]);
-    let out = writer.commit(vec![delete("b")]).await.unwrap();
-    assert_eq!(out.revision, 3);
-    assert_eq!(next(&mut watch).await.unwrap(), put(2, profile("b", "1")));
-    assert_eq!(
-        next(&mut watch).await.unwrap(),
-        Change::Delete {
-            revision: 3,
-            key: key("b")
-        }
-    );
 }
 
 #[tokio::test]
@@ -582,18 +247,6 @@ async fn several_tasks_share_one_store() {
     }
     let listed = store.list(None).await.unwrap();
     assert_eq!((listed.revision, listed.resources.len()), (80, 80));
-}
-
-#[tokio::test]
-async fn dropping_the_store_ends_its_watches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).unwrap();
-    let mut watch = store.watch(0).await.unwrap();
-    drop(store);
-    let ended = tokio::time::timeout(Duration::from_secs(5), watch.recv())
-        .await
-        .unwrap();
-    assert!(ended.is_none());
 }
 
 fn log_path(dir: &Path) -> std::path::PathBuf {

@@ -1,6 +1,8 @@
 //! Following the datastore: one snapshot, then the watch stream from the snapshot's
-//! revision; after a lost history (`Compacted`) or a broken stream, a fresh snapshot that
-//! converges to the store's state without starting over from empty.
+//! revision. A broken stream (the datastore went away) is reported as degraded and the
+//! watch resumed, with backoff, from the last revision seen; only when that history is gone
+//! (`Compacted`) is a fresh snapshot taken, which converges to the store's state without
+//! starting over from empty.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,18 +47,33 @@ pub enum SyncEvent {
     Degraded(String),
 }
 
-/// How long to wait before retrying after an error, doubling up to the maximum.
+/// How long to wait before retrying after an error, doubling up to the maximum. The
+/// maximum bounds how long a datastore that came back goes unnoticed: about a second.
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Follows `store` until `events` is closed, sending a view after every change.
 pub async fn follow(store: Arc<dyn Datastore>, events: mpsc::Sender<SyncEvent>) {
     let mut view = ResourceView::default();
     let mut retry = RETRY_MIN;
+    let mut need_snapshot = true;
+    let mut degraded = false;
     loop {
-        match sync_once(&*store, &mut view, &events).await {
+        let round = Round {
+            need_snapshot: &mut need_snapshot,
+            degraded: &mut degraded,
+            retry: &mut retry,
+        };
+        match sync_once(&*store, &mut view, &events, round).await {
             Ok(()) => return, // receiver gone
+            Err(StoreError::Compacted { .. }) => {
+                // Not a failure of the datastore: the history we would resume from is
+                // gone, so the next round starts from a snapshot.
+                need_snapshot = true;
+                tokio::time::sleep(RETRY_MIN).await;
+            }
             Err(e) => {
+                degraded = true;
                 if events
                     .send(SyncEvent::Degraded(e.to_string()))
                     .await
@@ -71,35 +88,44 @@ pub async fn follow(store: Arc<dyn Datastore>, events: mpsc::Sender<SyncEvent>) 
     }
 }
 
-/// One snapshot and the watch that follows it. `Ok` when the receiver is gone; `Err` when
-/// the snapshot or the watch failed and must be redone.
+/// The follower's state that one round of [`sync_once`] updates.
+struct Round<'a> {
+    /// Take a snapshot before watching; cleared once taken.
+    need_snapshot: &'a mut bool,
+    /// The last round failed; cleared (and the view sent again, to say the datastore is
+    /// back) once a watch is established.
+    degraded: &'a mut bool,
+    /// Back to its minimum once a watch is established.
+    retry: &'a mut Duration,
+}
+
+/// A snapshot (if needed) and the watch from the view's revision. `Ok` when the receiver
+/// is gone; `Err` when the snapshot or the watch failed.
 async fn sync_once(
     store: &dyn Datastore,
     view: &mut ResourceView,
     events: &mpsc::Sender<SyncEvent>,
+    round: Round<'_>,
 ) -> Result<(), StoreError> {
-    let snapshot = store.list(None).await?;
-    let fresh = ResourceView {
-        revision: snapshot.revision,
-        resources: snapshot
-            .resources
-            .into_iter()
-            .map(|r| (r.key(), r))
-            .collect(),
-    };
-    // A resync that finds what we already have says nothing new: the dataplane keeps
-    // its state, nothing is flushed.
-    if fresh != *view || view.revision == 0 {
-        *view = fresh;
-        if events
-            .send(SyncEvent::Updated(Arc::new(view.clone())))
-            .await
-            .is_err()
-        {
+    if *round.need_snapshot {
+        if snapshot(store, view, events).await? {
+            *round.degraded = false;
+        }
+        *round.need_snapshot = false;
+        if events.is_closed() {
             return Ok(());
         }
     }
     let mut watch = store.watch(view.revision).await?;
+    *round.retry = RETRY_MIN;
+    if std::mem::take(round.degraded)
+        && events
+            .send(SyncEvent::Updated(Arc::new(view.clone())))
+            .await
+            .is_err()
+    {
+        return Ok(());
+    }
     while let Some(change) = watch.recv().await {
         view.apply(change?);
         // Send one view per burst of changes, not one per change.
@@ -115,4 +141,35 @@ async fn sync_once(
         }
     }
     Err(StoreError::Unavailable("the datastore watch ended".into()))
+}
+
+/// Replaces the view with the store's current state, and sends it unless nothing changed
+/// (`true` if sent).
+async fn snapshot(
+    store: &dyn Datastore,
+    view: &mut ResourceView,
+    events: &mpsc::Sender<SyncEvent>,
+) -> Result<bool, StoreError> {
+    let snapshot = store.list(None).await?;
+    let fresh = ResourceView {
+        revision: snapshot.revision,
+        resources: snapshot
+            .resources
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect(),
+    };
+    // A resync that finds what we already have says nothing new: the dataplane keeps
+    // its state, nothing is flushed. (The very first snapshot is always sent.)
+    if fresh.resources != view.resources || view.revision == 0 {
+        *view = fresh;
+        // A closed receiver is noticed by the caller.
+        let _ = events
+            .send(SyncEvent::Updated(Arc::new(view.clone())))
+            .await;
+        Ok(true)
+    } else {
+        view.revision = fresh.revision;
+        Ok(false)
+    }
 }

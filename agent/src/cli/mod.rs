@@ -42,7 +42,8 @@ use crate::store::DEFAULT_DATASTORE_URL;
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version, propagate_version = true)]
 pub struct Cli {
-    /// The datastore: file:///path/to/dir (the embedded store; etcd:// is not supported yet).
+    /// The datastore: file:///path/to/dir (the embedded store) or
+    /// etcd://HOST:PORT[,HOST:PORT...] (etcd, in Calico v1's key layout).
     #[arg(
         long,
         global = true,
@@ -51,6 +52,19 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub datastore: String,
+
+    /// etcd over TLS: the CA certificate (PEM) that signed etcd's server certificate.
+    #[arg(long, global = true, env = "PALISADE_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+
+    /// etcd client-certificate authentication: this client's certificate (PEM); needs
+    /// --etcd-key and --etcd-ca.
+    #[arg(long, global = true, env = "PALISADE_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --etcd-cert.
+    #[arg(long, global = true, env = "PALISADE_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -102,7 +116,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
-    let url = cli.datastore;
+    let Some(url) = store_access::datastore_url(&cli) else {
+        return ExitCode::FAILURE;
+    };
     match cli.command {
         Command::Create(args) => write::create(args, &url).await,
         Command::Apply(args) => write::apply(args, &url).await,

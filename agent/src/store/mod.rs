@@ -1,16 +1,19 @@
 //! The datastore: palisade's only source of truth. The [`Datastore`] trait is what the CLI,
 //! the agent and the Docker plugin talk to; [`file::FileStore`] is the embedded on-disk
-//! backend (the default), and etcd is the second backend.
+//! backend (the default), [`etcd::EtcdStore`] keeps the resources in etcd, in Calico v1's
+//! key layout, for a cluster of nodes.
 //!
 //! Semantics every backend provides:
 //! - one [`Datastore::commit`] applies all of its operations or none of them, and moves the
-//!   store to a new revision;
+//!   store to a new, higher revision (the file store counts commits one by one; etcd's
+//!   revision grows with every write to the cluster, so it may jump by more than one);
 //! - revisions only grow; [`Datastore::list`] returns the state at one revision and
 //!   [`Datastore::watch`] streams every change after a given revision, so `list` + `watch`
 //!   from its revision misses nothing and sees nothing twice;
 //! - a watch that can no longer be served from history ends with [`StoreError::Compacted`];
 //!   the reader then lists again and carries on from the new revision.
 
+pub mod etcd;
 pub mod file;
 
 use std::sync::Arc;
@@ -19,7 +22,8 @@ use async_trait::async_trait;
 
 use crate::model::{Kind, Resource, ResourceKey};
 
-/// A store revision: 0 is the empty store, every commit adds one.
+/// A store revision: 0 is before the first write; every commit makes it larger (by exactly
+/// one in the file store, by at least one in etcd).
 pub type Revision = u64;
 
 /// The datastore used when neither `--datastore` nor `PALISADE_DATASTORE` is given.
@@ -146,7 +150,8 @@ pub trait Datastore: Send + Sync {
 }
 
 /// Opens the datastore named by `url`: `file:///path/to/dir` (the embedded store) or
-/// `etcd://host:port[,host:port...]`.
+/// `etcd://host:port[,host:port...]` (with `?ca=FILE&cert=FILE&key=FILE` for TLS, see
+/// [`etcd::with_tls_files`]).
 pub async fn open(url: &str) -> Result<Arc<dyn Datastore>, StoreError> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -157,10 +162,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Datastore>, StoreError> {
         let store = file::FileStore::open(std::path::Path::new(path))?;
         return Ok(Arc::new(store));
     }
-    if url.starts_with("etcd://") {
-        return Err(StoreError::Unavailable(format!(
-            "datastore URL '{url}': the etcd backend is not built into this palisade yet"
-        )));
+    if url.starts_with(etcd::SCHEME) {
+        let store = etcd::EtcdStore::open(url).await?;
+        return Ok(Arc::new(store));
     }
     Err(StoreError::Unavailable(format!(
         "datastore URL '{url}' not understood: use file:///path/to/dir or etcd://host:port"

@@ -1,15 +1,70 @@
-//! Runs the real `palisade` binary against a private, throw-away file datastore.
+//! Runs the real `palisade` binary against a private, throw-away datastore: the embedded
+//! file store, or a real etcd started for the test. One suite, two backends: tests written
+//! inside [`both_backends!`] run once per backend.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::cell::Cell;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 
+#[path = "../common/etcd.rs"]
+pub mod etcd;
+
+use etcd::EtcdServer;
+
+/// Where a test's datastore lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    File,
+    Etcd,
+}
+
+thread_local! {
+    /// The backend of the test running on this thread (each test has its own thread).
+    static BACKEND: Cell<Backend> = const { Cell::new(Backend::File) };
+}
+
+/// Runs `test` with every [`Palisade`] it makes on `backend`.
+pub fn on_backend(backend: Backend, test: impl FnOnce()) {
+    BACKEND.with(|b| b.set(backend));
+    test();
+}
+
+/// Turns each `fn name() { body }` into a module `name` with two tests, `file` and `etcd`,
+/// that run the body against each backend.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body() $body
+
+            #[test]
+            fn file() {
+                $crate::cli_support::on_backend($crate::cli_support::Backend::File, body);
+            }
+
+            #[test]
+            fn etcd() {
+                $crate::cli_support::on_backend($crate::cli_support::Backend::Etcd, body);
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use both_backends;
+
 /// A private datastore (and scratch directory for input files), removed on drop.
 pub struct Palisade {
     dir: TempDir,
+    /// The etcd server of an etcd-backed instance, stopped on drop.
+    etcd: Option<EtcdServer>,
 }
 
 /// What one run of the binary printed, and its exit code.
@@ -34,14 +89,36 @@ impl Run {
 }
 
 impl Palisade {
+    /// A datastore on the backend of the running test (see [`on_backend`]).
     pub fn new() -> Palisade {
+        Palisade::on(BACKEND.with(Cell::get))
+    }
+
+    pub fn on(backend: Backend) -> Palisade {
         Palisade {
             dir: tempfile::tempdir().unwrap(),
+            etcd: (backend == Backend::Etcd).then(EtcdServer::start),
         }
     }
 
+    pub fn backend(&self) -> Backend {
+        if self.etcd.is_some() {
+            Backend::Etcd
+        } else {
+            Backend::File
+        }
+    }
+
+    /// The etcd server of an etcd-backed instance.
+    pub fn etcd(&self) -> Option<&EtcdServer> {
+        self.etcd.as_ref()
+    }
+
     pub fn datastore_url(&self) -> String {
-        format!("file://{}", self.dir.path().join("store").display())
+        match &self.etcd {
+            Some(etcd) => etcd.url(),
+            None => format!("file://{}", self.dir.path().join("store").display()),
+        }
     }
 
     /// Writes `contents` to a file in the scratch directory and returns its path.
@@ -61,6 +138,9 @@ impl Palisade {
             .arg(self.datastore_url())
             .args(args)
             .env_remove("PALISADE_DATASTORE")
+            .env_remove("PALISADE_ETCD_CA")
+            .env_remove("PALISADE_ETCD_CERT")
+            .env_remove("PALISADE_ETCD_KEY")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
