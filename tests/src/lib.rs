@@ -7,6 +7,9 @@
 //!   saying how to get it; it never skips, so a green run means everything really ran;
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
+pub mod bpf_maps;
+pub mod bpf_run;
+pub mod bpf_scenario;
 pub mod packet;
 
 use std::{env, path::PathBuf, thread};
