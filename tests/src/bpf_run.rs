@@ -69,6 +69,12 @@ pub fn run_repeated(
             repeat,
             ..TestRunOptions::default()
         })
-        .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN failed: {err}"));
+        .unwrap_or_else(|err| {
+            panic!(
+                "BPF_PROG_TEST_RUN of a {}-byte frame failed: {err} ({:?})",
+                frame.len(),
+                std::error::Error::source(&err)
+            )
+        });
     (result.return_value, result.duration)
 }
