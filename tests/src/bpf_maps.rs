@@ -344,14 +344,23 @@ impl Dataplane {
         sums
     }
 
-    /// `PAL_EP_STATS[ifindex]`, summed over the CPUs.
-    pub fn endpoint_stats(&mut self, ifindex: u32) -> EndpointStats {
+    /// `PAL_EP_STATS[ifindex]`, one value per CPU; `None` when there is no entry.
+    pub fn endpoint_stats_per_cpu(&mut self, ifindex: u32) -> Option<Vec<EndpointStats>> {
         let hash: PerCpuHashMap<_, EndpointStatsKey, EndpointStats> =
             PerCpuHashMap::try_from(map(self.ebpf(), map_names::EP_STATS))
                 .unwrap_or_else(|err| panic!("PAL_EP_STATS: {err}"));
-        let values = hash
-            .get(&EndpointStatsKey { ifindex }, 0)
-            .unwrap_or_else(|err| panic!("PAL_EP_STATS[{ifindex}]: {err}"));
+        match hash.get(&EndpointStatsKey { ifindex }, 0) {
+            Ok(values) => Some(values.iter().copied().collect()),
+            Err(aya::maps::MapError::KeyNotFound) => None,
+            Err(err) => panic!("PAL_EP_STATS[{ifindex}]: {err}"),
+        }
+    }
+
+    /// `PAL_EP_STATS[ifindex]`, summed over the CPUs.
+    pub fn endpoint_stats(&mut self, ifindex: u32) -> EndpointStats {
+        let values = self
+            .endpoint_stats_per_cpu(ifindex)
+            .unwrap_or_else(|| panic!("PAL_EP_STATS has no entry for ifindex {ifindex}"));
         values
             .iter()
             .fold(EndpointStats::default(), |sum, cpu| EndpointStats {

@@ -17,9 +17,8 @@ use palisade_tests::{
         policy_for_every_peer, sock, uniform_policy,
     },
     packet::{
-        ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Frame, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, IPV6_DESTINATION_OPTIONS, IPV6_HOP_BY_HOP, IPV6_ROUTING, TCP_SYN, arp_request,
-        ethernet,
+        ETH_P_VLAN, Frame, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        IPV6_DESTINATION_OPTIONS, IPV6_HOP_BY_HOP, IPV6_ROUTING, TCP_SYN, arp_request, ethernet,
     },
     require_root,
 };
