@@ -5,7 +5,7 @@
 //! [`Dataplane`] owns the loaded object. Row, cell and outcome indexes are handed out per
 //! slot from the slot's half of each array map, as the agent does (absolute indexes).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::Path};
 
 use aya::{
     Ebpf,
@@ -110,10 +110,16 @@ impl Dataplane {
     /// Loads the embedded object (unpinned) and sets `PAL_CONFIG` to generation 0, no
     /// switches, every drop reported.
     pub fn load() -> Self {
+        Self::load_with_pins(None)
+    }
+
+    /// [`Dataplane::load`], with the maps pinned under `pin_dir` (see
+    /// `palisade::dataplane::load`).
+    pub fn load_with_pins(pin_dir: Option<&Path>) -> Self {
         let object = dataplane::ebpf_object().unwrap_or_else(|err| {
             panic!("{err}\n(the tests must run through `cargo xtask test`, which embeds it)")
         });
-        let loaded = dataplane::load(object, None)
+        let loaded = dataplane::load(object, pin_dir)
             .unwrap_or_else(|err| panic!("cannot load the eBPF object: {err}"));
         let mut dataplane = Self {
             loaded,

@@ -51,15 +51,31 @@ fn debug_lines_reach_the_user_side_logger_only_when_switched_on() {
         .unwrap_or_else(|err| panic!("aya-log cannot read the object's log buffer: {err}"));
     let frame = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
 
-    expect(&mut dp, DIR_EGRESS, &frame, false, "a denied SYN, logging off");
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &frame,
+        false,
+        "a denied SYN, logging off",
+    );
     logger.flush();
-    assert_eq!(capture.take(), [], "no debug lines while CONFIG_DEBUG_LOG is off");
+    assert_eq!(
+        capture.take(),
+        [],
+        "no debug lines while CONFIG_DEBUG_LOG is off"
+    );
 
     dp.set_config(Config {
         flags: CONFIG_DEBUG_LOG,
         ..Config::default()
     });
-    expect(&mut dp, DIR_EGRESS, &frame, false, "a denied SYN, logging on");
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &frame,
+        false,
+        "a denied SYN, logging on",
+    );
     logger.flush();
     let lines = capture.take();
     let expected = format!(
