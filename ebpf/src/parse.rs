@@ -139,25 +139,11 @@ impl Packet {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    Ip,
-    /// ARP, or IPv6 neighbour/router discovery: passed without policy, since the link cannot
-    /// work without it and it never leaves the link.
-    ArpOrNd,
-    /// Dropped for `Frame::drop_reason`.
-    Invalid,
-}
-
-/// What `parse` made of a frame. A plain struct, not a `Result`: `parse` is a BPF function
-/// of its own, so its signature goes into the object's BTF, and the kernel rejects the BTF
-/// rustc emits for enums with data.
-#[derive(Clone, Copy)]
-pub struct Frame {
-    pub kind: FrameKind,
-    /// A `DROP_*` when `Invalid`.
-    pub drop_reason: u32,
-}
+/// [`parse`]'s answer for an IP packet (the `Packet` is filled in).
+pub const PARSED_IP: u32 = u32::MAX;
+/// [`parse`]'s answer for ARP, or IPv6 neighbour/router discovery: passed without policy,
+/// since the link cannot work without it and it never leaves the link.
+pub const PARSED_ARP_OR_ND: u32 = u32::MAX - 1;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -198,34 +184,36 @@ struct TcpHead {
     flags: u8,
 }
 
-/// Fills `packet` (meaningful when the frame is `Ip`).
+/// Parses the frame into `packet`; returns [`PARSED_IP`] (then `packet` is filled in),
+/// [`PARSED_ARP_OR_ND`], or the `DROP_*` to drop the frame for.
 ///
 /// A BPF function of its own: its headers live in its own stack frame, beside (not on top
-/// of) the frames of what comes after parsing. It writes into the caller's `packet` rather
-/// than returning one, so that no copy of it takes stack space.
+/// of) the frames of what comes after parsing. It writes into the caller's `packet` and
+/// answers with a number, because a BPF function's signature goes into the object's BTF
+/// (which the kernel rejects for Rust enums with data) and a struct returned through memory
+/// leaves the verifier a stack pointer in r0.
 #[inline(never)]
-pub fn parse(ctx: &TcContext, packet: &mut Packet) -> Frame {
-    let (kind, drop_reason) = match parse_ethernet(ctx, packet) {
-        Ok(kind) => (kind, 0),
-        Err(reason) => (FrameKind::Invalid, reason),
-    };
-    Frame { kind, drop_reason }
+pub fn parse(ctx: &TcContext, packet: &mut Packet) -> u32 {
+    match parse_ethernet(ctx, packet) {
+        Ok(answer) => answer,
+        Err(reason) => reason,
+    }
 }
 
 #[inline(always)]
-fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<FrameKind, u32> {
+fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<u32, u32> {
     let ethertype = u16::from_be_bytes(load::<[u8; 2]>(ctx, ETHERTYPE_OFFSET)?);
     match ethertype {
-        ETH_P_IP => parse_ipv4(ctx, packet).map(|()| FrameKind::Ip),
+        ETH_P_IP => parse_ipv4(ctx, packet).map(|()| PARSED_IP),
         ETH_P_IPV6 => {
             parse_ipv6(ctx, packet)?;
             Ok(if is_neighbour_discovery(packet) {
-                FrameKind::ArpOrNd
+                PARSED_ARP_OR_ND
             } else {
-                FrameKind::Ip
+                PARSED_IP
             })
         }
-        ETH_P_ARP => Ok(FrameKind::ArpOrNd),
+        ETH_P_ARP => Ok(PARSED_ARP_OR_ND),
         // VLAN tags included: workloads' veths carry untagged frames.
         _ => Err(DROP_UNKNOWN_ETHERTYPE),
     }
@@ -435,9 +423,17 @@ fn ipv4_addr(a: [u8; 4]) -> Addr {
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
-/// A header that does not fit in the packet makes it malformed.
+/// Reads a header at `offset`: straight from the packet's linear data when it is there
+/// (the common case, and the cheap one), else through `bpf_skb_load_bytes`, which also
+/// reaches paged data. A header that does not fit in the packet makes it malformed.
 #[inline(always)]
-fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() <= ctx.data_end() {
+        // SAFETY: the bytes are inside the linear packet data, checked just above (the
+        // verifier checks it too); `T` is a byte array or a struct of them.
+        return Ok(unsafe { core::ptr::read_unaligned((start + offset) as *const T) });
+    }
     ctx.load(offset).map_err(|_| DROP_MALFORMED)
 }
 

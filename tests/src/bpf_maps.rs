@@ -79,11 +79,13 @@ impl Rows {
     }
 }
 
-/// Absolute indexes of the outcomes a table was given, in the order of its cells.
+/// Absolute indexes of the outcomes of a table's cells, in order (equal outcomes share one).
 pub type OutcomeIndexes = Vec<u32>;
 
 pub struct Dataplane {
     loaded: LoadedObject,
+    /// Outcomes already written, per slot: like the agent, one index per distinct outcome.
+    outcomes: [std::collections::HashMap<(u8, bool, u32), u32>; 2],
     /// Next free row, cell and outcome index, per slot.
     next_row: [u32; 2],
     next_cell: [u32; 2],
@@ -123,6 +125,7 @@ impl Dataplane {
             .unwrap_or_else(|err| panic!("cannot load the eBPF object: {err}"));
         let mut dataplane = Self {
             loaded,
+            outcomes: Default::default(),
             next_row: [0, capacity::ROWS / 2],
             next_cell: [0, capacity::CELLS / 2],
             next_outcome: [0, capacity::OUTCOMES / 2],
@@ -260,18 +263,7 @@ impl Dataplane {
         for (i, (a, cells)) in rows.rows.iter().enumerate() {
             let first_cell = self.next_cell[s];
             for (j, (b, decides)) in cells.iter().enumerate() {
-                let outcome = self.next_outcome[s];
-                self.next_outcome[s] += 1;
-                self.array_set(
-                    map_names::OUTCOMES,
-                    outcome,
-                    Outcome {
-                        verdict: decides.verdict,
-                        flags: if decides.log { OUTCOME_LOG } else { 0 },
-                        _pad: [0; 2],
-                        rule_counter: decides.rule_counter,
-                    },
-                );
+                let outcome = self.outcome(slot, decides);
                 self.array_set(
                     map_names::CELLS,
                     first_cell + j as u32,
@@ -311,6 +303,29 @@ impl Dataplane {
             },
         );
         outcome_indexes
+    }
+
+    /// The absolute index of `decides` in `slot`'s outcomes, written on first use.
+    fn outcome(&mut self, slot: u8, decides: &Decides) -> u32 {
+        let s = usize::from(slot);
+        let identity = (decides.verdict, decides.log, decides.rule_counter);
+        if let Some(&index) = self.outcomes[s].get(&identity) {
+            return index;
+        }
+        let index = self.next_outcome[s];
+        self.next_outcome[s] += 1;
+        self.array_set(
+            map_names::OUTCOMES,
+            index,
+            Outcome {
+                verdict: decides.verdict,
+                flags: if decides.log { OUTCOME_LOG } else { 0 },
+                _pad: [0; 2],
+                rule_counter: decides.rule_counter,
+            },
+        );
+        self.outcomes[s].insert(identity, index);
+        index
     }
 
     pub fn host_addr(&mut self, ip: IpAddr) {

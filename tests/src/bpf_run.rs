@@ -78,3 +78,116 @@ pub fn run_repeated(
         });
     (result.return_value, result.duration)
 }
+
+/// The floor every TC program pays: an empty `sched_cls` program (`r0 = TC_ACT_OK; exit`),
+/// loaded with bpf(2) directly (aya loads programs from objects only), run like the others.
+/// Returns the mean time of one run.
+pub fn empty_program_cost(frame: &[u8], ctx: SkbContext, repeat: u32) -> Duration {
+    let program = empty_program::load();
+    empty_program::run(&program, frame, &ctx.bytes(), repeat)
+}
+
+mod empty_program {
+    use std::{
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+        time::Duration,
+    };
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    /// `r0 = 0` (BPF_ALU64 | BPF_MOV | BPF_K), then `exit` (BPF_JMP | BPF_EXIT).
+    const INSTRUCTIONS: [u64; 2] = [0xb7, 0x95];
+    const LICENSE: &[u8] = b"GPL\0";
+
+    /// `union bpf_attr` for BPF_PROG_LOAD, up to the program name.
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+    }
+
+    /// `union bpf_attr` for BPF_PROG_TEST_RUN.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+    }
+
+    fn bpf<T>(command: libc::c_long, attr: &mut T) -> libc::c_long {
+        // SAFETY: `attr` is a valid `union bpf_attr` prefix for `command`, and every pointer
+        // in it outlives the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                command,
+                attr as *mut T,
+                size_of::<T>() as libc::c_uint,
+            )
+        }
+    }
+
+    pub fn load() -> OwnedFd {
+        let mut name = [0u8; 16];
+        name[..5].copy_from_slice(b"empty");
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_SCHED_CLS,
+            insn_cnt: INSTRUCTIONS.len() as u32,
+            insns: INSTRUCTIONS.as_ptr() as u64,
+            license: LICENSE.as_ptr() as u64,
+            prog_name: name,
+            ..ProgLoad::default()
+        };
+        let fd = bpf(BPF_PROG_LOAD, &mut attr);
+        assert!(
+            fd >= 0,
+            "cannot load the empty program: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new file descriptor that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    }
+
+    pub fn run(program: &OwnedFd, frame: &[u8], ctx: &[u8], repeat: u32) -> Duration {
+        let mut attr = TestRun {
+            prog_fd: program.as_raw_fd() as u32,
+            data_size_in: frame.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            repeat,
+            ctx_size_in: ctx.len() as u32,
+            ctx_in: ctx.as_ptr() as u64,
+            ..TestRun::default()
+        };
+        let result = bpf(BPF_PROG_TEST_RUN, &mut attr);
+        assert!(
+            result == 0,
+            "cannot run the empty program: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(attr.retval, 0, "the empty program returns TC_ACT_OK");
+        Duration::from_nanos(u64::from(attr.duration))
+    }
+}
