@@ -1,10 +1,13 @@
 //! From a frame to the fields policy and conntrack look at, or the reason to drop it.
 //!
-//! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`), which fails instead of
-//! reading past the packet, and every header is also checked against the length its IP
-//! header declares: a frame that cannot be parsed is dropped, never passed unchecked.
+//! Every read is bounds-checked (`load`: the linear packet data when the header is there,
+//! `bpf_skb_load_bytes` otherwise), and every header is also checked against the length its
+//! IP header declares: a frame that cannot be parsed is dropped, never passed unchecked.
+//!
+//! The types are plain structs and field-less enums rather than enums with data: every byte
+//! of them is always written, so the verifier never sees a copy of uninitialised stack.
 
-use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use palisade_common::{Addr, DROP_MALFORMED, DROP_UNKNOWN_ETHERTYPE, FAMILY_V4, FAMILY_V6};
 
 pub const PROTO_ICMP: u8 = 1;
@@ -61,8 +64,6 @@ pub enum FragmentKind {
     Later,
 }
 
-/// Plain structs rather than enums with data throughout: every byte is always written, so
-/// the verifier never sees a copy of uninitialised stack.
 #[derive(Clone, Copy)]
 pub struct Fragment {
     pub kind: FragmentKind,
@@ -160,7 +161,7 @@ struct Ipv4Header {
     dst: [u8; 4],
 }
 
-/// The IPv6 header up to the addresses, which are read straight into the `Packet`.
+/// The IPv6 header up to the addresses, which are read into the `Packet` on their own.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Ipv6Fixed {
@@ -274,8 +275,8 @@ fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     if end > ctx.len() as usize {
         return Err(DROP_MALFORMED);
     }
-    load_into(ctx, ETH_HLEN + IPV6_SRC_OFFSET, &mut packet.src)?;
-    load_into(ctx, ETH_HLEN + IPV6_DST_OFFSET, &mut packet.dst)?;
+    packet.src = load(ctx, ETH_HLEN + IPV6_SRC_OFFSET)?;
+    packet.dst = load(ctx, ETH_HLEN + IPV6_DST_OFFSET)?;
     packet.family = FAMILY_V6;
     packet.has_ip_options = false;
     let l4_offset = walk_ipv6_extensions(ctx, packet, header.next_header, end)?;
@@ -435,24 +436,4 @@ fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
         return Ok(unsafe { core::ptr::read_unaligned((start + offset) as *const T) });
     }
     ctx.load(offset).map_err(|_| DROP_MALFORMED)
-}
-
-/// `load` straight into `out`.
-#[inline(always)]
-fn load_into<T>(ctx: &TcContext, offset: usize, out: &mut T) -> Result<(), u32> {
-    // SAFETY: `out` is valid for `size_of::<T>()` bytes of writes, and `T` here is always a
-    // byte array, valid whatever the bytes.
-    let result = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            offset as u32,
-            (out as *mut T).cast(),
-            size_of::<T>() as u32,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(DROP_MALFORMED)
-    }
 }

@@ -36,25 +36,16 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
         len: ctx.len(),
     };
     let mut packet = Packet::NONE;
-    let verdict = match parse::parse(ctx, &mut packet) {
+    let (verdict, parsed) = match parse::parse(ctx, &mut packet) {
         PARSED_IP => {
             // The host made it: it did not come in through any interface.
             let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
-            let verdict = judge(&packet, &config, &subject, from_host);
-            finish(ctx, &config, &subject, Some(&packet), &verdict);
-            verdict
+            (judge(&packet, &config, &subject, from_host), Some(&packet))
         }
-        PARSED_ARP_OR_ND => {
-            let verdict = Verdict::pass(STAT_PASSED_ARP_ND);
-            finish(ctx, &config, &subject, None, &verdict);
-            verdict
-        }
-        drop_reason => {
-            let verdict = Verdict::drop(drop_reason);
-            finish(ctx, &config, &subject, None, &verdict);
-            verdict
-        }
+        PARSED_ARP_OR_ND => (Verdict::pass(STAT_PASSED_ARP_ND), None),
+        drop_reason => (Verdict::drop(drop_reason), None),
     };
+    finish(ctx, &config, &subject, parsed, &verdict);
     verdict.tc_action()
 }
 
