@@ -6,15 +6,18 @@
 //!
 //! Privileged: run through `cargo xtask test` as root.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use palisade_common::{
     CT_CLOSING, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, DROP_POLICY, DROP_REVOKED,
     STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
 };
 use palisade_tests::{
     bpf_maps::{ALLOW, DENY, Dataplane, Rows, addr_of},
+    bpf_run::SkbContext,
     bpf_scenario::{
         IFINDEX, PEER_V4, PEER_V6, WORKLOAD_V4, WORKLOAD_V6, dataplane_with_workload, expect,
-        install_workload, policy_for_every_peer, set_generation, sock, uniform_policy,
+        expect_in, install_workload, policy_for_every_peer, set_generation, sock, uniform_policy,
     },
     packet::{
         Frame, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK,
@@ -360,4 +363,40 @@ fn fin_and_rst_close_a_flow_and_a_bare_syn_reopens_it_through_policy() {
             "a bare SYN over a closing flow",
         );
     }
+}
+
+#[test]
+fn flows_the_host_opened_stay_open_under_a_new_generation() {
+    require_root();
+    let host = IpAddr::V4(Ipv4Addr::new(10, 65, 255, 254));
+    let mut dp = dataplane_with_workload(0);
+    install_workload(&mut dp, 1);
+    for slot in [0, 1] {
+        uniform_policy(&mut dp, slot, DIR_INGRESS, 1, DENY);
+        uniform_policy(&mut dp, slot, DIR_EGRESS, 2, DENY);
+    }
+    dp.host_addr(host);
+    let probe = Frame::tcp(sock(host, 50000), sock(WORKLOAD_V4, 8080), TCP_SYN).build();
+    expect_in(
+        &mut dp,
+        DIR_INGRESS,
+        &probe,
+        SkbContext::FROM_HOST_ON_LO,
+        true,
+        "the host's SYN",
+    );
+
+    // Whether the opening packet came from the host is not kept with the flow: the host's
+    // addresses tell, so the re-check keeps the flow although ingress policy denies it.
+    set_generation(&mut dp, 1);
+    let answer = Frame::tcp(sock(WORKLOAD_V4, 8080), sock(host, 50000), SYN_ACK).build();
+    let rechecked = stat(&mut dp, STAT_CT_RECHECKED);
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &answer,
+        true,
+        "the workload's answer, re-checked",
+    );
+    assert_eq!(stat(&mut dp, STAT_CT_RECHECKED) - rechecked, 1);
 }
