@@ -91,9 +91,6 @@ pub mod program_names {
     pub const FROM_WORKLOAD: &str = "palisade_from_wl";
     /// On the host veth's egress: packets to the workload, its ingress policy.
     pub const TO_WORKLOAD: &str = "palisade_to_wl";
-    /// Does nothing and passes every packet: the baseline `cargo xtask bench` measures the
-    /// others against. Never attached.
-    pub const EMPTY: &str = "palisade_empty";
 }
 
 pub const FAMILY_V4: u8 = 4;
@@ -296,7 +293,7 @@ pub struct CtValue {
     /// ICMP type and code of the opening packet (to check the flow again under new policy).
     pub icmp_type: u8,
     pub icmp_code: u8,
-    /// `bpf_ktime_get_ns` of the last packet.
+    /// CLOCK_MONOTONIC of the last packet, at tick resolution (`bpf_ktime_get_coarse_ns`).
     pub last_seen_ns: u64,
 }
 

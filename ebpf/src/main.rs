@@ -12,6 +12,7 @@
 //! | `policy` | the policy lookup chain, one function for new flows and re-checks |
 //! | `admission` | policy plus the rules for the host's own traffic |
 //! | `conntrack` | flows, replies, re-checks under a new generation |
+//! | `clock` | the time conntrack and fragment records keep |
 //! | `frag` | verdicts of first fragments for the later ones |
 //! | `counters`, `events`, `debug_log` | what the agent learns about packets |
 //! | `verdict` | pass or drop, and why |
@@ -19,6 +20,7 @@
 #![no_main]
 
 mod admission;
+mod clock;
 mod conntrack;
 mod counters;
 mod debug_log;
@@ -44,13 +46,6 @@ pub fn palisade_from_wl(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn palisade_to_wl(ctx: TcContext) -> i32 {
     pipeline::run(&ctx, DIR_INGRESS)
-}
-
-/// Does nothing: the baseline `cargo xtask bench` measures the others against (never
-/// attached).
-#[classifier]
-pub fn palisade_empty(_ctx: TcContext) -> i32 {
-    aya_ebpf::bindings::TC_ACT_OK
 }
 
 #[cfg(not(test))]

@@ -1,10 +1,13 @@
 //! From a frame to the fields policy and conntrack look at, or the reason to drop it.
 //!
-//! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`), which fails instead of
-//! reading past the packet, and every header is also checked against the length its IP
-//! header declares: a frame that cannot be parsed is dropped, never passed unchecked.
+//! Every read is bounds-checked (`load`: the linear packet data when the header is there,
+//! `bpf_skb_load_bytes` otherwise), and every header is also checked against the length its
+//! IP header declares: a frame that cannot be parsed is dropped, never passed unchecked.
+//!
+//! The types are plain structs and field-less enums rather than enums with data: every byte
+//! of them is always written, so the verifier never sees a copy of uninitialised stack.
 
-use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use palisade_common::{Addr, DROP_MALFORMED, DROP_UNKNOWN_ETHERTYPE, FAMILY_V4, FAMILY_V6};
 
 pub const PROTO_ICMP: u8 = 1;
@@ -65,8 +68,6 @@ pub enum FragmentKind {
     Later,
 }
 
-/// Plain structs rather than enums with data throughout: every byte is always written, so
-/// the verifier never sees a copy of uninitialised stack.
 #[derive(Clone, Copy)]
 pub struct Fragment {
     pub kind: FragmentKind,
@@ -143,25 +144,11 @@ impl Packet {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    Ip,
-    /// ARP, or IPv6 neighbour/router discovery: passed without policy, since the link cannot
-    /// work without it and it never leaves the link.
-    ArpOrNd,
-    /// Dropped for `Frame::drop_reason`.
-    Invalid,
-}
-
-/// What `parse` made of a frame. A plain struct, not a `Result`: `parse` is a BPF function
-/// of its own, so its signature goes into the object's BTF, and the kernel rejects the BTF
-/// rustc emits for enums with data.
-#[derive(Clone, Copy)]
-pub struct Frame {
-    pub kind: FrameKind,
-    /// A `DROP_*` when `Invalid`.
-    pub drop_reason: u32,
-}
+/// [`parse`]'s answer for an IP packet (the `Packet` is filled in).
+pub const PARSED_IP: u32 = u32::MAX;
+/// [`parse`]'s answer for ARP, or IPv6 neighbour/router discovery: passed without policy,
+/// since the link cannot work without it and it never leaves the link.
+pub const PARSED_ARP_OR_ND: u32 = u32::MAX - 1;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -178,7 +165,7 @@ struct Ipv4Header {
     dst: [u8; 4],
 }
 
-/// The IPv6 header up to the addresses, which are read straight into the `Packet`.
+/// The IPv6 header up to the addresses, which are read into the `Packet` on their own.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Ipv6Fixed {
@@ -202,34 +189,36 @@ struct TcpHead {
     flags: u8,
 }
 
-/// Fills `packet` (meaningful when the frame is `Ip`).
+/// Parses the frame into `packet`; returns [`PARSED_IP`] (then `packet` is filled in),
+/// [`PARSED_ARP_OR_ND`], or the `DROP_*` to drop the frame for.
 ///
 /// A BPF function of its own: its headers live in its own stack frame, beside (not on top
-/// of) the frames of what comes after parsing. It writes into the caller's `packet` rather
-/// than returning one, so that no copy of it takes stack space.
+/// of) the frames of what comes after parsing. It writes into the caller's `packet` and
+/// answers with a number, because a BPF function's signature goes into the object's BTF
+/// (which the kernel rejects for Rust enums with data) and a struct returned through memory
+/// leaves the verifier a stack pointer in r0.
 #[inline(never)]
-pub fn parse(ctx: &TcContext, packet: &mut Packet) -> Frame {
-    let (kind, drop_reason) = match parse_ethernet(ctx, packet) {
-        Ok(kind) => (kind, 0),
-        Err(reason) => (FrameKind::Invalid, reason),
-    };
-    Frame { kind, drop_reason }
+pub fn parse(ctx: &TcContext, packet: &mut Packet) -> u32 {
+    match parse_ethernet(ctx, packet) {
+        Ok(answer) => answer,
+        Err(reason) => reason,
+    }
 }
 
 #[inline(always)]
-fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<FrameKind, u32> {
+fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<u32, u32> {
     let ethertype = u16::from_be_bytes(load::<[u8; 2]>(ctx, ETHERTYPE_OFFSET)?);
     match ethertype {
-        ETH_P_IP => parse_ipv4(ctx, packet).map(|()| FrameKind::Ip),
+        ETH_P_IP => parse_ipv4(ctx, packet).map(|()| PARSED_IP),
         ETH_P_IPV6 => {
             parse_ipv6(ctx, packet)?;
             Ok(if is_neighbour_discovery(packet) {
-                FrameKind::ArpOrNd
+                PARSED_ARP_OR_ND
             } else {
-                FrameKind::Ip
+                PARSED_IP
             })
         }
-        ETH_P_ARP => Ok(FrameKind::ArpOrNd),
+        ETH_P_ARP => Ok(PARSED_ARP_OR_ND),
         // VLAN tags included: workloads' veths carry untagged frames.
         _ => Err(DROP_UNKNOWN_ETHERTYPE),
     }
@@ -290,8 +279,8 @@ fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     if end > ctx.len() as usize {
         return Err(DROP_MALFORMED);
     }
-    load_into(ctx, ETH_HLEN + IPV6_SRC_OFFSET, &mut packet.src)?;
-    load_into(ctx, ETH_HLEN + IPV6_DST_OFFSET, &mut packet.dst)?;
+    packet.src = load(ctx, ETH_HLEN + IPV6_SRC_OFFSET)?;
+    packet.dst = load(ctx, ETH_HLEN + IPV6_DST_OFFSET)?;
     packet.family = FAMILY_V6;
     packet.has_ip_options = false;
     let l4_offset = walk_ipv6_extensions(ctx, packet, header.next_header, end)?;
@@ -440,28 +429,16 @@ fn ipv4_addr(a: [u8; 4]) -> Addr {
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
-/// A header that does not fit in the packet makes it malformed.
+/// Reads a header at `offset`: straight from the packet's linear data when it is there
+/// (the common case, and the cheap one), else through `bpf_skb_load_bytes`, which also
+/// reaches paged data. A header that does not fit in the packet makes it malformed.
 #[inline(always)]
-fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
-    ctx.load(offset).map_err(|_| DROP_MALFORMED)
-}
-
-/// `load` straight into `out`.
-#[inline(always)]
-fn load_into<T>(ctx: &TcContext, offset: usize, out: &mut T) -> Result<(), u32> {
-    // SAFETY: `out` is valid for `size_of::<T>()` bytes of writes, and `T` here is always a
-    // byte array, valid whatever the bytes.
-    let result = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            offset as u32,
-            (out as *mut T).cast(),
-            size_of::<T>() as u32,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(DROP_MALFORMED)
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, u32> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() <= ctx.data_end() {
+        // SAFETY: the bytes are inside the linear packet data, checked just above (the
+        // verifier checks it too); `T` is a byte array or a struct of them.
+        return Ok(unsafe { core::ptr::read_unaligned((start + offset) as *const T) });
     }
+    ctx.load(offset).map_err(|_| DROP_MALFORMED)
 }

@@ -4,18 +4,20 @@
 //! The configuration (and with it the generation and slot) is read once, at the start, so a
 //! packet sees the old policy or the new one, never a mix.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use palisade_common::{
-    CONFIG_DEBUG_LOG, Config, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED, DROP_SPOOFED,
-    EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
-    STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
+    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED,
+    DROP_SPOOFED, EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED, STAT_CT_NEW,
+    STAT_CT_RECHECKED, STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
 
 use crate::{
-    admission, conntrack, counters, debug_log,
+    admission, clock,
+    conntrack::{self, Entry},
+    counters, debug_log,
     events::{self, REASON_PASSED, Subject},
     frag, identity, maps,
-    parse::{self, FragmentKind, FrameKind, Packet},
+    parse::{self, FragmentKind, PARSED_ARP_OR_ND, PARSED_IP, Packet},
     policy::{self, Query},
     verdict::{NO_STAT, Verdict},
 };
@@ -34,26 +36,16 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
         len: ctx.len(),
     };
     let mut packet = Packet::NONE;
-    let frame = parse::parse(ctx, &mut packet);
-    let verdict = match frame.kind {
-        FrameKind::Ip => {
+    let (verdict, parsed) = match parse::parse(ctx, &mut packet) {
+        PARSED_IP => {
             // The host made it: it did not come in through any interface.
             let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
-            let verdict = judge(&packet, &config, &subject, from_host);
-            finish(ctx, &config, &subject, Some(&packet), &verdict);
-            verdict
+            (judge(&packet, &config, &subject, from_host), Some(&packet))
         }
-        FrameKind::ArpOrNd => {
-            let verdict = Verdict::pass(STAT_PASSED_ARP_ND);
-            finish(ctx, &config, &subject, None, &verdict);
-            verdict
-        }
-        FrameKind::Invalid => {
-            let verdict = Verdict::drop(frame.drop_reason);
-            finish(ctx, &config, &subject, None, &verdict);
-            verdict
-        }
+        PARSED_ARP_OR_ND => (Verdict::pass(STAT_PASSED_ARP_ND), None),
+        drop_reason => (Verdict::drop(drop_reason), None),
     };
+    finish(ctx, &config, &subject, parsed, &verdict);
     verdict.tc_action()
 }
 
@@ -63,79 +55,67 @@ struct Local {
     local_id: u32,
 }
 
+/// The workload's identity, from its own address in the packet; `Err` is the drop reason
+/// when the address is not the workload's (spoofed on the way out, not local on the way in).
+#[inline(always)]
+fn local_of(packet: &Packet, config: &Config, subject: &Subject) -> Result<Local, u32> {
+    let slot = (config.generation % 2) as u8;
+    let egress = subject.direction == DIR_EGRESS;
+    let own_addr = if egress { &packet.src } else { &packet.dst };
+    match identity::local_id(slot, packet.family, subject.ifindex, own_addr) {
+        Some(local_id) => Ok(Local { slot, local_id }),
+        None => Err(if egress { DROP_SPOOFED } else { DROP_NOT_LOCAL }),
+    }
+}
+
 #[inline(always)]
 fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
     if packet.has_ip_options {
         counters::count(STAT_IP_OPTIONS);
     }
-    if packet.fragment.kind != FragmentKind::Whole {
-        counters::count(STAT_FRAGMENTS);
-    }
-
-    let slot = (config.generation % 2) as u8;
-    let egress = subject.direction == DIR_EGRESS;
-    let own_addr = if egress { &packet.src } else { &packet.dst };
-    let Some(local_id) = identity::local_id(slot, packet.family, subject.ifindex, own_addr) else {
-        return Verdict::drop(if egress { DROP_SPOOFED } else { DROP_NOT_LOCAL });
-    };
-    let local = Local { slot, local_id };
-
     let fragment = packet.fragment;
     match fragment.kind {
-        FragmentKind::Whole => judge_flow(packet, config, subject, &local, from_host),
+        FragmentKind::Whole => judge_flow(packet, config, subject, from_host),
         FragmentKind::First => {
-            let verdict = judge_flow(packet, config, subject, &local, from_host);
-            // SAFETY: a helper without arguments or preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
-            frag::remember_first(subject.ifindex, fragment.id, packet, &verdict, now);
+            counters::count(STAT_FRAGMENTS);
+            let verdict = judge_flow(packet, config, subject, from_host);
+            frag::remember_first(subject.ifindex, fragment.id, packet, &verdict, clock::now());
             verdict
         }
-        FragmentKind::Later => frag::judge_later(subject.ifindex, fragment.id, packet),
+        FragmentKind::Later => {
+            counters::count(STAT_FRAGMENTS);
+            match local_of(packet, config, subject) {
+                Ok(_) => frag::judge_later(subject.ifindex, fragment.id, packet),
+                Err(reason) => Verdict::drop(reason),
+            }
+        }
     }
 }
 
-/// Conntrack first; policy (with the host rules) for what it does not know.
+/// Conntrack first; identity and policy (with the host rules) for what it does not know.
 #[inline(always)]
-fn judge_flow(
-    packet: &Packet,
-    config: &Config,
-    subject: &Subject,
-    local: &Local,
-    from_host: bool,
-) -> Verdict {
+fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
     let direction = subject.direction;
-    // SAFETY: a helper without arguments or preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now();
     let key = conntrack::key_of(subject.ifindex, direction, packet);
-    if let Some(key) = &key
-        && let Some(entry) = conntrack::lookup(key, packet, direction, now)
+    let entry = key
+        .as_ref()
+        .and_then(|key| conntrack::lookup(key, packet, direction, now));
+    if let Some(entry) = &entry
+        && entry.value.generation == config.generation
     {
-        if entry.value.generation == config.generation {
-            conntrack::refresh(&entry, packet, config.generation, now);
-            return Verdict::pass(STAT_CT_ESTABLISHED);
-        }
-        let (a, b) = conntrack::original_table_keys(key, &entry.value);
-        let original = Query {
-            slot: local.slot,
-            direction: entry.value.origin,
-            local_id: local.local_id,
-            family: key.family,
-            peer: &key.remote_addr,
-            protocol: key.protocol,
-            a,
-            b,
-        };
-        // Which interface the opening packet came in on is not kept; the host's addresses
-        // tell its flows apart.
-        let opened_by_host = entry.value.origin == DIR_INGRESS
-            && admission::is_host_addr(key.family, &key.remote_addr);
-        let admission = admission::admit(&original, opened_by_host, config.flags);
-        if admission.allowed {
-            conntrack::refresh(&entry, packet, config.generation, now);
-            return Verdict::pass(STAT_CT_RECHECKED);
-        }
-        conntrack::close(key);
-        return Verdict::drop_by(DROP_REVOKED, admission.decision.outcome);
+        // No identity lookup: the entry was admitted (or re-checked) under this generation,
+        // so its local address passed the identity check in this very slot, which the agent
+        // never changes while packets use it. The key holds that address and the ifindex.
+        conntrack::refresh(entry, packet, config.generation, now);
+        return Verdict::pass(STAT_CT_ESTABLISHED);
+    }
+    let local = match local_of(packet, config, subject) {
+        Ok(local) => local,
+        Err(reason) => return Verdict::drop(reason),
+    };
+    if let (Some(key), Some(entry)) = (&key, &entry) {
+        return recheck(key, entry, packet, config, &local, now);
     }
 
     let (a, b) = policy::table_keys(packet);
@@ -188,6 +168,41 @@ fn judge_flow(
         conntrack::open(key, packet, direction, config.generation, now);
     }
     Verdict::pass(STAT_CT_NEW)
+}
+
+/// A live flow admitted under another generation: its opening packet, as it was, is decided
+/// again under the current one.
+#[inline(always)]
+fn recheck(
+    key: &CtKey,
+    entry: &Entry,
+    packet: &Packet,
+    config: &Config,
+    local: &Local,
+    now: u64,
+) -> Verdict {
+    let (a, b) = conntrack::original_table_keys(key, &entry.value);
+    let original = Query {
+        slot: local.slot,
+        direction: entry.value.origin,
+        local_id: local.local_id,
+        family: key.family,
+        peer: &key.remote_addr,
+        protocol: key.protocol,
+        a,
+        b,
+    };
+    // Which interface the opening packet came in on is not kept; the host's addresses tell
+    // its flows apart.
+    let opened_by_host =
+        entry.value.origin == DIR_INGRESS && admission::is_host_addr(key.family, &key.remote_addr);
+    let admission = admission::admit(&original, opened_by_host, config.flags);
+    if admission.allowed {
+        conntrack::refresh(entry, packet, config.generation, now);
+        return Verdict::pass(STAT_CT_RECHECKED);
+    }
+    conntrack::close(key);
+    Verdict::drop_by(DROP_REVOKED, admission.decision.outcome)
 }
 
 /// What every packet gets, whatever decided it.

@@ -19,14 +19,15 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aya::programs::{TestRun, TestRunOptions};
 use palisade::compile::{Capacities, Image, Locals, compile_for};
 use palisade::dataplane::writer::{PolicyMaps, Writer};
 use palisade::dataplane::{self, LoadedObject};
 use palisade::model::{Resource, ResourceKey};
 use palisade::policy::{Direction, Model, PROTO_TCP, Packet, Verdict};
 use palisade_common::program_names;
-use palisade_tests::{frame, require_root, skb};
+use palisade_tests::bpf_run::{SkbContext, empty_program_cost, run_repeated};
+use palisade_tests::packet::Frame;
+use palisade_tests::require_root;
 
 const REPEAT: u32 = 1_000_000;
 const UPLINK: u32 = 1;
@@ -66,18 +67,14 @@ fn private_interface() -> u32 {
     unsafe { libc::if_nametoindex(name.as_ptr()) }
 }
 
-fn run(loaded: &mut LoadedObject, program: &'static str, data: &[u8], ctx: &[u8]) -> (u32, u128) {
-    let r = loaded
-        .program(program)
-        .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            ctx_in: Some(ctx),
-            repeat: REPEAT,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    (r.return_value, r.duration.as_nanos())
+fn run(
+    loaded: &mut LoadedObject,
+    program: &'static str,
+    data: &[u8],
+    ctx: SkbContext,
+) -> (u32, u128) {
+    let (verdict, mean) = run_repeated(loaded.program(program).unwrap(), data, ctx, REPEAT);
+    (verdict, mean.as_nanos())
 }
 
 /// Kernel memory of the maps: the `memlock` line of each map fd's fdinfo.
@@ -180,22 +177,20 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         .collect();
     let (allowed_peer, allowed_port) = find_flow(&model, &key, local, &peers, Verdict::Allow);
     let (denied_peer, denied_port) = find_flow(&model, &key, local, &peers, Verdict::Deny);
-    let ctx = skb::sk_buff(ifindex, UPLINK);
-    let allowed = frame::frame(local, allowed_peer, PROTO_TCP, 40000, allowed_port);
-    let denied = frame::frame(local, denied_peer, PROTO_TCP, 40001, denied_port);
+    let ctx = SkbContext {
+        ifindex,
+        ingress_ifindex: UPLINK,
+    };
+    let allowed = Frame::for_keys(local, allowed_peer, PROTO_TCP, 40000, allowed_port).build();
+    let denied = Frame::for_keys(local, denied_peer, PROTO_TCP, 40001, denied_port).build();
 
-    loaded
-        .program(program_names::EMPTY)
-        .unwrap()
-        .load()
-        .unwrap();
-    let (_, empty_ns) = run(&mut loaded, program_names::EMPTY, &allowed, &ctx);
+    let empty_ns = empty_program_cost(&allowed, ctx, REPEAT).as_nanos();
     // The first run admits the flow; every repeat after is a conntrack hit.
-    let (verdict, _) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, &ctx);
+    let (verdict, _) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
     assert_eq!(verdict, 0, "the allowed flow was not allowed");
-    let (verdict, established_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, &ctx);
+    let (verdict, established_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
     assert_eq!(verdict, 0);
-    let (verdict, new_denied_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, &ctx);
+    let (verdict, new_denied_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, ctx);
     assert_eq!(verdict, 2, "the denied flow was not denied");
 
     // One policy changed: its first ingress rule now denies.

@@ -7,11 +7,12 @@
 //!   saying how to get it; it never skips, so a green run means everything really ran;
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
+pub mod bpf_maps;
+pub mod bpf_run;
+pub mod bpf_scenario;
 pub mod docker;
-pub mod frame;
 pub mod netns;
 pub mod packet;
-pub mod skb;
 
 use std::{env, path::PathBuf, thread};
 

@@ -20,13 +20,14 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::{TestRun, TestRunOptions};
 use palisade::compile::{Capacities, Image, compile};
 use palisade::dataplane::{self, writer::PolicyMaps, writer::Writer};
 use palisade::model::ResourceKey;
 use palisade::policy::{Decision, Direction, L4, Model, Packet, Reason, Verdict};
 use palisade_common::{CtKey, CtValue, EVENT_DROP, EVENT_LOG, Event, map_names, program_names};
-use palisade_tests::{frame, require_root, skb};
+use palisade_tests::bpf_run::{self, SkbContext};
+use palisade_tests::packet::Frame;
+use palisade_tests::require_root;
 use random_world::{Rng, V4_ENDPOINT, V4_OTHER, V6_ENDPOINT, V6_OTHER, random_packet, world};
 
 const TC_ACT_OK: u32 = 0;
@@ -181,23 +182,18 @@ fn check_world(
                     let packet = random_packet(rng, local, peer, direction);
                     let want = model.evaluate(&key, direction, &packet).unwrap();
                     let (a, b) = l4_keys(&packet);
-                    let data = frame::frame(packet.src, packet.dst, packet.protocol, a, b);
-                    let ctx = skb::sk_buff(ifindex, UPLINK);
+                    let data =
+                        Frame::for_keys(packet.src, packet.dst, packet.protocol, a, b).build();
+                    let ctx = SkbContext {
+                        ifindex,
+                        ingress_ifindex: UPLINK,
+                    };
                     let program = match direction {
                         Direction::Egress => program_names::FROM_WORKLOAD,
                         Direction::Ingress => program_names::TO_WORKLOAD,
                     };
-                    let result = dp
-                        .loaded
-                        .program(program)
-                        .unwrap()
-                        .test_run(TestRunOptions {
-                            data_in: Some(&data),
-                            ctx_in: Some(&ctx),
-                            ..TestRunOptions::default()
-                        })
-                        .unwrap();
-                    let got = match result.return_value {
+                    let verdict = bpf_run::run(dp.loaded.program(program).unwrap(), &data, ctx);
+                    let got = match verdict {
                         TC_ACT_OK => Verdict::Allow,
                         TC_ACT_SHOT => Verdict::Deny,
                         other => panic!("unexpected return value {other}"),

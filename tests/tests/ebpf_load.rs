@@ -11,6 +11,8 @@ use palisade_tests::{Cleanup, packet, require_root};
 
 /// `TC_ACT_OK`: let the packet continue.
 const TC_ACT_OK: u32 = 0;
+/// `TC_ACT_SHOT`: drop the packet.
+const TC_ACT_SHOT: u32 = 2;
 
 fn embedded_object() -> &'static [u8] {
     dataplane::ebpf_object().unwrap_or_else(|err| {
@@ -18,32 +20,37 @@ fn embedded_object() -> &'static [u8] {
     })
 }
 
+/// With empty maps no address belongs to a workload: both programs drop IP (the source is
+/// spoofed on the way out, the destination not local on the way in) and pass ARP.
 #[test]
-fn tc_programs_load_and_pass_a_tcp_syn() {
+fn tc_programs_load_and_drop_ip_of_unknown_endpoints() {
     require_root();
     let mut loaded = dataplane::load(embedded_object(), None)
         .unwrap_or_else(|err| panic!("cannot load the eBPF object: {err}"));
+    let syn = packet::ipv4_tcp_syn(
+        Ipv4Addr::new(10, 65, 0, 1),
+        Ipv4Addr::new(10, 65, 0, 2),
+        40000,
+        80,
+    );
+    let arp = packet::arp_request(Ipv4Addr::new(10, 65, 0, 1), Ipv4Addr::new(169, 254, 1, 1));
     for name in PROGRAMS {
         let program = loaded
             .program(name)
             .unwrap_or_else(|err| panic!("no usable {name}: {err}"));
-
-        let frame = packet::ipv4_tcp_syn(
-            Ipv4Addr::new(10, 65, 0, 1),
-            Ipv4Addr::new(10, 65, 0, 2),
-            40000,
-            80,
-        );
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {name} failed: {err}"));
-        assert_eq!(
-            result.return_value, TC_ACT_OK,
-            "{name} should pass every packet for now (TC_ACT_OK)"
-        );
+        for (frame, expected, what) in [(&syn, TC_ACT_SHOT, "a TCP SYN"), (&arp, TC_ACT_OK, "ARP")]
+        {
+            let result = program
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    ..TestRunOptions::default()
+                })
+                .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {name} failed: {err}"));
+            assert_eq!(
+                result.return_value, expected,
+                "{name} on {what} with no endpoint known"
+            );
+        }
     }
 }
 
