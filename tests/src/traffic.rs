@@ -388,22 +388,29 @@ pub fn probe_here(dst: IpAddr, probe: Probe, inbox: &Inbox, timeout: Duration) -
 }
 
 fn tcp_probe(dst: SocketAddr, inbox: &Inbox, timeout: Duration) -> Observed {
+    let deadline = Instant::now() + timeout;
     let token = new_token();
     let Ok(mut stream) = TcpStream::connect_timeout(&dst, timeout) else {
         return Observed::NOTHING;
     };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let mut echo = [0u8; TOKEN_LEN];
-    let replied = stream.set_read_timeout(Some(timeout)).is_ok()
+    let replied = stream.set_read_timeout(Some(left)).is_ok()
         && stream.write_all(&token.to_be_bytes()).is_ok()
         && stream.read_exact(&mut echo).is_ok()
         && u64::from_be_bytes(echo) == token;
     Observed {
-        reached: inbox.wait(token, timeout).is_some(),
+        reached: inbox
+            .wait(token, deadline.saturating_duration_since(Instant::now()))
+            .is_some(),
         replied,
     }
 }
 
 fn udp_probe(dst: SocketAddr, inbox: &Inbox, timeout: Duration) -> Observed {
+    let deadline = Instant::now() + timeout;
     let token = new_token();
     let socket = UdpSocket::bind(unspecified(dst.ip())).expect("bind a UDP socket");
     socket.set_read_timeout(Some(timeout)).expect("SO_RCVTIMEO");
@@ -414,7 +421,9 @@ fn udp_probe(dst: SocketAddr, inbox: &Inbox, timeout: Duration) -> Observed {
     let replied = matches!(socket.recv_from(&mut echo),
         Ok((n, from)) if from == dst && token_of(&echo[..n]) == Some(token));
     Observed {
-        reached: inbox.wait(token, timeout).is_some(),
+        reached: inbox
+            .wait(token, deadline.saturating_duration_since(Instant::now()))
+            .is_some(),
         replied,
     }
 }
