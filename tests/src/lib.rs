@@ -9,6 +9,7 @@
 
 pub mod agent_process;
 pub mod frame;
+pub mod matrix;
 pub mod netns;
 pub mod packet;
 pub mod palisade_cli;

@@ -94,7 +94,7 @@ impl Datastore {
     /// `palisade trace`'s verdict for `probe` from `src` to `dst` (endpoint names or IP
     /// addresses): true for allow. `ipv6` picks ICMPv6 for echo probes.
     pub fn trace_allows(&self, src: &str, dst: &str, probe: Probe, ipv6: bool) -> bool {
-        let port;
+        let (port, code);
         let mut args = vec!["trace", "--src", src, "--dst", dst, "--protocol"];
         match probe {
             Probe::Tcp(p) | Probe::Udp(p) => {
@@ -106,7 +106,11 @@ impl Datastore {
                 port = p.to_string();
                 args.extend(["--dport", &port]);
             }
-            Probe::IcmpEcho => args.push(if ipv6 { "icmpv6" } else { "icmp" }),
+            Probe::IcmpEcho(c) => {
+                args.push(if ipv6 { "icmpv6" } else { "icmp" });
+                code = c.to_string();
+                args.extend(["--icmp-code", &code]);
+            }
         }
         let report = self.palisade_ok(&args, "");
         match report.lines().last() {

@@ -70,12 +70,18 @@ fn token_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(head))
 }
 
-/// What a probe is: TCP or UDP to a port, or an ICMP (v4 or v6, by address) echo request.
+/// What a probe is: TCP or UDP to a port, or an ICMP (v4 or v6, by address) echo request
+/// with the given code (0 is the usual one; hosts answer any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Probe {
     Tcp(u16),
     Udp(u16),
-    IcmpEcho,
+    IcmpEcho(u8),
+}
+
+impl Probe {
+    /// A plain ping.
+    pub const PING: Probe = Probe::IcmpEcho(0);
 }
 
 impl fmt::Display for Probe {
@@ -83,7 +89,8 @@ impl fmt::Display for Probe {
         match self {
             Probe::Tcp(port) => write!(f, "tcp/{port}"),
             Probe::Udp(port) => write!(f, "udp/{port}"),
-            Probe::IcmpEcho => write!(f, "icmp"),
+            Probe::IcmpEcho(0) => write!(f, "icmp"),
+            Probe::IcmpEcho(code) => write!(f, "icmp/code{code}"),
         }
     }
 }
@@ -377,8 +384,8 @@ pub fn probe_here(dst: IpAddr, probe: Probe, inbox: &Inbox, timeout: Duration) -
     match probe {
         Probe::Tcp(port) => tcp_probe(SocketAddr::new(dst, port), inbox, timeout),
         Probe::Udp(port) => udp_probe(SocketAddr::new(dst, port), inbox, timeout),
-        Probe::IcmpEcho => {
-            let replied = icmp_echo(dst, timeout);
+        Probe::IcmpEcho(code) => {
+            let replied = icmp_echo(dst, code, timeout);
             Observed {
                 reached: replied,
                 replied,
@@ -435,9 +442,9 @@ fn unspecified(like: IpAddr) -> SocketAddr {
     }
 }
 
-/// Sends one ICMP (or ICMPv6) echo request to `dst` from a raw socket and waits up to
-/// `timeout` for its reply, matched by identifier, sequence number and payload.
-pub fn icmp_echo(dst: IpAddr, timeout: Duration) -> bool {
+/// Sends one ICMP (or ICMPv6) echo request with `code` to `dst` from a raw socket and waits
+/// up to `timeout` for its reply, matched by identifier and payload.
+pub fn icmp_echo(dst: IpAddr, code: u8, timeout: Duration) -> bool {
     static NEXT_ID: AtomicU16 = AtomicU16::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let token = new_token();
@@ -446,7 +453,7 @@ pub fn icmp_echo(dst: IpAddr, timeout: Duration) -> bool {
         IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128, 129),
     };
     let socket = Socket::new(domain, Type::RAW, Some(protocol)).expect("raw ICMP socket");
-    let mut message = vec![request, 0, 0, 0];
+    let mut message = vec![request, code, 0, 0];
     message.extend_from_slice(&id.to_be_bytes());
     message.extend_from_slice(&1u16.to_be_bytes());
     message.extend_from_slice(&token.to_be_bytes());
