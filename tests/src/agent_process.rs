@@ -117,9 +117,14 @@ impl AgentHome {
         }
     }
 
-    /// `palisade stats [ENDPOINT]` on this home's maps and rule names; panics unless it
-    /// succeeds.
-    pub fn stats(&self, endpoint: Option<&str>) -> String {
+    /// `palisade stats [ENDPOINT]` on this home's maps and rule names, parsed; panics unless
+    /// it succeeds.
+    pub fn stats(&self, endpoint: Option<&str>) -> Stats {
+        Stats::parse(&self.stats_text(endpoint))
+    }
+
+    /// `palisade stats [ENDPOINT]` as it prints it; panics unless it succeeds.
+    pub fn stats_text(&self, endpoint: Option<&str>) -> String {
         let mut command = Command::new(palisade_binary());
         command
             .args(["--datastore", &self.datastore, "stats"])
@@ -136,6 +141,103 @@ impl AgentHome {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// One endpoint and direction of `palisade stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub endpoint: String,
+    pub interface: String,
+    pub direction: String,
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+}
+
+/// What `palisade stats` printed: its three tables (the counters only without ENDPOINT).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub endpoints: Vec<EndpointCounts>,
+    /// Rule, packets, bytes.
+    pub rules: Vec<(String, u64, u64)>,
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub text: String,
+}
+
+impl Stats {
+    /// Parses the tables; panics with the text on anything unexpected.
+    pub fn parse(text: &str) -> Stats {
+        let bad =
+            |line: &str| -> ! { panic!("unexpected line {line:?} in palisade stats:\n{text}") };
+        let number =
+            |line: &str, field: &str| -> u64 { field.parse().unwrap_or_else(|_| bad(line)) };
+        let mut stats = Stats {
+            text: text.to_string(),
+            ..Stats::default()
+        };
+        let mut table = "";
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.first() {
+                None => table = "",
+                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"COUNTER") => table = fields[0],
+                Some(_) if table == "ENDPOINT" => {
+                    let [endpoint, interface, direction, ap, ab, dp, db] = fields[..] else {
+                        bad(line)
+                    };
+                    stats.endpoints.push(EndpointCounts {
+                        endpoint: endpoint.to_string(),
+                        interface: interface.to_string(),
+                        direction: direction.to_string(),
+                        allowed_packets: number(line, ap),
+                        allowed_bytes: number(line, ab),
+                        denied_packets: number(line, dp),
+                        denied_bytes: number(line, db),
+                    });
+                }
+                Some(_) if table == "RULE" => {
+                    let [name @ .., packets, bytes] = &fields[..] else {
+                        bad(line)
+                    };
+                    stats
+                        .rules
+                        .push((name.join(" "), number(line, packets), number(line, bytes)));
+                }
+                Some(_) if table == "COUNTER" => {
+                    let [name, packets] = fields[..] else {
+                        bad(line)
+                    };
+                    stats
+                        .counters
+                        .insert(name.to_string(), number(line, packets));
+                }
+                Some(_) => bad(line),
+            }
+        }
+        stats
+    }
+
+    /// A kernel-side counter (`dropped_spoofed`, `fragments`, ...); panics if there is none.
+    pub fn counter(&self, name: &str) -> u64 {
+        *self
+            .counters
+            .get(name)
+            .unwrap_or_else(|| panic!("no counter {name} in palisade stats:\n{}", self.text))
+    }
+
+    /// The counts of `endpoint` in `direction` ("ingress" or "egress").
+    pub fn endpoint(&self, endpoint: &str, direction: &str) -> &EndpointCounts {
+        self.endpoints
+            .iter()
+            .find(|e| e.endpoint == endpoint && e.direction == direction)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {endpoint} {direction} in palisade stats:\n{}",
+                    self.text
+                )
+            })
     }
 }
 

@@ -260,12 +260,12 @@ pub struct Scene {
 
 impl Scene {
     /// Builds the scene, without an agent. `outside` is the outside namespace's /24 and
-    /// /64 (see [`add_outside`]); every peer serves `tcp` and `udp`.
+    /// /64 (see [`add_outside`]), if there is one; every peer serves `tcp` and `udp`.
     pub fn build(
         cleanup: &mut Cleanup,
         node: &str,
         workloads: &[WorkloadPlan],
-        outside: (&str, &str),
+        outside: Option<(&str, &str)>,
         tcp: &[u16],
         udp: &[u16],
     ) -> Scene {
@@ -284,8 +284,9 @@ impl Scene {
             peers.push(Peer::workload(plan.label, &workload, tcp, udp));
             plumbed.push(workload);
         }
-        let outside = add_outside(cleanup, outside.0, outside.1);
-        peers.push(Peer::outside(&outside, tcp, udp));
+        if let Some((v4, v6)) = outside {
+            peers.push(Peer::outside(&add_outside(cleanup, v4, v6), tcp, udp));
+        }
         Scene {
             agent: None,
             home,

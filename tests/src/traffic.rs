@@ -838,3 +838,122 @@ impl Drop for RepeatedProbe {
         }
     }
 }
+
+/// A TCP connection over which the server sends: a listener made for it on `port` in
+/// `server_netns`, a client connecting from `client_netns`, and the server's side sending
+/// an 8-byte message every `interval` until stopped. The log's `echoed` holds when each
+/// message reached the client.
+pub struct PushStream {
+    stop_server: Arc<AtomicBool>,
+    stop_client: Arc<AtomicBool>,
+    server: Option<JoinHandle<StreamLog>>,
+    client: Option<JoinHandle<HashMap<u64, Instant>>>,
+}
+
+impl PushStream {
+    pub fn start(
+        client_netns: &str,
+        server_netns: &str,
+        server: IpAddr,
+        port: u16,
+        interval: Duration,
+    ) -> PushStream {
+        let listener = in_netns(server_netns, || tcp_listener(port));
+        let dst = SocketAddr::new(server, port);
+        let client = in_netns(client_netns, || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+        })
+        .unwrap_or_else(|e| panic!("connect from {client_netns} to {dst}: {e}"));
+        let (server_side, _) = listener.accept().expect("accept the push connection");
+        let stop_server = Arc::new(AtomicBool::new(false));
+        let flag = stop_server.clone();
+        let server = thread::spawn(move || push(server_side, interval, &flag));
+        let stop_client = Arc::new(AtomicBool::new(false));
+        let flag = stop_client.clone();
+        let client = thread::spawn(move || receive(client, &flag));
+        PushStream {
+            stop_server,
+            stop_client,
+            server: Some(server),
+            client: Some(client),
+        }
+    }
+
+    /// Stops sending, gives the last messages a moment to arrive, and returns the log.
+    pub fn stop(mut self) -> StreamLog {
+        self.stop_server.store(true, Ordering::Relaxed);
+        let mut log = self
+            .server
+            .take()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .unwrap_or_default();
+        thread::sleep(Duration::from_millis(200));
+        self.stop_client.store(true, Ordering::Relaxed);
+        log.echoed = self
+            .client
+            .take()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .unwrap_or_default();
+        log
+    }
+}
+
+impl Drop for PushStream {
+    fn drop(&mut self) {
+        self.stop_server.store(true, Ordering::Relaxed);
+        self.stop_client.store(true, Ordering::Relaxed);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+        if let Some(client) = self.client.take() {
+            let _ = client.join();
+        }
+    }
+}
+
+fn push(mut stream: TcpStream, interval: Duration, stop: &AtomicBool) -> StreamLog {
+    let mut log = StreamLog {
+        local: stream.local_addr().ok(),
+        ..StreamLog::default()
+    };
+    let mut next_send = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let token = new_token();
+        if let Err(e) = stream.write_all(&token.to_be_bytes()) {
+            log.error.get_or_insert(format!("write: {e}"));
+            break;
+        }
+        log.sent.push((token, Instant::now()));
+        next_send += interval;
+        thread::sleep(next_send.saturating_duration_since(Instant::now()));
+    }
+    log.retransmissions = tcp_retransmissions(&stream);
+    log
+}
+
+fn receive(mut stream: TcpStream, stop: &AtomicBool) -> HashMap<u64, Instant> {
+    let mut arrived = HashMap::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 1024];
+    if stream.set_read_timeout(Some(POLL)).is_err() {
+        return arrived;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                let whole = pending.len() - pending.len() % TOKEN_LEN;
+                for message in pending[..whole].chunks(TOKEN_LEN) {
+                    if let Some(token) = token_of(message) {
+                        arrived.insert(token, Instant::now());
+                    }
+                }
+                pending.drain(..whole);
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => break,
+        }
+    }
+    arrived
+}

@@ -88,7 +88,7 @@ fn icmp_rules_ip_versions_and_replies_over_ipv4_and_ipv6() {
             plan("quiet", &["quiet"], &["10.242.1.2", "fd42:1::2"]),
             plan("noping", &["noping"], &["10.242.1.3", "fd42:1::3"]),
         ],
-        ("10.242.250", "fd42:250"),
+        Some(("10.242.250", "fd42:250")),
         &[TCP_PORT],
         &[UDP_PORT],
     );

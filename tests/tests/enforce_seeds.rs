@@ -63,7 +63,7 @@ fn profile_and_global_policy_variants_enforce_what_trace_says() {
             plan("app1", &["apps"], &["10.241.1.3"]),
             plan("app2", &["apps"], &["10.241.1.4"]),
         ],
-        ("10.241.250", "fd41:250"),
+        Some(("10.241.250", "fd41:250")),
         &PORTS,
         &PORTS,
     );
@@ -117,7 +117,7 @@ fn multiple_networks_enforce_what_trace_says() {
             plan("app2", &["apps"], &["10.241.2.5"]),
             plan("bk1", &["backups"], &["10.241.2.6"]),
         ],
-        ("10.241.251", "fd41:251"),
+        Some(("10.241.251", "fd41:251")),
         &PORTS,
         &PORTS,
     );
