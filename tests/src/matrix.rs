@@ -20,6 +20,9 @@ use crate::traffic::{Observed, Probe, Services, probe};
 /// well under a millisecond; this only bounds the denied ones (all probes run at once).
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// The second chance of a probe that should have got through and did not.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// One end of the matrix, with its services.
 pub struct Peer {
     /// A short name for the printed matrix (db1, app1, outside, ...).
@@ -168,11 +171,18 @@ impl Matrix {
         let cells: Vec<(Case, Cell)> = cases
             .iter()
             .zip(observed.into_iter().zip(traced))
-            .map(|(&(s, d, probe, ipv6), (observed, traced))| {
+            .map(|(&(s, d, what, ipv6), (mut observed, traced))| {
+                // A probe that should have got through and did not gets a second, slower
+                // chance: a busy machine can delay a probe past its timeout. One that got
+                // through where it should not have is never a matter of time.
+                if traced && observed != Observed::BOTH_WAYS {
+                    let dst = d.ip(ipv6).unwrap_or_else(|| unreachable!("checked above"));
+                    observed = probe(&s.netns, dst, what, &d.services.inbox(), RETRY_TIMEOUT);
+                }
                 let case = Case {
                     src: s.label,
                     dst: d.label,
-                    probe,
+                    probe: what,
                     ipv6,
                 };
                 (case, Cell { observed, traced })

@@ -20,25 +20,6 @@ pub struct Workload {
     pub ips: Vec<IpAddr>,
 }
 
-impl Workload {
-    /// Its address of the family of `like`.
-    pub fn ip_like(&self, like: IpAddr) -> IpAddr {
-        self.ips
-            .iter()
-            .copied()
-            .find(|ip| ip.is_ipv4() == like.is_ipv4())
-            .unwrap_or_else(|| panic!("{} has no address like {like}", self.name))
-    }
-
-    pub fn v4(&self) -> IpAddr {
-        self.ip_like(IpAddr::from([0, 0, 0, 0]))
-    }
-
-    pub fn v6(&self) -> IpAddr {
-        self.ip_like(IpAddr::from([0u16; 8]))
-    }
-}
-
 /// What `palisade workload add` is told about one workload.
 pub struct WorkloadSpec<'a> {
     /// A short prefix for its (unique) name.
@@ -106,20 +87,6 @@ pub fn add_workload(
 pub struct Outside {
     pub netns: Netns,
     pub ips: Vec<IpAddr>,
-}
-
-impl Outside {
-    pub fn v4(&self) -> IpAddr {
-        self.ips[0]
-    }
-
-    pub fn v6(&self) -> IpAddr {
-        self.ips[1]
-    }
-
-    pub fn ip_like(&self, like: IpAddr) -> IpAddr {
-        if like.is_ipv4() { self.v4() } else { self.v6() }
-    }
 }
 
 /// `v4_net` like "10.241.250" (a /24), `v6_net` like "fd41:250" (a /64).

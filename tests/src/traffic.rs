@@ -371,6 +371,10 @@ impl Observed {
         reached: false,
         replied: false,
     };
+    pub const BOTH_WAYS: Observed = Observed {
+        reached: true,
+        replied: true,
+    };
 }
 
 /// Sends `probe` from `netns` to `dst`, whose services record into `inbox`; waits up to

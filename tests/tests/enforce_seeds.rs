@@ -43,11 +43,11 @@ fn plan(
 /// denials seen later are palisade's doing and not the plumbing's.
 fn assert_open(scene: &Scene, src: &str, dst: &str, what: Probe) {
     let seen = scene.probe(src, dst, what, false);
-    let open = Observed {
-        reached: true,
-        replied: true,
-    };
-    assert_eq!(seen, open, "{src} -> {dst} {what} without enforcement");
+    assert_eq!(
+        seen,
+        Observed::BOTH_WAYS,
+        "{src} -> {dst} {what} without enforcement"
+    );
 }
 
 #[test]
