@@ -7,12 +7,17 @@
 //!   saying how to get it; it never skips, so a green run means everything really ran;
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
+pub mod agent_process;
 pub mod bpf_maps;
 pub mod bpf_run;
 pub mod bpf_scenario;
 pub mod docker;
+pub mod matrix;
 pub mod netns;
 pub mod packet;
+pub mod palisade_cli;
+pub mod topology;
+pub mod traffic;
 
 use std::{env, path::PathBuf, thread};
 

@@ -44,6 +44,8 @@ enum Peer<'a> {
     Workload {
         key: ResourceKey,
         endpoint: &'a WorkloadEndpoint,
+        /// The endpoint's address the packet uses, when it was given as one.
+        address: Option<IpAddr>,
     },
     Address(IpAddr),
 }
@@ -105,7 +107,7 @@ pub fn trace(args: &TraceArgs, model: &Model) -> Result<String, String> {
 
 fn side(role: &str, peer: &Peer, direction: &str, decision: Option<&Decision>) -> String {
     match (peer, decision) {
-        (Peer::Workload { key, endpoint }, Some(d)) => {
+        (Peer::Workload { key, endpoint, .. }, Some(d)) => {
             let mut s = format!(
                 "{role}: workloadEndpoint {} ({key})\n  {direction}: {d}\n",
                 endpoint.metadata.name
@@ -147,9 +149,10 @@ fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, S
             .collect(),
     };
     match (matches.as_slice(), text.parse::<IpAddr>()) {
-        ([endpoint], _) => Ok(Peer::Workload {
+        ([endpoint], address) => Ok(Peer::Workload {
             key: endpoint.key(),
             endpoint,
+            address: address.ok(),
         }),
         ([], Ok(ip)) => Ok(Peer::Address(ip)),
         ([], Err(_)) => Err(format!(
@@ -165,11 +168,15 @@ fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, S
     }
 }
 
-/// The packet's addresses: an endpoint uses its address of the family the other side
-/// has (IPv4 when both sides are endpoints with both families).
+/// The packet's addresses: an endpoint given by name uses its address of the family the
+/// other side has (IPv4 when both sides are endpoints with both families); one given by
+/// address uses that address.
 fn addresses(src: &Peer, dst: &Peer) -> Result<(IpAddr, IpAddr), String> {
     let ips = |p: &Peer| -> Vec<IpAddr> {
         match p {
+            Peer::Workload {
+                address: Some(ip), ..
+            } => vec![*ip],
             Peer::Workload { endpoint, .. } => {
                 endpoint.spec.ip_networks.iter().map(|n| n.addr()).collect()
             }

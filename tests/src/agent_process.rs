@@ -1,0 +1,376 @@
+//! `palisade agent` as a child process of a test, with a private bpffs and run directory, so
+//! that tests running at once each have their own maps, pins and counters.
+//!
+//! [`AgentHome`] is what outlives one agent process (the bpffs with the pins, the run
+//! directory, the datastore and node it follows): a restarted agent starts from the same
+//! home and adopts what the last one left. [`AgentProcess`] is one run, killed on drop; its
+//! log lines (stderr) are kept so that tests can wait for them and failures can show them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::palisade_binary;
+
+/// An upper bound for the agent to say something, so a broken agent fails the test instead
+/// of hanging it; not a speed requirement.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A bpffs mounted on a private temporary directory, unmounted on drop (which releases
+/// every pin in it: the maps, programs and links of the agents that used it).
+pub struct PrivateBpffs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBpffs {
+    pub fn mount() -> PrivateBpffs {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("bpffs");
+        std::fs::create_dir(&path).expect("create the bpffs mount point");
+        let mounted = palisade::dataplane::bpffs::ensure_bpffs_mounted(&path)
+            .unwrap_or_else(|e| panic!("mount bpffs at {}: {e}", path.display()));
+        assert!(mounted, "a bpffs was already mounted at {}", path.display());
+        PrivateBpffs { path, _dir: dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        let Ok(path) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let err = std::io::Error::last_os_error();
+            eprintln!("cleanup: unmount bpffs {}: {err}", self.path.display());
+            if !thread::panicking() {
+                panic!("cannot unmount bpffs {}: {err}", self.path.display());
+            }
+        }
+    }
+}
+
+/// What an agent keeps across restarts: its bpffs, run directory, datastore and node.
+pub struct AgentHome {
+    pub bpffs: PrivateBpffs,
+    run_dir: tempfile::TempDir,
+    pub datastore: String,
+    pub node: String,
+}
+
+impl AgentHome {
+    pub fn new(datastore: &str, node: &str) -> AgentHome {
+        AgentHome {
+            bpffs: PrivateBpffs::mount(),
+            run_dir: tempfile::tempdir().expect("a temporary directory"),
+            datastore: datastore.to_string(),
+            node: node.to_string(),
+        }
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// Starts `palisade agent` on this home, with `extra` arguments.
+    pub fn start(&self, extra: &[&str]) -> AgentProcess {
+        let mut child = Command::new(palisade_binary())
+            .args([
+                "--datastore",
+                &self.datastore,
+                "agent",
+                "--no-docker-plugin",
+                "--node",
+                &self.node,
+            ])
+            .arg("--bpffs")
+            .arg(self.bpffs.path())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start palisade agent");
+        let stderr = child.stderr.take().expect("the agent's stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        AgentProcess {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+            mark: 0,
+        }
+    }
+
+    /// `palisade stats [ENDPOINT]` on this home's maps and rule names, parsed; panics unless
+    /// it succeeds.
+    pub fn stats(&self, endpoint: Option<&str>) -> Stats {
+        Stats::parse(&self.stats_text(endpoint))
+    }
+
+    /// `palisade stats [ENDPOINT]` as it prints it; panics unless it succeeds.
+    pub fn stats_text(&self, endpoint: Option<&str>) -> String {
+        let mut command = Command::new(palisade_binary());
+        command
+            .args(["--datastore", &self.datastore, "stats"])
+            .arg("--bpffs")
+            .arg(self.bpffs.path())
+            .arg("--run-dir")
+            .arg(self.run_dir());
+        command.args(endpoint);
+        let out = command.output().expect("run palisade stats");
+        assert!(
+            out.status.success(),
+            "palisade stats {endpoint:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// One endpoint and direction of `palisade stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub endpoint: String,
+    pub interface: String,
+    pub direction: String,
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+}
+
+/// What `palisade stats` printed: its three tables (the counters only without ENDPOINT).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub endpoints: Vec<EndpointCounts>,
+    /// Rule, packets, bytes.
+    pub rules: Vec<(String, u64, u64)>,
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub text: String,
+}
+
+impl Stats {
+    /// Parses the tables; panics with the text on anything unexpected.
+    pub fn parse(text: &str) -> Stats {
+        let bad =
+            |line: &str| -> ! { panic!("unexpected line {line:?} in palisade stats:\n{text}") };
+        let number =
+            |line: &str, field: &str| -> u64 { field.parse().unwrap_or_else(|_| bad(line)) };
+        let mut stats = Stats {
+            text: text.to_string(),
+            ..Stats::default()
+        };
+        let mut table = "";
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.first() {
+                None => table = "",
+                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"COUNTER") => table = fields[0],
+                Some(_) if table == "ENDPOINT" => {
+                    let [endpoint, interface, direction, ap, ab, dp, db] = fields[..] else {
+                        bad(line)
+                    };
+                    stats.endpoints.push(EndpointCounts {
+                        endpoint: endpoint.to_string(),
+                        interface: interface.to_string(),
+                        direction: direction.to_string(),
+                        allowed_packets: number(line, ap),
+                        allowed_bytes: number(line, ab),
+                        denied_packets: number(line, dp),
+                        denied_bytes: number(line, db),
+                    });
+                }
+                Some(_) if table == "RULE" => {
+                    let [name @ .., packets, bytes] = &fields[..] else {
+                        bad(line)
+                    };
+                    stats
+                        .rules
+                        .push((name.join(" "), number(line, packets), number(line, bytes)));
+                }
+                Some(_) if table == "COUNTER" => {
+                    let [name, packets] = fields[..] else {
+                        bad(line)
+                    };
+                    stats
+                        .counters
+                        .insert(name.to_string(), number(line, packets));
+                }
+                Some(_) => bad(line),
+            }
+        }
+        stats
+    }
+
+    /// A kernel-side counter (`dropped_spoofed`, `fragments`, ...); panics if there is none.
+    pub fn counter(&self, name: &str) -> u64 {
+        *self
+            .counters
+            .get(name)
+            .unwrap_or_else(|| panic!("no counter {name} in palisade stats:\n{}", self.text))
+    }
+
+    /// The counts of `endpoint` in `direction` ("ingress" or "egress").
+    pub fn endpoint(&self, endpoint: &str, direction: &str) -> &EndpointCounts {
+        self.endpoints
+            .iter()
+            .find(|e| e.endpoint == endpoint && e.direction == direction)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {endpoint} {direction} in palisade stats:\n{}",
+                    self.text
+                )
+            })
+    }
+}
+
+/// One run of `palisade agent`. Killed (SIGKILL) on drop unless it was stopped already.
+pub struct AgentProcess {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    /// Every line so far.
+    seen: Vec<String>,
+    /// Where [`AgentProcess::wait_for`] looks from.
+    mark: usize,
+}
+
+/// Whether `line` has `needle` in it, not followed by a letter or digit: so that
+/// `revision=1` does not match `revision=12`.
+pub fn line_has(line: &str, needle: &str) -> bool {
+    line.match_indices(needle).any(|(at, _)| {
+        !line[at + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(char::is_alphanumeric)
+    })
+}
+
+impl AgentProcess {
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.as_ref().map_or(0, |c| c.id() as libc::pid_t)
+    }
+
+    /// Every line the agent said so far, for failure messages.
+    pub fn log(&mut self) -> String {
+        self.take_available();
+        self.seen.join("\n")
+    }
+
+    fn take_available(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// The index of the first line from `from` on that has every needle (see [`line_has`]),
+    /// waiting up to [`PATIENCE`] for it.
+    fn find_from(&mut self, from: usize, needles: &[&str]) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        let mut next = from;
+        loop {
+            self.take_available();
+            if let Some(i) = (next..self.seen.len())
+                .find(|&i| needles.iter().all(|n| line_has(&self.seen[i], n)))
+            {
+                return i;
+            }
+            next = next.max(self.seen.len());
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no agent log line with {needles:?} within {PATIENCE:?}; the agent said:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the next line, after the one the last `wait_for` returned, that has every
+    /// needle; returns it.
+    pub fn wait_for(&mut self, needles: &[&str]) -> String {
+        let i = self.find_from(self.mark, needles);
+        self.mark = i + 1;
+        self.seen[i].clone()
+    }
+
+    /// Waits for a line with every needle, among all the agent said since it started.
+    pub fn wait_for_ever_said(&mut self, needles: &[&str]) -> String {
+        let i = self.find_from(0, needles);
+        self.seen[i].clone()
+    }
+
+    /// Waits until the agent enforces on every interface in `interfaces` and has published
+    /// the datastore's revision `revision`: its maps hold that revision's policy.
+    pub fn wait_until_enforcing(&mut self, interfaces: &[&str], revision: u64) {
+        for interface in interfaces {
+            let needle = format!("interface={interface}");
+            self.wait_for_ever_said(&["enforcing on workload interface", &needle]);
+        }
+        self.wait_for(&["policy published", &format!("revision={revision}")]);
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert!(rc == 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// SIGKILL, and waits for the process to go.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; waits for "agent stopped" and the exit; returns the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_for(&["agent stopped"]);
+        let mut child = self.child.take().expect("the agent process");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the agent") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent said it stopped but did not exit"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            self.take_available();
+            eprintln!("---- agent log ----\n{}\n----", self.seen.join("\n"));
+        }
+    }
+}
