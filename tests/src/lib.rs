@@ -11,6 +11,7 @@ pub mod bpf_maps;
 pub mod bpf_run;
 pub mod bpf_scenario;
 pub mod docker;
+pub mod multinode;
 pub mod netns;
 pub mod packet;
 
