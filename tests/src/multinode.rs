@@ -62,7 +62,7 @@ impl Host {
 }
 
 /// Two hosts, `a` and `b`, joined by a veth pair with `a_address`/30 and `b_address`/30,
-/// loopback up and IPv4 forwarding on in both.
+/// each other's default route, loopback up and IPv4 forwarding on in both.
 pub fn two_hosts(
     cleanup: &mut Cleanup,
     (node_a, a_address): (&str, &str),
@@ -85,6 +85,11 @@ pub fn two_hosts(
         // /proc/sys/net shows the namespace of the process that reads it.
         ns.run_ok("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
     }
+    // Each host's default route is the other one, as a real host has an uplink: Calico's
+    // workloads reach their gateway 169.254.1.1 by proxy ARP, which the host answers only
+    // for addresses it has a route to.
+    ns_a.run_ok("ip", &["route", "add", "default", "via", b_address]);
+    ns_b.run_ok("ip", &["route", "add", "default", "via", a_address]);
     (
         Host {
             ns: ns_a,
@@ -278,8 +283,11 @@ impl Agent {
             .count()
     }
 
-    /// Everything consumed so far, for failure messages.
-    pub fn log(&self) -> String {
+    /// Everything the agent has said so far, for failure messages.
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
         self.seen.join("\n")
     }
 }
