@@ -201,11 +201,57 @@ fn databases_on_node_a_and_apps_on_node_b_connect_exactly_as_trace_says() {
             ));
         }
     }
+    // The agents report every dropped packet (sampling 2^0): a denied connection must be
+    // one palisade dropped (not, say, a server that was not there), and an allowed one
+    // must have lost nothing, its replies included, on either node.
+    let said = format!("{}\n{}", agent_a.log(), agent_b.log());
+    let drops: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("\"packet dropped\""))
+        .collect();
+    for (src, dst, port, meant) in matrix {
+        let forward = [
+            format!(" src={} ", src.ip),
+            format!(" dst={} ", dst.ip),
+            format!(" b={port} "),
+        ];
+        let reply = [
+            format!(" src={} ", dst.ip),
+            format!(" dst={} ", src.ip),
+            format!(" a={port} "),
+        ];
+        let matches = |needles: &[String]| {
+            drops
+                .iter()
+                .any(|l| needles.iter().all(|n| l.contains(n.as_str())))
+        };
+        if meant {
+            if matches(&forward) || matches(&reply) {
+                mismatches.push(format!(
+                    "{} -> {}:{port} is allowed, yet a packet of it was dropped",
+                    src.name, dst.name
+                ));
+            }
+        } else {
+            let mut by_policy = forward.to_vec();
+            by_policy.push(" reason=policy ".to_string());
+            if !matches(&by_policy) {
+                mismatches.push(format!(
+                    "{} -> {}:{port} did not connect, but no agent reports dropping it by policy",
+                    src.name, dst.name
+                ));
+            }
+        }
+    }
     assert!(
         mismatches.is_empty(),
         "real traffic disagrees with palisade trace:\n{}\nagent A said:\n{}\nagent B said:\n{}",
         mismatches.join("\n"),
         agent_a.log(),
         agent_b.log()
+    );
+    eprintln!(
+        "{} packets dropped, none of an allowed connection",
+        drops.len()
     );
 }
