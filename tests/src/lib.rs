@@ -13,6 +13,7 @@ pub mod bpf_run;
 pub mod bpf_scenario;
 pub mod docker;
 pub mod matrix;
+pub mod multinode;
 pub mod netns;
 pub mod packet;
 pub mod palisade_cli;
