@@ -37,7 +37,7 @@
 /// Bumped whenever a key, value or map definition changes shape. Pins live under
 /// `/sys/fs/bpf/palisade/<ABI_VERSION>/`, so an agent with a new ABI starts fresh instead of
 /// adopting maps it cannot read.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -406,7 +406,9 @@ pub const STAT_FRAGMENTS: u32 = 12;
 pub const STAT_EVENTS_LOST: u32 = 13;
 pub const STAT_PASSED_ARP_ND: u32 = 14;
 pub const STAT_HOST_TO_WORKLOAD: u32 = 15;
-pub const STAT_COUNT: u32 = 16;
+/// A TCP packet that is not a SYN and belongs to no flow conntrack knows.
+pub const DROP_TCP_WITHOUT_FLOW: u32 = 16;
+pub const STAT_COUNT: u32 = 17;
 
 /// `STAT_*` names, as `palisade stats` prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -426,6 +428,7 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "events_lost",
     "passed_arp_nd",
     "host_to_workload",
+    "dropped_tcp_without_flow",
 ];
 
 pub const EVENT_LOG: u8 = 1;

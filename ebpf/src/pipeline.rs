@@ -6,7 +6,7 @@
 
 use aya_ebpf::programs::TcContext;
 use palisade_common::{
-    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED,
+    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED, DROP_TCP_WITHOUT_FLOW,
     DROP_SPOOFED, EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED, STAT_CT_NEW,
     STAT_CT_RECHECKED, STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
@@ -116,6 +116,12 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     };
     if let (Some(key), Some(entry)) = (&key, &entry) {
         return recheck(key, entry, packet, config, &local, now);
+    }
+    // Only a SYN opens a TCP connection. Anything else without an entry belongs to no
+    // connection palisade admitted (or to one it revoked: a retransmission must not open
+    // it again from the other side), so it is dropped, as Calico's eBPF dataplane does.
+    if packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0 {
+        return Verdict::drop(DROP_TCP_WITHOUT_FLOW);
     }
 
     let (a, b) = policy::table_keys(packet);

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use palisade_common::{
     CT_CLOSING, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, DROP_POLICY, DROP_REVOKED,
-    STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
+    DROP_TCP_WITHOUT_FLOW, STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
 };
 use palisade_tests::{
     bpf_maps::{ALLOW, DENY, Dataplane, Rows, addr_of},
@@ -147,6 +147,40 @@ fn established_packets_are_counted_as_such() {
     }
     assert_eq!(stat(&mut dp, STAT_CT_NEW), new);
     assert_eq!(stat(&mut dp, STAT_CT_ESTABLISHED) - established, 6);
+}
+
+#[test]
+fn only_a_syn_opens_a_tcp_flow() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 1, ALLOW);
+    let before = stat(&mut dp, DROP_TCP_WITHOUT_FLOW);
+    // Allowed both ways by policy, yet no SYN: a connection palisade never admitted (or
+    // revoked) is not opened again by its mid-stream packets.
+    for (direction, frame) in [
+        (
+            DIR_EGRESS,
+            Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_ACK),
+        ),
+        (
+            DIR_INGRESS,
+            Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40000), TCP_ACK),
+        ),
+        (
+            DIR_EGRESS,
+            Frame::tcp(
+                sock(WORKLOAD_V4, 40001),
+                sock(PEER_V4, 80),
+                TCP_FIN | TCP_ACK,
+            ),
+        ),
+    ] {
+        expect(&mut dp, direction, &frame.build(), false, "TCP without SYN");
+    }
+    assert_eq!(stat(&mut dp, DROP_TCP_WITHOUT_FLOW) - before, 3);
+    let syn = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
+    expect(&mut dp, DIR_EGRESS, &syn, true, "a SYN opens it");
 }
 
 /// Slot 0 allows, per direction: TCP to port 80 out, UDP to 53 in, echo requests out.
