@@ -91,6 +91,8 @@ pub mod program_names {
     pub const FROM_WORKLOAD: &str = "palisade_from_wl";
     /// On the host veth's egress: packets to the workload, its ingress policy.
     pub const TO_WORKLOAD: &str = "palisade_to_wl";
+    /// Does nothing: the baseline `cargo xtask bench` measures the others against.
+    pub const EMPTY: &str = "palisade_empty";
 }
 
 pub const FAMILY_V4: u8 = 4;

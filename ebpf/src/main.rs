@@ -48,6 +48,13 @@ pub fn palisade_to_wl(ctx: TcContext) -> i32 {
     pipeline::run(&ctx, DIR_INGRESS)
 }
 
+/// Does nothing: the baseline `cargo xtask bench` measures the others against, loaded from
+/// the same object in the same way. Never attached.
+#[classifier]
+pub fn palisade_empty(_ctx: TcContext) -> i32 {
+    aya_ebpf::bindings::TC_ACT_OK
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

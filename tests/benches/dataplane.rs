@@ -25,7 +25,7 @@ use palisade::dataplane::{self, LoadedObject};
 use palisade::model::{Resource, ResourceKey};
 use palisade::policy::{Direction, Model, PROTO_TCP, Packet, Verdict};
 use palisade_common::program_names;
-use palisade_tests::bpf_run::{SkbContext, empty_program_cost, run_repeated};
+use palisade_tests::bpf_run::{SkbContext, run_repeated};
 use palisade_tests::packet::Frame;
 use palisade_tests::require_root;
 
@@ -184,7 +184,14 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     let allowed = Frame::for_keys(local, allowed_peer, PROTO_TCP, 40000, allowed_port).build();
     let denied = Frame::for_keys(local, denied_peer, PROTO_TCP, 40001, denied_port).build();
 
-    let empty_ns = empty_program_cost(&allowed, ctx, REPEAT).as_nanos();
+    loaded
+        .ebpf_mut()
+        .program_mut(program_names::EMPTY)
+        .and_then(|p| <&mut aya::programs::SchedClassifier>::try_from(p).ok())
+        .expect("the object's empty program")
+        .load()
+        .unwrap();
+    let (_, empty_ns) = run(&mut loaded, program_names::EMPTY, &allowed, ctx);
     // The first run admits the flow; every repeat after is a conntrack hit.
     let (verdict, _) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
     assert_eq!(verdict, 0, "the allowed flow was not allowed");
