@@ -30,7 +30,7 @@ pub fn record(repo: &Path, table: &str) -> Result<()> {
          Compile and update times are wall-clock in the release build; an update is compile \
          plus the incremental write of the inactive slot plus the generation flip. Map memory \
          is the kernel's memlock accounting of every map.\n\n\
-         Last run: kernel {}, {} x {}.\n\n{}\n{}\n",
+         Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n",
         kernel.trim(),
         cpus,
         cpu,
