@@ -224,14 +224,7 @@ impl Agent {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &host.ns.name])
             .arg(palisade_binary())
-            .args([
-                "--datastore",
-                datastore,
-                "agent",
-                "--no-docker-plugin",
-                "--node",
-                &host.node,
-            ])
+            .args(["--datastore", datastore, "agent", "--node", &host.node])
             .arg("--bpffs")
             .arg(bpffs)
             .arg("--run-dir")
