@@ -165,7 +165,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     let key = policed.key();
     let local = policed.spec.ip_networks[0].addr();
     let bindings = BTreeMap::from([(key.clone(), ifindex)]);
-    let published = writer.publish(&image, &bindings).unwrap();
+    let published = writer.publish(&image, &bindings, |_| Ok(())).unwrap();
     let entries = published.written;
     let memory_mib = maps_memory() as f64 / (1024.0 * 1024.0);
 
@@ -211,7 +211,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     }
     let started = Instant::now();
     let image = compile_for(changed.clone(), &Capacities::UNLIMITED, Locals::Node("n")).unwrap();
-    writer.publish(&image, &bindings).unwrap();
+    writer.publish(&image, &bindings, |_| Ok(())).unwrap();
     let policy_change = started.elapsed();
 
     // One endpoint added: a copy of the policed one under a new name and address.
@@ -223,7 +223,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     added.push(Resource::WorkloadEndpoint(extra));
     let started = Instant::now();
     let image = compile_for(added, &Capacities::UNLIMITED, Locals::Node("n")).unwrap();
-    writer.publish(&image, &bindings).unwrap();
+    writer.publish(&image, &bindings, |_| Ok(())).unwrap();
     let endpoint_added = started.elapsed();
 
     Row {

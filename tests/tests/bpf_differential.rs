@@ -158,7 +158,7 @@ fn check_world(
         endpoints.len() <= ifaces.len(),
         "more endpoints than interfaces"
     );
-    dp.writer.publish(&image, &ifindex_of).unwrap();
+    dp.writer.publish(&image, &ifindex_of, |_| Ok(())).unwrap();
     drain_events(&mut dp.events);
     seen.worlds += 1;
 

@@ -42,6 +42,8 @@ pub struct Enforcer {
     /// The host's interfaces, by name.
     links: BTreeMap<String, u32>,
     view: Arc<ResourceView>,
+    /// This node's workload endpoints in `view`, with their interface names.
+    locals: BTreeMap<ResourceKey, String>,
     /// What was published last: skip publishing the same again.
     published: Option<(Arc<Image>, BTreeMap<ResourceKey, u32>)>,
     /// Which interfaces carry each host address (an address may be on several).
@@ -76,6 +78,7 @@ impl Enforcer {
             rule_names_path,
             links: BTreeMap::new(),
             view: Arc::new(ResourceView::default()),
+            locals: BTreeMap::new(),
             published: None,
             host_addresses: BTreeMap::new(),
             view_synced: false,
@@ -84,6 +87,7 @@ impl Enforcer {
     }
 
     pub fn view_updated(&mut self, view: Arc<ResourceView>) {
+        self.locals = local_interfaces(&view, &self.node);
         self.view = view;
         self.view_synced = true;
         self.reconcile();
@@ -143,22 +147,8 @@ impl Enforcer {
         }
     }
 
-    /// Interface names of this node's workload endpoints.
-    fn local_interfaces(&self) -> BTreeMap<ResourceKey, String> {
-        self.view
-            .resources
-            .values()
-            .filter_map(|r| match r {
-                Resource::WorkloadEndpoint(w) if w.metadata.node == self.node => {
-                    Some((w.key(), w.spec.interface_name.clone()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     fn is_local(&self, ifname: &str) -> bool {
-        self.local_interfaces().values().any(|n| n == ifname)
+        self.locals.values().any(|n| n == ifname)
     }
 
     pub fn reconcile(&mut self) {
@@ -166,7 +156,8 @@ impl Enforcer {
             return;
         }
         let started = Instant::now();
-        let locals = self.local_interfaces();
+        // Owned: publishing and attaching below need `self` mutably.
+        let locals = self.locals.clone();
         let ifindex_of: BTreeMap<ResourceKey, u32> = locals
             .iter()
             .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
@@ -244,7 +235,9 @@ impl Enforcer {
             return;
         }
         let compiled = started.elapsed();
-        match self.writer.publish(&image, ifindex_of) {
+        let counters = &mut self.counters;
+        let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
+        match self.writer.publish(&image, ifindex_of, zero_counters) {
             Ok(published) => {
                 self.images.published(published.generation, image.clone());
                 if let Err(e) =
@@ -279,4 +272,17 @@ impl Enforcer {
             ),
         }
     }
+}
+
+/// Interface names of `node`'s workload endpoints.
+fn local_interfaces(view: &ResourceView, node: &str) -> BTreeMap<ResourceKey, String> {
+    view.resources
+        .values()
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) if w.metadata.node == node => {
+                Some((w.key(), w.spec.interface_name.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }

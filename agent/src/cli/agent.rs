@@ -237,9 +237,7 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
             ("maps", &dataplane::map_pin_dir(&dir).display()),
         ],
     );
-    let mut counters = CounterMaps::take(ebpf)?;
-    // Rule counter indexes are this agent's own: start them at zero.
-    counters.reset_rules()?;
+    let counters = CounterMaps::take(ebpf)?;
     let host_addrs = BpfHashMap::try_from(
         ebpf.take_map(map_names::HOST_ADDRS)
             .ok_or("the eBPF object has no PAL_HOST_ADDRS map")?,

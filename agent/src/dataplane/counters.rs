@@ -1,7 +1,10 @@
 //! The programs' per-CPU counters, summed over CPUs: per endpoint (by host veth ifindex),
 //! per rule (by the index [`super::slot_image::RuleCounters`] gave it), and per reason.
 
+use std::ops::Range;
 use std::path::Path;
+
+use aya::Pod;
 
 use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use palisade_common::{Counter, EndpointStats, EndpointStatsKey, RuleStats, STAT_COUNT, map_names};
@@ -127,15 +130,12 @@ impl CounterMaps {
         }))
     }
 
-    /// Zeroes every rule counter: indexes are handed out afresh by each agent.
-    pub fn reset_rules(&mut self) -> Result<(), CounterError> {
-        let cpus =
-            aya::util::nr_cpus().map_err(|(what, e)| CounterError::Cpus(format!("{what}: {e}")))?;
-        for index in 0..self.rules.len() {
-            let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
-                .map_err(|e| CounterError::Cpus(e.to_string()))?;
+    /// Zeroes the rule counters at `indexes` (handed out afresh by each agent, so an
+    /// earlier agent's counts may sit there).
+    pub fn zero_rules(&mut self, indexes: Range<u32>) -> Result<(), CounterError> {
+        for index in indexes {
             self.rules
-                .set(index, zero, 0)
+                .set(index, zeroed()?, 0)
                 .map_err(map_err("write", map_names::RULE_STATS))?;
         }
         Ok(())
@@ -154,6 +154,13 @@ impl CounterMaps {
         }
         Ok(out)
     }
+}
+
+/// A zero value for every possible CPU.
+fn zeroed<T: Pod + Default + Clone>() -> Result<PerCpuValues<T>, CounterError> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(what, e)| CounterError::Cpus(format!("{what}: {e}")))?;
+    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(|e| CounterError::Cpus(e.to_string()))
 }
 
 fn sum_endpoint(values: &PerCpuValues<EndpointStats>) -> EndpointStats {

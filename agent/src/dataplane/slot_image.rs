@@ -105,6 +105,15 @@ impl RuleCounters {
         Ok(i)
     }
 
+    /// How many indexes have been handed out (they are `0..len`).
+    pub fn len(&self) -> u32 {
+        u32::try_from(self.rules.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// The rule counted at `index`.
     pub fn rule(&self, index: u32) -> Option<&RuleRef> {
         self.rules.get(index as usize)

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use aya::Pod;
@@ -53,6 +54,8 @@ pub enum WriteError {
     },
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    #[error("cannot zero the counters of new rules: {0}")]
+    Counters(String),
 }
 
 /// The policy maps, taken out of the loaded object.
@@ -115,6 +118,8 @@ pub struct Writer {
     retired_at: [Option<Instant>; 2],
     limits: ArrayLimits,
     counters: RuleCounters,
+    /// Rule counter indexes below this were zeroed for this writer.
+    counters_zeroed: u32,
 }
 
 impl Writer {
@@ -137,6 +142,7 @@ impl Writer {
             retired_at: [None, None],
             limits,
             counters: RuleCounters::new(capacity::RULE_STATS as usize),
+            counters_zeroed: 0,
         };
         for slot in 0..2u8 {
             writer.slots[usize::from(slot)].image = writer.read_hash_entries(slot)?;
@@ -174,10 +180,15 @@ impl Writer {
     /// Writes `image` into the inactive slot and makes it the active one. On error the
     /// policy in force is unchanged (the inactive slot may be half-written, which nothing
     /// reads, and is known to need rewriting).
+    ///
+    /// Rule counter indexes are this writer's own (an earlier agent's counts may still sit
+    /// at them): `zero_counters` is given the indexes handed out since it last succeeded, and
+    /// must zero them, before the flip makes any packet count there.
     pub fn publish(
         &mut self,
         image: &Image,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
+        zero_counters: impl FnOnce(Range<u32>) -> Result<(), String>,
     ) -> Result<Published, WriteError> {
         let slot = 1 - self.active_slot();
         let s = usize::from(slot);
@@ -216,6 +227,11 @@ impl Writer {
             image: new,
             arrays_known: true,
         };
+        let handed_out = self.counters.len();
+        if handed_out > self.counters_zeroed {
+            zero_counters(self.counters_zeroed..handed_out).map_err(WriteError::Counters)?;
+            self.counters_zeroed = handed_out;
+        }
         let retiring = usize::from(self.active_slot());
         self.write_config(Config {
             generation: self.config.generation.wrapping_add(1),
