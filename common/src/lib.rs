@@ -369,12 +369,41 @@ pub struct EndpointStats {
     pub egress_denied_bytes: u64,
 }
 
+/// Summing the per-CPU values of one entry.
+impl core::ops::Add for EndpointStats {
+    type Output = EndpointStats;
+
+    fn add(self, o: EndpointStats) -> EndpointStats {
+        EndpointStats {
+            ingress_allowed_packets: self.ingress_allowed_packets + o.ingress_allowed_packets,
+            ingress_allowed_bytes: self.ingress_allowed_bytes + o.ingress_allowed_bytes,
+            ingress_denied_packets: self.ingress_denied_packets + o.ingress_denied_packets,
+            ingress_denied_bytes: self.ingress_denied_bytes + o.ingress_denied_bytes,
+            egress_allowed_packets: self.egress_allowed_packets + o.egress_allowed_packets,
+            egress_allowed_bytes: self.egress_allowed_bytes + o.egress_allowed_bytes,
+            egress_denied_packets: self.egress_denied_packets + o.egress_denied_packets,
+            egress_denied_bytes: self.egress_denied_bytes + o.egress_denied_bytes,
+        }
+    }
+}
+
 /// `PAL_RULE_STATS` value (per CPU): packets of new flows a rule decided.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleStats {
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl core::ops::Add for RuleStats {
+    type Output = RuleStats;
+
+    fn add(self, o: RuleStats) -> RuleStats {
+        RuleStats {
+            packets: self.packets + o.packets,
+            bytes: self.bytes + o.bytes,
+        }
+    }
 }
 
 /// `PAL_STATS` value (per CPU), indexed by `STAT_*`.

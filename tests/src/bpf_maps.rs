@@ -384,16 +384,7 @@ impl Dataplane {
             .unwrap_or_else(|| panic!("PAL_EP_STATS has no entry for ifindex {ifindex}"));
         values
             .iter()
-            .fold(EndpointStats::default(), |sum, cpu| EndpointStats {
-                ingress_allowed_packets: sum.ingress_allowed_packets + cpu.ingress_allowed_packets,
-                ingress_allowed_bytes: sum.ingress_allowed_bytes + cpu.ingress_allowed_bytes,
-                ingress_denied_packets: sum.ingress_denied_packets + cpu.ingress_denied_packets,
-                ingress_denied_bytes: sum.ingress_denied_bytes + cpu.ingress_denied_bytes,
-                egress_allowed_packets: sum.egress_allowed_packets + cpu.egress_allowed_packets,
-                egress_allowed_bytes: sum.egress_allowed_bytes + cpu.egress_allowed_bytes,
-                egress_denied_packets: sum.egress_denied_packets + cpu.egress_denied_packets,
-                egress_denied_bytes: sum.egress_denied_bytes + cpu.egress_denied_bytes,
-            })
+            .fold(EndpointStats::default(), |sum, cpu| sum + *cpu)
     }
 
     /// `PAL_RULE_STATS[rule_counter]`, summed over the CPUs.
@@ -406,10 +397,7 @@ impl Dataplane {
             .unwrap_or_else(|err| panic!("PAL_RULE_STATS[{rule_counter}]: {err}"));
         values
             .iter()
-            .fold(RuleStats::default(), |sum, cpu| RuleStats {
-                packets: sum.packets + cpu.packets,
-                bytes: sum.bytes + cpu.bytes,
-            })
+            .fold(RuleStats::default(), |sum, cpu| sum + *cpu)
     }
 
     /// Every `PAL_CT` entry.

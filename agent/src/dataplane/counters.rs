@@ -124,10 +124,9 @@ impl CounterMaps {
             .rules
             .get(&index, 0)
             .map_err(map_err("read", map_names::RULE_STATS))?;
-        Ok(values.iter().fold(RuleStats::default(), |a, v| RuleStats {
-            packets: a.packets + v.packets,
-            bytes: a.bytes + v.bytes,
-        }))
+        Ok(values
+            .iter()
+            .fold(RuleStats::default(), |sum, cpu| sum + *cpu))
     }
 
     /// Zeroes the rule counters at `indexes` (handed out afresh by each agent, so an
@@ -166,14 +165,5 @@ fn zeroed<T: Pod + Default + Clone>() -> Result<PerCpuValues<T>, CounterError> {
 fn sum_endpoint(values: &PerCpuValues<EndpointStats>) -> EndpointStats {
     values
         .iter()
-        .fold(EndpointStats::default(), |a, v| EndpointStats {
-            ingress_allowed_packets: a.ingress_allowed_packets + v.ingress_allowed_packets,
-            ingress_allowed_bytes: a.ingress_allowed_bytes + v.ingress_allowed_bytes,
-            ingress_denied_packets: a.ingress_denied_packets + v.ingress_denied_packets,
-            ingress_denied_bytes: a.ingress_denied_bytes + v.ingress_denied_bytes,
-            egress_allowed_packets: a.egress_allowed_packets + v.egress_allowed_packets,
-            egress_allowed_bytes: a.egress_allowed_bytes + v.egress_allowed_bytes,
-            egress_denied_packets: a.egress_denied_packets + v.egress_denied_packets,
-            egress_denied_bytes: a.egress_denied_bytes + v.egress_denied_bytes,
-        })
+        .fold(EndpointStats::default(), |sum, cpu| sum + *cpu)
 }
