@@ -11,17 +11,17 @@
 
 #[path = "common/etcd.rs"]
 mod etcd;
+#[path = "common/store_ops.rs"]
+mod store_ops;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::model::{
-    IpPool, IpPoolMetadata, IpPoolSpec, Kind, Profile, ProfileMetadata, Resource, ResourceKey,
-};
-use palisade::store::{Change, Datastore, Op, OpOutcome, StoreError, WatchStream};
+use palisade::model::{IpPool, IpPoolMetadata, IpPoolSpec, Kind, Resource, ResourceKey};
+use palisade::store::{Change, Datastore, Op, OpOutcome, StoreError};
 
 use etcd::EtcdServer;
+use store_ops::{create, delete, key, names, next, profile, put};
 
 /// One backend's datastore, alive while the harness is.
 enum Harness {
@@ -73,17 +73,6 @@ contract_tests!(
     dropping_the_store_ends_its_watches,
 );
 
-fn profile(name: &str, value: &str) -> Resource {
-    Resource::Profile(Profile {
-        metadata: ProfileMetadata {
-            name: name.into(),
-            labels: BTreeMap::from([("v".to_string(), value.to_string())]),
-            ..Default::default()
-        },
-        spec: Default::default(),
-    })
-}
-
 fn pool(cidr: &str) -> Resource {
     Resource::IpPool(IpPool {
         metadata: IpPoolMetadata {
@@ -91,50 +80,6 @@ fn pool(cidr: &str) -> Resource {
         },
         spec: IpPoolSpec::default(),
     })
-}
-
-fn key(name: &str) -> ResourceKey {
-    ResourceKey::Profile { name: name.into() }
-}
-
-fn create(resource: Resource) -> Op {
-    Op::Create {
-        resource,
-        skip_existing: false,
-    }
-}
-
-fn delete(name: &str) -> Op {
-    Op::Delete {
-        key: key(name),
-        skip_missing: false,
-    }
-}
-
-async fn names(store: &dyn Datastore) -> Vec<String> {
-    store
-        .list(Some(Kind::Profile))
-        .await
-        .unwrap()
-        .resources
-        .iter()
-        .map(|r| match r {
-            Resource::Profile(p) => p.metadata.name.clone(),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
-/// The next item of a watch, failing the test if none comes within 5 s.
-async fn next(watch: &mut WatchStream) -> Result<Change, StoreError> {
-    tokio::time::timeout(Duration::from_secs(5), watch.recv())
-        .await
-        .expect("watch delivered nothing within 5 s")
-        .expect("watch ended")
-}
-
-fn put(revision: u64, resource: Resource) -> Change {
-    Change::Put { revision, resource }
 }
 
 /// Commits `ops`, which must succeed, and returns the new revision.

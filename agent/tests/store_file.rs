@@ -6,42 +6,14 @@
 // A test fails by panicking; unwrapping is how these tests say "this must work".
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use palisade::model::{Kind, Profile, ProfileMetadata, Resource, ResourceKey};
 use palisade::store::file::{FileStore, FileStoreOptions};
-use palisade::store::{Change, Datastore, Op, StoreError, WatchStream};
+use palisade::store::{Datastore, Op, StoreError};
 
-fn profile(name: &str, value: &str) -> Resource {
-    Resource::Profile(Profile {
-        metadata: ProfileMetadata {
-            name: name.into(),
-            labels: BTreeMap::from([("v".to_string(), value.to_string())]),
-            ..Default::default()
-        },
-        spec: Default::default(),
-    })
-}
-
-fn key(name: &str) -> ResourceKey {
-    ResourceKey::Profile { name: name.into() }
-}
-
-fn create(resource: Resource) -> Op {
-    Op::Create {
-        resource,
-        skip_existing: false,
-    }
-}
-
-fn delete(name: &str) -> Op {
-    Op::Delete {
-        key: key(name),
-        skip_missing: false,
-    }
-}
+#[path = "common/store_ops.rs"]
+mod store_ops;
+use store_ops::{create, delete, key, names, next, profile, put};
 
 #[tokio::test]
 async fn revisions_count_commits_and_the_directory_is_private() {
@@ -75,32 +47,6 @@ fn small_log() -> FileStoreOptions {
         compact_after_bytes: 1 << 20,
         compact_after_commits: 5,
     }
-}
-
-async fn names(store: &FileStore) -> Vec<String> {
-    store
-        .list(Some(Kind::Profile))
-        .await
-        .unwrap()
-        .resources
-        .iter()
-        .map(|r| match r {
-            Resource::Profile(p) => p.metadata.name.clone(),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
-/// The next item of a watch, failing the test if none comes within 5 s.
-async fn next(watch: &mut WatchStream) -> Result<Change, StoreError> {
-    tokio::time::timeout(Duration::from_secs(5), watch.recv())
-        .await
-        .expect("watch delivered nothing within 5 s")
-        .expect("watch ended")
-}
-
-fn put(revision: u64, resource: Resource) -> Change {
-    Change::Put { revision, resource }
 }
 
 #[tokio::test]
