@@ -58,12 +58,14 @@ impl Drop for PrivateBpffs {
     }
 }
 
-/// What an agent keeps across restarts: its bpffs, run directory, datastore and node.
+/// What an agent keeps across restarts: its bpffs, run directory, datastore and node, and
+/// the network namespace it runs in (when it plays a host of its own).
 pub struct AgentHome {
     pub bpffs: PrivateBpffs,
     run_dir: tempfile::TempDir,
     pub datastore: String,
     pub node: String,
+    netns: Option<String>,
 }
 
 impl AgentHome {
@@ -73,6 +75,15 @@ impl AgentHome {
             run_dir: tempfile::tempdir().expect("a temporary directory"),
             datastore: datastore.to_string(),
             node: node.to_string(),
+            netns: None,
+        }
+    }
+
+    /// An agent that runs inside the network namespace `netns` (as `ip netns exec` runs it).
+    pub fn in_netns(datastore: &str, node: &str, netns: &str) -> AgentHome {
+        AgentHome {
+            netns: Some(netns.to_string()),
+            ..AgentHome::new(datastore, node)
         }
     }
 
@@ -82,7 +93,15 @@ impl AgentHome {
 
     /// Starts `palisade agent` on this home, with `extra` arguments.
     pub fn start(&self, extra: &[&str]) -> AgentProcess {
-        let mut child = Command::new(palisade_binary())
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c
+            }
+            None => Command::new(palisade_binary()),
+        };
+        let mut child = command
             .args([
                 "--datastore",
                 &self.datastore,
@@ -316,6 +335,15 @@ impl AgentProcess {
     pub fn wait_for_ever_said(&mut self, needles: &[&str]) -> String {
         let i = self.find_from(0, needles);
         self.seen[i].clone()
+    }
+
+    /// How many lines the agent said so far have every needle (see [`line_has`]).
+    pub fn count(&mut self, needles: &[&str]) -> usize {
+        self.take_available();
+        self.seen
+            .iter()
+            .filter(|line| needles.iter().all(|n| line_has(line, n)))
+            .count()
     }
 
     /// Waits until the agent enforces on every interface in `interfaces` and has published

@@ -1,15 +1,13 @@
 //! Several palisade nodes on one machine: each "host" is a network namespace with its own
-//! agent process and its own private bpffs mount, the hosts are joined by a veth pair, and
+//! agent process (an [`crate::agent_process::AgentHome`] in that namespace), the hosts are joined by a veth pair, and
 //! one real etcd serves them all. Everything is undone by the test's [`Cleanup`] guard.
 //!
 //! etcd runs inside the first host's namespace, listening on its loopback and on its end of
 //! the link between the hosts: every palisade process then reaches it at the same address,
 //! and nothing is added to the root namespace, so parallel tests cannot collide there.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::netns::{Netns, unique_name};
@@ -169,127 +167,6 @@ pub fn start_etcd(cleanup: &mut Cleanup, host: &Host, dir: &Path) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
     format!("etcd://{}:{ETCD_CLIENT_PORT}", host.link_address)
-}
-
-/// A bpffs mounted on a fresh directory under `dir`, unmounted by the cleanup.
-pub fn mount_private_bpffs(cleanup: &mut Cleanup, dir: &Path, name: &str) -> PathBuf {
-    let target = dir.join(name);
-    std::fs::create_dir_all(&target).expect("cannot create the bpffs mount point");
-    let c_target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .expect("a temp path has no NUL");
-    // SAFETY: NUL-terminated strings that outlive the call; no mount data.
-    let mounted = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            c_target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        mounted,
-        0,
-        "mount -t bpf on {}: {}",
-        target.display(),
-        std::io::Error::last_os_error()
-    );
-    cleanup.defer(format!("unmount {}", target.display()), move || {
-        // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
-        if unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(())
-    });
-    target
-}
-
-/// `palisade agent` running inside a host's namespace; killed by the cleanup.
-pub struct Agent {
-    pub node: String,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Agent {
-    /// Starts the agent for `host` on `datastore`, pinning in `bpffs` and keeping its run
-    /// state in `run_dir`.
-    pub fn start(
-        cleanup: &mut Cleanup,
-        host: &Host,
-        datastore: &str,
-        bpffs: &Path,
-        run_dir: &Path,
-    ) -> Agent {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &host.ns.name])
-            .arg(palisade_binary())
-            .args(["--datastore", datastore, "agent", "--node", &host.node])
-            .arg("--bpffs")
-            .arg(bpffs)
-            .arg("--run-dir")
-            .arg(run_dir)
-            .arg("--no-docker-plugin")
-            .env_remove("PALISADE_DATASTORE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run palisade agent through `ip netns exec`");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        kill_on_cleanup(cleanup, format!("stop the agent of {}", host.node), child);
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Agent {
-            node: host.node.clone(),
-            lines,
-            seen: vec![],
-        }
-    }
-
-    /// Waits for a log line containing every one of `needles`, after the lines already
-    /// consumed.
-    pub fn wait_for(&mut self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needles:?} from the agent of {}; it said:\n{}",
-                    self.node,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// How many lines consumed so far contain every one of `needles`.
-    pub fn count(&self, needles: &[&str]) -> usize {
-        self.seen
-            .iter()
-            .filter(|line| needles.iter().all(|n| line.contains(n)))
-            .count()
-    }
-
-    /// Everything the agent has said so far, for failure messages.
-    pub fn log(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
 }
 
 /// A server in `ns` that echoes what a client sends on TCP `port` (busybox nc running cat),

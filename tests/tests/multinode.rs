@@ -3,9 +3,8 @@
 //! databases run on node A, its apps on node B; real TCP across the link gives exactly the
 //! verdicts `palisade trace` computes from the stored policy.
 
-use palisade_tests::multinode::{
-    Agent, Host, echo_server, mount_private_bpffs, route_to, start_etcd, tcp_echoes, two_hosts,
-};
+use palisade_tests::agent_process::{AgentHome, AgentProcess};
+use palisade_tests::multinode::{Host, echo_server, route_to, start_etcd, tcp_echoes, two_hosts};
 use palisade_tests::netns::Netns;
 use palisade_tests::{Cleanup, require_root};
 
@@ -90,7 +89,7 @@ fn trace_allows(host: &Host, datastore: &str, src: &str, dst: &str, port: u16) -
 
 /// Waits until `agent` has seen all four endpoints, published the policy that knows them,
 /// and enforces on both of its local workloads' interfaces.
-fn wait_until_enforcing(agent: &mut Agent) {
+fn wait_until_enforcing(agent: &mut AgentProcess) {
     agent.wait_for(&["policy view updated", "workload_endpoints=4"]);
     agent.wait_for(&["policy published", "local_endpoints=2"]);
     while agent.count(&["enforcing on workload interface"]) < 2 {
@@ -108,11 +107,10 @@ fn databases_on_node_a_and_apps_on_node_b_connect_exactly_as_trace_says() {
     let (host_a, host_b) = two_hosts(&mut cleanup, ("A", A_LINK), ("B", B_LINK));
     let datastore = start_etcd(&mut cleanup, &host_a, dir.path());
 
-    let bpffs_a = mount_private_bpffs(&mut cleanup, dir.path(), "bpffs-a");
-    let bpffs_b = mount_private_bpffs(&mut cleanup, dir.path(), "bpffs-b");
-    let (run_a, run_b) = (dir.path().join("run-a"), dir.path().join("run-b"));
-    let mut agent_a = Agent::start(&mut cleanup, &host_a, &datastore, &bpffs_a, &run_a);
-    let mut agent_b = Agent::start(&mut cleanup, &host_b, &datastore, &bpffs_b, &run_b);
+    let home_a = AgentHome::in_netns(&datastore, &host_a.node, &host_a.ns.name);
+    let home_b = AgentHome::in_netns(&datastore, &host_b.node, &host_b.ns.name);
+    let mut agent_a = home_a.start(&[]);
+    let mut agent_b = home_b.start(&[]);
 
     // The seed's first variant, isolation by the profiles' rules, written from node B:
     // the CLI reaches etcd across the link too.
