@@ -6,13 +6,13 @@
 //! kernel) and the rule names the agent wrote beside them.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use palisade_common::STAT_NAMES;
 
+use crate::dataplane::attach::interface_index;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::{BPFFS_ROOT, pin_dir};
@@ -56,15 +56,9 @@ pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
         .iter()
         .filter_map(|r| match r {
             Resource::WorkloadEndpoint(w) => {
-                let name = CString::new(w.spec.interface_name.as_str()).ok()?;
-                // SAFETY: a valid NUL-terminated name; returns 0 when there is none.
-                let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-                (index != 0).then(|| {
-                    (
-                        index,
-                        (w.metadata.name.clone(), w.spec.interface_name.clone()),
-                    )
-                })
+                let index = interface_index(&w.spec.interface_name)?;
+                let names = (w.metadata.name.clone(), w.spec.interface_name.clone());
+                Some((index, names))
             }
             _ => None,
         })
