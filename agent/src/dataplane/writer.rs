@@ -144,9 +144,9 @@ impl Writer {
             counters: RuleCounters::new(capacity::RULE_STATS as usize),
             counters_zeroed: 0,
         };
-        for slot in 0..2u8 {
-            writer.slots[usize::from(slot)].image = writer.read_hash_entries(slot)?;
-        }
+        let [slot0, slot1] = writer.read_slots()?;
+        writer.slots[0].image = slot0;
+        writer.slots[1].image = slot1;
         Ok(writer)
     }
 
@@ -218,7 +218,10 @@ impl Writer {
         let result = self.write_slot(slot, &state, &new, &mut stats);
         if let Err(e) = result {
             self.slots[s] = SlotState {
-                image: self.read_hash_entries(slot).unwrap_or_default(),
+                image: self
+                    .read_slots()
+                    .map(|[slot0, slot1]| if s == 0 { slot0 } else { slot1 })
+                    .unwrap_or_default(),
                 arrays_known: false,
             };
             return Err(e);
@@ -324,44 +327,58 @@ impl Writer {
         Ok(())
     }
 
-    /// The hash-map entries the maps hold for `slot`.
-    fn read_hash_entries(&self, slot: u8) -> Result<SlotImage, WriteError> {
+    /// The hash-map entries the maps hold, per slot: one pass over each map.
+    fn read_slots(&self) -> Result<[SlotImage; 2], WriteError> {
         let m = &self.maps;
-        let mut image = SlotImage {
-            local: read_hash(&m.local, map_names::LOCAL, |k| k.slot == slot)?,
-            remote: read_hash(&m.remote, map_names::REMOTE, |k| k.slot == slot)?,
-            policy: read_hash(&m.policy, map_names::POLICY, |k| k.slot == slot)?,
-            table: read_hash(&m.table, map_names::TABLE, |k| k.slot == slot)?,
-            ..SlotImage::default()
-        };
+        let [local0, local1] = read_hash(&m.local, map_names::LOCAL, |k| k.slot)?;
+        let [remote0, remote1] = read_hash(&m.remote, map_names::REMOTE, |k| k.slot)?;
+        let [policy0, policy1] = read_hash(&m.policy, map_names::POLICY, |k| k.slot)?;
+        let [table0, table1] = read_hash(&m.table, map_names::TABLE, |k| k.slot)?;
+        let mut slots = [
+            SlotImage {
+                local: local0,
+                remote: remote0,
+                policy: policy0,
+                table: table0,
+                ..SlotImage::default()
+            },
+            SlotImage {
+                local: local1,
+                remote: remote1,
+                policy: policy1,
+                table: table1,
+                ..SlotImage::default()
+            },
+        ];
         for entry in m.lpm.iter() {
             let (key, value) = entry.map_err(|source| WriteError::Map {
                 action: "read",
                 name: map_names::LPM,
                 source,
             })?;
-            if key.data().slot == slot {
-                image.lpm.insert((key.prefix_len(), key.data()), value);
+            if let Some(slot) = slots.get_mut(usize::from(key.data().slot)) {
+                slot.lpm.insert((key.prefix_len(), key.data()), value);
             }
         }
-        Ok(image)
+        Ok(slots)
     }
 }
 
 fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     map: &BpfHashMap<MapData, K, V>,
     name: &'static str,
-    keep: impl Fn(&K) -> bool,
-) -> Result<HashMap<K, V>, WriteError> {
-    let mut out = HashMap::new();
+    slot_of: impl Fn(&K) -> u8,
+) -> Result<[HashMap<K, V>; 2], WriteError> {
+    let mut out = [HashMap::new(), HashMap::new()];
     for entry in map.iter() {
         let (k, v) = entry.map_err(|source| WriteError::Map {
             action: "read",
             name,
             source,
         })?;
-        if keep(&k) {
-            out.insert(k, v);
+        // Keys of no slot (none are written) are left alone.
+        if let Some(slot) = out.get_mut(usize::from(slot_of(&k))) {
+            slot.insert(k, v);
         }
     }
     Ok(out)
