@@ -8,13 +8,14 @@
 //! the program left after deciding those tests), and the kernel finds it by
 //! (interface, own address). Numbered in key order: deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use crate::model::ResourceKey;
 use crate::policy::Direction;
 
-use super::inputs::Inputs;
+use super::inputs::{Inputs, Workload};
 use super::program::Program;
 use super::signature::Family;
 
@@ -45,26 +46,27 @@ pub(crate) struct LocalIds {
 impl LocalIds {
     pub fn assign(inputs: &Inputs, include: impl Fn(&ResourceKey) -> bool) -> LocalIds {
         let mut keys: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
+        // Many endpoints share labels and profiles: their programs are found once.
+        let mut programs_of: HashMap<(&BTreeMap<String, String>, &[String]), Rc<Programs>> =
+            HashMap::new();
         for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
-            let programs = [Direction::Ingress, Direction::Egress]
-                .map(|d| Program::of_endpoint(inputs, &w.labels, &w.profiles, d));
-            let mut label_tests = Vec::new();
-            let mut cidrs = Vec::new();
-            for rule in programs
-                .iter()
-                .flat_map(|p| p.rule_ids())
-                .filter_map(|id| inputs.rule(id))
-            {
-                label_tests.extend(rule.local().label_tests());
-                cidrs.extend(rule.local().cidrs());
-            }
+            let found = Rc::clone(
+                programs_of
+                    .entry((&w.labels, &w.profiles))
+                    .or_insert_with(|| Rc::new(Programs::of_endpoint(inputs, w))),
+            );
+            let Programs {
+                programs,
+                label_tests,
+                cidrs,
+            } = &*found;
             for &addr in &w.addrs {
                 let family = Family::of(addr);
                 let sig =
                     inputs
                         .universe
-                        .signature(addr, inputs.owners_of(addr), &label_tests, &cidrs);
-                let resolved = programs.clone().map(|p| {
+                        .signature(addr, inputs.owners_of(addr), label_tests, cidrs);
+                let resolved = programs.each_ref().map(|p| {
                     p.retain(|id| {
                         inputs
                             .rule(id)
@@ -94,5 +96,34 @@ impl LocalIds {
             out.locals.push((key.info, key.programs));
         }
         out
+    }
+}
+
+/// An endpoint's programs, with the tests their rules make of its own address.
+struct Programs {
+    programs: [Program; 2],
+    label_tests: Vec<usize>,
+    cidrs: Vec<usize>,
+}
+
+impl Programs {
+    fn of_endpoint(inputs: &Inputs, w: &Workload) -> Programs {
+        let programs = [Direction::Ingress, Direction::Egress]
+            .map(|d| Program::of_endpoint(inputs, &w.labels, &w.profiles, d));
+        let mut label_tests = BTreeSet::new();
+        let mut cidrs = BTreeSet::new();
+        for rule in programs
+            .iter()
+            .flat_map(|p| p.rule_ids())
+            .filter_map(|id| inputs.rule(id))
+        {
+            label_tests.extend(rule.local().label_tests());
+            cidrs.extend(rule.local().cidrs());
+        }
+        Programs {
+            programs,
+            label_tests: label_tests.into_iter().collect(),
+            cidrs: cidrs.into_iter().collect(),
+        }
     }
 }

@@ -22,6 +22,7 @@ mod identity;
 mod image;
 mod inputs;
 mod lookup;
+mod peer_classes;
 mod program;
 mod remote;
 mod rules;
@@ -30,6 +31,7 @@ mod table;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::rc::Rc;
 
 use crate::model::{Resource, ResourceKey};
 use crate::policy::Direction;
@@ -44,8 +46,10 @@ pub use table::{OutcomeId, RangeTable, Row, Table};
 
 use identity::LocalIds;
 use inputs::Inputs;
-use program::Program;
+use peer_classes::{PeerBit, RemoteSets, peer_bits};
+use program::{Decided, Program};
 use remote::RemoteClasses;
+use signature::Bits;
 
 /// Which workload endpoints get local IDs (policy programs): every one, or only those of
 /// one node (what an agent enforces). Endpoints of every node are peers either way.
@@ -85,24 +89,37 @@ pub fn compile_for(
     let locals = LocalIds::assign(&inputs, |key| locals.includes(key));
 
     let mut outcomes = Interner::default();
+    let mut outcome_ids: HashMap<Decided, OutcomeId> = HashMap::new();
     let mut tables = Interner::default();
     // Programs already compiled, by family: the same narrowed program gives the same table.
-    let mut compiled: HashMap<(Family, Program), TableId> = HashMap::new();
+    let mut compiled: [HashMap<Program, TableId>; 2] = Default::default();
     let mut table_of = |family: Family, program: Program| -> TableId {
-        if let Some(id) = compiled.get(&(family, program.clone())) {
+        let compiled = &mut compiled[usize::from(family == Family::V6)];
+        if let Some(id) = compiled.get(&program) {
             return *id;
         }
-        let table = table::build_table(&program, &inputs.rules, family, &mut |o| {
-            OutcomeId(outcomes.intern(o))
+        let table = table::build_table(&program, &inputs.rules, family, &mut |decided| {
+            if let Some(&id) = outcome_ids.get(&decided) {
+                return id;
+            }
+            let id = OutcomeId(outcomes.intern(decided.to_outcome(&inputs.rules)));
+            outcome_ids.insert(decided, id);
+            id
         });
         let id = TableId(tables.intern(table));
-        compiled.insert((family, program), id);
+        compiled.insert(program, id);
         id
     };
 
+    let sets = RemoteSets::new(
+        &remotes,
+        inputs.universe.label_tests.len(),
+        inputs.universe.cidrs.len(),
+    );
+    // Programs of different local IDs often read the same peer bits.
+    let mut classes_of: HashMap<(Family, Vec<PeerBit>), Rc<Vec<Bits>>> = HashMap::new();
     let mut wildcard = BTreeMap::new();
-    let mut specific = BTreeMap::new();
-    let no_remotes = Vec::new();
+    let mut specific = Vec::new();
     for (i, (info, programs)) in locals.locals.iter().enumerate() {
         let local = LocalId(u32::try_from(i).unwrap_or(u32::MAX));
         let family = info.family;
@@ -110,30 +127,31 @@ pub fn compile_for(
             .into_iter()
             .zip(programs)
         {
-            let looks_at_peer = program
-                .rule_ids()
-                .filter_map(|id| inputs.rule(id))
-                .any(|r| !r.peer().is_unconditional());
-            if !looks_at_peer {
+            let bits = peer_bits(program.rule_ids().filter_map(|id| inputs.rule(id)));
+            if bits.is_empty() {
                 wildcard.insert((local, direction), table_of(family, program.clone()));
                 continue;
             }
-            let candidates = remotes.by_family.get(&family).unwrap_or(&no_remotes);
-            let per_remote: Vec<(RemoteId, TableId)> = candidates
+            let classes = Rc::clone(
+                classes_of
+                    .entry((family, bits))
+                    .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
+            );
+            let per_class: Vec<(&Bits, TableId)> = classes
                 .iter()
-                .map(|&remote| {
-                    let narrowed =
-                        program.retain(|id| match (inputs.rule(id), remotes.signature(remote)) {
-                            (Some(rule), Some(sig)) => rule.peer().holds(sig),
-                            _ => false,
-                        });
-                    (remote, table_of(family, narrowed))
+                .map(|class| {
+                    let sig = remotes.signature(peer_classes::first(class));
+                    let narrowed = program.retain(|id| match (inputs.rule(id), sig) {
+                        (Some(rule), Some(sig)) => rule.peer().holds(sig),
+                        _ => false,
+                    });
+                    (class, table_of(family, narrowed))
                 })
                 .collect();
             // The wildcard is the table most peers get; ties go to the lower table ID.
             let mut counts: BTreeMap<TableId, usize> = BTreeMap::new();
-            for (_, t) in &per_remote {
-                *counts.entry(*t).or_default() += 1;
+            for (class, t) in &per_class {
+                *counts.entry(*t).or_default() += class.count_ones();
             }
             let Some(common) = counts
                 .iter()
@@ -143,9 +161,11 @@ pub fn compile_for(
                 continue;
             };
             wildcard.insert((local, direction), common);
-            for (remote, t) in per_remote {
+            for (class, t) in per_class {
                 if t != common {
-                    specific.insert((local, remote, direction), t);
+                    specific.extend(
+                        peer_classes::members(class).map(|remote| ((local, remote, direction), t)),
+                    );
                 }
             }
         }
@@ -159,7 +179,7 @@ pub fn compile_for(
         lpm: remotes.lpm,
         world: remotes.world,
         wildcard,
-        specific,
+        specific: specific.into_iter().collect(),
         tables: tables.items,
         outcomes: outcomes.items,
     };

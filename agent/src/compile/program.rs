@@ -5,6 +5,7 @@
 //! packet per cell of the L4 space ([`super::table`]).
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use crate::model::Action;
 use crate::policy::{Decision, Direction, L4, Reason, RuleRef, Verdict};
@@ -28,7 +29,7 @@ pub(crate) struct Program {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum ProfileStep {
     Rules(Vec<RuleId>),
-    Missing(String),
+    Missing(Rc<str>),
 }
 
 /// What the program decides for a packet: the same as the reference evaluator's
@@ -59,8 +60,43 @@ impl Outcome {
     }
 }
 
+/// What [`Program::run`] decides, by rule ID: cheap to compare and hash, so the compiler can
+/// share outcomes before it spells them out as an [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Decided {
+    pub verdict: Verdict,
+    pub reason: DecidedBy,
+    /// The `log` rules passed, in order.
+    pub logged: Vec<RuleId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum DecidedBy {
+    Rule(RuleId),
+    EndOfPolicies,
+    MissingProfile(Rc<str>),
+    NoProfileMatched,
+}
+
+impl Decided {
+    pub fn to_outcome(&self, rules: &[CompiledRule]) -> Outcome {
+        let rule_ref = |id: RuleId| rules.get(id as usize).map(|r| r.rule_ref.clone());
+        Outcome {
+            verdict: self.verdict,
+            reason: match &self.reason {
+                // Rule IDs come from the same rule list: always present.
+                DecidedBy::Rule(id) => rule_ref(*id).map_or(Reason::NoProfileMatched, Reason::Rule),
+                DecidedBy::EndOfPolicies => Reason::EndOfPolicies,
+                DecidedBy::MissingProfile(name) => Reason::MissingProfile(name.to_string()),
+                DecidedBy::NoProfileMatched => Reason::NoProfileMatched,
+            },
+            logged: self.logged.iter().filter_map(|&id| rule_ref(id)).collect(),
+        }
+    }
+}
+
 enum ListEnd {
-    Decided(Verdict, RuleRef),
+    Decided(Verdict, RuleId),
     Passed,
     NoMatch,
 }
@@ -89,7 +125,7 @@ impl Program {
             match inputs.profiles.get(name) {
                 Some(Some(rules)) => steps.push(ProfileStep::Rules(rules[d].clone())),
                 _ => {
-                    steps.push(ProfileStep::Missing(name.clone()));
+                    steps.push(ProfileStep::Missing(name.as_str().into()));
                     break;
                 }
             }
@@ -110,7 +146,7 @@ impl Program {
                 .iter()
                 .map(|step| match step {
                     ProfileStep::Rules(ids) => ProfileStep::Rules(filter(ids)),
-                    ProfileStep::Missing(n) => ProfileStep::Missing(n.clone()),
+                    ProfileStep::Missing(n) => ProfileStep::Missing(Rc::clone(n)),
                 })
                 .collect(),
         }
@@ -126,50 +162,40 @@ impl Program {
 
     /// Runs the program on one packet, of which only the protocol and L4 fields still
     /// matter: every address test has been decided by [`Program::retain`].
-    pub fn run(&self, rules: &[CompiledRule], family: Family, protocol: u8, l4: L4) -> Outcome {
+    pub fn run(&self, rules: &[CompiledRule], family: Family, protocol: u8, l4: L4) -> Decided {
         let mut logged = Vec::new();
-        let decided = |verdict, rule, logged| Outcome {
+        let end = |verdict, reason, logged| Decided {
             verdict,
-            reason: Reason::Rule(rule),
+            reason,
             logged,
         };
         if let Some(ids) = &self.policies {
             match run_list(ids, rules, family, protocol, l4, &mut logged) {
-                ListEnd::Decided(v, r) => return decided(v, r, logged),
+                ListEnd::Decided(v, id) => return end(v, DecidedBy::Rule(id), logged),
                 ListEnd::Passed => {}
-                ListEnd::NoMatch => {
-                    return Outcome {
-                        verdict: Verdict::Deny,
-                        reason: Reason::EndOfPolicies,
-                        logged,
-                    };
-                }
+                ListEnd::NoMatch => return end(Verdict::Deny, DecidedBy::EndOfPolicies, logged),
             }
         }
         for step in &self.profiles {
             match step {
                 ProfileStep::Missing(name) => {
-                    return Outcome {
-                        verdict: Verdict::Deny,
-                        reason: Reason::MissingProfile(name.clone()),
+                    return end(
+                        Verdict::Deny,
+                        DecidedBy::MissingProfile(Rc::clone(name)),
                         logged,
-                    };
+                    );
                 }
                 // `pass` in a profile only ends that profile.
                 ProfileStep::Rules(ids) => {
-                    if let ListEnd::Decided(v, r) =
+                    if let ListEnd::Decided(v, id) =
                         run_list(ids, rules, family, protocol, l4, &mut logged)
                     {
-                        return decided(v, r, logged);
+                        return end(v, DecidedBy::Rule(id), logged);
                     }
                 }
             }
         }
-        Outcome {
-            verdict: Verdict::Deny,
-            reason: Reason::NoProfileMatched,
-            logged,
-        }
+        end(Verdict::Deny, DecidedBy::NoProfileMatched, logged)
     }
 }
 
@@ -179,17 +205,20 @@ fn run_list(
     family: Family,
     protocol: u8,
     l4: L4,
-    logged: &mut Vec<RuleRef>,
+    logged: &mut Vec<RuleId>,
 ) -> ListEnd {
-    for rule in ids.iter().filter_map(|&id| rules.get(id as usize)) {
+    for &id in ids {
+        let Some(rule) = rules.get(id as usize) else {
+            continue;
+        };
         if !rule.l4.matches(family, protocol, l4) {
             continue;
         }
         match rule.action() {
-            Action::Allow => return ListEnd::Decided(Verdict::Allow, rule.rule_ref.clone()),
-            Action::Deny => return ListEnd::Decided(Verdict::Deny, rule.rule_ref.clone()),
+            Action::Allow => return ListEnd::Decided(Verdict::Allow, id),
+            Action::Deny => return ListEnd::Decided(Verdict::Deny, id),
             Action::Pass => return ListEnd::Passed,
-            Action::Log => logged.push(rule.rule_ref.clone()),
+            Action::Log => logged.push(id),
         }
     }
     ListEnd::NoMatch

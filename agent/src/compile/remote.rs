@@ -10,7 +10,7 @@
 //! CIDR are "world". Endpoint addresses get an exact entry only where their signature
 //! differs from what the LPM would give them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -64,8 +64,17 @@ impl RemoteClasses {
             .map(|(net, containing)| (net, class_signature(&containing)))
             .collect();
         let mut exact = BTreeMap::new();
+        // Endpoints with the same labels pass the same tests: evaluate them once.
+        let mut label_bits: HashMap<&[BTreeMap<String, String>], Bits> = HashMap::new();
         for (addr, owners) in &inputs.owners {
-            let sig = universe.signature(*addr, owners, &label_tests, &cidr_ids);
+            let labels = label_bits
+                .entry(owners.as_slice())
+                .or_insert_with_key(|owners| universe.label_bits(owners, &label_tests))
+                .clone();
+            let sig = Signature {
+                labels,
+                cidrs: universe.cidr_bits(*addr, &cidr_ids),
+            };
             if longest_match(&lpm, *addr).unwrap_or(&world) != &sig {
                 exact.insert(*addr, sig);
             }

@@ -74,23 +74,34 @@ impl Universe {
         label_tests: &[usize],
         cidrs: &[usize],
     ) -> Signature {
-        let mut sig = Signature {
-            labels: Bits::zeros(self.label_tests.len()),
-            cidrs: Bits::zeros(self.cidrs.len()),
-        };
+        Signature {
+            labels: self.label_bits(owners, label_tests),
+            cidrs: self.cidr_bits(addr, cidrs),
+        }
+    }
+
+    /// The label half of [`Universe::signature`].
+    pub fn label_bits(&self, owners: &[BTreeMap<String, String>], label_tests: &[usize]) -> Bits {
+        let mut bits = Bits::zeros(self.label_tests.len());
         for &i in label_tests {
             if let Some(test) = self.label_tests.get(i)
                 && owners.iter().any(|labels| test.matches(labels))
             {
-                sig.labels.set(i);
+                bits.set(i);
             }
         }
+        bits
+    }
+
+    /// The CIDR half of [`Universe::signature`].
+    pub fn cidr_bits(&self, addr: IpAddr, cidrs: &[usize]) -> Bits {
+        let mut bits = Bits::zeros(self.cidrs.len());
         for &i in cidrs {
             if self.cidrs.get(i).is_some_and(|net| net.contains(&addr)) {
-                sig.cidrs.set(i);
+                bits.set(i);
             }
         }
-        sig
+        bits
     }
 }
 
@@ -112,14 +123,6 @@ impl AddrMatch {
             && !self.not_nets.iter().any(|&i| sig.cidrs.get(i))
             && self.with.iter().all(|&i| sig.labels.get(i))
             && !self.without.iter().any(|&i| sig.labels.get(i))
-    }
-
-    /// True when the rule does not look at this address at all.
-    pub fn is_unconditional(&self) -> bool {
-        self.nets.is_empty()
-            && self.not_nets.is_empty()
-            && self.with.is_empty()
-            && self.without.is_empty()
     }
 
     pub fn label_tests(&self) -> impl Iterator<Item = usize> + '_ {

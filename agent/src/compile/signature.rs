@@ -61,6 +61,45 @@ impl Bits {
     pub fn get(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
+
+    /// The bits set in both.
+    pub fn and(&self, other: &Bits) -> Bits {
+        Bits(self.0.iter().zip(&other.0).map(|(a, b)| a & b).collect())
+    }
+
+    /// The bits set here and not in `other`.
+    pub fn and_not(&self, other: &Bits) -> Bits {
+        let word = |i: usize| other.0.get(i).copied().unwrap_or(0);
+        Bits(
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, a)| a & !word(i))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    pub fn count_ones(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The indexes of the bits set, ascending.
+    pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    i * 64 + bit
+                })
+            })
+        })
+    }
 }
 
 /// The answers an address gives to the address tests of rules: bit `i` of `labels` is set
@@ -87,6 +126,14 @@ mod tests {
             assert_eq!(b.get(i), [0, 63, 64, 129].contains(&i), "bit {i}");
         }
         assert!(!b.get(1000));
+        assert_eq!(b.ones().collect::<Vec<_>>(), [0, 63, 64, 129]);
+        assert_eq!(b.count_ones(), 4);
+        let mut low = Bits::zeros(130);
+        low.set(0);
+        low.set(64);
+        assert_eq!(b.and(&low).ones().collect::<Vec<_>>(), [0, 64]);
+        assert_eq!(b.and_not(&low).ones().collect::<Vec<_>>(), [63, 129]);
+        assert!(b.and_not(&b).is_empty());
         assert_eq!(b, {
             let mut c = Bits::zeros(130);
             for i in [129, 64, 63, 0] {

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::policy::{L4, PROTO_TCP, PROTO_UDP};
 
-use super::program::{Outcome, Program};
+use super::program::{Decided, Program};
 use super::rules::CompiledRule;
 use super::signature::Family;
 
@@ -131,7 +131,7 @@ pub(crate) fn build_table(
     program: &Program,
     rules: &[CompiledRule],
     family: Family,
-    intern: &mut dyn FnMut(Outcome) -> OutcomeId,
+    intern: &mut dyn FnMut(Decided) -> OutcomeId,
 ) -> Table {
     let used: Vec<&CompiledRule> = program
         .rule_ids()
