@@ -181,3 +181,91 @@ fn switching_modes_between_loads_leaves_one_set_of_attachments() {
             .exists()
     );
 }
+
+/// Why converting in either direction may attach the new mode before removing the old one:
+/// with a TCX program and a clsact filter on the same hook, the kernel runs the TCX program
+/// first, and palisade's verdicts (pass or drop, never "next") are final, so the filter
+/// behind it does not run at all. Each packet is judged, and counted, once.
+#[test]
+fn with_both_modes_attached_only_the_tcx_program_runs() {
+    require_root();
+    let mut cleanup = Cleanup::new();
+    let (host, peer) = (unique_name("pco"), unique_name("pcv"));
+    create_veth(&mut cleanup, &host, &peer);
+    run_ok("ip", &["link", "set", &host, "up"]);
+    run_ok("ip", &["link", "set", &peer, "up"]);
+    let ifindex = interface_index(&host).unwrap();
+    // Two dataplanes, so that the two attachments run programs that can be told apart.
+    let (tcx_dir, clsact_dir) = (private_pin_dir(&mut cleanup), private_pin_dir(&mut cleanup));
+    let mut by_tcx = dataplane::load(embedded_object(), Some(&tcx_dir)).unwrap();
+    let mut by_clsact = dataplane::load(embedded_object(), Some(&clsact_dir)).unwrap();
+    let (mut tcx, _) = Attachments::adopt(&mut by_tcx, &tcx_dir, AttachMode::Tcx).unwrap();
+    let (mut clsact, _) =
+        Attachments::adopt(&mut by_clsact, &clsact_dir, AttachMode::Clsact).unwrap();
+    clsact.attach(&mut by_clsact, &host, ifindex).unwrap();
+    tcx.attach(&mut by_tcx, &host, ifindex).unwrap();
+
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let runs = |loaded: &mut dataplane::LoadedObject| {
+        let program = loaded.program(FROM_WORKLOAD).unwrap();
+        program.info().unwrap().run_count()
+    };
+    let before = (runs(&mut by_tcx), runs(&mut by_clsact));
+    send_frames(&peer, 50);
+    let both = (
+        runs(&mut by_tcx) - before.0,
+        runs(&mut by_clsact) - before.1,
+    );
+    assert!(both.0 >= 50, "the TCX program ran {} times", both.0);
+    assert_eq!(both.1, 0, "the clsact filter ran behind the TCX program");
+
+    // Without the TCX program, the filter takes every packet.
+    tcx.detach(ifindex).unwrap();
+    let before = runs(&mut by_clsact);
+    send_frames(&peer, 50);
+    assert!(runs(&mut by_clsact) - before >= 50);
+    clsact.detach(ifindex).unwrap();
+}
+
+/// Sends `count` Ethernet frames (broadcast, IPv4 type, junk header) out of `ifname`: they
+/// arrive on the ingress of its veth peer.
+fn send_frames(ifname: &str, count: usize) {
+    let ifindex = interface_index(ifname).unwrap();
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new descriptor nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_ifindex = ifindex as i32;
+    address.sll_halen = 6;
+    address.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45]);
+    frame.resize(60, 0);
+    for _ in 0..count {
+        // SAFETY: the frame and address outlive the call; their sizes are passed along.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&address as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            sent,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
