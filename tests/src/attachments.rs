@@ -224,3 +224,47 @@ pub fn program_id(loaded: &mut palisade::dataplane::LoadedObject, name: &'static
     let program = loaded.program(name).expect("the program");
     u64::from(program.info().expect("the program's info").id())
 }
+
+/// The ids of the programs the agent on the bpffs `bpffs` pinned last: (FROM_WORKLOAD,
+/// TO_WORKLOAD), as bpftool reads them.
+pub fn pinned_programs(bpffs: &std::path::Path) -> (u64, u64) {
+    let programs = palisade::dataplane::program_pin_dir(&palisade::dataplane::pin_dir(bpffs));
+    let id = |name: &str| {
+        let path = programs.join(name);
+        let out = run_ok(
+            "bpftool",
+            &[
+                "--json",
+                "prog",
+                "show",
+                "pinned",
+                &path.display().to_string(),
+            ],
+        );
+        let shown: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bpftool prog show: bad JSON {e}: {out}"));
+        shown["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no program id: {out}"))
+    };
+    (id(FROM_WORKLOAD), id(TO_WORKLOAD))
+}
+
+/// Checks that each of `interfaces` has the programs pinned on `bpffs` attached in `mode`
+/// ("tcx" or "clsact") and nothing else.
+pub fn assert_enforcing_in(mode: &str, interfaces: &[&str], bpffs: &std::path::Path) {
+    let programs = pinned_programs(bpffs);
+    for interface in interfaces {
+        let on = OnInterface::read(interface);
+        match mode {
+            "tcx" => on.assert_tcx_only(interface),
+            "clsact" => on.assert_clsact_only(interface),
+            other => panic!("no attach mode {other}"),
+        }
+        assert_eq!(
+            on.programs(),
+            programs,
+            "{interface} does not run the programs the agent pinned last"
+        );
+    }
+}
