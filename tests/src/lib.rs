@@ -8,6 +8,7 @@
 //! - every test undoes what it did, also when it fails, through a [`Cleanup`] guard.
 
 pub mod agent_process;
+pub mod attachments;
 pub mod bpf_maps;
 pub mod bpf_run;
 pub mod bpf_scenario;

@@ -3,43 +3,20 @@
 //! of vanished interfaces are cleaned up, and detaching removes everything. Also the
 //! netlink subscriptions the agent attaches by: link and host address events.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::TcAttachType;
 use palisade::dataplane::attach::interface_index;
 use palisade::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
-use palisade::dataplane::{self, Attachments, LoadedObject, interface_pin_dir};
+use palisade::dataplane::{self, AttachMode, Attachments, interface_pin_dir};
 use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
+use palisade_tests::attachments::{embedded_object, private_pin_dir, program_id, tcx_programs};
 use palisade_tests::netns::{create_veth, run, run_ok, unique_name};
 use palisade_tests::{Cleanup, require_root};
 
 /// An upper bound for a netlink event to arrive; not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn embedded_object() -> &'static [u8] {
-    dataplane::ebpf_object().unwrap_or_else(|err| {
-        panic!("{err}\n(the tests must run through `cargo xtask test`, which embeds it)")
-    })
-}
-
-/// A bpffs of the test's own, unmounted by the cleanup (which releases whatever is still
-/// pinned in it).
-fn private_pin_dir(cleanup: &mut Cleanup) -> PathBuf {
-    let root = tempfile::tempdir().unwrap().keep();
-    assert!(dataplane::ensure_bpffs_mounted(&root).unwrap());
-    let unmounted = root.clone();
-    cleanup.defer(format!("unmount {}", root.display()), move || {
-        let path = std::ffi::CString::new(unmounted.as_os_str().as_encoded_bytes())?;
-        // SAFETY: a valid NUL-terminated path.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        std::fs::remove_dir(&unmounted)?;
-        Ok(())
-    });
-    dataplane::ensure_pin_dir(&root).unwrap()
-}
 
 /// `bpftool --json link show pinned PATH`: the link's id, type and program id.
 fn pinned_link(path: &Path) -> (u64, u64, u64) {
@@ -63,16 +40,6 @@ fn pinned_link(path: &Path) -> (u64, u64, u64) {
     )
 }
 
-fn program_id(loaded: &mut LoadedObject, name: &'static str) -> u64 {
-    u64::from(loaded.program(name).unwrap().info().unwrap().id())
-}
-
-/// The ids of the programs TCX runs on `ifname` in `direction`.
-fn tcx_programs(ifname: &str, direction: TcAttachType) -> Vec<u64> {
-    let (_, programs) = SchedClassifier::query_tcx(ifname, direction).unwrap();
-    programs.iter().map(|p| u64::from(p.id())).collect()
-}
-
 /// bpftool 7.1 predates the name "tcx" and shows the link type as its number.
 const BPF_LINK_TYPE_TCX: u64 = 11;
 
@@ -86,7 +53,8 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
     let ifindex = interface_index(&host).unwrap();
 
     let mut first = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
-    let (mut attachments, adopted) = Attachments::adopt(&mut first, &pin_dir).unwrap();
+    let (mut attachments, adopted) =
+        Attachments::adopt(&mut first, &pin_dir, AttachMode::Tcx).unwrap();
     assert_eq!(adopted, Default::default());
     attachments.attach(&mut first, &host, ifindex).unwrap();
     attachments.attach(&mut first, &host, ifindex).unwrap(); // again: nothing changes
@@ -118,7 +86,8 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
     let gone_index = interface_index(&gone).unwrap();
     {
         let mut loaded = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
-        let (mut attachments, _) = Attachments::adopt(&mut loaded, &pin_dir).unwrap();
+        let (mut attachments, _) =
+            Attachments::adopt(&mut loaded, &pin_dir, AttachMode::Tcx).unwrap();
         attachments.attach(&mut loaded, &gone, gone_index).unwrap();
     }
     run_ok("ip", &["link", "del", &gone]);
@@ -130,7 +99,8 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
         program_id(&mut second, TO_WORKLOAD),
     );
     assert_ne!(new_from, from_prog, "a new load must give new programs");
-    let (mut attachments, adopted) = Attachments::adopt(&mut second, &pin_dir).unwrap();
+    let (mut attachments, adopted) =
+        Attachments::adopt(&mut second, &pin_dir, AttachMode::Tcx).unwrap();
     assert_eq!(adopted.kept, [ifindex]);
     assert_eq!(adopted.removed, [gone_index]);
     assert!(!interface_pin_dir(&pin_dir, gone_index).exists());
@@ -168,7 +138,7 @@ fn attaching_to_a_stale_interface_index_fails_and_leaves_nothing() {
     create_veth(&mut cleanup, &host, &peer);
     let ifindex = interface_index(&host).unwrap();
     let mut loaded = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
-    let (mut attachments, _) = Attachments::adopt(&mut loaded, &pin_dir).unwrap();
+    let (mut attachments, _) = Attachments::adopt(&mut loaded, &pin_dir, AttachMode::Tcx).unwrap();
     let wrong = ifindex + 100_000;
     let err = attachments.attach(&mut loaded, &host, wrong).unwrap_err();
     assert!(err.to_string().contains(&host), "{err}");

@@ -1,6 +1,9 @@
 //! Enforcement does not depend on the agent process: across `kill -9`, the time without an
-//! agent, a restart that adopts the pinned maps and links, and a graceful SIGTERM restart,
-//! not one allowed packet is lost and not one denied packet gets through.
+//! agent, a restart that adopts the pinned maps and attachments, and a graceful SIGTERM
+//! restart, not one allowed packet is lost and not one denied packet gets through. In each
+//! attach mode (TCX links, clsact filters), and across switching modes between runs
+//! (tcx, then clsact after the kill, then tcx again after SIGTERM), after which each
+//! interface carries exactly one set of attachments, running the new agent's programs.
 //!
 //! Allowed: a TCP connection with a message every 10 ms (each echoed; neither side may
 //! retransmit a segment) and UDP datagrams every 5 ms (each must arrive). Denied: a TCP
@@ -11,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use palisade_tests::agent_process::AgentProcess;
+use palisade_tests::attachments::assert_enforcing_in;
 use palisade_tests::matrix::{Scene, WorkloadPlan};
 use palisade_tests::traffic::{DatagramStream, EchoStream, Probe, RepeatedProbe};
 use palisade_tests::{Cleanup, require_root};
@@ -50,19 +54,58 @@ const POLICY: &str = r#"- apiVersion: v1
     - action: allow
 "#;
 
-/// Starts an agent on the scene's home and waits until it adopted both workloads' links and
-/// published the store's revision.
-fn restart(scene: &mut Scene) -> (AgentProcess, Duration) {
+/// Starts an agent in `mode` on the scene's home and waits until it adopted both workloads'
+/// attachments (converted them, if the last agent ran in `last_mode`) and published the
+/// store's revision; then checks what the interfaces carry.
+fn restart(scene: &mut Scene, mode: &str, last_mode: &str) -> (AgentProcess, Duration) {
     let started = Instant::now();
-    let mut agent = scene.home.start(&[]);
-    agent.wait_for(&["links adopted", "interfaces=2", "removed=0"]);
+    let mut agent = scene.home.start(&["--attach-mode", mode]);
+    let (kept, converted) = if mode == last_mode {
+        ("interfaces=2", "converted=0")
+    } else {
+        ("interfaces=0", "converted=2")
+    };
+    agent.wait_for(&[
+        "attachments adopted",
+        &format!("mode={mode}"),
+        kept,
+        converted,
+        "removed=0",
+    ]);
     let revision = scene.store.revision();
     agent.wait_for(&["policy published", &format!("revision={revision}")]);
-    (agent, started.elapsed())
+    let took = started.elapsed();
+    assert_enforcing_in(mode, &interfaces(scene), scene.home.bpffs.path());
+    (agent, took)
+}
+
+fn interfaces(scene: &Scene) -> Vec<&str> {
+    scene
+        .workloads
+        .iter()
+        .map(|w| w.interface.as_str())
+        .collect()
 }
 
 #[test]
 fn kill_and_restart_lose_no_allowed_packet_and_pass_no_denied_one() {
+    kill_and_restart(["tcx", "tcx", "tcx"], ["10.244.1.1", "10.244.1.2"]);
+}
+
+#[test]
+fn kill_and_restart_with_clsact_lose_no_allowed_packet_and_pass_no_denied_one() {
+    kill_and_restart(["clsact", "clsact", "clsact"], ["10.244.2.1", "10.244.2.2"]);
+}
+
+#[test]
+fn switching_tcx_clsact_tcx_across_restarts_loses_no_allowed_packet_and_passes_no_denied_one() {
+    kill_and_restart(["tcx", "clsact", "tcx"], ["10.244.3.1", "10.244.3.2"]);
+}
+
+/// The first agent runs in `modes[0]`, the one after `kill -9` in `modes[1]`, the one after
+/// SIGTERM in `modes[2]`. The client and server have the addresses `ips` (host routes:
+/// tests running at once need addresses of their own).
+fn kill_and_restart(modes: [&str; 3], ips: [&str; 2]) {
     require_root();
     let mut cleanup = Cleanup::new();
     let mut scene = Scene::build(
@@ -72,21 +115,30 @@ fn kill_and_restart_lose_no_allowed_packet_and_pass_no_denied_one() {
             WorkloadPlan {
                 label: "client",
                 profiles: &["client"],
-                ips: &["10.244.1.1"],
+                ips: &[ips[0]],
             },
             WorkloadPlan {
                 label: "server",
                 profiles: &["server"],
-                ips: &["10.244.1.2"],
+                ips: &[ips[1]],
             },
         ],
         None,
         &[TCP_ALLOWED, TCP_DENIED],
         &[UDP_ALLOWED, UDP_DENIED],
     );
-    scene.start_agent();
+    scene.agent = Some(scene.home.start(&["--attach-mode", modes[0]]));
     scene.store.apply(POLICY);
     scene.wait_for_enforcement();
+    let mode = format!("mode={}", modes[0]);
+    let names: Vec<String> = interfaces(&scene).iter().map(|i| i.to_string()).collect();
+    for interface in names {
+        let interface = format!("interface={interface}");
+        scene
+            .agent()
+            .wait_for_ever_said(&["enforcing on workload interface", &interface, &mode]);
+    }
+    assert_enforcing_in(modes[0], &interfaces(&scene), scene.home.bpffs.path());
     let agent = scene.agent.take().expect("the agent");
 
     let server = scene.peer("server");
@@ -127,7 +179,7 @@ fn kill_and_restart_lose_no_allowed_packet_and_pass_no_denied_one() {
     let killed = Instant::now();
     thread::sleep(PHASE);
     let gap_after_kill = killed..Instant::now();
-    let (agent, took_kill) = restart(&mut scene);
+    let (agent, took_kill) = restart(&mut scene, modes[1], modes[0]);
     thread::sleep(PHASE);
 
     // SIGTERM: the agent stops and leaves everything pinned, as after kill -9.
@@ -139,7 +191,7 @@ fn kill_and_restart_lose_no_allowed_packet_and_pass_no_denied_one() {
     let terminated = Instant::now();
     thread::sleep(PHASE);
     let gap_after_term = terminated..Instant::now();
-    let (agent, took_term) = restart(&mut scene);
+    let (agent, took_term) = restart(&mut scene, modes[2], modes[1]);
     scene.agent = Some(agent);
     thread::sleep(PHASE);
 
@@ -168,7 +220,7 @@ fn kill_and_restart_lose_no_allowed_packet_and_pass_no_denied_one() {
         .expect("the server side of the stream");
     let attempts: usize = denied.iter().map(Vec::len).sum();
     println!(
-        "restart: agents up again {took_kill:?} after kill -9 and {took_term:?} after SIGTERM; \
+        "restart {modes:?}: agents up again {took_kill:?} after kill -9 and {took_term:?} after SIGTERM; \
          {} datagrams ({} while no agent ran), {} lost; {} TCP messages, {} unanswered, \
          retransmissions {} (client) {} (server), longest round trip {:?}; {attempts} denied \
          attempts, {} through",

@@ -195,6 +195,7 @@ impl Enforcer {
                         ("endpoint", key),
                         ("interface", &name),
                         ("ifindex", ifindex),
+                        ("mode", &self.attachments.mode()),
                     ],
                 ),
                 Err(e) => log::error(

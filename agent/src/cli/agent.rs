@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::docker_plugin::PluginFlags;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
-use crate::dataplane::attach::Attachments;
+use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
@@ -43,6 +43,27 @@ pub enum HostToEndpoint {
     Policy,
 }
 
+/// How the programs are attached to workload interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachModeArg {
+    /// TCX where the kernel has it (Linux 6.6 and later), clsact otherwise.
+    Auto,
+    /// TCX links, pinned.
+    Tcx,
+    /// Direct-action filters on the clsact qdisc (netlink).
+    Clsact,
+}
+
+impl AttachModeArg {
+    fn resolve(self) -> AttachMode {
+        match self {
+            AttachModeArg::Auto => AttachMode::detect(),
+            AttachModeArg::Tcx => AttachMode::Tcx,
+            AttachModeArg::Clsact => AttachMode::Clsact,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// This node's name: the agent is responsible for the workload endpoints whose
@@ -64,6 +85,10 @@ pub struct AgentArgs {
     /// Report one denied packet in 2^N as an event (0: every one).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=31))]
     pub drop_event_sampling: u8,
+    /// How to attach to workload interfaces; a run in one mode takes over and converts
+    /// what a run in the other left.
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
+    pub attach_mode: AttachModeArg,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
@@ -254,11 +279,14 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
             Err(e) => log::warn("kernel-side debug logging unavailable", &[("error", &e)]),
         }
     }
-    let (attachments, adopted) = Attachments::adopt(&mut loaded, &dir)?;
+    let mode = args.attach_mode.resolve();
+    let (attachments, adopted) = Attachments::adopt(&mut loaded, &dir, mode)?;
     log::info(
-        "links adopted",
+        "attachments adopted",
         &[
+            ("mode", &mode),
             ("interfaces", &adopted.kept.len()),
+            ("converted", &adopted.converted.len()),
             ("removed", &adopted.removed.len()),
         ],
     );

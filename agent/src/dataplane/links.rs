@@ -149,8 +149,9 @@ async fn forward<E>(socket: TokioSocket, tx: mpsc::Sender<E>, feed: Feed<E>) {
 }
 
 /// The few bytes of route-netlink this module reads (see `linux/netlink.h`,
-/// `linux/rtnetlink.h`, `linux/if_link.h`, `linux/if_addr.h`); all host byte order.
-mod wire {
+/// `linux/rtnetlink.h`, `linux/if_link.h`, `linux/if_addr.h`); all host byte order. The
+/// framing (`messages`, `attributes`) is shared with the TC requests of `attach::clsact`.
+pub(super) mod wire {
     use super::*;
 
     pub const NLMSG_ERROR: u16 = 2;
@@ -166,7 +167,7 @@ mod wire {
     const IFLA_IFNAME: u16 = 3;
     const IFA_ADDRESS: u16 = 1;
     const IFA_LOCAL: u16 = 2;
-    const NLMSGHDR_LEN: usize = 16;
+    pub const NLMSGHDR_LEN: usize = 16;
     pub const IFINFOMSG_LEN: usize = 16;
     pub const IFADDRMSG_LEN: usize = 8;
     /// The sequence number of our dump request; notifications carry others (or 0).
@@ -188,6 +189,7 @@ mod wire {
 
     pub struct Message<'a> {
         pub kind: u16,
+        pub flags: u16,
         pub sequence: u32,
         pub body: &'a [u8],
     }
@@ -203,6 +205,7 @@ mod wire {
             }
             found.push(Message {
                 kind: u16_at(rest, 4),
+                flags: u16_at(rest, 6),
                 sequence: u32_at(rest, 8),
                 body: &rest[NLMSGHDR_LEN..len],
             });
@@ -265,7 +268,7 @@ mod wire {
     }
 
     /// The `struct rtattr` list: (type without flag bits, value).
-    fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    pub fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
         std::iter::from_fn(move || {
             if rest.len() < 4 {
                 return None;
@@ -280,15 +283,15 @@ mod wire {
         })
     }
 
-    fn align(len: usize) -> usize {
+    pub fn align(len: usize) -> usize {
         (len + 3) & !3
     }
 
-    fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    pub fn u16_at(bytes: &[u8], at: usize) -> u16 {
         u16::from_ne_bytes([bytes[at], bytes[at + 1]])
     }
 
-    fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
         u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
     }
 

@@ -16,7 +16,7 @@ pub mod rule_names;
 pub mod slot_image;
 pub mod writer;
 
-pub use attach::{Adopted, Attachments, interface_pin_dir, link_pin_dir};
+pub use attach::{Adopted, AttachMode, Attachments, interface_pin_dir, link_pin_dir};
 pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
 pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};
 pub use object::ebpf_object;
@@ -101,6 +101,19 @@ pub enum Error {
          only TCX links can be pinned"
     )]
     TcxUnsupported { interface: String },
+
+    #[error(
+        "--attach-mode tcx needs TCX (Linux 6.6 or later), which this kernel does not have\n\
+         hint: use --attach-mode clsact, or auto (the default) to pick what the kernel has"
+    )]
+    TcxMissing,
+
+    #[error("cannot {what}: {source}")]
+    Clsact {
+        what: String,
+        #[source]
+        source: attach::tc_netlink::Refused,
+    },
 
     #[error("cannot take over the pinned link {path}: {reason}")]
     AdoptLink {
