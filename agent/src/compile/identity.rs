@@ -47,8 +47,7 @@ impl LocalIds {
     pub fn assign(inputs: &Inputs, include: impl Fn(&ResourceKey) -> bool) -> LocalIds {
         let mut keys: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
         // Many endpoints share labels and profiles: their programs are found once.
-        let mut programs_of: HashMap<(&BTreeMap<String, String>, &[String]), Rc<Programs>> =
-            HashMap::new();
+        let mut programs_of: HashMap<LabelsAndProfiles<'_>, Rc<Programs>> = HashMap::new();
         for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
             let found = Rc::clone(
                 programs_of
@@ -98,6 +97,9 @@ impl LocalIds {
         out
     }
 }
+
+/// What an endpoint's programs depend on.
+type LabelsAndProfiles<'a> = (&'a BTreeMap<String, String>, &'a [String]);
 
 /// An endpoint's programs, with the tests their rules make of its own address.
 struct Programs {
