@@ -28,7 +28,8 @@ pub async fn connect(config: &EtcdConfig) -> Result<Client, StoreError> {
 }
 
 /// Like [`connect`], but an etcd that is down (nothing accepts a connection at any
-/// endpoint, or what does gives no answer in time) is not an error: the client is returned
+/// endpoint, what does gives no answer in time, or etcd says it cannot serve yet) is not
+/// an error: the client is returned
 /// with the reason, and it connects by itself once etcd is back. Configuration errors stay
 /// errors: unreadable certificate files, and an etcd that answers but refuses the
 /// conversation (TLS, client certificates), which retrying would not change.
@@ -45,7 +46,8 @@ pub async fn connect_even_if_down(
 
 /// Why etcd did not answer the first request.
 enum Unanswered {
-    /// Nothing listens, or nothing answered in time: etcd is down or not ready.
+    /// Nothing listens, nothing answered in time, or etcd said it cannot serve yet: etcd
+    /// is down or not ready.
     Outage(StoreError),
     /// Something listens and broke off the conversation: TLS or certificates disagree, or
     /// it is not etcd.
