@@ -64,6 +64,8 @@ pub struct AgentHome {
     pub bpffs: PrivateBpffs,
     run_dir: tempfile::TempDir,
     pub datastore: String,
+    /// Global options that go with the datastore (`--etcd-ca FILE`, ...).
+    datastore_options: Vec<String>,
     pub node: String,
     netns: Option<String>,
 }
@@ -74,9 +76,16 @@ impl AgentHome {
             bpffs: PrivateBpffs::mount(),
             run_dir: tempfile::tempdir().expect("a temporary directory"),
             datastore: datastore.to_string(),
+            datastore_options: Vec::new(),
             node: node.to_string(),
             netns: None,
         }
+    }
+
+    /// The same home with `options` (`--etcd-ca FILE`, ...) given to every agent it starts.
+    pub fn with_datastore_options(mut self, options: &[&str]) -> AgentHome {
+        self.datastore_options = options.iter().map(|o| o.to_string()).collect();
+        self
     }
 
     /// An agent that runs inside the network namespace `netns` (as `ip netns exec` runs it).
@@ -102,14 +111,9 @@ impl AgentHome {
             None => Command::new(palisade_binary()),
         };
         let mut child = command
-            .args([
-                "--datastore",
-                &self.datastore,
-                "agent",
-                "--no-docker-plugin",
-                "--node",
-                &self.node,
-            ])
+            .args(["--datastore", &self.datastore])
+            .args(&self.datastore_options)
+            .args(["agent", "--no-docker-plugin", "--node", &self.node])
             .arg("--bpffs")
             .arg(self.bpffs.path())
             .arg("--run-dir")
@@ -147,7 +151,9 @@ impl AgentHome {
     pub fn stats_text(&self, endpoint: Option<&str>) -> String {
         let mut command = Command::new(palisade_binary());
         command
-            .args(["--datastore", &self.datastore, "stats"])
+            .args(["--datastore", &self.datastore])
+            .args(&self.datastore_options)
+            .arg("stats")
             .arg("--bpffs")
             .arg(self.bpffs.path())
             .arg("--run-dir")
@@ -371,19 +377,34 @@ impl AgentProcess {
         }
     }
 
+    /// Whether the process has not exited.
+    pub fn still_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait for the agent").is_none())
+    }
+
     /// SIGTERM; waits for "agent stopped" and the exit; returns the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
         self.wait_for(&["agent stopped"]);
-        let mut child = self.child.take().expect("the agent process");
+        self.wait_exit()
+    }
+
+    /// Waits up to [`PATIENCE`] for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            let child = self.child.as_mut().expect("the agent process");
             if let Some(status) = child.try_wait().expect("wait for the agent") {
+                self.child = None;
                 return status;
             }
+            // Still running here: the process is killed on drop as the panic unwinds.
             assert!(
                 Instant::now() < deadline,
-                "the agent said it stopped but did not exit"
+                "the agent did not exit within {PATIENCE:?}; it said:\n{}",
+                self.log()
             );
             thread::sleep(Duration::from_millis(10));
         }

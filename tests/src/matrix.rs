@@ -279,7 +279,27 @@ impl Scene {
         tcp: &[u16],
         udp: &[u16],
     ) -> Scene {
-        let store = Datastore::new();
+        Scene::build_on(
+            Datastore::new(),
+            cleanup,
+            node,
+            workloads,
+            outside,
+            tcp,
+            udp,
+        )
+    }
+
+    /// [`Scene::build`] on `store` rather than a private embedded store.
+    pub fn build_on(
+        store: Datastore,
+        cleanup: &mut Cleanup,
+        node: &str,
+        workloads: &[WorkloadPlan],
+        outside: Option<(&str, &str)>,
+        tcp: &[u16],
+        udp: &[u16],
+    ) -> Scene {
         let home = AgentHome::new(store.url(), node);
         let mut peers = Vec::new();
         let mut plumbed = Vec::new();

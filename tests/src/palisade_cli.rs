@@ -10,7 +10,8 @@ use crate::traffic::Probe;
 
 pub struct Datastore {
     url: String,
-    _dir: tempfile::TempDir,
+    /// The embedded store's directory; `None` for a datastore the test runs elsewhere.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Default for Datastore {
@@ -24,7 +25,15 @@ impl Datastore {
         let dir = tempfile::tempdir().expect("a temporary directory");
         Datastore {
             url: format!("file://{}", dir.path().join("store").display()),
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// The command line on the datastore at `url` (an etcd the test started).
+    pub fn at(url: &str) -> Datastore {
+        Datastore {
+            url: url.to_string(),
+            _dir: None,
         }
     }
 

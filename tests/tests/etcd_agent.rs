@@ -2,131 +2,33 @@
 //! degraded while etcd is down, catches up within 2 s of etcd's return, resyncs to the
 //! right state after etcd compacted the history it would have resumed from, and connects
 //! over TLS with a client certificate (and refuses to start without one).
+//!
+//! It also starts while etcd is down: it adopts what the previous agent pinned, so a
+//! restart during an outage does not stop enforcement, and it follows etcd once it is
+//! back. Under steady traffic, neither a 10 s outage nor a restart during one loses an
+//! allowed packet or lets a denied one through.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use palisade_tests::{Cleanup, palisade_binary, require_root};
+use palisade_tests::agent_process::{AgentHome, AgentProcess};
+use palisade_tests::matrix::{Scene, WorkloadPlan};
+use palisade_tests::palisade_cli::Datastore;
+use palisade_tests::traffic::{
+    DatagramStream, EchoStream, Inbox, Observed, Probe, RepeatedProbe, StreamLog,
+};
+use palisade_tests::{Cleanup, require_root};
 
 #[path = "../../agent/tests/common/etcd.rs"]
 mod etcd;
 
 use etcd::{EtcdServer, TestPki};
 
-/// An upper bound for the agent to react, so a broken agent fails the test instead of
-/// hanging it; not a speed requirement (those are asserted separately).
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Agent {
-    /// Starts `palisade agent` with `global` options before the subcommand, a private
-    /// bpffs mount point, and a cleanup that kills it and unmounts.
-    fn start(global: &[&str], cleanup: &mut Cleanup, dir: &Path) -> Agent {
-        let bpffs = dir.join("bpffs");
-        std::fs::create_dir_all(&bpffs).unwrap();
-        let mut child = Command::new(palisade_binary())
-            .args(global)
-            .args(["agent", "--node", "node1", "--bpffs"])
-            .arg(&bpffs)
-            .env_remove("PALISADE_DATASTORE")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as libc::pid_t;
-        cleanup.defer("unmount the test's bpffs", move || unmount(&bpffs));
-        cleanup.defer("kill the agent", move || {
-            // SAFETY: plain kill(2); a process that has exited already gives ESRCH.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            Ok(())
-        });
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Agent {
-            child,
-            lines,
-            seen: vec![],
-        }
-    }
-
-    /// Waits for a log line containing every one of `needles`.
-    fn wait_for(&mut self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no agent log line with {needles:?}; the agent said:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn still_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn stop(mut self) {
-        // SAFETY: plain kill(2) on our child.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
-        self.wait_for(&["agent stopped"]);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "agent exit status {status}");
-    }
-}
-
-fn unmount(path: &Path) -> anyhow::Result<()> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: a valid NUL-terminated path; umount2 has no other preconditions.
-    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let err = std::io::Error::last_os_error();
-        // Not mounted (the agent failed early) is fine.
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err.into());
-        }
-    }
-    Ok(())
-}
-
-/// Runs the CLI with `global` options; it must succeed.
-fn cli(global: &[&str], args: &[&str], stdin: &str) {
-    let mut child = Command::new(palisade_binary())
-        .args(global)
-        .args(args)
-        .env_remove("PALISADE_DATASTORE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "palisade {args:?}: {out:?}");
-}
+/// What the agent says while etcd cannot be read, at start as later.
+const DEGRADED: &str = "datastore unavailable; keeping the last known policy";
 
 fn profile(name: &str) -> String {
     format!("- apiVersion: v1\n  kind: profile\n  metadata: {{name: {name}}}\n")
@@ -138,23 +40,18 @@ const POLICY: &str =
 #[test]
 fn the_agent_rides_out_an_etcd_outage_and_catches_up_within_2s() {
     require_root();
-    let mut cleanup = Cleanup::new();
-    let dir = tempfile::tempdir().unwrap();
     let mut server = EtcdServer::start();
-    let url = server.url();
-    let global = ["--datastore", url.as_str()];
-    let mut agent = Agent::start(&global, &mut cleanup, dir.path());
+    let store = Datastore::at(&server.url());
+    let home = AgentHome::new(store.url(), "node1");
+    let mut agent = home.start(&[]);
     agent.wait_for(&["policy view updated", "profiles=0"]);
-    cli(&global, &["apply", "-f", "-"], &profile("databases"));
+    store.apply(&profile("databases"));
     agent.wait_for(&["policy view updated", "profiles=1", "policies=0"]);
 
     server.stop();
     let stopped = Instant::now();
-    agent.wait_for(&[
-        "WARN",
-        "datastore unavailable; keeping the last known policy",
-    ]);
-    std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
+    agent.wait_for(&["WARN", DEGRADED]);
+    thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
     assert!(
         agent.still_running(),
         "the agent exited while etcd was down"
@@ -162,7 +59,7 @@ fn the_agent_rides_out_an_etcd_outage_and_catches_up_within_2s() {
 
     server.restart();
     let back = Instant::now();
-    cli(&global, &["apply", "-f", "-"], POLICY);
+    store.apply(POLICY);
     agent.wait_for(&["policy view updated", "profiles=1", "policies=1"]);
     let caught_up = back.elapsed();
     eprintln!(
@@ -174,58 +71,50 @@ fn the_agent_rides_out_an_etcd_outage_and_catches_up_within_2s() {
         "caught up after {caught_up:?}"
     );
     assert!(
-        agent
-            .seen
-            .iter()
-            .any(|l| l.contains("datastore reachable again")),
+        agent.count(&["datastore reachable again"]) > 0,
         "{}",
-        agent.seen.join("\n")
+        agent.log()
     );
-    agent.stop();
+    assert!(agent.terminate().success());
 }
 
 #[test]
 fn a_compaction_past_the_agents_revision_ends_in_a_resync_to_the_right_state() {
     require_root();
-    let mut cleanup = Cleanup::new();
-    let dir = tempfile::tempdir().unwrap();
     let mut server = EtcdServer::start();
-    let url = server.url();
     let port = server.client_port();
-    let global = ["--datastore", url.as_str()];
-    let mut agent = Agent::start(&global, &mut cleanup, dir.path());
+    let store = Datastore::at(&server.url());
+    let home = AgentHome::new(store.url(), "node1");
+    let mut agent = home.start(&[]);
     agent.wait_for(&["policy view updated", "profiles=0"]);
-    cli(&global, &["apply", "-f", "-"], &profile("a"));
+    store.apply(&profile("a"));
     agent.wait_for(&["policy view updated", "profiles=1"]);
 
     // Hide etcd from the agent (another client port, same data), change things behind its
     // back and compact the history it would resume from.
     server.stop();
-    agent.wait_for(&["datastore unavailable"]);
+    agent.wait_for(&[DEGRADED]);
     server.restart_on(etcd::free_port());
-    let hidden = server.url();
-    let hidden = ["--datastore", hidden.as_str()];
-    cli(
-        &hidden,
-        &["apply", "-f", "-"],
-        &(profile("b") + &profile("c")),
-    );
-    cli(&hidden, &["delete", "profile", "a"], "");
-    cli(&hidden, &["apply", "-f", "-"], POLICY);
+    let hidden = Datastore::at(&server.url());
+    hidden.apply(&(profile("b") + &profile("c")));
+    hidden.palisade_ok(&["delete", "profile", "a"], "");
+    hidden.apply(POLICY);
     let revision = server.revision();
     server.etcdctl(&["compact", &revision.to_string()]);
 
     server.restart_on(port);
-    let line = agent.wait_for(&["policy view updated", "profiles=2", "policies=1"]);
-    assert!(line.contains(&format!("revision={revision}")), "{line}");
-    agent.stop();
+    agent.wait_for(&[
+        "policy view updated",
+        "profiles=2",
+        "policies=1",
+        &format!("revision={revision}"),
+    ]);
+    assert!(agent.terminate().success());
 }
 
 #[test]
 fn the_agent_connects_over_tls_with_a_client_certificate_and_not_without() {
     require_root();
-    let mut cleanup = Cleanup::new();
-    let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate();
     let server = EtcdServer::start_tls(&pki);
     let url = server.url();
@@ -234,9 +123,7 @@ fn the_agent_connects_over_tls_with_a_client_certificate_and_not_without() {
         .map(|f| pki.path(f))
         .collect();
     let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    let global = [
-        "--datastore",
-        url.as_str(),
+    let tls = [
         "--etcd-ca",
         &files[0],
         "--etcd-cert",
@@ -244,27 +131,327 @@ fn the_agent_connects_over_tls_with_a_client_certificate_and_not_without() {
         "--etcd-key",
         &files[2],
     ];
-    let mut agent = Agent::start(&global, &mut cleanup, dir.path());
+    let home = AgentHome::new(&url, "node1").with_datastore_options(&tls);
+    let mut agent = home.start(&[]);
     agent.wait_for(&["policy view updated", "profiles=0"]);
-    cli(&global, &["apply", "-f", "-"], &profile("secure"));
+    let mut apply = tls.to_vec();
+    apply.extend(["apply", "-f", "-"]);
+    Datastore::at(&url).palisade_ok(&apply, &profile("secure"));
     agent.wait_for(&["policy view updated", "profiles=1"]);
-    agent.stop();
+    assert!(agent.terminate().success());
 
-    let refused = Command::new(palisade_binary())
-        .args([
-            "--datastore",
-            url.as_str(),
-            "--etcd-ca",
-            &files[0],
-            "agent",
-            "--node",
-            "n",
-        ])
-        .env_remove("PALISADE_DATASTORE")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot open the datastore"), "{stderr}");
-    assert!(stderr.contains("client certificate"), "{stderr}");
+    // A certificate problem is configuration, not an outage: the agent does not start.
+    let home = AgentHome::new(&url, "n").with_datastore_options(&tls[..2]);
+    let mut refused = home.start(&[]);
+    let status = refused.wait_exit();
+    let log = refused.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot open the datastore"), "{log}");
+    assert!(log.contains("client certificate"), "{log}");
+    assert!(!log.contains("agent starting"), "{log}");
+}
+
+#[test]
+fn the_agent_starts_while_etcd_is_down_and_follows_it_once_it_is_up() {
+    require_root();
+    let mut server = EtcdServer::start();
+    let store = Datastore::at(&server.url());
+    store.apply(&profile("early"));
+    server.stop();
+
+    let home = AgentHome::new(store.url(), "node1");
+    let mut agent = home.start(&[]);
+    agent.wait_for(&["WARN", DEGRADED]);
+    // The dataplane is up without the datastore: programs loaded, pins adopted.
+    agent.wait_for_ever_said(&["maps adopted"]);
+    agent.wait_for_ever_said(&["links adopted"]);
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        agent.still_running(),
+        "the agent exited while etcd was down:\n{}",
+        agent.log()
+    );
+    assert_eq!(agent.count(&["policy view updated"]), 0, "{}", agent.log());
+    let warnings = agent.count(&["WARN", DEGRADED]);
+    assert!(
+        warnings >= 2,
+        "it said degraded {warnings} times: not retrying?"
+    );
+
+    server.restart();
+    let back = Instant::now();
+    agent.wait_for(&["datastore reachable again"]);
+    let revision = server.revision();
+    agent.wait_for(&[
+        "policy view updated",
+        "profiles=1",
+        &format!("revision={revision}"),
+    ]);
+    agent.wait_for(&["policy published", &format!("revision={revision}")]);
+    eprintln!(
+        "started degraded; policy published {:?} after etcd returned",
+        back.elapsed()
+    );
+    assert!(agent.terminate().success());
+}
+
+const TCP_ALLOWED: u16 = 7100;
+const UDP_ALLOWED: u16 = 7101;
+const TCP_DENIED: u16 = 7200;
+const UDP_DENIED: u16 = 7201;
+
+const TRAFFIC_POLICY: &str = r#"- apiVersion: v1
+  kind: profile
+  metadata:
+    name: server
+  spec:
+    ingress:
+    - action: allow
+      protocol: tcp
+      source:
+        selector: role == 'client'
+      destination:
+        ports: [7100]
+    - action: allow
+      protocol: udp
+      source:
+        selector: role == 'client'
+      destination:
+        ports: [7101]
+- apiVersion: v1
+  kind: profile
+  metadata:
+    name: client
+    labels: {role: client}
+  spec:
+    egress:
+    - action: allow
+"#;
+
+/// A client and a server workload plumbed by `palisade workload add` on etcd, with the
+/// policy above applied and an agent enforcing it.
+fn enforcing_scene(cleanup: &mut Cleanup, server: &EtcdServer, node: &str, subnet: &str) -> Scene {
+    let client_ip = format!("{subnet}.1");
+    let server_ip = format!("{subnet}.2");
+    let mut scene = Scene::build_on(
+        Datastore::at(&server.url()),
+        cleanup,
+        node,
+        &[
+            WorkloadPlan {
+                label: "client",
+                profiles: &["client"],
+                ips: &[&client_ip],
+            },
+            WorkloadPlan {
+                label: "server",
+                profiles: &["server"],
+                ips: &[&server_ip],
+            },
+        ],
+        None,
+        &[TCP_ALLOWED, TCP_DENIED],
+        &[UDP_ALLOWED, UDP_DENIED],
+    );
+    scene.store.apply(TRAFFIC_POLICY);
+    scene.start_agent();
+    scene.wait_for_enforcement();
+    scene
+}
+
+/// From the client to the server: a TCP connection with a message every 10 ms (each
+/// echoed; neither side may retransmit) and UDP datagrams every 5 ms (each must arrive);
+/// a TCP connection attempt and a UDP datagram to denied ports every 20 ms (none may
+/// arrive).
+struct SteadyTraffic {
+    stream: EchoStream,
+    datagrams: DatagramStream,
+    denied: [RepeatedProbe; 2],
+    inbox: Arc<Inbox>,
+}
+
+/// What [`SteadyTraffic`] saw.
+struct TrafficReport {
+    datagrams: StreamLog,
+    stream: StreamLog,
+    denied: Vec<Observed>,
+    lost_datagrams: usize,
+    server_retransmissions: u32,
+    denied_arrived: usize,
+}
+
+impl SteadyTraffic {
+    fn start(scene: &Scene) -> SteadyTraffic {
+        let server = scene.peer("server");
+        let address = server.ip(false).expect("an IPv4 address");
+        let inbox = server.services.inbox();
+        let client = scene.peer("client").netns.clone();
+        let every = Duration::from_millis(20);
+        SteadyTraffic {
+            stream: EchoStream::start(
+                &client,
+                SocketAddr::new(address, TCP_ALLOWED),
+                Duration::from_millis(10),
+            ),
+            datagrams: DatagramStream::start(
+                &client,
+                SocketAddr::new(address, UDP_ALLOWED),
+                Duration::from_millis(5),
+            ),
+            denied: [
+                RepeatedProbe::start(
+                    &client,
+                    address,
+                    Probe::Tcp(TCP_DENIED),
+                    inbox.clone(),
+                    every,
+                ),
+                RepeatedProbe::start(
+                    &client,
+                    address,
+                    Probe::Udp(UDP_DENIED),
+                    inbox.clone(),
+                    every,
+                ),
+            ],
+            inbox,
+        }
+    }
+
+    fn stop(self, scene: &Scene) -> TrafficReport {
+        let datagrams = self.datagrams.stop();
+        let stream = self.stream.stop();
+        let denied: Vec<Observed> = self.denied.into_iter().flat_map(|p| p.stop()).collect();
+        let lost_datagrams = datagrams
+            .sent
+            .iter()
+            .filter(|(token, _)| self.inbox.get(*token).is_none())
+            .count();
+        let server_retransmissions = scene
+            .peer("server")
+            .services
+            .retransmissions_to(stream.local.expect("the stream's address"))
+            .expect("the server side of the stream");
+        TrafficReport {
+            lost_datagrams,
+            server_retransmissions,
+            denied_arrived: self.inbox.count_on(TCP_DENIED) + self.inbox.count_on(UDP_DENIED),
+            datagrams,
+            stream,
+            denied,
+        }
+    }
+}
+
+impl TrafficReport {
+    /// Prints the counts (to be quoted) and asserts: no allowed packet lost, no denied one
+    /// through.
+    fn check(&self, what: &str) {
+        eprintln!(
+            "{what}: allowed: {} UDP datagrams, {} lost; {} TCP messages, {} unanswered, \
+             retransmissions {} (client) {} (server), longest round trip {:?}; \
+             denied: {} attempts, {} through",
+            self.datagrams.sent.len(),
+            self.lost_datagrams,
+            self.stream.sent.len(),
+            self.stream.unanswered(),
+            self.stream.retransmissions,
+            self.server_retransmissions,
+            self.stream.longest_round_trip(),
+            self.denied.len(),
+            self.denied_arrived,
+        );
+        assert_eq!(self.lost_datagrams, 0, "allowed datagrams lost");
+        assert_eq!(self.stream.error, None);
+        assert_eq!(self.stream.unanswered(), 0, "allowed TCP messages lost");
+        assert_eq!(self.stream.retransmissions, 0, "the client retransmitted");
+        assert_eq!(self.server_retransmissions, 0, "the server retransmitted");
+        assert!(
+            self.denied
+                .iter()
+                .all(|seen| !seen.reached && !seen.replied),
+            "a denied attempt got through"
+        );
+        assert_eq!(self.denied_arrived, 0, "denied packets arrived");
+    }
+}
+
+/// How long etcd stays down under traffic.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_10s_etcd_outage_under_steady_traffic_loses_nothing_allowed_and_passes_nothing_denied() {
+    require_root();
+    let mut cleanup = Cleanup::new();
+    let mut server = EtcdServer::start();
+    let mut scene = enforcing_scene(&mut cleanup, &server, "etcd-outage", "10.236.2");
+    let traffic = SteadyTraffic::start(&scene);
+    thread::sleep(Duration::from_millis(500));
+
+    server.stop();
+    let stopped = Instant::now();
+    scene.agent().wait_for(&["WARN", DEGRADED]);
+    thread::sleep(OUTAGE.saturating_sub(stopped.elapsed()));
+    assert!(scene.agent().still_running(), "the agent exited");
+    server.restart();
+    let down = stopped.elapsed();
+    scene.agent().wait_for(&["datastore reachable again"]);
+    thread::sleep(Duration::from_millis(500));
+
+    let report = traffic.stop(&scene);
+    report.check(&format!("etcd down {down:?} under traffic"));
+    assert!(
+        report.datagrams.sent.len() > 1000,
+        "only {} datagrams",
+        report.datagrams.sent.len()
+    );
+    assert!(
+        report.denied.len() > 500,
+        "only {} denied attempts",
+        report.denied.len()
+    );
+}
+
+#[test]
+fn an_agent_restarted_while_etcd_is_down_keeps_enforcing_and_catches_up() {
+    require_root();
+    let mut cleanup = Cleanup::new();
+    let mut server = EtcdServer::start();
+    let mut scene = enforcing_scene(&mut cleanup, &server, "etcd-restart", "10.236.1");
+    let traffic = SteadyTraffic::start(&scene);
+    thread::sleep(Duration::from_millis(300));
+
+    server.stop();
+    scene.agent().wait_for(&["WARN", DEGRADED]);
+    let agent = scene.agent.take().expect("the agent");
+    assert!(agent.terminate().success());
+    let mut agent: AgentProcess = scene.home.start(&[]);
+    agent.wait_for(&["WARN", DEGRADED]);
+    agent.wait_for_ever_said(&["links adopted", "interfaces=2", "removed=0"]);
+    // Enforcing with what it adopted; nothing to follow yet.
+    thread::sleep(Duration::from_secs(2));
+    assert!(agent.still_running(), "{}", agent.log());
+    assert_eq!(agent.count(&["policy published"]), 0, "{}", agent.log());
+
+    server.restart();
+    let back = Instant::now();
+    agent.wait_for(&["datastore reachable again"]);
+    let revision = server.revision();
+    agent.wait_for(&["policy published", &format!("revision={revision}")]);
+    let caught_up = back.elapsed();
+    // And it follows changes again.
+    scene.store.apply(&profile("after-the-outage"));
+    let revision = server.revision();
+    agent.wait_for(&["policy view updated", &format!("revision={revision}")]);
+    scene.agent = Some(agent);
+    thread::sleep(Duration::from_millis(300));
+
+    let report = traffic.stop(&scene);
+    report.check("agent restarted while etcd was down");
+    eprintln!("restarted agent published etcd's revision {caught_up:?} after etcd returned");
+    assert!(
+        report.denied.len() > 100,
+        "only {} denied attempts",
+        report.denied.len()
+    );
 }

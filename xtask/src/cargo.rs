@@ -74,15 +74,15 @@ impl Workspace {
         command::run(&mut cmd).context("tests failed")
     }
 
-    /// `cargo bench -p palisade-tests --bench dataplane`, its standard output returned.
-    pub fn bench(&self, object: &Path) -> Result<String> {
+    /// `cargo bench -p palisade-tests --bench TARGET`, its standard output returned.
+    pub fn bench(&self, object: &Path, target: &str) -> Result<String> {
         let mut cmd = Command::new(&self.cargo);
         cmd.current_dir(&self.root)
-            .args(["bench", "-p", "palisade-tests", "--bench", "dataplane"])
+            .args(["bench", "-p", "palisade-tests", "--bench", target])
             .stderr(std::process::Stdio::inherit())
             .env(OBJECT_ENV, object);
-        eprintln!("bench: running the dataplane benchmarks");
-        command::output(&mut cmd).context("benchmarks failed")
+        eprintln!("bench: running the {target} benchmarks");
+        command::output(&mut cmd).with_context(|| format!("the {target} benchmarks failed"))
     }
 
     /// Where cargo puts the binary `name` of `profile`, honouring CARGO_TARGET_DIR and

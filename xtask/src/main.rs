@@ -65,8 +65,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Measure per-packet cost, compile time, map size and update time (release build, as
-    /// root); print the table and keep it in bench/README.md.
+    /// Measure per-packet cost, compile time, map size and update time, and the time from
+    /// an etcd write to the agent's maps (release build, as root); print the tables and
+    /// keep them in bench/README.md.
     Bench,
 }
 
@@ -131,9 +132,12 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("the benchmarks load eBPF programs, so they need root");
             }
             let object = build(&repo, cargo::Profile::Release)?;
-            let table = Workspace::new(&repo).bench(&object)?;
-            print!("{table}");
-            bench::record(&repo, &table)?;
+            let workspace = Workspace::new(&repo);
+            let dataplane = workspace.bench(&object, bench::DATAPLANE)?;
+            print!("{dataplane}");
+            let etcd = workspace.bench(&object, bench::ETCD)?;
+            print!("{etcd}");
+            bench::record(&repo, &dataplane, &etcd)?;
         }
     }
     Ok(())

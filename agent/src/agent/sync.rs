@@ -2,7 +2,9 @@
 //! revision. A broken stream (the datastore went away) is reported as degraded and the
 //! watch resumed, with backoff, from the last revision seen; only when that history is gone
 //! (`Compacted`) is a fresh snapshot taken, which converges to the store's state without
-//! starting over from empty.
+//! starting over from empty. A datastore that is down from the start is the same outage:
+//! no view is sent until the first snapshot succeeds, and the dataplane keeps what the
+//! agent adopted from the last run until then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -24,6 +24,8 @@ use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
 use crate::model::{Kind, Resource};
+use crate::store::etcd::{self, EtcdStore};
+use crate::store::{Datastore, StoreError};
 use crate::{dataplane, log};
 
 /// What happens to a workload's packets to the host itself once its egress policy allowed
@@ -102,8 +104,8 @@ pub struct AgentArgs {
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     let node = args.node.clone().unwrap_or_else(host_name);
-    let store = match crate::store::open(&datastore_url).await {
-        Ok(s) => s,
+    let (store, down) = match open_store(&datastore_url).await {
+        Ok(opened) => opened,
         Err(e) => {
             log::error(
                 "cannot open the datastore",
@@ -116,6 +118,13 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         "agent starting",
         &[("node", &node), ("datastore", &datastore_url)],
     );
+    // Down at start is an outage like any other: the dataplane below adopts what the last
+    // agent pinned and goes on enforcing it, and the follower retries until etcd answers.
+    let mut degraded = false;
+    if let Some(e) = down {
+        degraded = true;
+        log::warn(DEGRADED, &[("error", &e)]);
+    }
     let mut enforcer = match start_dataplane(&args, &node) {
         Ok(e) => e,
         Err(e) => {
@@ -168,7 +177,6 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut degraded = false;
     loop {
         tokio::select! {
             event = rx.recv() => match event {
@@ -182,7 +190,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                 }
                 Some(SyncEvent::Degraded(error)) => {
                     degraded = true;
-                    log::warn("datastore unavailable; keeping the last known policy", &[("error", &error)]);
+                    log::warn(DEGRADED, &[("error", &error)]);
                 }
                 None => break,
             },
@@ -229,6 +237,19 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     // the next agent adopts them.
     log::info("agent stopped", &[("node", &node)]);
     ExitCode::SUCCESS
+}
+
+/// What the agent says while the datastore cannot be read.
+const DEGRADED: &str = "datastore unavailable; keeping the last known policy";
+
+/// Opens the datastore; an etcd that is down is returned with the reason rather than
+/// refused (see [`EtcdStore::open_even_if_down`]).
+async fn open_store(url: &str) -> Result<(Arc<dyn Datastore>, Option<StoreError>), StoreError> {
+    if url.starts_with(etcd::SCHEME) {
+        let (store, down) = EtcdStore::open_even_if_down(url).await?;
+        return Ok((Arc::new(store), down));
+    }
+    Ok((crate::store::open(url).await?, None))
 }
 
 /// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps), pins its

@@ -41,12 +41,29 @@ impl EtcdStore {
     pub async fn open(url: &str) -> Result<EtcdStore, StoreError> {
         let config = EtcdConfig::parse(url).map_err(StoreError::Unavailable)?;
         let client = connect::connect(&config).await?;
-        Ok(EtcdStore {
+        Ok(EtcdStore::with_client(client, config))
+    }
+
+    /// For a long-running reader (the agent): like [`EtcdStore::open`], but a cluster that
+    /// is down is no error. The store is returned with the reason, and its requests fail
+    /// as [`StoreError::Unavailable`] until etcd is back, when they succeed without
+    /// reopening. A bad URL, unreadable TLS files, or an etcd that refuses the client's
+    /// TLS or certificate are still errors: configuration, not an outage.
+    pub async fn open_even_if_down(
+        url: &str,
+    ) -> Result<(EtcdStore, Option<StoreError>), StoreError> {
+        let config = EtcdConfig::parse(url).map_err(StoreError::Unavailable)?;
+        let (client, down) = connect::connect_even_if_down(&config).await?;
+        Ok((EtcdStore::with_client(client, config), down))
+    }
+
+    fn with_client(client: Client, config: EtcdConfig) -> EtcdStore {
+        EtcdStore {
             client,
             config,
             unknown: Arc::new(UnknownKeys::default()),
             closed: tokio::sync::watch::Sender::new(false),
-        })
+        }
     }
 
     fn kv(&self) -> etcd_client::KvClient {

@@ -20,6 +20,42 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Connects and checks that etcd answers (and, with TLS, that both sides accept each
 /// other's certificates), so a wrong address or certificate fails here, clearly.
 pub async fn connect(config: &EtcdConfig) -> Result<Client, StoreError> {
+    let client = client(config).await?;
+    match check(config, &client).await {
+        Ok(()) => Ok(client),
+        Err(Unanswered::Outage(e) | Unanswered::Refused(e)) => Err(e),
+    }
+}
+
+/// Like [`connect`], but an etcd that is down (nothing accepts a connection at any
+/// endpoint, what does gives no answer in time, or etcd says it cannot serve yet) is not
+/// an error: the client is returned
+/// with the reason, and it connects by itself once etcd is back. Configuration errors stay
+/// errors: unreadable certificate files, and an etcd that answers but refuses the
+/// conversation (TLS, client certificates), which retrying would not change.
+pub async fn connect_even_if_down(
+    config: &EtcdConfig,
+) -> Result<(Client, Option<StoreError>), StoreError> {
+    let client = client(config).await?;
+    match check(config, &client).await {
+        Ok(()) => Ok((client, None)),
+        Err(Unanswered::Outage(e)) => Ok((client, Some(e))),
+        Err(Unanswered::Refused(e)) => Err(e),
+    }
+}
+
+/// Why etcd did not answer the first request.
+enum Unanswered {
+    /// Nothing listens, nothing answered in time, or etcd said it cannot serve yet: etcd
+    /// is down or not ready.
+    Outage(StoreError),
+    /// Something listens and broke off the conversation: TLS or certificates disagree, or
+    /// it is not etcd.
+    Refused(StoreError),
+}
+
+/// The client, with TLS when configured. It dials lazily: nothing is sent yet.
+async fn client(config: &EtcdConfig) -> Result<Client, StoreError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -35,12 +71,37 @@ pub async fn connect(config: &EtcdConfig) -> Result<Client, StoreError> {
         }
         options = options.with_tls(tls_options);
     }
-    let client = Client::connect(config.endpoint_urls(), Some(options))
+    Client::connect(config.endpoint_urls(), Some(options))
         .await
-        .map_err(|e| unavailable(config, "cannot connect", &e))?;
+        .map_err(|e| unavailable(config, "cannot connect", &e))
+}
+
+/// One read of `/calico/v1/Ready`, which every etcd that serves palisade answers.
+async fn check(config: &EtcdConfig, client: &Client) -> Result<(), Unanswered> {
+    const WHAT: &str = "cannot read from it";
+    // Nobody listening is known at once from TCP; the etcd client would only time out.
+    let unreachable = unreachable_endpoints(config);
+    if unreachable.len() == config.endpoints.len() {
+        return Err(Unanswered::Outage(StoreError::Unavailable(format!(
+            "{}: {WHAT}: {}",
+            config.describe(),
+            unreachable.join("; ")
+        ))));
+    }
     let mut kv = client.kv_client();
-    call(config, "cannot read from it", kv.get(layout::READY, None)).await?;
-    Ok(client)
+    match tokio::time::timeout(CALL_TIMEOUT, kv.get(layout::READY, None)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e))
+            if cluster_not_ready(&e)
+                || unreachable_endpoints(config).len() == config.endpoints.len() =>
+        {
+            // etcd answered that it cannot serve yet (no leader, ...), or it went away
+            // between the two looks: both pass.
+            Err(Unanswered::Outage(unavailable(config, WHAT, &e)))
+        }
+        Ok(Err(e)) => Err(Unanswered::Refused(unavailable(config, WHAT, &e))),
+        Err(_) => Err(Unanswered::Outage(timed_out(config, WHAT))),
+    }
 }
 
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
@@ -122,6 +183,20 @@ fn dedup_join(parts: Vec<String>) -> String {
     kept.join(": ")
 }
 
+/// Whether etcd itself answered that it cannot serve the request now (no leader, too many
+/// requests, ...), as opposed to refusing this client (authentication) or something else
+/// answering (TLS, not etcd).
+fn cluster_not_ready(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return false;
+    };
+    let message = status.message();
+    let refuses_client = ["permission denied", "user name", "auth"]
+        .iter()
+        .any(|w| message.contains(w));
+    message.starts_with("etcdserver:") && !refuses_client
+}
+
 /// Whether etcd refused a request because the revision it names was compacted away
 /// (etcd's `ErrGRPCCompacted`).
 pub fn is_compacted(e: &etcd_client::Error) -> bool {
@@ -182,6 +257,16 @@ fn tls_hint(config: &EtcdConfig, e: &etcd_client::Error) -> &'static str {
 /// Why a request got no answer: a plain TCP connection attempt tells "refused" (nothing
 /// listens) from a silent network.
 fn reachability_hint(config: &EtcdConfig) -> String {
+    let problems = unreachable_endpoints(config);
+    if problems.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", problems.join("; "))
+    }
+}
+
+/// The endpoints that accept no TCP connection, each with the reason.
+fn unreachable_endpoints(config: &EtcdConfig) -> Vec<String> {
     let mut problems = Vec::new();
     for endpoint in &config.endpoints {
         let addrs = match std::net::ToSocketAddrs::to_socket_addrs(endpoint.as_str()) {
@@ -191,16 +276,19 @@ fn reachability_hint(config: &EtcdConfig) -> String {
                 continue;
             }
         };
-        for addr in addrs {
-            if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-            {
-                problems.push(format!("{endpoint}: {e}"));
+        let mut failures = Vec::new();
+        for addr in &addrs {
+            match std::net::TcpStream::connect_timeout(addr, Duration::from_millis(500)) {
+                Ok(_) => break,
+                Err(e) => failures.push(e),
             }
         }
+        if failures.len() == addrs.len() {
+            let reason = failures
+                .first()
+                .map_or_else(|| "no address".to_string(), ToString::to_string);
+            problems.push(format!("{endpoint}: {reason}"));
+        }
     }
-    if problems.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", problems.join("; "))
-    }
+    problems
 }
