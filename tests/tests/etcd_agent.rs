@@ -164,7 +164,7 @@ fn the_agent_starts_while_etcd_is_down_and_follows_it_once_it_is_up() {
     agent.wait_for(&["WARN", DEGRADED]);
     // The dataplane is up without the datastore: programs loaded, pins adopted.
     agent.wait_for_ever_said(&["maps adopted"]);
-    agent.wait_for_ever_said(&["links adopted"]);
+    agent.wait_for_ever_said(&["attachments adopted"]);
     thread::sleep(Duration::from_secs(3));
     assert!(
         agent.still_running(),
@@ -427,7 +427,7 @@ fn an_agent_restarted_while_etcd_is_down_keeps_enforcing_and_catches_up() {
     assert!(agent.terminate().success());
     let mut agent: AgentProcess = scene.home.start(&[]);
     agent.wait_for(&["WARN", DEGRADED]);
-    agent.wait_for_ever_said(&["links adopted", "interfaces=2", "removed=0"]);
+    agent.wait_for_ever_said(&["attachments adopted", "interfaces=2", "removed=0"]);
     // Enforcing with what it adopted; nothing to follow yet.
     thread::sleep(Duration::from_secs(2));
     assert!(agent.still_running(), "{}", agent.log());
