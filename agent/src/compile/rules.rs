@@ -177,6 +177,11 @@ impl L4Match {
             && ports_match(&self.dst_ports, &self.dst_not_ports, dst)
     }
 
+    /// Whether some packet of `protocol` can pass the protocol criteria.
+    pub fn admits_protocol(&self, protocol: u8) -> bool {
+        self.protocol.is_none_or(|p| p == protocol) && self.not_protocol != Some(protocol)
+    }
+
     /// Protocol numbers this rule names.
     pub fn protocols(&self) -> impl Iterator<Item = u8> + '_ {
         self.protocol.iter().chain(&self.not_protocol).copied()

@@ -143,11 +143,16 @@ pub(crate) fn build_table(
     // Rules never name protocol 0 (it is not a valid protocol value), but find a free
     // number anyway rather than rely on it.
     let other_protocol = (0..=u8::MAX).find(|p| !protocols.contains(p)).unwrap_or(0);
-    let mut run = |protocol, l4| intern(program.run(rules, family, protocol, l4));
-    let other = run(other_protocol, L4::None);
+    let other = intern(program.run(rules, family, other_protocol, L4::None));
 
     let mut tables = Vec::new();
     for protocol in protocols {
+        // Only the rules that can match this protocol decide its packets, and only their
+        // bounds cut its table.
+        let admits = |r: &CompiledRule| r.l4.admits_protocol(protocol);
+        let program = program.retain(|id| rules.get(id as usize).is_some_and(admits));
+        let used: Vec<&CompiledRule> = used.iter().copied().filter(|r| admits(r)).collect();
+        let mut run = |l4| intern(program.run(rules, family, protocol, l4));
         let table = if protocol == PROTO_TCP || protocol == PROTO_UDP {
             let port_ranges = |pick: fn(&CompiledRule) -> [&Vec<crate::model::Port>; 2]| {
                 let ranges = used
@@ -157,9 +162,7 @@ pub(crate) fn build_table(
             };
             let src = port_ranges(|r| [&r.l4.src_ports, &r.l4.src_not_ports]);
             let dst = port_ranges(|r| [&r.l4.dst_ports, &r.l4.dst_not_ports]);
-            RangeTable::build(&src, &dst, |s, d| {
-                run(protocol, L4::Ports { src: s, dst: d })
-            })
+            RangeTable::build(&src, &dst, |s, d| run(L4::Ports { src: s, dst: d }))
         } else if protocol == icmp {
             let fields = || {
                 used.iter()
@@ -180,16 +183,13 @@ pub(crate) fn build_table(
             );
             let narrow = |v: u16| u8::try_from(v).unwrap_or(u8::MAX);
             RangeTable::build(&types, &codes, |t, c| {
-                run(
-                    protocol,
-                    L4::Icmp {
-                        icmp_type: narrow(t),
-                        code: narrow(c),
-                    },
-                )
+                run(L4::Icmp {
+                    icmp_type: narrow(t),
+                    code: narrow(c),
+                })
             })
         } else {
-            RangeTable::single(run(protocol, L4::None))
+            RangeTable::single(run(L4::None))
         };
         if table != RangeTable::single(other) {
             tables.push((protocol, table));
