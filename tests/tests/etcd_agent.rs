@@ -8,17 +8,15 @@
 //! back. Under steady traffic, neither a 10 s outage nor a restart during one loses an
 //! allowed packet or lets a denied one through.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use palisade_tests::agent_process::{AgentHome, AgentProcess};
-use palisade_tests::matrix::{Scene, WorkloadPlan};
+use palisade_tests::matrix::Scene;
 use palisade_tests::palisade_cli::Datastore;
-use palisade_tests::traffic::{
-    DatagramStream, EchoStream, Inbox, Observed, Probe, RepeatedProbe, StreamLog,
+use palisade_tests::steady_traffic::{
+    POLICY as TRAFFIC_POLICY, SteadyTraffic, TCP_PORTS, UDP_PORTS, client_and_server,
 };
 use palisade_tests::{Cleanup, require_root};
 
@@ -195,185 +193,23 @@ fn the_agent_starts_while_etcd_is_down_and_follows_it_once_it_is_up() {
     assert!(agent.terminate().success());
 }
 
-const TCP_ALLOWED: u16 = 7100;
-const UDP_ALLOWED: u16 = 7101;
-const TCP_DENIED: u16 = 7200;
-const UDP_DENIED: u16 = 7201;
-
-const TRAFFIC_POLICY: &str = r#"- apiVersion: v1
-  kind: profile
-  metadata:
-    name: server
-  spec:
-    ingress:
-    - action: allow
-      protocol: tcp
-      source:
-        selector: role == 'client'
-      destination:
-        ports: [7100]
-    - action: allow
-      protocol: udp
-      source:
-        selector: role == 'client'
-      destination:
-        ports: [7101]
-- apiVersion: v1
-  kind: profile
-  metadata:
-    name: client
-    labels: {role: client}
-  spec:
-    egress:
-    - action: allow
-"#;
-
 /// A client and a server workload plumbed by `palisade workload add` on etcd, with the
 /// policy above applied and an agent enforcing it.
 fn enforcing_scene(cleanup: &mut Cleanup, server: &EtcdServer, node: &str, subnet: &str) -> Scene {
-    let client_ip = format!("{subnet}.1");
-    let server_ip = format!("{subnet}.2");
+    let ips = [format!("{subnet}.1"), format!("{subnet}.2")];
     let mut scene = Scene::build_on(
         Datastore::at(&server.url()),
         cleanup,
         node,
-        &[
-            WorkloadPlan {
-                label: "client",
-                profiles: &["client"],
-                ips: &[&client_ip],
-            },
-            WorkloadPlan {
-                label: "server",
-                profiles: &["server"],
-                ips: &[&server_ip],
-            },
-        ],
+        &client_and_server(&[&ips[0], &ips[1]]),
         None,
-        &[TCP_ALLOWED, TCP_DENIED],
-        &[UDP_ALLOWED, UDP_DENIED],
+        &TCP_PORTS,
+        &UDP_PORTS,
     );
     scene.store.apply(TRAFFIC_POLICY);
     scene.start_agent();
     scene.wait_for_enforcement();
     scene
-}
-
-/// From the client to the server: a TCP connection with a message every 10 ms (each
-/// echoed; neither side may retransmit) and UDP datagrams every 5 ms (each must arrive);
-/// a TCP connection attempt and a UDP datagram to denied ports every 20 ms (none may
-/// arrive).
-struct SteadyTraffic {
-    stream: EchoStream,
-    datagrams: DatagramStream,
-    denied: [RepeatedProbe; 2],
-    inbox: Arc<Inbox>,
-}
-
-/// What [`SteadyTraffic`] saw.
-struct TrafficReport {
-    datagrams: StreamLog,
-    stream: StreamLog,
-    denied: Vec<Observed>,
-    lost_datagrams: usize,
-    server_retransmissions: u32,
-    denied_arrived: usize,
-}
-
-impl SteadyTraffic {
-    fn start(scene: &Scene) -> SteadyTraffic {
-        let server = scene.peer("server");
-        let address = server.ip(false).expect("an IPv4 address");
-        let inbox = server.services.inbox();
-        let client = scene.peer("client").netns.clone();
-        let every = Duration::from_millis(20);
-        SteadyTraffic {
-            stream: EchoStream::start(
-                &client,
-                SocketAddr::new(address, TCP_ALLOWED),
-                Duration::from_millis(10),
-            ),
-            datagrams: DatagramStream::start(
-                &client,
-                SocketAddr::new(address, UDP_ALLOWED),
-                Duration::from_millis(5),
-            ),
-            denied: [
-                RepeatedProbe::start(
-                    &client,
-                    address,
-                    Probe::Tcp(TCP_DENIED),
-                    inbox.clone(),
-                    every,
-                ),
-                RepeatedProbe::start(
-                    &client,
-                    address,
-                    Probe::Udp(UDP_DENIED),
-                    inbox.clone(),
-                    every,
-                ),
-            ],
-            inbox,
-        }
-    }
-
-    fn stop(self, scene: &Scene) -> TrafficReport {
-        let datagrams = self.datagrams.stop();
-        let stream = self.stream.stop();
-        let denied: Vec<Observed> = self.denied.into_iter().flat_map(|p| p.stop()).collect();
-        let lost_datagrams = datagrams
-            .sent
-            .iter()
-            .filter(|(token, _)| self.inbox.get(*token).is_none())
-            .count();
-        let server_retransmissions = scene
-            .peer("server")
-            .services
-            .retransmissions_to(stream.local.expect("the stream's address"))
-            .expect("the server side of the stream");
-        TrafficReport {
-            lost_datagrams,
-            server_retransmissions,
-            denied_arrived: self.inbox.count_on(TCP_DENIED) + self.inbox.count_on(UDP_DENIED),
-            datagrams,
-            stream,
-            denied,
-        }
-    }
-}
-
-impl TrafficReport {
-    /// Prints the counts (to be quoted) and asserts: no allowed packet lost, no denied one
-    /// through.
-    fn check(&self, what: &str) {
-        eprintln!(
-            "{what}: allowed: {} UDP datagrams, {} lost; {} TCP messages, {} unanswered, \
-             retransmissions {} (client) {} (server), longest round trip {:?}; \
-             denied: {} attempts, {} through",
-            self.datagrams.sent.len(),
-            self.lost_datagrams,
-            self.stream.sent.len(),
-            self.stream.unanswered(),
-            self.stream.retransmissions,
-            self.server_retransmissions,
-            self.stream.longest_round_trip(),
-            self.denied.len(),
-            self.denied_arrived,
-        );
-        assert_eq!(self.lost_datagrams, 0, "allowed datagrams lost");
-        assert_eq!(self.stream.error, None);
-        assert_eq!(self.stream.unanswered(), 0, "allowed TCP messages lost");
-        assert_eq!(self.stream.retransmissions, 0, "the client retransmitted");
-        assert_eq!(self.server_retransmissions, 0, "the server retransmitted");
-        assert!(
-            self.denied
-                .iter()
-                .all(|seen| !seen.reached && !seen.replied),
-            "a denied attempt got through"
-        );
-        assert_eq!(self.denied_arrived, 0, "denied packets arrived");
-    }
 }
 
 /// How long etcd stays down under traffic.
