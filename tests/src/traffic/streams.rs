@@ -57,31 +57,39 @@ impl StreamLog {
     }
 }
 
-/// A TCP connection from a namespace that sends an 8-byte message every `interval` and
-/// reads the echoes, until stopped.
-pub struct EchoStream {
+/// A thread that runs until asked to stop, then hands back what it made. Dropped without
+/// [`Stoppable::stop`] (a failing test), it is stopped and joined all the same.
+struct Stoppable<T> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<StreamLog>>,
+    thread: Option<JoinHandle<T>>,
 }
 
-impl EchoStream {
-    /// Connects from `netns` to `dst` (panics if that fails within 2 s) and starts sending.
-    pub fn start(netns: &str, dst: SocketAddr, interval: Duration) -> EchoStream {
-        let stream = in_netns(netns, || {
-            TcpStream::connect_timeout(&dst, Duration::from_secs(2))
-        })
-        .unwrap_or_else(|e| panic!("connect from {netns} to {dst}: {e}"));
+impl<T: Default + Send + 'static> Stoppable<T> {
+    /// Runs `f` on a new thread; `f` watches the flag it is given.
+    fn spawn(f: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Stoppable<T> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = thread::spawn(move || run_echo_stream(stream, interval, &flag));
-        EchoStream {
+        Stoppable {
             stop,
-            thread: Some(thread),
+            thread: Some(thread::spawn(move || f(&flag))),
         }
     }
 
-    /// Stops sending, waits a moment for the last echoes, and returns the log.
-    pub fn stop(mut self) -> StreamLog {
+    /// [`Stoppable::spawn`] with the thread inside the network namespace `netns`.
+    fn spawn_in_netns(
+        netns: &str,
+        f: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+    ) -> Stoppable<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        Stoppable {
+            stop,
+            thread: Some(spawn_in_netns(netns, move || f(&flag))),
+        }
+    }
+
+    /// Raises the flag and returns the thread's result (its panic, if it panicked).
+    fn stop(mut self) -> T {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -90,12 +98,44 @@ impl EchoStream {
     }
 }
 
-impl Drop for EchoStream {
+impl<T> Drop for Stoppable<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Moves the whole tokens at the start of `pending` to `found`, keeping a partial one.
+fn take_tokens(pending: &mut Vec<u8>, mut found: impl FnMut(u64)) {
+    let whole = pending.len() - pending.len() % TOKEN_LEN;
+    pending[..whole]
+        .chunks(TOKEN_LEN)
+        .filter_map(token_of)
+        .for_each(&mut found);
+    pending.drain(..whole);
+}
+
+/// A TCP connection from a namespace that sends an 8-byte message every `interval` and
+/// reads the echoes, until stopped.
+pub struct EchoStream(Stoppable<StreamLog>);
+
+impl EchoStream {
+    /// Connects from `netns` to `dst` (panics if that fails within 2 s) and starts sending.
+    pub fn start(netns: &str, dst: SocketAddr, interval: Duration) -> EchoStream {
+        let stream = in_netns(netns, || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+        })
+        .unwrap_or_else(|e| panic!("connect from {netns} to {dst}: {e}"));
+        EchoStream(Stoppable::spawn(move |stop| {
+            run_echo_stream(stream, interval, stop)
+        }))
+    }
+
+    /// Stops sending, waits a moment for the last echoes, and returns the log.
+    pub fn stop(self) -> StreamLog {
+        self.0.stop()
     }
 }
 
@@ -143,13 +183,9 @@ fn run_echo_stream(mut stream: TcpStream, interval: Duration, stop: &AtomicBool)
             Ok(n) => {
                 pending.extend_from_slice(&buf[..n]);
                 let at = Instant::now();
-                let whole = pending.len() - pending.len() % TOKEN_LEN;
-                for message in pending[..whole].chunks(TOKEN_LEN) {
-                    if let Some(token) = token_of(message) {
-                        log.echoed.insert(token, at);
-                    }
-                }
-                pending.drain(..whole);
+                take_tokens(&mut pending, |token| {
+                    log.echoed.insert(token, at);
+                });
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
@@ -164,24 +200,19 @@ fn run_echo_stream(mut stream: TcpStream, interval: Duration, stop: &AtomicBool)
 
 /// UDP datagrams with fresh tokens from a namespace to one destination, one every
 /// `interval`, until stopped; the destination's [`Inbox`] tells which arrived.
-pub struct DatagramStream {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<StreamLog>>,
-}
+pub struct DatagramStream(Stoppable<StreamLog>);
 
 impl DatagramStream {
     pub fn start(netns: &str, dst: SocketAddr, interval: Duration) -> DatagramStream {
         let socket = in_netns(netns, || UdpSocket::bind(unspecified(dst.ip())))
             .unwrap_or_else(|e| panic!("UDP socket in {netns}: {e}"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
+        DatagramStream(Stoppable::spawn(move |stop| {
             let mut log = StreamLog {
                 local: socket.local_addr().ok(),
                 ..StreamLog::default()
             };
             let mut next_send = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let token = new_token();
                 if let Err(e) = socket.send_to(&token.to_be_bytes(), dst) {
                     log.error.get_or_insert(format!("send: {e}"));
@@ -191,37 +222,17 @@ impl DatagramStream {
                 thread::sleep(next_send.saturating_duration_since(Instant::now()));
             }
             log
-        });
-        DatagramStream {
-            stop,
-            thread: Some(thread),
-        }
+        }))
     }
 
-    pub fn stop(mut self) -> StreamLog {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for DatagramStream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) -> StreamLog {
+        self.0.stop()
     }
 }
 
 /// The same probe from a namespace again and again, one every `interval` (each waiting up
 /// to `interval`), until stopped: traffic that must keep failing.
-pub struct RepeatedProbe {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Observed>>>,
-}
+pub struct RepeatedProbe(Stoppable<Vec<Observed>>);
 
 impl RepeatedProbe {
     pub fn start(
@@ -231,37 +242,18 @@ impl RepeatedProbe {
         inbox: Arc<Inbox>,
         interval: Duration,
     ) -> RepeatedProbe {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = spawn_in_netns(netns, move || {
+        RepeatedProbe(Stoppable::spawn_in_netns(netns, move |stop| {
             let mut seen = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 seen.push(probe_here(dst, what, &inbox, interval));
             }
             seen
-        });
-        RepeatedProbe {
-            stop,
-            thread: Some(thread),
-        }
+        }))
     }
 
     /// Stops and returns what every attempt saw.
-    pub fn stop(mut self) -> Vec<Observed> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for RepeatedProbe {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) -> Vec<Observed> {
+        self.0.stop()
     }
 }
 
@@ -270,10 +262,8 @@ impl Drop for RepeatedProbe {
 /// an 8-byte message every `interval` until stopped. The log's `echoed` holds when each
 /// message reached the client.
 pub struct PushStream {
-    stop_server: Arc<AtomicBool>,
-    stop_client: Arc<AtomicBool>,
-    server: Option<JoinHandle<StreamLog>>,
-    client: Option<JoinHandle<HashMap<u64, Instant>>>,
+    server: Stoppable<StreamLog>,
+    client: Stoppable<HashMap<u64, Instant>>,
 }
 
 impl PushStream {
@@ -291,49 +281,18 @@ impl PushStream {
         })
         .unwrap_or_else(|e| panic!("connect from {client_netns} to {dst}: {e}"));
         let (server_side, _) = listener.accept().expect("accept the push connection");
-        let stop_server = Arc::new(AtomicBool::new(false));
-        let flag = stop_server.clone();
-        let server = thread::spawn(move || push(server_side, interval, &flag));
-        let stop_client = Arc::new(AtomicBool::new(false));
-        let flag = stop_client.clone();
-        let client = thread::spawn(move || receive(client, &flag));
         PushStream {
-            stop_server,
-            stop_client,
-            server: Some(server),
-            client: Some(client),
+            server: Stoppable::spawn(move |stop| push(server_side, interval, stop)),
+            client: Stoppable::spawn(move |stop| receive(client, stop)),
         }
     }
 
     /// Stops sending, gives the last messages a moment to arrive, and returns the log.
-    pub fn stop(mut self) -> StreamLog {
-        self.stop_server.store(true, Ordering::Relaxed);
-        let mut log = self
-            .server
-            .take()
-            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .unwrap_or_default();
+    pub fn stop(self) -> StreamLog {
+        let mut log = self.server.stop();
         thread::sleep(Duration::from_millis(200));
-        self.stop_client.store(true, Ordering::Relaxed);
-        log.echoed = self
-            .client
-            .take()
-            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .unwrap_or_default();
+        log.echoed = self.client.stop();
         log
-    }
-}
-
-impl Drop for PushStream {
-    fn drop(&mut self) {
-        self.stop_server.store(true, Ordering::Relaxed);
-        self.stop_client.store(true, Ordering::Relaxed);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-        if let Some(client) = self.client.take() {
-            let _ = client.join();
-        }
     }
 }
 
@@ -369,13 +328,9 @@ fn receive(mut stream: TcpStream, stop: &AtomicBool) -> HashMap<u64, Instant> {
             Ok(0) => break,
             Ok(n) => {
                 pending.extend_from_slice(&buf[..n]);
-                let whole = pending.len() - pending.len() % TOKEN_LEN;
-                for message in pending[..whole].chunks(TOKEN_LEN) {
-                    if let Some(token) = token_of(message) {
-                        arrived.insert(token, Instant::now());
-                    }
-                }
-                pending.drain(..whole);
+                take_tokens(&mut pending, |token| {
+                    arrived.insert(token, Instant::now());
+                });
             }
             Err(e) if is_timeout(&e) => {}
             Err(_) => break,
