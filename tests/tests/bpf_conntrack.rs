@@ -226,22 +226,22 @@ fn flows_across_a_generation_change(slot1_allows: bool) -> (Dataplane, [Vec<u8>;
     (dp, replies)
 }
 
+/// Sends the replies of [`flows_across_a_generation_change`], each in its direction, and
+/// expects `allowed` of each.
+fn expect_replies(dp: &mut Dataplane, replies: &[Vec<u8>; 3], allowed: bool, why: &str) {
+    let directions = [DIR_INGRESS, DIR_EGRESS, DIR_INGRESS];
+    for (reply, direction) in replies.iter().zip(directions) {
+        expect(dp, direction, reply, allowed, why);
+    }
+}
+
 #[test]
 fn a_new_generation_rechecks_live_flows_and_keeps_the_allowed() {
     require_root();
     let (mut dp, replies) = flows_across_a_generation_change(true);
     set_generation(&mut dp, 1);
     let rechecked = stat(&mut dp, STAT_CT_RECHECKED);
-    let directions = [DIR_INGRESS, DIR_EGRESS, DIR_INGRESS];
-    for (reply, direction) in replies.iter().zip(directions) {
-        expect(
-            &mut dp,
-            direction,
-            reply,
-            true,
-            "a reply under the new generation",
-        );
-    }
+    expect_replies(&mut dp, &replies, true, "a reply under the new generation");
     assert_eq!(stat(&mut dp, STAT_CT_RECHECKED) - rechecked, 3);
     for (key, value) in dp.conntrack() {
         assert_eq!(
@@ -251,9 +251,7 @@ fn a_new_generation_rechecks_live_flows_and_keeps_the_allowed() {
     }
 
     let established = stat(&mut dp, STAT_CT_ESTABLISHED);
-    for (reply, direction) in replies.iter().zip(directions) {
-        expect(&mut dp, direction, reply, true, "a reply once re-checked");
-    }
+    expect_replies(&mut dp, &replies, true, "a reply once re-checked");
     assert_eq!(stat(&mut dp, STAT_CT_ESTABLISHED) - established, 3);
     assert_eq!(stat(&mut dp, STAT_CT_RECHECKED) - rechecked, 3);
 }
@@ -264,30 +262,13 @@ fn a_new_generation_revokes_the_flows_it_denies() {
     let (mut dp, replies) = flows_across_a_generation_change(false);
     set_generation(&mut dp, 1);
     let revoked = stat(&mut dp, DROP_REVOKED);
-    let directions = [DIR_INGRESS, DIR_EGRESS, DIR_INGRESS];
-    for (reply, direction) in replies.iter().zip(directions) {
-        expect(
-            &mut dp,
-            direction,
-            reply,
-            false,
-            "a reply of a revoked flow",
-        );
-    }
+    expect_replies(&mut dp, &replies, false, "a reply of a revoked flow");
     assert_eq!(stat(&mut dp, DROP_REVOKED) - revoked, 3);
     assert!(dp.conntrack().is_empty(), "revoked entries must be deleted");
 
     // Now they are new flows, and policy denies them.
     let denied = stat(&mut dp, DROP_POLICY);
-    for (reply, direction) in replies.iter().zip(directions) {
-        expect(
-            &mut dp,
-            direction,
-            reply,
-            false,
-            "the same packet, as a new flow",
-        );
-    }
+    expect_replies(&mut dp, &replies, false, "the same packet, as a new flow");
     assert_eq!(stat(&mut dp, DROP_POLICY) - denied, 3);
 }
 
