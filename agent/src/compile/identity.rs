@@ -6,7 +6,9 @@
 //! address (the destination of an ingress rule, the source of an egress rule: `nets`,
 //! selectors, tags on the local side). So a local ID is keyed by (labels, profiles, family,
 //! the program left after deciding those tests), and the kernel finds it by
-//! (interface, own address). Numbered in key order: deterministic.
+//! (interface, own address). A full compile numbers them in key order (deterministic);
+//! between full compiles they are kept, handed out as keys appear and freed (for reuse)
+//! when their last endpoint address goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -23,86 +25,190 @@ use super::signature::Family;
 pub struct LocalId(pub u32);
 
 /// What a local ID stands for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LocalInfo {
     pub labels: BTreeMap<String, String>,
     pub profiles: Vec<String>,
     pub family: Family,
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct LocalKey {
-    info: LocalInfo,
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LocalKey {
+    pub info: LocalInfo,
     /// Ingress, egress: with family and local-address tests decided.
-    programs: [Program; 2],
+    pub programs: [Program; 2],
 }
 
+/// The local IDs in use, kept between compilations: an ID is handed out when the first
+/// endpoint address with its key appears and freed (for reuse) when the last one goes.
 pub(crate) struct LocalIds {
-    /// Indexed by local ID.
-    pub locals: Vec<(LocalInfo, [Program; 2])>,
-    pub of_endpoint: BTreeMap<(ResourceKey, IpAddr), LocalId>,
-}
-
-impl LocalIds {
-    pub fn assign(inputs: &Inputs, include: impl Fn(&ResourceKey) -> bool) -> LocalIds {
-        let mut keys: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
-        // Many endpoints share labels and profiles: their programs are found once.
-        let mut programs_of: HashMap<LabelsAndProfiles<'_>, Rc<Programs>> = HashMap::new();
-        for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
-            let found = Rc::clone(
-                programs_of
-                    .entry((&w.labels, &w.profiles))
-                    .or_insert_with(|| Rc::new(Programs::of_endpoint(inputs, w))),
-            );
-            let Programs {
-                programs,
-                label_tests,
-                cidrs,
-            } = &*found;
-            for &addr in &w.addrs {
-                let family = Family::of(addr);
-                let sig =
-                    inputs
-                        .universe
-                        .signature(addr, inputs.owners_of(addr), label_tests, cidrs);
-                let resolved = programs.each_ref().map(|p| {
-                    p.retain(|id| {
-                        inputs
-                            .rule(id)
-                            .is_some_and(|r| r.applies_to_family(family) && r.local().holds(&sig))
-                    })
-                });
-                let key = LocalKey {
-                    info: LocalInfo {
-                        labels: w.labels.clone(),
-                        profiles: w.profiles.clone(),
-                        family,
-                    },
-                    programs: resolved,
-                };
-                keys.entry(key).or_default().push((w.key.clone(), addr));
-            }
-        }
-        let mut out = LocalIds {
-            locals: Vec::new(),
-            of_endpoint: BTreeMap::new(),
-        };
-        for (i, (key, endpoints)) in keys.into_iter().enumerate() {
-            let id = LocalId(u32::try_from(i).unwrap_or(u32::MAX));
-            for e in endpoints {
-                out.of_endpoint.insert(e, id);
-            }
-            out.locals.push((key.info, key.programs));
-        }
-        out
-    }
+    /// Indexed by local ID; `None` for a free ID.
+    keys: Vec<Option<LocalKey>>,
+    id_of: HashMap<LocalKey, LocalId>,
+    /// Endpoint addresses using each ID.
+    users: Vec<usize>,
+    free: BTreeSet<LocalId>,
+    /// Many endpoints share labels and profiles: their programs are found once.
+    programs_of: HashMap<LabelsAndProfiles, Rc<Programs>>,
 }
 
 /// What an endpoint's programs depend on.
-type LabelsAndProfiles<'a> = (&'a BTreeMap<String, String>, &'a [String]);
+type LabelsAndProfiles = (BTreeMap<String, String>, Vec<String>);
+
+impl LocalIds {
+    /// The first assignment: IDs numbered in key order, so a full compile is deterministic.
+    pub fn assign(
+        inputs: &Inputs,
+        include: impl Fn(&ResourceKey) -> bool,
+    ) -> (LocalIds, BTreeMap<(ResourceKey, IpAddr), LocalId>) {
+        let mut ids = LocalIds {
+            keys: Vec::new(),
+            id_of: HashMap::new(),
+            users: Vec::new(),
+            free: BTreeSet::new(),
+            programs_of: HashMap::new(),
+        };
+        let mut by_key: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
+        for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
+            let programs = ids.programs(inputs, w);
+            for &addr in &w.addrs {
+                let key = local_key(inputs, w, &programs, addr);
+                by_key.entry(key).or_default().push((w.key.clone(), addr));
+            }
+        }
+        let mut endpoints = BTreeMap::new();
+        for (i, (key, users)) in by_key.into_iter().enumerate() {
+            let id = LocalId(u32::try_from(i).unwrap_or(u32::MAX));
+            ids.users.push(users.len());
+            for e in users {
+                endpoints.insert(e, id);
+            }
+            ids.id_of.insert(key.clone(), id);
+            ids.keys.push(Some(key));
+        }
+        (ids, endpoints)
+    }
+
+    /// The programs of endpoints with `w`'s labels and profiles.
+    pub fn programs(&mut self, inputs: &Inputs, w: &Workload) -> Rc<Programs> {
+        let key = (w.labels.clone(), w.profiles.clone());
+        Rc::clone(
+            self.programs_of
+                .entry(key)
+                .or_insert_with(|| Rc::new(Programs::of_endpoint(inputs, w))),
+        )
+    }
+
+    /// Forgets the programs of endpoints whose labels `affected` names (a policy that
+    /// selects them changed).
+    pub fn forget_programs(&mut self, affected: impl Fn(&BTreeMap<String, String>) -> bool) {
+        self.programs_of.retain(|(labels, _), _| !affected(labels));
+    }
+
+    /// One more user of `key`'s ID; `true` when the ID is new (its tables are to be built).
+    pub fn acquire(&mut self, key: LocalKey) -> (LocalId, bool) {
+        if let Some(&id) = self.id_of.get(&key) {
+            if let Some(users) = self.users.get_mut(id.0 as usize) {
+                *users += 1;
+            }
+            return (id, false);
+        }
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None => {
+                self.keys.push(None);
+                self.users.push(0);
+                LocalId(u32::try_from(self.keys.len() - 1).unwrap_or(u32::MAX))
+            }
+        };
+        let i = id.0 as usize;
+        self.id_of.insert(key.clone(), id);
+        self.keys[i] = Some(key);
+        self.users[i] = 1;
+        (id, true)
+    }
+
+    /// One user of `id` fewer; `true` when that was the last (the ID is now free).
+    pub fn release(&mut self, id: LocalId) -> bool {
+        let i = id.0 as usize;
+        let Some(users) = self.users.get_mut(i) else {
+            return false;
+        };
+        *users = users.saturating_sub(1);
+        if *users > 0 {
+            return false;
+        }
+        if let Some(key) = self.keys.get_mut(i).and_then(Option::take) {
+            self.id_of.remove(&key);
+        }
+        self.free.insert(id);
+        true
+    }
+
+    /// Gives `id` a new key, for all its users at once; `false` (and nothing changed) when
+    /// another ID has that key.
+    pub fn rekey(&mut self, id: LocalId, key: LocalKey) -> bool {
+        if self.id_of.contains_key(&key) {
+            return false;
+        }
+        let Some(slot) = self.keys.get_mut(id.0 as usize) else {
+            return false;
+        };
+        if let Some(old) = slot.replace(key.clone()) {
+            self.id_of.remove(&old);
+        }
+        self.id_of.insert(key, id);
+        true
+    }
+
+    /// How many endpoint addresses `id` polices.
+    pub fn users(&self, id: LocalId) -> usize {
+        self.users.get(id.0 as usize).copied().unwrap_or(0)
+    }
+
+    pub fn key(&self, id: LocalId) -> Option<&LocalKey> {
+        self.keys.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// How many IDs there are, free ones included.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// The local key of `w`'s address `addr`.
+pub(crate) fn local_key(
+    inputs: &Inputs,
+    w: &Workload,
+    programs: &Programs,
+    addr: IpAddr,
+) -> LocalKey {
+    let family = Family::of(addr);
+    let sig = inputs.universe.signature(
+        addr,
+        inputs.owners_of(addr),
+        &programs.label_tests,
+        &programs.cidrs,
+    );
+    let resolved = programs.programs.each_ref().map(|p| {
+        p.retain(|id| {
+            inputs
+                .rule(id)
+                .is_some_and(|r| r.applies_to_family(family) && r.local().holds(&sig))
+        })
+    });
+    LocalKey {
+        info: LocalInfo {
+            labels: w.labels.clone(),
+            profiles: w.profiles.clone(),
+            family,
+        },
+        programs: resolved,
+    }
+}
 
 /// An endpoint's programs, with the tests their rules make of its own address.
-struct Programs {
+pub(crate) struct Programs {
     programs: [Program; 2],
     label_tests: Vec<usize>,
     cidrs: Vec<usize>,

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use crate::model::labels::effective_labels;
 use crate::model::validate::validate;
-use crate::model::{Policy, Profile, Resource, ResourceKey, Rule, application_order};
+use crate::model::{
+    Policy, Profile, Resource, ResourceKey, Rule, WorkloadEndpoint, application_order,
+};
 use crate::policy::{Direction, RuleOwner};
 use crate::selector::Selector;
 
@@ -27,9 +29,13 @@ pub(crate) struct Inputs {
     pub workloads: Vec<Workload>,
     /// Effective labels of every endpoint (workload or host) owning each address.
     pub owners: BTreeMap<IpAddr, Vec<BTreeMap<String, String>>>,
+    /// The valid profiles as written: their labels are part of endpoints' effective labels.
+    raw_profiles: BTreeMap<String, Profile>,
 }
 
 pub(crate) struct PolicyRules {
+    pub name: String,
+    pub order: Option<f64>,
     pub selector: Selector,
     /// Index 0 ingress, 1 egress; `None` when the policy does not govern that direction.
     pub rules: [Option<Vec<RuleId>>; 2],
@@ -93,9 +99,10 @@ impl Inputs {
             profiles: BTreeMap::new(),
             workloads: Vec::new(),
             owners: BTreeMap::new(),
+            raw_profiles: BTreeMap::new(),
         };
         for policy in &policies {
-            if let Some(compiled) = inputs.compile_policy(policy) {
+            if let Some(compiled) = inputs.compile_policy(policy, |_, _, _| None) {
                 inputs.policies.push(compiled);
             }
         }
@@ -103,26 +110,14 @@ impl Inputs {
             let compiled = inputs.compile_profile(profile);
             inputs.profiles.insert(name.clone(), compiled);
         }
-        let labels_of = |own: &BTreeMap<String, String>, names: &[String]| {
-            let profiles: Vec<Option<&Profile>> =
-                names.iter().map(|n| raw_profiles.get(n)).collect();
-            effective_labels(own, &profiles)
-        };
+        inputs.raw_profiles = raw_profiles;
         for (key, w) in workloads {
-            let labels = labels_of(&w.metadata.labels, &w.spec.profiles);
-            let addrs: Vec<IpAddr> = w.spec.ip_networks.iter().map(|n| n.addr()).collect();
-            for addr in &addrs {
-                inputs.owners.entry(*addr).or_default().push(labels.clone());
-            }
-            inputs.workloads.push(Workload {
-                key,
-                labels,
-                profiles: w.spec.profiles,
-                addrs,
-            });
+            let workload = inputs.workload(key, w);
+            inputs.add_owner(&workload);
+            inputs.workloads.push(workload);
         }
         for h in hosts {
-            let labels = labels_of(&h.metadata.labels, &h.spec.profiles);
+            let labels = inputs.labels_of(&h.metadata.labels, &h.spec.profiles);
             for ip in &h.spec.expected_ips {
                 inputs.owners.entry(*ip).or_default().push(labels.clone());
             }
@@ -130,24 +125,133 @@ impl Inputs {
         Ok(inputs)
     }
 
-    fn compile_policy(&mut self, policy: &Policy) -> Option<PolicyRules> {
+    /// Effective labels of an endpoint with these labels and profiles.
+    fn labels_of(
+        &self,
+        own: &BTreeMap<String, String>,
+        names: &[String],
+    ) -> BTreeMap<String, String> {
+        let profiles: Vec<Option<&Profile>> =
+            names.iter().map(|n| self.raw_profiles.get(n)).collect();
+        effective_labels(own, &profiles)
+    }
+
+    /// What the compiler keeps of a (valid) workload endpoint.
+    pub fn workload(&self, key: ResourceKey, w: WorkloadEndpoint) -> Workload {
+        Workload {
+            labels: self.labels_of(&w.metadata.labels, &w.spec.profiles),
+            key,
+            profiles: w.spec.profiles,
+            addrs: w.spec.ip_networks.iter().map(|n| n.addr()).collect(),
+        }
+    }
+
+    pub fn add_owner(&mut self, w: &Workload) {
+        for addr in &w.addrs {
+            self.owners.entry(*addr).or_default().push(w.labels.clone());
+        }
+    }
+
+    pub fn remove_owner(&mut self, w: &Workload) {
+        for addr in &w.addrs {
+            if let Some(owners) = self.owners.get_mut(addr) {
+                if let Some(i) = owners.iter().position(|l| *l == w.labels) {
+                    owners.remove(i);
+                }
+                if owners.is_empty() {
+                    self.owners.remove(addr);
+                }
+            }
+        }
+    }
+
+    /// Puts `w` in its place among the workloads (replacing one with its key).
+    pub fn insert_workload(&mut self, w: Workload) {
+        match self.workloads.binary_search_by(|x| x.key.cmp(&w.key)) {
+            Ok(i) => self.workloads[i] = w,
+            Err(i) => self.workloads.insert(i, w),
+        }
+    }
+
+    pub fn remove_workload(&mut self, key: &ResourceKey) -> Option<Workload> {
+        let i = self.workloads.binary_search_by(|x| x.key.cmp(key)).ok()?;
+        Some(self.workloads.remove(i))
+    }
+
+    /// Replaces the policy called `name` (`old` as it was written) by `new`, which must be
+    /// valid and apply to workloads, or removes it. Rules that did not change keep their
+    /// IDs, so programs without the changed rules stay equal to what they were. Returns the
+    /// selectors of the policy before and after.
+    pub fn replace_policy(
+        &mut self,
+        name: &str,
+        old: Option<&Policy>,
+        new: Option<&Policy>,
+    ) -> (Option<Selector>, Option<Selector>) {
+        let before = self
+            .policies
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| self.policies.remove(i));
+        let unchanged = |direction: Direction, index: usize, rule: &Rule| -> Option<RuleId> {
+            let (old, before) = (old?, before.as_ref()?);
+            let written = match direction {
+                Direction::Ingress => &old.spec.ingress,
+                Direction::Egress => &old.spec.egress,
+            };
+            if written.get(index)? != rule {
+                return None;
+            }
+            before.rules[dir_index(direction)]
+                .as_ref()?
+                .get(index)
+                .copied()
+        };
+        let after = new.and_then(|p| self.compile_policy(p, unchanged));
+        let selectors = (
+            before.map(|p| p.selector),
+            after.as_ref().map(|p| p.selector.clone()),
+        );
+        if let Some(after) = after {
+            let at = self.policies.partition_point(|p| {
+                application_order((p.order, &p.name), (after.order, &after.name)).is_lt()
+            });
+            self.policies.insert(at, after);
+        }
+        selectors
+    }
+
+    /// `unchanged` gives the ID of a rule that is already compiled (same policy, direction,
+    /// position and text).
+    fn compile_policy(
+        &mut self,
+        policy: &Policy,
+        unchanged: impl Fn(Direction, usize, &Rule) -> Option<RuleId>,
+    ) -> Option<PolicyRules> {
         let spec = &policy.spec;
         let selector = Selector::parse(&spec.selector).ok()?;
         let owner = RuleOwner::Policy(policy.metadata.name.clone());
         let governs = |t| spec.types.is_empty() || spec.types.contains(&t);
         let mut compiled = Vec::new();
+        let mut list = |inputs: &mut Inputs, rules: &[Rule], direction| {
+            inputs.compile_list(rules, &owner, direction, &mut compiled, &|i, r| {
+                unchanged(direction, i, r)
+            })
+        };
         let ingress = if governs(crate::model::PolicyType::Ingress) {
-            Some(self.compile_list(&spec.ingress, &owner, Direction::Ingress, &mut compiled)?)
+            Some(list(self, &spec.ingress, Direction::Ingress)?)
         } else {
             None
         };
         let egress = if governs(crate::model::PolicyType::Egress) {
-            Some(self.compile_list(&spec.egress, &owner, Direction::Egress, &mut compiled)?)
+            Some(list(self, &spec.egress, Direction::Egress)?)
         } else {
             None
         };
         self.rules.extend(compiled);
         Some(PolicyRules {
+            name: policy.metadata.name.clone(),
+            order: spec.order,
             selector,
             rules: [ingress, egress],
         })
@@ -161,12 +265,14 @@ impl Inputs {
             &owner,
             Direction::Ingress,
             &mut compiled,
+            &|_, _| None,
         )?;
         let egress = self.compile_list(
             &profile.spec.egress,
             &owner,
             Direction::Egress,
             &mut compiled,
+            &|_, _| None,
         )?;
         self.rules.extend(compiled);
         Some([ingress, egress])
@@ -180,9 +286,14 @@ impl Inputs {
         owner: &RuleOwner,
         direction: Direction,
         out: &mut Vec<CompiledRule>,
+        unchanged: &dyn Fn(usize, &Rule) -> Option<RuleId>,
     ) -> Option<Vec<RuleId>> {
         let mut ids = Vec::with_capacity(rules.len());
         for (index, rule) in rules.iter().enumerate() {
+            if let Some(id) = unchanged(index, rule) {
+                ids.push(id);
+                continue;
+            }
             let compiled =
                 compile_rule(&mut self.universe, rule, owner.clone(), direction, index).ok()?;
             let id = RuleId::try_from(self.rules.len() + out.len()).ok()?;

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use super::cidr_classes::{longest_match, lpm_classes};
 use super::inputs::Inputs;
+use super::rules::Universe;
 use super::signature::{Bits, Family, Signature};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +26,12 @@ pub struct RemoteId(pub u32);
 pub(crate) struct RemoteClasses {
     /// Indexed by remote ID.
     pub signatures: Vec<Signature>,
+    id_of: HashMap<Signature, RemoteId>,
+    /// The label tests and CIDRs in peer positions: the bits remote signatures have.
+    pub peer_label_tests: BTreeSet<usize>,
+    pub peer_cidrs: BTreeSet<usize>,
+    lpm_signatures: BTreeMap<IpNet, Signature>,
+    world_signature: Signature,
     pub exact: BTreeMap<IpAddr, RemoteId>,
     pub lpm: BTreeMap<IpNet, RemoteId>,
     pub world: RemoteId,
@@ -41,9 +48,12 @@ impl RemoteClasses {
             label_tests.extend(rule.peer().label_tests());
             cidrs.extend(rule.peer().cidrs());
         }
-        let label_tests: Vec<usize> = label_tests.into_iter().collect();
-        let cidrs: Vec<(usize, IpNet)> = cidrs
-            .into_iter()
+        let peer_label_tests = label_tests;
+        let peer_cidrs = cidrs;
+        let label_tests: Vec<usize> = peer_label_tests.iter().copied().collect();
+        let cidrs: Vec<(usize, IpNet)> = peer_cidrs
+            .iter()
+            .copied()
             .filter_map(|i| universe.cidrs.get(i).map(|n| (i, *n)))
             .collect();
         let cidr_ids: Vec<usize> = cidrs.iter().map(|&(i, _)| i).collect();
@@ -93,11 +103,11 @@ impl RemoteClasses {
             RemoteId(u32::try_from(i).unwrap_or(u32::MAX))
         };
         let world_id = id_of(&world);
-        let lpm: BTreeMap<IpNet, RemoteId> = lpm.iter().map(|(n, s)| (*n, id_of(s))).collect();
+        let lpm_ids: BTreeMap<IpNet, RemoteId> = lpm.iter().map(|(n, s)| (*n, id_of(s))).collect();
         let exact: BTreeMap<IpAddr, RemoteId> = exact.iter().map(|(a, s)| (*a, id_of(s))).collect();
 
         let mut by_family: BTreeMap<Family, BTreeSet<RemoteId>> = BTreeMap::new();
-        for (net, id) in &lpm {
+        for (net, id) in &lpm_ids {
             by_family
                 .entry(Family::of(net.addr()))
                 .or_default()
@@ -111,14 +121,24 @@ impl RemoteClasses {
             (Family::V6, IpNet::V6(Default::default())),
         ] {
             // With a /0 among the CIDRs no address of the family is "world".
-            if !lpm.contains_key(&zero) {
+            if !lpm_ids.contains_key(&zero) {
                 by_family.entry(family).or_default().insert(world_id);
             }
         }
+        let id_of = signatures
+            .iter()
+            .enumerate()
+            .map(|(i, sig)| (sig.clone(), RemoteId(u32::try_from(i).unwrap_or(u32::MAX))))
+            .collect();
         RemoteClasses {
+            id_of,
+            peer_label_tests,
+            peer_cidrs,
+            lpm_signatures: lpm,
+            world_signature: world,
             signatures,
             exact,
-            lpm,
+            lpm: lpm_ids,
             world: world_id,
             by_family: by_family
                 .into_iter()
@@ -130,4 +150,35 @@ impl RemoteClasses {
     pub fn signature(&self, id: RemoteId) -> Option<&Signature> {
         self.signatures.get(id.0 as usize)
     }
+
+    /// The exact entry `addr` needs with these owners, when the remote IDs as they are can
+    /// say it: `Ok(None)` when the CIDR classes already give it the right ID, `Err` when its
+    /// signature has no remote ID of its family (only a new classification can give one).
+    pub fn exact_entry(
+        &self,
+        universe: &Universe,
+        addr: IpAddr,
+        owners: &[BTreeMap<String, String>],
+    ) -> Result<Option<RemoteId>, Unclassified> {
+        let label_tests: Vec<usize> = self.peer_label_tests.iter().copied().collect();
+        let cidrs: Vec<usize> = self.peer_cidrs.iter().copied().collect();
+        let sig = universe.signature(addr, owners, &label_tests, &cidrs);
+        if longest_match(&self.lpm_signatures, addr).unwrap_or(&self.world_signature) == &sig {
+            return Ok(None);
+        }
+        let id = self.id_of.get(&sig).ok_or(Unclassified)?;
+        let of_family = self
+            .by_family
+            .get(&Family::of(addr))
+            .is_some_and(|ids| ids.binary_search(id).is_ok());
+        if of_family {
+            Ok(Some(*id))
+        } else {
+            Err(Unclassified)
+        }
+    }
 }
+
+/// An address whose signature no remote ID of its family stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unclassified;

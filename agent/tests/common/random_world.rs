@@ -7,9 +7,11 @@
 //! rules do not compile, host endpoints as peers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use palisade::model::{Resource, validate};
+use palisade::model::{Resource, ResourceKey, validate};
 use palisade::policy::{Direction, Packet};
 use serde_json::{Value, json};
 
@@ -334,4 +336,175 @@ pub fn random_packet(rng: &mut Rng, local: IpAddr, peer: IpAddr, direction: Dire
         Direction::Egress => (local, peer),
     };
     Packet::new(src, dst, protocol, ports, icmp)
+}
+
+/// Peer addresses of one family that are no endpoint's in [`world`].
+pub fn peers(v4: bool) -> Vec<IpAddr> {
+    let list: &[&str] = if v4 { &V4_OTHER } else { &V6_OTHER };
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// A resource set being changed the way operators change one, as JSON values.
+pub struct World {
+    pub values: Vec<Value>,
+    /// For fresh names and addresses.
+    next: usize,
+}
+
+impl World {
+    pub fn new(values: Vec<Value>) -> World {
+        World { values, next: 0 }
+    }
+
+    pub fn resources(&self) -> BTreeMap<ResourceKey, Arc<Resource>> {
+        to_resources(&self.values)
+            .into_iter()
+            .map(|r| (r.key(), Arc::new(r)))
+            .collect()
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<usize> {
+        (0..self.values.len())
+            .filter(|&i| self.values[i]["kind"] == kind)
+            .collect()
+    }
+
+    fn fresh(&mut self) -> usize {
+        self.next += 1;
+        self.next
+    }
+
+    /// Fresh addresses, owned by no one else: the common case, made in place.
+    fn fresh_networks(&mut self, rng: &mut Rng) -> Value {
+        let n = self.fresh();
+        let mut nets = vec![format!("10.0.{}.{}/32", 3 + n / 250, 1 + n % 250)];
+        if rng.chance(40) {
+            nets.push(format!("fd00::3:{n:x}/128"));
+        }
+        json!(nets)
+    }
+
+    /// Makes one random change; says what it was.
+    pub fn change(&mut self, rng: &mut Rng) -> &'static str {
+        let endpoints = self.of_kind("workloadEndpoint");
+        let policies = self.of_kind("policy");
+        let roll = rng.below(100);
+        if roll < 35 && !endpoints.is_empty() {
+            let i = rng.pick(&endpoints);
+            match rng.below(4) {
+                0 => {
+                    self.values[i]["metadata"]["labels"] = labels(rng);
+                    "endpoint labels changed"
+                }
+                1 => {
+                    self.values[i]["spec"]["ipNetworks"] = self.fresh_networks(rng);
+                    "endpoint addresses changed"
+                }
+                2 => {
+                    self.values.remove(i);
+                    "endpoint removed"
+                }
+                _ => {
+                    self.values[i]["metadata"]["node"] = json!(rng.pick(&["n", "m"]));
+                    "endpoint moved"
+                }
+            }
+        } else if roll < 50 {
+            let n = self.fresh();
+            let profiles: Vec<String> = (0..rng.below(3))
+                .map(|_| format!("prof{}", rng.below(5)))
+                .collect();
+            let nets = self.fresh_networks(rng);
+            self.values
+                .push(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+                "metadata": {"name": format!("new{n}"), "node": rng.pick(&["n", "n", "m"]),
+                             "orchestrator": "o", "workload": format!("nw{n}"),
+                             "labels": labels(rng)},
+                "spec": {"interfaceName": format!("calinew{n}"), "ipNetworks": nets,
+                         "profiles": profiles}}));
+            "endpoint added"
+        } else if roll < 90 && !policies.is_empty() {
+            let i = rng.pick(&policies);
+            self.change_policy(rng, i)
+        } else if roll < 95 {
+            let profiles = self.of_kind("profile");
+            if profiles.is_empty() {
+                return "nothing";
+            }
+            let i = rng.pick(&profiles);
+            self.values[i]["metadata"]["labels"] = labels(rng);
+            "profile labels changed"
+        } else {
+            let n = self.fresh();
+            self.values
+                .push(json!({"apiVersion": "v1", "kind": "policy",
+                "metadata": {"name": format!("newpol{n}")},
+                "spec": {"selector": rng.pick(&SELECTORS), "order": rng.below(12),
+                         "ingress": rules(rng, 2), "egress": rules(rng, 2)}}));
+            "random policy added"
+        }
+    }
+
+    fn change_policy(&mut self, rng: &mut Rng, i: usize) -> &'static str {
+        let direction = rng.pick(&["ingress", "egress"]);
+        let count = self.values[i]["spec"][direction]
+            .as_array()
+            .map_or(0, Vec::len);
+        match rng.below(8) {
+            0 | 1 if count > 0 => {
+                let r = rng.below(count);
+                self.values[i]["spec"][direction][r]["action"] =
+                    json!(rng.pick(&["allow", "deny", "pass", "log"]));
+                "policy rule action changed"
+            }
+            2 if count > 0 => {
+                let r = rng.below(count);
+                if let Some(rules) = self.values[i]["spec"][direction].as_array_mut() {
+                    rules.remove(r);
+                }
+                "policy rule removed"
+            }
+            3 => {
+                // A rule some policy already has: its tests are known.
+                let known: Vec<Value> = self
+                    .of_kind("policy")
+                    .into_iter()
+                    .flat_map(|p| {
+                        self.values[p]["spec"][direction]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                if known.is_empty() {
+                    return "nothing";
+                }
+                let rule = rng.pick(&known);
+                if let Some(rules) = self.values[i]["spec"][direction].as_array_mut() {
+                    let at = rng.below(rules.len() + 1);
+                    rules.insert(at, rule);
+                }
+                "known rule added to a policy"
+            }
+            4 => {
+                self.values[i]["spec"]["selector"] = json!(rng.pick(&SELECTORS));
+                "policy selector changed"
+            }
+            5 => {
+                self.values[i]["spec"]["order"] = json!(rng.below(12));
+                "policy order changed"
+            }
+            6 => {
+                self.values.remove(i);
+                "policy removed"
+            }
+            _ => {
+                let mut copy = self.values[i].clone();
+                copy["metadata"]["name"] = json!(format!("copy{}", self.fresh()));
+                copy["spec"]["order"] = json!(rng.below(12));
+                self.values.push(copy);
+                "policy copied"
+            }
+        }
+    }
 }

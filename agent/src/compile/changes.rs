@@ -1,0 +1,63 @@
+//! Which image entries an update touched: what the writer must look at again. Touched
+//! does not mean changed; the writer compares with what the maps hold.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::model::ResourceKey;
+use crate::policy::Direction;
+
+use super::identity::LocalId;
+use super::remote::RemoteId;
+
+/// A policy entry: wildcard when the remote is `None`, specific otherwise.
+pub type PolicyEntry = (LocalId, Option<RemoteId>, Direction);
+
+/// Entries of [`super::Image`] touched, by map. Tables and outcomes are only ever
+/// appended between full compiles, so the writer needs no list of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedKeys {
+    pub endpoints: BTreeSet<(ResourceKey, IpAddr)>,
+    pub exact: BTreeSet<IpAddr>,
+    pub policy: BTreeSet<PolicyEntry>,
+}
+
+impl ChangedKeys {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.exact.is_empty() && self.policy.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len() + self.exact.len() + self.policy.len()
+    }
+}
+
+/// What changed in an image since some earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Renumbered: a full compile. Everything must be compared.
+    All,
+    /// Only these entries, plus tables and outcomes appended.
+    Keys(ChangedKeys),
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes::Keys(ChangedKeys::default())
+    }
+}
+
+impl Changes {
+    /// Adds `later` to what changed.
+    pub fn merge(&mut self, later: &Changes) {
+        match (&mut *self, later) {
+            (Changes::All, _) => {}
+            (_, Changes::All) => *self = Changes::All,
+            (Changes::Keys(mine), Changes::Keys(theirs)) => {
+                mine.endpoints.extend(theirs.endpoints.iter().cloned());
+                mine.exact.extend(theirs.exact.iter().copied());
+                mine.policy.extend(theirs.policy.iter().copied());
+            }
+        }
+    }
+}

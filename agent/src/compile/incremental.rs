@@ -1,0 +1,373 @@
+//! The compiler an agent keeps: it remembers its last compilation and applies the common
+//! changes to it in place, touching only the image entries they affect, instead of
+//! compiling every resource again.
+//!
+//! In place:
+//! - a workload endpoint added, changed or removed: its addresses' exact entries, and for a
+//!   local endpoint its local IDs (an existing ID when another endpoint already has its
+//!   key, else a new one with its tables);
+//! - a policy added, changed or removed whose rules test only what the rules of the last
+//!   full compile already test: the local endpoints its selector picks (before or after)
+//!   get their programs again; rules that did not change keep their IDs, so tables of
+//!   programs without the changed rules are found in the cache;
+//! - IP pools and allocations: nothing (policy does not read them).
+//!
+//! Everything else (profiles, host endpoints, new label tests or CIDRs, an address with
+//! several owners, a lot of changes at once, too much garbage) compiles in full, which
+//! renumbers everything. In place, IDs are stable: local IDs are reused once free, tables
+//! and outcomes are only appended. The result is the same policy as a full compile; the
+//! differential test `tests/compile_incremental.rs` holds the two together.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::model::validate::validate;
+use crate::model::{Policy, Resource, ResourceKey};
+use crate::selector::Selector;
+
+use super::Locals;
+use super::build::Build;
+use super::capacity::{Capacities, CompileError};
+use super::changes::{ChangedKeys, Changes};
+use super::identity::{LocalId, LocalKey, local_key};
+use super::image::Image;
+
+/// More changes than this at once compile in full (a snapshot, a bulk import).
+const MAX_IN_PLACE: usize = 64;
+
+pub struct Compiler {
+    /// `None`: every endpoint is local; else this node's.
+    node: Option<String>,
+    capacities: Capacities,
+    resources: BTreeMap<ResourceKey, Arc<Resource>>,
+    build: Option<Build>,
+}
+
+/// A change the compiler cannot apply in place.
+struct NeedsFull;
+
+impl Compiler {
+    pub fn new(locals: Locals<'_>, capacities: Capacities) -> Compiler {
+        Compiler {
+            node: match locals {
+                Locals::All => None,
+                Locals::Node(node) => Some(node.to_owned()),
+            },
+            capacities,
+            resources: BTreeMap::new(),
+            build: None,
+        }
+    }
+
+    /// The image of the resources of the last successful [`Compiler::update`].
+    pub fn image(&self) -> Option<&Image> {
+        self.build.as_ref().map(|b| &b.image)
+    }
+
+    /// Brings the image up to `resources`; says which entries it touched. On error (the
+    /// policy does not fit) the compiler forgets its image: the next update compiles in
+    /// full. Resources that are the same allocation as in the last update are not looked
+    /// at again.
+    pub fn update(
+        &mut self,
+        resources: &BTreeMap<ResourceKey, Arc<Resource>>,
+    ) -> Result<Changes, CompileError> {
+        let changed = diff(&self.resources, resources);
+        let in_place = match self.build.as_mut() {
+            Some(build) if changed.len() <= MAX_IN_PLACE && !too_much_garbage(build) => {
+                build.changes = Some(ChangedKeys::default());
+                let node = self.node.as_deref();
+                let applied = changed.iter().try_for_each(|key| {
+                    apply(
+                        build,
+                        node,
+                        key,
+                        self.resources.get(key).map(|r| &**r),
+                        resources.get(key).map(|r| &**r),
+                    )
+                });
+                applied.is_ok()
+            }
+            _ => false,
+        };
+        for key in &changed {
+            match resources.get(key) {
+                Some(r) => self.resources.insert(key.clone(), Arc::clone(r)),
+                None => self.resources.remove(key),
+            };
+        }
+        if in_place
+            && let Some(build) = self.build.as_mut()
+            && self.capacities.check(&build.image.stats()).is_empty()
+        {
+            let changes = build.changes.take().unwrap_or_default();
+            return Ok(Changes::Keys(changes));
+        }
+        // In place did not apply or does not fit: a full compile may (it drops garbage).
+        self.build = None;
+        let node = self.node.clone();
+        let include = |key: &ResourceKey| Locals::from(node.as_deref()).includes(key);
+        let build = Build::full(self.resources.values().map(|r| (**r).clone()), include)?;
+        let exceeded = self.capacities.check(&build.image.stats());
+        if !exceeded.is_empty() {
+            return Err(CompileError::Capacity(exceeded));
+        }
+        self.build = Some(build);
+        Ok(Changes::All)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Locals<'a> {
+    fn from(node: Option<&'a str>) -> Locals<'a> {
+        node.map_or(Locals::All, Locals::Node)
+    }
+}
+
+/// Keys whose resource differs between `old` and `new`, in one pass over both.
+fn diff(
+    old: &BTreeMap<ResourceKey, Arc<Resource>>,
+    new: &BTreeMap<ResourceKey, Arc<Resource>>,
+) -> Vec<ResourceKey> {
+    let mut changed = Vec::new();
+    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let key = match (old.peek(), new.peek()) {
+            (None, None) => return changed,
+            (Some((k, _)), None) | (None, Some((k, _))) => (*k).clone(),
+            (Some((a, x)), Some((b, y))) => match a.cmp(b) {
+                Ordering::Less => (*a).clone(),
+                Ordering::Greater => (*b).clone(),
+                Ordering::Equal => {
+                    if !(Arc::ptr_eq(x, y) || x == y) {
+                        changed.push((*a).clone());
+                    }
+                    old.next();
+                    new.next();
+                    continue;
+                }
+            },
+        };
+        // Only on one side: step past it there.
+        if old.peek().is_some_and(|(k, _)| **k == key) {
+            old.next();
+        } else {
+            new.next();
+        }
+        changed.push(key);
+    }
+}
+
+/// Rules, tables and outcomes nothing refers to any more stay until a full compile;
+/// one comes when they are as many again as a full compile makes.
+fn too_much_garbage(build: &Build) -> bool {
+    let now = build.sizes();
+    let fresh = build.fresh;
+    now.rules > 2 * fresh.rules + 1024
+        || now.tables > 2 * fresh.tables + 1024
+        || now.outcomes > 2 * fresh.outcomes + 1024
+}
+
+fn apply(
+    build: &mut Build,
+    node: Option<&str>,
+    key: &ResourceKey,
+    old: Option<&Resource>,
+    new: Option<&Resource>,
+) -> Result<(), NeedsFull> {
+    // Invalid resources are treated as deleted, as in a full compile.
+    let new = new.filter(|r| validate(r).is_ok());
+    let old = old.filter(|r| validate(r).is_ok());
+    match (old, new) {
+        (None, None) => Ok(()),
+        (Some(Resource::IpPool(_) | Resource::IpAllocation(_)), _)
+        | (_, Some(Resource::IpPool(_) | Resource::IpAllocation(_))) => Ok(()),
+        (
+            None | Some(Resource::WorkloadEndpoint(_)),
+            new @ (None | Some(Resource::WorkloadEndpoint(_))),
+        ) => endpoint_changed(build, node, key, new),
+        (old @ (None | Some(Resource::Policy(_))), new @ (None | Some(Resource::Policy(_)))) => {
+            let as_policy = |r: Option<&Resource>| match r {
+                Some(Resource::Policy(p)) if applies_to_workloads(p) => Some(p.clone()),
+                _ => None,
+            };
+            policy_changed(
+                build,
+                node,
+                key,
+                as_policy(old).as_ref(),
+                as_policy(new).as_ref(),
+            )
+        }
+        _ => Err(NeedsFull),
+    }
+}
+
+fn applies_to_workloads(p: &Policy) -> bool {
+    !p.spec.do_not_track && !p.spec.pre_dnat
+}
+
+fn is_local(node: Option<&str>, key: &ResourceKey) -> bool {
+    Locals::from(node).includes(key)
+}
+
+fn endpoint_changed(
+    build: &mut Build,
+    node: Option<&str>,
+    key: &ResourceKey,
+    new: Option<&Resource>,
+) -> Result<(), NeedsFull> {
+    let removed = build.inputs.remove_workload(key);
+    if let Some(w) = &removed {
+        build.inputs.remove_owner(w);
+    }
+    let added = match new {
+        Some(Resource::WorkloadEndpoint(w)) => Some(build.inputs.workload(key.clone(), w.clone())),
+        _ => None,
+    };
+    let old_addrs: BTreeSet<IpAddr> = removed.iter().flat_map(|w| w.addrs.clone()).collect();
+    let new_addrs: BTreeSet<IpAddr> = added.iter().flat_map(|w| w.addrs.clone()).collect();
+    if let Some(w) = added {
+        build.inputs.add_owner(&w);
+        build.inputs.insert_workload(w);
+    }
+    let touched: BTreeSet<IpAddr> = old_addrs.union(&new_addrs).copied().collect();
+    // An address's other owners count in its local tests and its remote signature: sharing
+    // is rare enough to leave to a full compile.
+    let shared = touched
+        .iter()
+        .any(|addr| build.inputs.owners_of(*addr).len() != usize::from(new_addrs.contains(addr)));
+    if shared {
+        return Err(NeedsFull);
+    }
+    if is_local(node, key) {
+        // Bind the new addresses first: an ID they keep is not freed and made again.
+        if let Ok(i) = build.inputs.workloads.binary_search_by(|w| w.key.cmp(key)) {
+            rebind(build, i);
+        }
+        for addr in old_addrs.difference(&new_addrs) {
+            build.unbind_endpoint(key, *addr);
+        }
+    }
+    for addr in touched {
+        let owners = build.inputs.owners_of(addr);
+        let entry = if owners.is_empty() {
+            None
+        } else {
+            build
+                .remotes
+                .exact_entry(&build.inputs.universe, addr, owners)
+                .map_err(|_| NeedsFull)?
+        };
+        let before = match entry {
+            Some(id) => build.image.exact.insert(addr, id),
+            None => build.image.exact.remove(&addr),
+        };
+        if before != entry
+            && let Some(changes) = build.changes.as_mut()
+        {
+            changes.exact.insert(addr);
+        }
+    }
+    Ok(())
+}
+
+/// Polices every address of the local workload at `index` with the local ID its key has
+/// now.
+fn rebind(build: &mut Build, index: usize) {
+    let Some(w) = build.inputs.workloads.get(index) else {
+        return;
+    };
+    let programs = build.locals.programs(&build.inputs, w);
+    let keys: Vec<_> = w
+        .addrs
+        .iter()
+        .map(|&addr| (addr, local_key(&build.inputs, w, &programs, addr)))
+        .collect();
+    let endpoint = w.key.clone();
+    for (addr, key) in keys {
+        build.bind_endpoint(&endpoint, addr, key);
+    }
+}
+
+fn policy_changed(
+    build: &mut Build,
+    node: Option<&str>,
+    key: &ResourceKey,
+    old: Option<&Policy>,
+    new: Option<&Policy>,
+) -> Result<(), NeedsFull> {
+    let ResourceKey::Policy { name } = key else {
+        return Err(NeedsFull);
+    };
+    let universe = &build.inputs.universe;
+    let (label_tests, cidrs) = (universe.label_tests.len(), universe.cidrs.len());
+    let first_new_rule = build.inputs.rules.len();
+    let (before, after) = build.inputs.replace_policy(name, old, new);
+    // New label tests or CIDRs would need new remote IDs.
+    let universe = &build.inputs.universe;
+    if universe.label_tests.len() != label_tests || universe.cidrs.len() != cidrs {
+        return Err(NeedsFull);
+    }
+    let remotes = &build.remotes;
+    let classified = build.inputs.rules[first_new_rule..].iter().all(|rule| {
+        rule.peer()
+            .label_tests()
+            .all(|i| remotes.peer_label_tests.contains(&i))
+            && rule.peer().cidrs().all(|i| remotes.peer_cidrs.contains(&i))
+    });
+    if !classified {
+        return Err(NeedsFull);
+    }
+    let selects = |selector: &Option<Selector>, labels: &BTreeMap<String, String>| {
+        selector.as_ref().is_some_and(|s| s.matches(labels))
+    };
+    let affected =
+        |labels: &BTreeMap<String, String>| selects(&before, labels) || selects(&after, labels);
+    build.locals.forget_programs(affected);
+    let rebound: Vec<usize> = build
+        .inputs
+        .workloads
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| is_local(node, &w.key) && affected(&w.labels))
+        .map(|(i, _)| i)
+        .collect();
+    // By the local ID they have now: an ID whose users all get one new key keeps its
+    // number, and only its entries that change are touched.
+    let mut moving: BTreeMap<LocalId, Vec<(ResourceKey, IpAddr, LocalKey)>> = BTreeMap::new();
+    for i in rebound {
+        let Some(w) = build.inputs.workloads.get(i) else {
+            continue;
+        };
+        let programs = build.locals.programs(&build.inputs, w);
+        for &addr in &w.addrs {
+            let key = local_key(&build.inputs, w, &programs, addr);
+            if let Some(&id) = build.image.endpoints.get(&(w.key.clone(), addr)) {
+                moving
+                    .entry(id)
+                    .or_default()
+                    .push((w.key.clone(), addr, key));
+            }
+        }
+    }
+    for (id, users) in moving {
+        let Some((_, _, first)) = users.first() else {
+            continue;
+        };
+        if build.locals.key(id) == Some(first) && users.iter().all(|(_, _, k)| k == first) {
+            continue;
+        }
+        if users.len() == build.locals.users(id)
+            && users.iter().all(|(_, _, k)| k == first)
+            && build.rekey_local(id, first.clone())
+        {
+            continue;
+        }
+        for (endpoint, addr, key) in users {
+            build.bind_endpoint(&endpoint, addr, key);
+        }
+    }
+    Ok(())
+}
