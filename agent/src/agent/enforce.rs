@@ -18,15 +18,22 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_common::{HostAddrKey, HostAddrValue};
 
 use crate::agent::ResourceView;
-use crate::compile::{Capacities, Image, Locals, compile_for};
+use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
 use crate::dataplane::attach::Attachments;
 use crate::dataplane::counters::CounterMaps;
-use crate::dataplane::events::RecentImages;
+use crate::dataplane::events::RecentOutcomes;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::Writer;
 use crate::dataplane::{LoadedObject, rule_names};
 use crate::log;
 use crate::model::{Resource, ResourceKey};
+
+/// An update that changes neither the image nor the bindings publishes nothing; events
+/// name outcomes of the image in force.
+struct LastPublish {
+    bindings: BTreeMap<ResourceKey, u32>,
+    outcomes: Arc<[Outcome]>,
+}
 
 pub struct Enforcer {
     pub node: String,
@@ -35,8 +42,9 @@ pub struct Enforcer {
     pub counters: CounterMaps,
     pub host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
     pub attachments: Attachments,
-    pub images: RecentImages,
-    pub capacities: Capacities,
+    pub outcomes: RecentOutcomes,
+    /// Keeps the last compilation, so that most changes are compiled in place.
+    compiler: Compiler,
     /// Where the rule counter names go, for `palisade stats`.
     pub rule_names_path: PathBuf,
     /// The host's interfaces, by name.
@@ -44,8 +52,8 @@ pub struct Enforcer {
     view: Arc<ResourceView>,
     /// This node's workload endpoints in `view`, with their interface names.
     locals: BTreeMap<ResourceKey, String>,
-    /// What was published last: skip publishing the same again.
-    published: Option<(Arc<Image>, BTreeMap<ResourceKey, u32>)>,
+    /// What the last publish wrote, if it succeeded.
+    published: Option<LastPublish>,
     /// Which interfaces carry each host address (an address may be on several).
     host_addresses: BTreeMap<IpAddr, BTreeSet<u32>>,
     /// Whether the view and the interface list have been seen in full: before both, a
@@ -66,6 +74,7 @@ impl Enforcer {
         capacities: Capacities,
         rule_names_path: PathBuf,
     ) -> Enforcer {
+        let node_name = node.clone();
         Enforcer {
             node,
             loaded,
@@ -73,8 +82,8 @@ impl Enforcer {
             counters,
             host_addrs,
             attachments,
-            images: RecentImages::default(),
-            capacities,
+            outcomes: RecentOutcomes::default(),
+            compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
             links: BTreeMap::new(),
             view: Arc::new(ResourceView::default()),
@@ -163,13 +172,8 @@ impl Enforcer {
             .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
             .collect();
 
-        let compiled = compile_for(
-            self.view.resources.values().cloned(),
-            &self.capacities,
-            Locals::Node(&self.node),
-        );
-        match compiled {
-            Ok(image) => self.publish(Arc::new(image), &ifindex_of, started),
+        match self.compiler.update(&self.view.resources) {
+            Ok(changes) => self.publish(&changes, &ifindex_of, started),
             Err(e) => log::error(
                 "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
                 &[("revision", &self.view.revision), ("error", &e)],
@@ -225,22 +229,35 @@ impl Enforcer {
 
     fn publish(
         &mut self,
-        image: Arc<Image>,
+        changes: &Changes,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         started: Instant,
     ) {
-        if let Some((old_image, old_bindings)) = &self.published
-            && **old_image == *image
-            && old_bindings == ifindex_of
-        {
+        let Some(image) = self.compiler.image() else {
             return;
-        }
+        };
+        let unchanged = matches!(changes, Changes::Keys(keys) if keys.is_empty());
+        let outcomes = match &self.published {
+            Some(last) if unchanged && last.bindings == *ifindex_of => return,
+            // Outcomes are only appended between full compiles.
+            Some(last)
+                if !matches!(changes, Changes::All)
+                    && last.outcomes.len() == image.outcomes.len() =>
+            {
+                Arc::clone(&last.outcomes)
+            }
+            _ => Arc::from(image.outcomes.as_slice()),
+        };
         let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
-        match self.writer.publish(&image, ifindex_of, zero_counters) {
+        match self
+            .writer
+            .publish_changes(image, changes, ifindex_of, zero_counters)
+        {
             Ok(published) => {
-                self.images.published(published.generation, image.clone());
+                self.outcomes
+                    .published(published.generation, Arc::clone(&outcomes));
                 if let Err(e) =
                     rule_names::write(&self.rule_names_path, self.writer.rule_counters())
                 {
@@ -255,6 +272,14 @@ impl Enforcer {
                     &[
                         ("revision", &self.view.revision),
                         ("generation", &published.generation),
+                        (
+                            "compiled",
+                            &if matches!(changes, Changes::All) {
+                                "in full"
+                            } else {
+                                "in place"
+                            },
+                        ),
                         ("local_endpoints", &ifindex_of.len()),
                         ("local_ids", &stats.local_ids),
                         ("remote_ids", &stats.remote_ids),
@@ -265,12 +290,18 @@ impl Enforcer {
                         ("total_ms", &started.elapsed().as_millis()),
                     ],
                 );
-                self.published = Some((image, ifindex_of.clone()));
+                self.published = Some(LastPublish {
+                    bindings: ifindex_of.clone(),
+                    outcomes,
+                });
             }
-            Err(e) => log::error(
-                "POLICY UPDATE REFUSED: cannot write the maps; the policy in force is unchanged",
-                &[("revision", &self.view.revision), ("error", &e)],
-            ),
+            Err(e) => {
+                self.published = None;
+                log::error(
+                    "POLICY UPDATE REFUSED: cannot write the maps; the policy in force is unchanged",
+                    &[("revision", &self.view.revision), ("error", &e)],
+                )
+            }
         }
     }
 }
@@ -279,7 +310,7 @@ impl Enforcer {
 fn local_interfaces(view: &ResourceView, node: &str) -> BTreeMap<ResourceKey, String> {
     view.resources
         .values()
-        .filter_map(|r| match r {
+        .filter_map(|r| match &**r {
             Resource::WorkloadEndpoint(w) if w.metadata.node == node => {
                 Some((w.key(), w.spec.interface_name.clone()))
             }

@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 use crate::model::{Kind, Resource, ResourceKey};
 use crate::store::{Change, Datastore, Revision, StoreError};
 
-/// The resources as of one revision.
+/// The resources as of one revision. Shared, not copied, between views: a resource that
+/// did not change is the same allocation in the next view, which lets the compiler find
+/// what changed by pointer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceView {
     pub revision: Revision,
-    pub resources: BTreeMap<ResourceKey, Resource>,
+    pub resources: BTreeMap<ResourceKey, Arc<Resource>>,
 }
 
 impl ResourceView {
@@ -31,7 +33,7 @@ impl ResourceView {
         self.revision = change.revision();
         match change {
             Change::Put { resource, .. } => {
-                self.resources.insert(resource.key(), resource);
+                self.resources.insert(resource.key(), Arc::new(resource));
             }
             Change::Delete { key, .. } => {
                 self.resources.remove(&key);
@@ -158,7 +160,7 @@ async fn snapshot(
         resources: snapshot
             .resources
             .into_iter()
-            .map(|r| (r.key(), r))
+            .map(|r| (r.key(), Arc::new(r)))
             .collect(),
     };
     // A resync that finds what we already have says nothing new: the dataplane keeps

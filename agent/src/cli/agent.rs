@@ -321,7 +321,7 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
         dataplane::slot_image::slot_capacities(),
         rule_names::path_in(&args.run_dir),
     );
-    tokio::spawn(log_events(events, enforcer.images.clone()));
+    tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)
 }
 
@@ -329,7 +329,7 @@ fn report(view: &Arc<ResourceView>, node: &str) {
     let local = view
         .resources
         .values()
-        .filter(|r| matches!(r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
+        .filter(|r| matches!(&***r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
         .count();
     log::info(
         "policy view updated",

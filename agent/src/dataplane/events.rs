@@ -15,28 +15,28 @@ use palisade_common::{
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::compile::Image;
+use crate::compile::Outcome;
 use crate::log;
 
-/// The images of the generations events may still refer to (the current one and the one
+/// The outcomes of the generations events may still refer to (the current one and the one
 /// before it), shared between the writer's side and the event reader.
 #[derive(Default, Clone)]
-pub struct RecentImages {
-    inner: Arc<Mutex<VecDeque<ImageOfGeneration>>>,
+pub struct RecentOutcomes {
+    inner: Arc<Mutex<VecDeque<OutcomesOfGeneration>>>,
 }
 
-type ImageOfGeneration = (u32, Arc<Image>);
+type OutcomesOfGeneration = (u32, Arc<[Outcome]>);
 
-impl RecentImages {
-    pub fn published(&self, generation: u32, image: Arc<Image>) {
+impl RecentOutcomes {
+    pub fn published(&self, generation: u32, outcomes: Arc<[Outcome]>) {
         let mut recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        recent.push_back((generation, image));
+        recent.push_back((generation, outcomes));
         while recent.len() > 2 {
             recent.pop_front();
         }
     }
 
-    fn get(&self, generation: u32) -> Option<Arc<Image>> {
+    fn get(&self, generation: u32) -> Option<Arc<[Outcome]>> {
         let recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         recent
             .iter()
@@ -69,7 +69,7 @@ fn addr(family: u8, bytes: [u8; 16]) -> IpAddr {
 }
 
 /// Reads `PAL_EVENTS` until the map goes away, logging each event.
-pub async fn log_events(ring: RingBuf<MapData>, images: RecentImages) {
+pub async fn log_events(ring: RingBuf<MapData>, outcomes: RecentOutcomes) {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
     // the `AsyncFd` owns the ring buffer.
     let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
@@ -98,13 +98,13 @@ pub async fn log_events(ring: RingBuf<MapData>, images: RecentImages) {
             }
             // SAFETY: records are `Event`s written by the program; length checked above.
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-            report(&event, &images);
+            report(&event, &outcomes);
         }
         guard.clear_ready();
     }
 }
 
-fn report(event: &Event, images: &RecentImages) {
+fn report(event: &Event, outcomes: &RecentOutcomes) {
     let src = addr(event.family, event.src);
     let dst = addr(event.family, event.dst);
     let direction = if event.direction == DIR_EGRESS {
@@ -112,7 +112,7 @@ fn report(event: &Event, images: &RecentImages) {
     } else {
         "ingress"
     };
-    let (rule, logged) = decided_by(event, images);
+    let (rule, logged) = decided_by(event, outcomes);
     let fields: [(&str, &dyn std::fmt::Display); 9] = [
         ("ifindex", &event.ifindex),
         ("direction", &direction),
@@ -138,19 +138,19 @@ fn report(event: &Event, images: &RecentImages) {
 
 /// The deciding rule (or default) and the `log` rules passed, if the event names an outcome
 /// of an image still known.
-fn decided_by(event: &Event, images: &RecentImages) -> (String, String) {
+fn decided_by(event: &Event, outcomes: &RecentOutcomes) -> (String, String) {
     let unknown = || ("-".to_string(), "-".to_string());
     if event.outcome == u32::MAX {
         return unknown();
     }
-    let Some(image) = images.get(event.generation) else {
+    let Some(outcomes) = outcomes.get(event.generation) else {
         return unknown();
     };
     let base = (event.generation % 2) * capacity::OUTCOMES / 2;
     let Some(outcome) = event
         .outcome
         .checked_sub(base)
-        .and_then(|i| image.outcomes.get(i as usize))
+        .and_then(|i| outcomes.get(i as usize))
     else {
         return unknown();
     };

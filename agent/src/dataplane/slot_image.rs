@@ -12,7 +12,10 @@ use palisade_common::{
     REMOTE_ANY, RemoteKey, RemoteValue, Row, TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY,
 };
 
-use crate::compile::{Capacities, Image, RangeTable};
+use crate::compile::{
+    Capacities, Image, LocalId, Outcome as CompiledOutcome, PolicyEntry, RangeTable, RemoteId,
+    Table, TableId,
+};
 use crate::model::ResourceKey;
 use crate::policy::{Direction, RuleRef, Verdict};
 
@@ -191,34 +194,15 @@ pub fn encode(
     let mut out = SlotImage::default();
 
     for ((endpoint, addr), local) in &image.endpoints {
-        let Some(&ifindex) = ifindex_of.get(endpoint) else {
-            continue;
-        };
-        let key = LocalKey {
-            slot,
-            family: family_of(*addr),
-            _pad: [0; 2],
-            ifindex,
-            addr: addr_bytes(*addr),
-        };
-        out.local.insert(key, LocalValue { local_id: local.0 });
+        if let Some(&ifindex) = ifindex_of.get(endpoint) {
+            let (key, value) = local_entry(slot, *addr, ifindex, *local);
+            out.local.insert(key, value);
+        }
     }
-
     for (addr, remote) in &image.exact {
-        let key = RemoteKey {
-            slot,
-            family: family_of(*addr),
-            _pad: [0; 2],
-            addr: addr_bytes(*addr),
-        };
-        out.remote.insert(
-            key,
-            RemoteValue {
-                remote_id: remote.0,
-            },
-        );
+        let (key, value) = remote_entry(slot, *addr, *remote);
+        out.remote.insert(key, value);
     }
-
     for (net, remote) in &image.lpm {
         out.lpm.insert(
             lpm_key(slot, *net),
@@ -235,74 +219,125 @@ pub fn encode(
                 remote_id: image.world.0,
             });
     }
-
     for ((local, direction), table) in &image.wildcard {
-        let key = PolicyKey {
-            slot,
-            direction: direction_code(*direction),
-            _pad: [0; 2],
-            local_id: local.0,
-            remote_id: REMOTE_ANY,
-        };
-        out.policy.insert(key, PolicyValue { table_id: table.0 });
+        let (key, value) = policy_entry(slot, (*local, None, *direction), *table);
+        out.policy.insert(key, value);
     }
     for ((local, remote, direction), table) in &image.specific {
-        let key = PolicyKey {
-            slot,
-            direction: direction_code(*direction),
-            _pad: [0; 2],
-            local_id: local.0,
-            remote_id: remote.0,
-        };
-        out.policy.insert(key, PolicyValue { table_id: table.0 });
+        let (key, value) = policy_entry(slot, (*local, Some(*remote), *direction), *table);
+        out.policy.insert(key, value);
     }
-
     for (table_id, table) in image.tables.iter().enumerate() {
-        let table_id = u32::try_from(table_id).unwrap_or(u32::MAX);
-        let other = RangeTable::single(table.other);
-        for (protocol, ranges) in table
-            .protocols
-            .iter()
-            .map(|(p, t)| (u16::from(*p), t))
-            .chain([(PROTOCOL_OTHER, &other)])
-        {
-            let value = push_ranges(&mut out, ranges, bases);
+        let entries = push_table(&mut out, slot, table_id, table, bases);
+        out.table.extend(entries);
+    }
+    for outcome in &image.outcomes {
+        push_outcome(&mut out, outcome, counters)?;
+    }
+    check_limits(&out, limits)?;
+    Ok(out)
+}
+
+/// A `PAL_LOCAL` entry: the endpoint address `addr` behind interface `ifindex`.
+pub fn local_entry(slot: u8, addr: IpAddr, ifindex: u32, local: LocalId) -> (LocalKey, LocalValue) {
+    let key = LocalKey {
+        slot,
+        family: family_of(addr),
+        _pad: [0; 2],
+        ifindex,
+        addr: addr_bytes(addr),
+    };
+    (key, LocalValue { local_id: local.0 })
+}
+
+/// A `PAL_REMOTE` entry: an endpoint address's exact remote ID.
+pub fn remote_entry(slot: u8, addr: IpAddr, remote: RemoteId) -> (RemoteKey, RemoteValue) {
+    let key = RemoteKey {
+        slot,
+        family: family_of(addr),
+        _pad: [0; 2],
+        addr: addr_bytes(addr),
+    };
+    (
+        key,
+        RemoteValue {
+            remote_id: remote.0,
+        },
+    )
+}
+
+/// A `PAL_POLICY` entry; a wildcard one when the entry has no remote ID.
+pub fn policy_entry(slot: u8, entry: PolicyEntry, table: TableId) -> (PolicyKey, PolicyValue) {
+    let (local, remote, direction) = entry;
+    let key = PolicyKey {
+        slot,
+        direction: direction_code(direction),
+        _pad: [0; 2],
+        local_id: local.0,
+        remote_id: remote.map_or(REMOTE_ANY, |r| r.0),
+    };
+    (key, PolicyValue { table_id: table.0 })
+}
+
+/// Appends table `table_id`'s rows and cells; returns its `PAL_TABLE` entries.
+pub fn push_table(
+    out: &mut SlotImage,
+    slot: u8,
+    table_id: usize,
+    table: &Table,
+    bases: ArrayBases,
+) -> Vec<(TableKey, TableValue)> {
+    let table_id = count(table_id);
+    let other = RangeTable::single(table.other);
+    table
+        .protocols
+        .iter()
+        .map(|(p, t)| (u16::from(*p), t))
+        .chain([(PROTOCOL_OTHER, &other)])
+        .map(|(protocol, ranges)| {
             let key = TableKey {
                 slot,
                 _pad: 0,
                 protocol,
                 table_id,
             };
-            out.table.insert(key, value);
-        }
-    }
+            (key, push_ranges(out, ranges, bases))
+        })
+        .collect()
+}
 
-    for outcome in &image.outcomes {
-        let rule_counter = match outcome.rule() {
-            Some(rule) => counters.index_of(rule)?,
-            None => NO_RULE,
-        };
-        out.outcomes.push(Outcome {
-            verdict: match outcome.verdict {
-                Verdict::Allow => VERDICT_ALLOW,
-                Verdict::Deny => VERDICT_DENY,
-            },
-            flags: if outcome.logged.is_empty() {
-                0
-            } else {
-                OUTCOME_LOG
-            },
-            _pad: [0; 2],
-            rule_counter,
-        });
-    }
+/// Appends an outcome, giving its rule (and the `log` rules it passed) counters.
+pub fn push_outcome(
+    out: &mut SlotImage,
+    outcome: &CompiledOutcome,
+    counters: &mut RuleCounters,
+) -> Result<(), EncodeError> {
+    let rule_counter = match outcome.rule() {
+        Some(rule) => counters.index_of(rule)?,
+        None => NO_RULE,
+    };
     // Logged rules get counters too, so `palisade stats` can name them in events.
-    for outcome in &image.outcomes {
-        for rule in &outcome.logged {
-            counters.index_of(rule)?;
-        }
+    for rule in &outcome.logged {
+        counters.index_of(rule)?;
     }
+    out.outcomes.push(Outcome {
+        verdict: match outcome.verdict {
+            Verdict::Allow => VERDICT_ALLOW,
+            Verdict::Deny => VERDICT_DENY,
+        },
+        flags: if outcome.logged.is_empty() {
+            0
+        } else {
+            OUTCOME_LOG
+        },
+        _pad: [0; 2],
+        rule_counter,
+    });
+    Ok(())
+}
 
+/// Refuses a slot whose arrays would not fit.
+pub fn check_limits(out: &SlotImage, limits: ArrayLimits) -> Result<(), EncodeError> {
     for (what, needed, capacity) in [
         ("policy table rows", out.rows.len(), limits.rows),
         ("policy table cells", out.cells.len(), limits.cells),
@@ -316,15 +351,10 @@ pub fn encode(
             });
         }
     }
-    // Cells refer to outcomes by absolute index.
-    for cell in &mut out.cells {
-        cell.outcome = cell.outcome.saturating_add(bases.outcomes);
-    }
-    Ok(out)
+    Ok(())
 }
 
-/// Appends `ranges` to the slot's rows and cells; returns its `PAL_TABLE` value. Cells hold
-/// outcome IDs relative to the slot until [`encode`] makes them absolute.
+/// Appends `ranges` to the slot's rows and cells; returns its `PAL_TABLE` value.
 fn push_ranges(out: &mut SlotImage, ranges: &RangeTable, bases: ArrayBases) -> TableValue {
     let first_row = index(bases.rows, out.rows.len());
     for row in &ranges.rows {
@@ -333,7 +363,8 @@ fn push_ranges(out: &mut SlotImage, ranges: &RangeTable, bases: ArrayBases) -> T
             out.cells.push(Cell {
                 start,
                 _pad: 0,
-                outcome: outcome.0,
+                // Absolute: the slot's outcomes start at its base.
+                outcome: bases.outcomes.saturating_add(outcome.0),
             });
         }
         out.rows.push(Row {

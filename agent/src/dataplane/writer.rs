@@ -11,8 +11,9 @@
 //! agent left it, so enforcement never stops; the inactive slot's hash entries are read
 //! back (so stale ones get deleted); its arrays count as unknown and are written in full.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -24,11 +25,12 @@ use palisade_common::{
     RemoteValue, Row, TableKey, TableValue, capacity, map_names,
 };
 
-use crate::compile::Image;
+use crate::compile::{ChangedKeys, Changes, Image, RemoteId, TableId};
 use crate::model::ResourceKey;
 
 use super::slot_image::{
-    ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, encode,
+    ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, check_limits, encode,
+    local_entry, policy_entry, push_outcome, push_table, remote_entry,
 };
 
 /// How long a retired slot is left alone before it is written again.
@@ -104,11 +106,35 @@ pub struct Published {
     pub deleted: usize,
 }
 
-/// What a slot holds, as far as the writer knows. Its arrays are unknown after adoption.
-#[derive(Default)]
+/// What a slot holds, as far as the writer knows.
 struct SlotState {
     image: SlotImage,
+    /// Whether `image` has the arrays too (not after adoption or a failed write).
     arrays_known: bool,
+    /// The image changes since the slot was last written: all after adoption and after a
+    /// failed write.
+    behind: Changes,
+    /// Endpoint bindings the slot was last written with.
+    bindings: BTreeMap<ResourceKey, u32>,
+    /// The `PAL_LOCAL` key of each bound endpoint address in the slot.
+    endpoint_keys: BTreeMap<(ResourceKey, IpAddr), LocalKey>,
+    /// How many of the image's tables and outcomes the slot holds.
+    tables: usize,
+    outcomes: usize,
+}
+
+impl SlotState {
+    fn unknown(image: SlotImage) -> SlotState {
+        SlotState {
+            image,
+            arrays_known: false,
+            behind: Changes::All,
+            bindings: BTreeMap::new(),
+            endpoint_keys: BTreeMap::new(),
+            tables: 0,
+            outcomes: 0,
+        }
+    }
 }
 
 pub struct Writer {
@@ -138,7 +164,10 @@ impl Writer {
         let mut writer = Writer {
             maps,
             config,
-            slots: Default::default(),
+            slots: [
+                SlotState::unknown(SlotImage::default()),
+                SlotState::unknown(SlotImage::default()),
+            ],
             retired_at: [None, None],
             limits,
             counters: RuleCounters::new(capacity::RULE_STATS as usize),
@@ -177,59 +206,51 @@ impl Writer {
         self.write_config(config)
     }
 
-    /// Writes `image` into the inactive slot and makes it the active one. On error the
-    /// policy in force is unchanged (the inactive slot may be half-written, which nothing
-    /// reads, and is known to need rewriting).
-    ///
-    /// Rule counter indexes are this writer's own (an earlier agent's counts may still sit
-    /// at them): `zero_counters` is given the indexes handed out since it last succeeded, and
-    /// must zero them, before the flip makes any packet count there.
+    /// Writes `image` into the inactive slot and makes it the active one, comparing
+    /// everything with what the slot holds. See [`Writer::publish_changes`].
     pub fn publish(
         &mut self,
         image: &Image,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         zero_counters: impl FnOnce(Range<u32>) -> Result<(), String>,
     ) -> Result<Published, WriteError> {
+        self.publish_changes(image, &Changes::All, ifindex_of, zero_counters)
+    }
+
+    /// Writes `image` into the inactive slot and makes it the active one. `changes` says
+    /// what changed since the image of the last publish (the compiler's report): the slot
+    /// is brought up to date by writing only the entries changed since it was last written,
+    /// and the tables and outcomes appended since. On error the policy in force is unchanged
+    /// (the inactive slot may be half-written, which nothing reads, and is known to need
+    /// rewriting).
+    ///
+    /// Rule counter indexes are this writer's own (an earlier agent's counts may still sit
+    /// at them): `zero_counters` is given the indexes handed out since it last succeeded, and
+    /// must zero them, before the flip makes any packet count there.
+    pub fn publish_changes(
+        &mut self,
+        image: &Image,
+        changes: &Changes,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
+        zero_counters: impl FnOnce(Range<u32>) -> Result<(), String>,
+    ) -> Result<Published, WriteError> {
+        for state in &mut self.slots {
+            state.behind.merge(changes);
+        }
         let slot = 1 - self.active_slot();
         let s = usize::from(slot);
-        let bases = ArrayBases {
-            rows: u32::from(slot) * self.maps.rows.len() / 2,
-            cells: u32::from(slot) * self.maps.cells.len() / 2,
-            outcomes: u32::from(slot) * self.maps.outcomes.len() / 2,
-        };
-        let new = encode(
-            image,
-            slot,
-            ifindex_of,
-            bases,
-            self.limits,
-            &mut self.counters,
-        )?;
-
         if let Some(retired) = self.retired_at[s] {
             let since = retired.elapsed();
             if since < RETIRE_GRACE {
                 std::thread::sleep(RETIRE_GRACE - since);
             }
         }
-        let state = std::mem::take(&mut self.slots[s]);
         let mut stats = Published::default();
         // Written before the flip; a failure leaves the slot unknown.
-        let result = self.write_slot(slot, &state, &new, &mut stats);
-        if let Err(e) = result {
-            self.slots[s] = SlotState {
-                image: self
-                    .read_slots()
-                    .map(|[slot0, slot1]| if s == 0 { slot0 } else { slot1 })
-                    .unwrap_or_default(),
-                arrays_known: false,
-            };
+        if let Err(e) = self.write_slot(slot, image, ifindex_of, &mut stats) {
+            self.forget_slot(s);
             return Err(e);
         }
-        self.slots[s] = SlotState {
-            image: new,
-            arrays_known: true,
-        };
         let handed_out = self.counters.len();
         if handed_out > self.counters_zeroed {
             zero_counters(self.counters_zeroed..handed_out).map_err(WriteError::Counters)?;
@@ -242,29 +263,86 @@ impl Writer {
         })?;
         self.retired_at[retiring] = Some(Instant::now());
         stats.generation = self.config.generation;
+        self.catch_up(retiring, image, ifindex_of);
         Ok(stats)
     }
 
-    fn write_config(&mut self, config: Config) -> Result<(), WriteError> {
-        self.maps
-            .config
-            .set(0, config, 0)
-            .map_err(|source| WriteError::Map {
-                action: "write",
-                name: map_names::CONFIG,
-                source,
-            })?;
-        self.config = config;
-        Ok(())
+    /// After a full write the retired slot is behind by everything, and the next change
+    /// would have to write it in full: it is brought up to `image` now (after the grace
+    /// period), so that the next change writes only itself. A failure here changes nothing
+    /// in force; the next publish writes that slot in full.
+    fn catch_up(&mut self, slot: usize, image: &Image, ifindex_of: &BTreeMap<ResourceKey, u32>) {
+        if !matches!(self.slots[slot].behind, Changes::All) {
+            return;
+        }
+        std::thread::sleep(RETIRE_GRACE);
+        let slot = u8::from(slot == 1);
+        if self
+            .write_slot(slot, image, ifindex_of, &mut Published::default())
+            .is_err()
+        {
+            self.forget_slot(usize::from(slot));
+        }
     }
 
+    /// After a failed write: what the slot's hash maps hold is read back (so that stale
+    /// entries get deleted), the rest is unknown.
+    fn forget_slot(&mut self, s: usize) {
+        let held = self
+            .read_slots()
+            .map(|[slot0, slot1]| if s == 0 { slot0 } else { slot1 })
+            .unwrap_or_default();
+        self.slots[s] = SlotState::unknown(held);
+    }
+
+    fn bases(&self, slot: u8) -> ArrayBases {
+        let m = &self.maps;
+        ArrayBases {
+            rows: u32::from(slot) * m.rows.len() / 2,
+            cells: u32::from(slot) * m.cells.len() / 2,
+            outcomes: u32::from(slot) * m.outcomes.len() / 2,
+        }
+    }
+
+    /// Brings `slot` up to `image`: in full when it is behind by everything, else only
+    /// what changed.
     fn write_slot(
         &mut self,
         slot: u8,
-        old: &SlotState,
-        new: &SlotImage,
+        image: &Image,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
         stats: &mut Published,
     ) -> Result<(), WriteError> {
+        let s = usize::from(slot);
+        let state = std::mem::replace(&mut self.slots[s], SlotState::unknown(SlotImage::default()));
+        let written = match &state.behind {
+            Changes::Keys(keys) if state.arrays_known => {
+                let keys = keys.clone();
+                self.write_slot_changes(slot, image, ifindex_of, &keys, state, stats)?
+            }
+            _ => self.write_slot_in_full(slot, image, ifindex_of, state, stats)?,
+        };
+        self.slots[s] = written;
+        Ok(())
+    }
+
+    fn write_slot_in_full(
+        &mut self,
+        slot: u8,
+        image: &Image,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
+        old: SlotState,
+        stats: &mut Published,
+    ) -> Result<SlotState, WriteError> {
+        let bases = self.bases(slot);
+        let new = encode(
+            image,
+            slot,
+            ifindex_of,
+            bases,
+            self.limits,
+            &mut self.counters,
+        )?;
         let m = &mut self.maps;
         sync_hash(
             &mut m.local,
@@ -295,35 +373,213 @@ impl Writer {
             &new.table,
             stats,
         )?;
+        // After adoption or a failed write the arrays' contents are unknown.
         let known = old.arrays_known;
-        let base = |len: u32| u32::from(slot) * len / 2;
-        let rows_base = base(m.rows.len());
-        let cells_base = base(m.cells.len());
-        let outcomes_base = base(m.outcomes.len());
+        let (rows, cells, outcomes) = (&old.image.rows, &old.image.cells, &old.image.outcomes);
         sync_array(
             &mut m.rows,
             map_names::ROWS,
-            rows_base,
-            known.then_some(&old.image.rows[..]),
+            bases.rows,
+            known.then_some(rows),
             &new.rows,
+            0,
             stats,
         )?;
         sync_array(
             &mut m.cells,
             map_names::CELLS,
-            cells_base,
-            known.then_some(&old.image.cells[..]),
+            bases.cells,
+            known.then_some(cells),
             &new.cells,
+            0,
             stats,
         )?;
         sync_array(
             &mut m.outcomes,
             map_names::OUTCOMES,
-            outcomes_base,
-            known.then_some(&old.image.outcomes[..]),
+            bases.outcomes,
+            known.then_some(outcomes),
             &new.outcomes,
+            0,
             stats,
         )?;
+        let endpoint_keys = image
+            .endpoints
+            .iter()
+            .filter_map(|((endpoint, addr), local)| {
+                let ifindex = *ifindex_of.get(endpoint)?;
+                let (key, _) = local_entry(slot, *addr, ifindex, *local);
+                Some(((endpoint.clone(), *addr), key))
+            })
+            .collect();
+        Ok(SlotState {
+            image: new,
+            arrays_known: true,
+            behind: Changes::default(),
+            bindings: ifindex_of.clone(),
+            endpoint_keys,
+            tables: image.tables.len(),
+            outcomes: image.outcomes.len(),
+        })
+    }
+
+    /// Writes the entries `keys` names (and those of endpoints bound differently), then the
+    /// tables and outcomes the slot does not have yet.
+    fn write_slot_changes(
+        &mut self,
+        slot: u8,
+        image: &Image,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
+        keys: &ChangedKeys,
+        mut state: SlotState,
+        stats: &mut Published,
+    ) -> Result<SlotState, WriteError> {
+        let bases = self.bases(slot);
+        let record = &mut state.image;
+
+        // Tables and outcomes first: nothing refers to them until the entries below do.
+        let (rows, cells, outcomes) =
+            (record.rows.len(), record.cells.len(), record.outcomes.len());
+        let mut tables = Entries::default();
+        for (i, table) in image.tables.iter().enumerate().skip(state.tables) {
+            for (key, value) in push_table(record, slot, i, table, bases) {
+                tables.touch(key, record.table.get(&key).copied(), Some(value));
+            }
+        }
+        for outcome in image.outcomes.iter().skip(state.outcomes) {
+            push_outcome(record, outcome, &mut self.counters)?;
+        }
+        check_limits(record, self.limits)?;
+        let m = &mut self.maps;
+        sync_array(
+            &mut m.rows,
+            map_names::ROWS,
+            bases.rows,
+            None,
+            &record.rows,
+            rows,
+            stats,
+        )?;
+        sync_array(
+            &mut m.cells,
+            map_names::CELLS,
+            bases.cells,
+            None,
+            &record.cells,
+            cells,
+            stats,
+        )?;
+        sync_array(
+            &mut m.outcomes,
+            map_names::OUTCOMES,
+            bases.outcomes,
+            None,
+            &record.outcomes,
+            outcomes,
+            stats,
+        )?;
+        tables.write(&mut m.table, map_names::TABLE, &mut record.table, stats)?;
+
+        let mut remote = Entries::default();
+        for addr in &keys.exact {
+            let (key, _) = remote_entry(slot, *addr, RemoteId(0));
+            let value = image
+                .exact
+                .get(addr)
+                .map(|id| remote_entry(slot, *addr, *id).1);
+            remote.touch(key, record.remote.get(&key).copied(), value);
+        }
+        remote.write(&mut m.remote, map_names::REMOTE, &mut record.remote, stats)?;
+
+        let mut policy = Entries::default();
+        for entry in &keys.policy {
+            let table = match entry {
+                (local, None, direction) => image.wildcard.get(&(*local, *direction)),
+                (local, Some(remote), direction) => {
+                    image.specific.get(&(*local, *remote, *direction))
+                }
+            };
+            let (key, _) = policy_entry(slot, *entry, TableId(0));
+            let value = table.map(|t| policy_entry(slot, *entry, *t).1);
+            policy.touch(key, record.policy.get(&key).copied(), value);
+        }
+        policy.write(&mut m.policy, map_names::POLICY, &mut record.policy, stats)?;
+
+        // Endpoints last: a new endpoint's local ID is complete before packets can get it.
+        let mut endpoints: BTreeSet<(ResourceKey, IpAddr)> = keys.endpoints.clone();
+        let rebound = ifindex_of
+            .keys()
+            .chain(state.bindings.keys())
+            .filter(|k| ifindex_of.get(*k) != state.bindings.get(*k));
+        for endpoint in rebound {
+            endpoints.extend(of_endpoint(&image.endpoints, endpoint).cloned());
+            endpoints.extend(of_endpoint(&state.endpoint_keys, endpoint).cloned());
+        }
+        let mut local = Entries::default();
+        for (endpoint, addr) in &endpoints {
+            let at = (endpoint.clone(), *addr);
+            if let Some(old) = state.endpoint_keys.remove(&at) {
+                local.touch(old, record.local.get(&old).copied(), None);
+            }
+            let bound = image.endpoints.get(&at).zip(ifindex_of.get(endpoint));
+            if let Some((id, ifindex)) = bound {
+                let (key, value) = local_entry(slot, *addr, *ifindex, *id);
+                local.touch(key, record.local.get(&key).copied(), Some(value));
+                state.endpoint_keys.insert(at, key);
+            }
+        }
+        local.write(&mut m.local, map_names::LOCAL, &mut record.local, stats)?;
+
+        state.behind = Changes::default();
+        state.bindings = ifindex_of.clone();
+        state.tables = image.tables.len();
+        state.outcomes = image.outcomes.len();
+        Ok(state)
+    }
+
+    /// What the maps hold for `slot`, read back from the kernel (arrays as far as the
+    /// writer has filled them): for checking that what was written is what was meant.
+    pub fn held(&self, slot: u8) -> Result<SlotImage, WriteError> {
+        let [slot0, slot1] = self.read_slots()?;
+        let mut held = if slot == 0 { slot0 } else { slot1 };
+        let record = &self.slots[usize::from(slot)].image;
+        let bases = self.bases(slot);
+        held.rows = read_array(
+            &self.maps.rows,
+            map_names::ROWS,
+            bases.rows,
+            record.rows.len(),
+        )?;
+        held.cells = read_array(
+            &self.maps.cells,
+            map_names::CELLS,
+            bases.cells,
+            record.cells.len(),
+        )?;
+        held.outcomes = read_array(
+            &self.maps.outcomes,
+            map_names::OUTCOMES,
+            bases.outcomes,
+            record.outcomes.len(),
+        )?;
+        Ok(held)
+    }
+
+    /// The slot's share of each array map.
+    pub fn array_layout(&self, slot: u8) -> (ArrayBases, ArrayLimits) {
+        (self.bases(slot), self.limits)
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), WriteError> {
+        self.maps
+            .config
+            .set(0, config, 0)
+            .map_err(|source| WriteError::Map {
+                action: "write",
+                name: map_names::CONFIG,
+                source,
+            })?;
+        self.config = config;
         Ok(())
     }
 
@@ -362,6 +618,77 @@ impl Writer {
         }
         Ok(slots)
     }
+}
+
+/// The entries of one hash map that an update touches: what the slot held, what it gets.
+struct Entries<K, V> {
+    old: HashMap<K, V>,
+    new: HashMap<K, V>,
+}
+
+impl<K, V> Default for Entries<K, V> {
+    fn default() -> Self {
+        Entries {
+            old: HashMap::new(),
+            new: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Pod + Eq + Hash, V: Pod + PartialEq> Entries<K, V> {
+    fn touch(&mut self, key: K, held: Option<V>, wanted: Option<V>) {
+        if let Some(v) = held {
+            self.old.insert(key, v);
+        }
+        match wanted {
+            Some(v) => self.new.insert(key, v),
+            None => self.new.remove(&key),
+        };
+    }
+
+    /// Writes the difference, and records it as what the slot holds.
+    fn write(
+        self,
+        map: &mut BpfHashMap<MapData, K, V>,
+        name: &'static str,
+        record: &mut HashMap<K, V>,
+        stats: &mut Published,
+    ) -> Result<(), WriteError> {
+        sync_hash(map, name, &self.old, &self.new, stats)?;
+        for key in self.old.keys().filter(|k| !self.new.contains_key(k)) {
+            record.remove(key);
+        }
+        record.extend(self.new);
+        Ok(())
+    }
+}
+
+/// The keys of `map` that belong to `endpoint`.
+fn of_endpoint<'a, V>(
+    map: &'a BTreeMap<(ResourceKey, IpAddr), V>,
+    endpoint: &'a ResourceKey,
+) -> impl Iterator<Item = &'a (ResourceKey, IpAddr)> + 'a {
+    map.range((endpoint.clone(), IpAddr::V4(Ipv4Addr::UNSPECIFIED))..)
+        .map(|(k, _)| k)
+        .take_while(move |(e, _)| e == endpoint)
+}
+
+fn read_array<V: Pod>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    base: u32,
+    len: usize,
+) -> Result<Vec<V>, WriteError> {
+    (0..len)
+        .map(|i| {
+            let index = base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+            map.get(&index, 0).map_err(|source| WriteError::Map {
+                action: "read",
+                name,
+                source,
+            })
+        })
+        .collect()
 }
 
 fn read_hash<K: Pod + Eq + Hash, V: Pod>(
@@ -450,17 +777,18 @@ fn sync_lpm(
     Ok(())
 }
 
-/// Writes the entries of `new` that differ from `old` (all of them when `old` is unknown).
-/// Entries past the end of `new` are left: nothing refers to them.
+/// Writes the entries of `new` from index `from` on that differ from `old` (all of them
+/// when `old` is unknown). Entries past the end of `new` are left: nothing refers to them.
 fn sync_array<V: Pod + PartialEq>(
     map: &mut Array<MapData, V>,
     name: &'static str,
     base: u32,
-    old: Option<&[V]>,
+    old: Option<&Vec<V>>,
     new: &[V],
+    from: usize,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
-    for (i, v) in new.iter().enumerate() {
+    for (i, v) in new.iter().enumerate().skip(from) {
         if old.and_then(|o| o.get(i)) == Some(v) {
             continue;
         }
