@@ -1,8 +1,8 @@
 //! Differential test of the compiler an agent keeps ([`Compiler`]): random worlds, then
 //! long random sequences of the changes operators make (endpoints come, go, change labels
-//! and addresses; policy rules change action, come and go; selectors and orders change;
-//! policies are copied and deleted; now and then something only a full compile can
-//! follow). After every update:
+//! and addresses; policy and profile rules change action, come and go; selectors and
+//! orders change; policies are copied and deleted; now and then something only a full
+//! compile can follow). After every update:
 //! - the image, looked up as the kernel will, gives the reference evaluator's decision for
 //!   every local endpoint address, both directions, random packets and peers;
 //! - an update made in place touched (reported) every entry that differs from the image

@@ -112,10 +112,12 @@ fn revoke(scene: &mut Scene, change: &str) -> Revocation {
     let applied = Instant::now();
     scene.store.apply(change);
     let revision = scene.store.revision();
-    scene
+    let published = scene
         .agent()
         .wait_for(&["policy published", &format!("revision={revision}")]);
     let published_after = applied.elapsed();
+    // A policy change like this one is compiled in place, not by compiling everything.
+    assert!(published.contains("compiled=in-place"), "{published}");
     thread::sleep(CUT_WITHIN + Duration::from_millis(500));
     Revocation {
         cut: cut.stop(),

@@ -45,9 +45,14 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str) -> Result<()> {
          average over 1,000,000 BPF_PROG_TEST_RUN repeats; the empty program is measured in the \
          same run. The established flow is a conntrack hit; the new flow is a packet the policy \
          denies (no conntrack entry is made, so every repeat takes the whole lookup path). \
-         Compile and update times are wall-clock in the release build; an update is compile \
-         plus the incremental write of the inactive slot plus the generation flip. Map memory \
-         is the kernel's memlock accounting of every map.\n\n\
+         Compile and update times are wall-clock in the release build. An update is done as \
+         the agent does it: the compiler it keeps finds the change among all resources and \
+         applies it in place, the writer writes the entries that changed into the inactive \
+         slot, and the generation flips. \"One policy changed\" flips the action of the first \
+         ingress rule of each of the first 21 policies in turn (median, and the maximum: \
+         policy 0 selects every endpoint of the node, and its first rule, a `pass` from tier \
+         web, concerns a fifth of all peers, so its change rewrites that many policy entries); \"one endpoint added\" adds 21 endpoints on the node, one \
+         at a time. Map memory is the kernel's memlock accounting of every map.\n\n\
          Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
         kernel.trim(),
         cpus,

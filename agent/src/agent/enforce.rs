@@ -275,9 +275,9 @@ impl Enforcer {
                         (
                             "compiled",
                             &if matches!(changes, Changes::All) {
-                                "in full"
+                                "full"
                             } else {
-                                "in place"
+                                "in-place"
                             },
                         ),
                         ("local_endpoints", &ifindex_of.len()),

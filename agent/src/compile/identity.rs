@@ -99,10 +99,14 @@ impl LocalIds {
         )
     }
 
-    /// Forgets the programs of endpoints whose labels `affected` names (a policy that
-    /// selects them changed).
-    pub fn forget_programs(&mut self, affected: impl Fn(&BTreeMap<String, String>) -> bool) {
-        self.programs_of.retain(|(labels, _), _| !affected(labels));
+    /// Forgets the programs of endpoints with the labels and profiles `affected` names (a
+    /// policy that selects them, or one of their profiles, changed).
+    pub fn forget_programs(
+        &mut self,
+        affected: impl Fn(&BTreeMap<String, String>, &[String]) -> bool,
+    ) {
+        self.programs_of
+            .retain(|(labels, profiles), _| !affected(labels, profiles));
     }
 
     /// One more user of `key`'s ID; `true` when the ID is new (its tables are to be built).

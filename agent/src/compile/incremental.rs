@@ -10,9 +10,11 @@
 //!   full compile already test: the local endpoints its selector picks (before or after)
 //!   get their programs again; rules that did not change keep their IDs, so tables of
 //!   programs without the changed rules are found in the cache;
+//! - a profile's rules changed (not its labels or tags), under the same condition: the
+//!   local endpoints that list the profile get their programs again;
 //! - IP pools and allocations: nothing (policy does not read them).
 //!
-//! Everything else (profiles, host endpoints, new label tests or CIDRs, an address with
+//! Everything else (profiles created, deleted or relabelled, host endpoints, new label tests or CIDRs, an address with
 //! several owners, a lot of changes at once, too much garbage) compiles in full, which
 //! renumbers everything. In place, IDs are stable: local IDs are reused once free, tables
 //! and outcomes are only appended. The result is the same policy as a full compile; the
@@ -24,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::validate::validate;
-use crate::model::{Policy, Resource, ResourceKey};
+use crate::model::{Policy, Profile, Resource, ResourceKey};
 use crate::selector::Selector;
 
 use super::Locals;
@@ -187,6 +189,12 @@ fn apply(
             None | Some(Resource::WorkloadEndpoint(_)),
             new @ (None | Some(Resource::WorkloadEndpoint(_))),
         ) => endpoint_changed(build, node, key, new),
+        (Some(Resource::Profile(old)), Some(Resource::Profile(new)))
+            if old.metadata.labels == new.metadata.labels
+                && old.metadata.tags == new.metadata.tags =>
+        {
+            profile_rules_changed(build, node, old, new)
+        }
         (old @ (None | Some(Resource::Policy(_))), new @ (None | Some(Resource::Policy(_)))) => {
             let as_policy = |r: Option<&Resource>| match r {
                 Some(Resource::Policy(p)) if applies_to_workloads(p) => Some(p.clone()),
@@ -301,17 +309,64 @@ fn policy_changed(
     let ResourceKey::Policy { name } = key else {
         return Err(NeedsFull);
     };
-    let universe = &build.inputs.universe;
-    let (label_tests, cidrs) = (universe.label_tests.len(), universe.cidrs.len());
-    let first_new_rule = build.inputs.rules.len();
+    let compiled = NewRules::mark(build);
     let (before, after) = build.inputs.replace_policy(name, old, new);
-    // New label tests or CIDRs would need new remote IDs.
+    let selects = |selector: &Option<Selector>, labels: &BTreeMap<String, String>| {
+        selector.as_ref().is_some_and(|s| s.matches(labels))
+    };
+    rekey_locals(build, node, compiled, |labels, _| {
+        selects(&before, labels) || selects(&after, labels)
+    })
+}
+
+/// A profile's rules changed (its labels and tags did not, so no endpoint's labels did).
+fn profile_rules_changed(
+    build: &mut Build,
+    node: Option<&str>,
+    old: &Profile,
+    new: &Profile,
+) -> Result<(), NeedsFull> {
+    let compiled = NewRules::mark(build);
+    build.inputs.replace_profile_rules(old, new);
+    let name = &new.metadata.name;
+    rekey_locals(build, node, compiled, |_, profiles| profiles.contains(name))
+}
+
+/// Where the compiled rules and the universe of tests stood before a change compiled new
+/// rules.
+struct NewRules {
+    first: usize,
+    label_tests: usize,
+    cidrs: usize,
+}
+
+impl NewRules {
+    fn mark(build: &Build) -> NewRules {
+        let universe = &build.inputs.universe;
+        NewRules {
+            first: build.inputs.rules.len(),
+            label_tests: universe.label_tests.len(),
+            cidrs: universe.cidrs.len(),
+        }
+    }
+}
+
+/// After `compiled` rules: gives the local endpoints whose (labels, profiles) `affected`
+/// names the keys their programs have now. Fails when the new rules test what the remote
+/// classes cannot tell (new label tests or CIDRs would need new remote IDs).
+fn rekey_locals(
+    build: &mut Build,
+    node: Option<&str>,
+    compiled: NewRules,
+    affected: impl Fn(&BTreeMap<String, String>, &[String]) -> bool,
+) -> Result<(), NeedsFull> {
     let universe = &build.inputs.universe;
-    if universe.label_tests.len() != label_tests || universe.cidrs.len() != cidrs {
+    if universe.label_tests.len() != compiled.label_tests || universe.cidrs.len() != compiled.cidrs
+    {
         return Err(NeedsFull);
     }
     let remotes = &build.remotes;
-    let classified = build.inputs.rules[first_new_rule..].iter().all(|rule| {
+    let classified = build.inputs.rules[compiled.first..].iter().all(|rule| {
         rule.peer()
             .label_tests()
             .all(|i| remotes.peer_label_tests.contains(&i))
@@ -320,18 +375,13 @@ fn policy_changed(
     if !classified {
         return Err(NeedsFull);
     }
-    let selects = |selector: &Option<Selector>, labels: &BTreeMap<String, String>| {
-        selector.as_ref().is_some_and(|s| s.matches(labels))
-    };
-    let affected =
-        |labels: &BTreeMap<String, String>| selects(&before, labels) || selects(&after, labels);
-    build.locals.forget_programs(affected);
+    build.locals.forget_programs(&affected);
     let rebound: Vec<usize> = build
         .inputs
         .workloads
         .iter()
         .enumerate()
-        .filter(|(_, w)| is_local(node, &w.key) && affected(&w.labels))
+        .filter(|(_, w)| is_local(node, &w.key) && affected(&w.labels, &w.profiles))
         .map(|(i, _)| i)
         .collect();
     // By the local ID they have now: an ID whose users all get one new key keeps its

@@ -107,7 +107,7 @@ impl Inputs {
             }
         }
         for (name, profile) in &raw_profiles {
-            let compiled = inputs.compile_profile(profile);
+            let compiled = inputs.compile_profile(profile, |_, _, _| None);
             inputs.profiles.insert(name.clone(), compiled);
         }
         inputs.raw_profiles = raw_profiles;
@@ -257,7 +257,33 @@ impl Inputs {
         })
     }
 
-    fn compile_profile(&mut self, profile: &Profile) -> Option<[Vec<RuleId>; 2]> {
+    /// Replaces the rules of profile `new` (which exists, with the same labels and tags, as
+    /// `old`); rules that did not change keep their IDs.
+    pub fn replace_profile_rules(&mut self, old: &Profile, new: &Profile) {
+        let before = self.profiles.get(&old.metadata.name).cloned().flatten();
+        let unchanged = |direction: Direction, index: usize, rule: &Rule| -> Option<RuleId> {
+            let before = before.as_ref()?;
+            let written = match direction {
+                Direction::Ingress => &old.spec.ingress,
+                Direction::Egress => &old.spec.egress,
+            };
+            if written.get(index)? != rule {
+                return None;
+            }
+            before[dir_index(direction)].get(index).copied()
+        };
+        let compiled = self.compile_profile(new, unchanged);
+        self.profiles.insert(new.metadata.name.clone(), compiled);
+        self.raw_profiles
+            .insert(new.metadata.name.clone(), new.clone());
+    }
+
+    /// `unchanged` as for [`Inputs::compile_policy`].
+    fn compile_profile(
+        &mut self,
+        profile: &Profile,
+        unchanged: impl Fn(Direction, usize, &Rule) -> Option<RuleId>,
+    ) -> Option<[Vec<RuleId>; 2]> {
         let owner = RuleOwner::Profile(profile.metadata.name.clone());
         let mut compiled = Vec::new();
         let ingress = self.compile_list(
@@ -265,14 +291,14 @@ impl Inputs {
             &owner,
             Direction::Ingress,
             &mut compiled,
-            &|_, _| None,
+            &|i, r| unchanged(Direction::Ingress, i, r),
         )?;
         let egress = self.compile_list(
             &profile.spec.egress,
             &owner,
             Direction::Egress,
             &mut compiled,
-            &|_, _| None,
+            &|i, r| unchanged(Direction::Egress, i, r),
         )?;
         self.rules.extend(compiled);
         Some([ingress, egress])

@@ -426,14 +426,32 @@ impl World {
         } else if roll < 90 && !policies.is_empty() {
             let i = rng.pick(&policies);
             self.change_policy(rng, i)
-        } else if roll < 95 {
+        } else if roll < 97 {
             let profiles = self.of_kind("profile");
             if profiles.is_empty() {
                 return "nothing";
             }
             let i = rng.pick(&profiles);
-            self.values[i]["metadata"]["labels"] = labels(rng);
-            "profile labels changed"
+            if rng.chance(30) {
+                self.values[i]["metadata"]["labels"] = labels(rng);
+                return "profile labels changed";
+            }
+            let direction = rng.pick(&["ingress", "egress"]);
+            let Some(rules) = self.values[i]["spec"][direction].as_array_mut() else {
+                return "nothing";
+            };
+            if rules.is_empty() {
+                rules.push(json!({"action": "allow"}));
+                return "profile rule added";
+            }
+            let r = rng.below(rules.len());
+            if rng.chance(30) {
+                rules.remove(r);
+                "profile rule removed"
+            } else {
+                rules[r]["action"] = json!(rng.pick(&["allow", "deny", "pass", "log"]));
+                "profile rule action changed"
+            }
         } else {
             let n = self.fresh();
             self.values
