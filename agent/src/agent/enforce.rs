@@ -22,8 +22,9 @@ use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
 use crate::dataplane::attach::Attachments;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
+use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
-use crate::dataplane::writer::Writer;
+use crate::dataplane::writer::{WriteError, Writer};
 use crate::dataplane::{LoadedObject, rule_names};
 use crate::log;
 use crate::model::{Resource, ResourceKey};
@@ -294,6 +295,21 @@ impl Enforcer {
                     bindings: ifindex_of.clone(),
                     outcomes,
                 });
+            }
+            // What does not fit may be the garbage of in-place updates (tables nothing uses
+            // any more): a full compile drops it.
+            Err(WriteError::Encode(EncodeError::ArrayFull { .. }))
+                if !matches!(changes, Changes::All) =>
+            {
+                self.published = None;
+                self.compiler.forget();
+                match self.compiler.update(&self.view.resources) {
+                    Ok(changes) => self.publish(&changes, ifindex_of, started),
+                    Err(e) => log::error(
+                        "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                        &[("revision", &self.view.revision), ("error", &e)],
+                    ),
+                }
             }
             Err(e) => {
                 self.published = None;

@@ -63,6 +63,12 @@ impl Compiler {
         }
     }
 
+    /// Makes the next update compile in full (and so drop what in-place updates left
+    /// unused).
+    pub fn forget(&mut self) {
+        self.build = None;
+    }
+
     /// The image of the resources of the last successful [`Compiler::update`].
     pub fn image(&self) -> Option<&Image> {
         self.build.as_ref().map(|b| &b.image)
