@@ -193,19 +193,11 @@ impl Inputs {
             .iter()
             .position(|p| p.name == name)
             .map(|i| self.policies.remove(i));
-        let unchanged = |direction: Direction, index: usize, rule: &Rule| -> Option<RuleId> {
+        let unchanged = |direction: Direction, index: usize, rule: &Rule| {
             let (old, before) = (old?, before.as_ref()?);
-            let written = match direction {
-                Direction::Ingress => &old.spec.ingress,
-                Direction::Egress => &old.spec.egress,
-            };
-            if written.get(index)? != rule {
-                return None;
-            }
-            before.rules[dir_index(direction)]
-                .as_ref()?
-                .get(index)
-                .copied()
+            let written = [&old.spec.ingress, &old.spec.egress];
+            let compiled = [before.rules[0].as_ref(), before.rules[1].as_ref()];
+            kept_rule_id(written, compiled, direction, index, rule)
         };
         let after = new.and_then(|p| self.compile_policy(p, unchanged));
         let selectors = (
@@ -261,16 +253,16 @@ impl Inputs {
     /// `old`); rules that did not change keep their IDs.
     pub fn replace_profile_rules(&mut self, old: &Profile, new: &Profile) {
         let before = self.profiles.get(&old.metadata.name).cloned().flatten();
-        let unchanged = |direction: Direction, index: usize, rule: &Rule| -> Option<RuleId> {
-            let before = before.as_ref()?;
-            let written = match direction {
-                Direction::Ingress => &old.spec.ingress,
-                Direction::Egress => &old.spec.egress,
-            };
-            if written.get(index)? != rule {
-                return None;
-            }
-            before[dir_index(direction)].get(index).copied()
+        let unchanged = |direction: Direction, index: usize, rule: &Rule| {
+            let [ingress, egress] = before.as_ref()?;
+            let written = [&old.spec.ingress, &old.spec.egress];
+            kept_rule_id(
+                written,
+                [Some(ingress), Some(egress)],
+                direction,
+                index,
+                rule,
+            )
         };
         let compiled = self.compile_profile(new, unchanged);
         self.profiles.insert(new.metadata.name.clone(), compiled);
@@ -336,4 +328,22 @@ impl Inputs {
     pub fn owners_of(&self, addr: IpAddr) -> &[BTreeMap<String, String>] {
         self.owners.get(&addr).map(Vec::as_slice).unwrap_or(&[])
     }
+}
+
+/// The ID a compiled rule keeps across a change of its policy or profile: the rule at the
+/// same direction and position, with the same text, compiles the same. `written` and
+/// `compiled` are the old rules, ingress then egress (`None`: not compiled, as for a
+/// direction a policy does not govern).
+fn kept_rule_id(
+    written: [&Vec<Rule>; 2],
+    compiled: [Option<&Vec<RuleId>>; 2],
+    direction: Direction,
+    index: usize,
+    rule: &Rule,
+) -> Option<RuleId> {
+    let d = dir_index(direction);
+    if written[d].get(index)? != rule {
+        return None;
+    }
+    compiled[d]?.get(index).copied()
 }
