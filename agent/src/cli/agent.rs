@@ -11,10 +11,10 @@ use clap::{Args, ValueEnum};
 use palisade_common::{
     CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY, CONFIG_WORKLOAD_TO_HOST_ACCEPT, map_names,
 };
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::docker_plugin::PluginFlags;
+use super::stop_signals::StopSignals;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::counters::CounterMaps;
@@ -167,12 +167,9 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+    let mut stop = match StopSignals::install() {
+        Ok(stop) => stop,
+        Err(e) => {
             log::error("cannot install signal handlers", &[("error", &e)]);
             return ExitCode::FAILURE;
         }
@@ -224,8 +221,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                     }
                 }
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.recv() => break,
         }
     }
     follower.abort();

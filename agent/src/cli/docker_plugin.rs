@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
+use super::stop_signals::StopSignals;
 use crate::docker::{self, PluginOptions, PluginServer};
 use crate::log;
 
@@ -56,12 +56,9 @@ pub async fn run(args: DockerPluginArgs, datastore_url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+    let mut stop = match StopSignals::install() {
+        Ok(stop) => stop,
+        Err(e) => {
             log::error("cannot install signal handlers", &[("error", &e)]);
             return ExitCode::FAILURE;
         }
@@ -73,13 +70,6 @@ pub async fn run(args: DockerPluginArgs, datastore_url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    server
-        .run(async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-        .await;
+    server.run(stop.recv()).await;
     ExitCode::SUCCESS
 }

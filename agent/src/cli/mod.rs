@@ -19,6 +19,7 @@ mod rule_pprint;
 mod selector_test;
 mod sigpipe;
 mod stats;
+mod stop_signals;
 mod store_access;
 mod tabwriter;
 pub mod trace;
