@@ -314,10 +314,10 @@ impl Writer {
         stats: &mut Published,
     ) -> Result<(), WriteError> {
         let s = usize::from(slot);
-        let state = std::mem::replace(&mut self.slots[s], SlotState::unknown(SlotImage::default()));
-        let written = match &state.behind {
+        let mut state =
+            std::mem::replace(&mut self.slots[s], SlotState::unknown(SlotImage::default()));
+        let written = match std::mem::take(&mut state.behind) {
             Changes::Keys(keys) if state.arrays_known => {
-                let keys = keys.clone();
                 self.write_slot_changes(slot, image, ifindex_of, &keys, state, stats)?
             }
             _ => self.write_slot_in_full(slot, image, ifindex_of, state, stats)?,
@@ -374,35 +374,8 @@ impl Writer {
             stats,
         )?;
         // After adoption or a failed write the arrays' contents are unknown.
-        let known = old.arrays_known;
-        let (rows, cells, outcomes) = (&old.image.rows, &old.image.cells, &old.image.outcomes);
-        sync_array(
-            &mut m.rows,
-            map_names::ROWS,
-            bases.rows,
-            known.then_some(rows),
-            &new.rows,
-            0,
-            stats,
-        )?;
-        sync_array(
-            &mut m.cells,
-            map_names::CELLS,
-            bases.cells,
-            known.then_some(cells),
-            &new.cells,
-            0,
-            stats,
-        )?;
-        sync_array(
-            &mut m.outcomes,
-            map_names::OUTCOMES,
-            bases.outcomes,
-            known.then_some(outcomes),
-            &new.outcomes,
-            0,
-            stats,
-        )?;
+        let held = old.arrays_known.then_some(&old.image);
+        sync_arrays(m, bases, held, &new, [0; 3], stats)?;
         let endpoint_keys = image
             .endpoints
             .iter()
@@ -451,33 +424,7 @@ impl Writer {
         }
         check_limits(record, self.limits)?;
         let m = &mut self.maps;
-        sync_array(
-            &mut m.rows,
-            map_names::ROWS,
-            bases.rows,
-            None,
-            &record.rows,
-            rows,
-            stats,
-        )?;
-        sync_array(
-            &mut m.cells,
-            map_names::CELLS,
-            bases.cells,
-            None,
-            &record.cells,
-            cells,
-            stats,
-        )?;
-        sync_array(
-            &mut m.outcomes,
-            map_names::OUTCOMES,
-            bases.outcomes,
-            None,
-            &record.outcomes,
-            outcomes,
-            stats,
-        )?;
+        sync_arrays(m, bases, None, record, [rows, cells, outcomes], stats)?;
         tables.write(&mut m.table, map_names::TABLE, &mut record.table, stats)?;
 
         let mut remote = Entries::default();
@@ -775,6 +722,46 @@ fn sync_lpm(
         }
     }
     Ok(())
+}
+
+/// Writes the slot's rows, cells and outcomes of `new` from the lengths `from` on, where
+/// they differ from `held` (all of them when `held` is unknown).
+fn sync_arrays(
+    m: &mut PolicyMaps,
+    bases: ArrayBases,
+    held: Option<&SlotImage>,
+    new: &SlotImage,
+    from: [usize; 3],
+    stats: &mut Published,
+) -> Result<(), WriteError> {
+    let [rows, cells, outcomes] = from;
+    sync_array(
+        &mut m.rows,
+        map_names::ROWS,
+        bases.rows,
+        held.map(|h| &h.rows),
+        &new.rows,
+        rows,
+        stats,
+    )?;
+    sync_array(
+        &mut m.cells,
+        map_names::CELLS,
+        bases.cells,
+        held.map(|h| &h.cells),
+        &new.cells,
+        cells,
+        stats,
+    )?;
+    sync_array(
+        &mut m.outcomes,
+        map_names::OUTCOMES,
+        bases.outcomes,
+        held.map(|h| &h.outcomes),
+        &new.outcomes,
+        outcomes,
+        stats,
+    )
 }
 
 /// Writes the entries of `new` from index `from` on that differ from `old` (all of them
