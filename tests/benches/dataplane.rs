@@ -148,21 +148,13 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         "bench: {} endpoints, {} label sets, {} policies",
         scale.endpoints, scale.label_sets, scale.policies
     );
-    let mut resources: Vec<Resource> =
-        generated::generated_with(scale.endpoints, scale.label_sets, scale.policies, "n");
-    // The first PER_NODE endpoints are this node's; the rest are spread over other nodes.
-    for (i, w) in resources
-        .iter_mut()
-        .filter_map(|r| match r {
-            Resource::WorkloadEndpoint(w) => Some(w),
-            _ => None,
-        })
-        .enumerate()
-    {
-        if i >= PER_NODE {
-            w.metadata.node = format!("n{}", i / PER_NODE);
-        }
-    }
+    let resources = generated::generated_cluster(
+        scale.endpoints,
+        scale.label_sets,
+        scale.policies,
+        "n",
+        PER_NODE,
+    );
     let model = Model::new(resources.clone());
     let started = Instant::now();
     compile_for(resources.clone(), &Capacities::UNLIMITED, Locals::All).unwrap();

@@ -168,20 +168,7 @@ fn main() {
 /// The dataplane bench's world: the first [`PER_NODE`] endpoints on the agent's node, the
 /// rest on other nodes.
 fn world() -> Vec<Resource> {
-    let mut resources = generated::generated_with(ENDPOINTS, LABEL_SETS, POLICIES, NODE);
-    for (i, w) in resources
-        .iter_mut()
-        .filter_map(|r| match r {
-            Resource::WorkloadEndpoint(w) => Some(w),
-            _ => None,
-        })
-        .enumerate()
-    {
-        if i >= PER_NODE {
-            w.metadata.node = format!("other{}", i / PER_NODE);
-        }
-    }
-    resources
+    generated::generated_cluster(ENDPOINTS, LABEL_SETS, POLICIES, NODE, PER_NODE)
 }
 
 /// `policy` with its allowed TCP ingress ports (the generator's first TCP rule) moved to

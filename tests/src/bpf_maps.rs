@@ -159,26 +159,12 @@ impl Dataplane {
 
     /// `ip` is an address of the workload behind `ifindex`, with `local_id`.
     pub fn local(&mut self, slot: u8, ifindex: u32, ip: IpAddr, local_id: u32) {
-        let (family, addr) = addr_of(ip);
-        let key = LocalKey {
-            slot,
-            family,
-            _pad: [0; 2],
-            ifindex,
-            addr,
-        };
+        let key = local_key(slot, ifindex, ip);
         self.hash_insert(map_names::LOCAL, key, LocalValue { local_id });
     }
 
     pub fn remove_local(&mut self, slot: u8, ifindex: u32, ip: IpAddr) {
-        let (family, addr) = addr_of(ip);
-        let key = LocalKey {
-            slot,
-            family,
-            _pad: [0; 2],
-            ifindex,
-            addr,
-        };
+        let key = local_key(slot, ifindex, ip);
         let mut hash: HashMap<_, LocalKey, LocalValue> =
             HashMap::try_from(map(self.ebpf(), map_names::LOCAL)).unwrap_or_else(|e| panic!("{e}"));
         hash.remove(&key)
@@ -365,6 +351,12 @@ impl Dataplane {
         sums
     }
 
+    /// How much `PAL_STATS[index]` grew from `before` (an earlier [`Dataplane::stats`]).
+    pub fn stats_grown(&mut self, before: &[u64; STAT_COUNT as usize], index: u32) -> u64 {
+        let now = self.stats();
+        now[index as usize] - before[index as usize]
+    }
+
     /// `PAL_EP_STATS[ifindex]`, one value per CPU; `None` when there is no entry.
     pub fn endpoint_stats_per_cpu(&mut self, ifindex: u32) -> Option<Vec<EndpointStats>> {
         let hash: PerCpuHashMap<_, EndpointStatsKey, EndpointStats> =
@@ -445,5 +437,16 @@ pub fn program_name(direction: u8) -> &'static str {
         DIR_EGRESS => program_names::FROM_WORKLOAD,
         DIR_INGRESS => program_names::TO_WORKLOAD,
         other => panic!("no direction {other}"),
+    }
+}
+
+fn local_key(slot: u8, ifindex: u32, ip: IpAddr) -> LocalKey {
+    let (family, addr) = addr_of(ip);
+    LocalKey {
+        slot,
+        family,
+        _pad: [0; 2],
+        ifindex,
+        addr,
     }
 }

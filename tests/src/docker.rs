@@ -7,7 +7,7 @@
 //! finds them only in the fixed directories `/run/docker/plugins`, `/etc/docker/plugins`
 //! and `/usr/lib/docker/plugins` (moby `pkg/plugins/discovery_unix.go`; only a rootless
 //! daemon looks elsewhere), so every test's plugin gets a unique name instead
-//! ([`unique_name`]), and with it a socket of its own in `/run/docker/plugins`.
+//! ([`crate::netns::unique_name`]), and with it a socket of its own in `/run/docker/plugins`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::netns::unique_name;
 use crate::palisade_binary;
 
 /// The image every test container runs: busybox-static's binary and its applet links.
@@ -30,14 +31,6 @@ pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 
 /// How long a daemon or plugin may take to come up or go down before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A name no other test of this run uses: `prefix` + the process id + a counter, short
-/// enough for interface-derived names and plugin names.
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}x{n}", std::process::id())
-}
 
 /// An IPv4 pool (/24 of 10.0.0.0/8) that no other test of this process uses, and
 /// probably no other process's: host routes to workload addresses are global.

@@ -12,9 +12,9 @@ use palisade::docker::{default_network_profile, derived_mac};
 use palisade::model::{Kind, Resource, WorkloadEndpoint};
 use palisade::netplumb::host_interface_name;
 use palisade_tests::docker::{
-    BUSYBOX_IMAGE, Dockerd, PluginProcess, PrivateStore, unique_name, unique_pool_v4,
-    unique_pool_v6,
+    BUSYBOX_IMAGE, Dockerd, PluginProcess, PrivateStore, unique_pool_v4, unique_pool_v6,
 };
+use palisade_tests::netns::unique_name;
 use palisade_tests::require_root;
 use serde_json::Value;
 

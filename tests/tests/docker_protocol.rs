@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use palisade::model::{Kind, Resource};
 use palisade_tests::docker::{
-    PluginProcess, PluginReply, PrivateStore, plugin_call, unique_name, unique_pool_v4,
+    PluginProcess, PluginReply, PrivateStore, plugin_call, unique_pool_v4,
 };
+use palisade_tests::netns::unique_name;
 use palisade_tests::{palisade_binary, require_root};
 use serde_json::{Value, json};
 

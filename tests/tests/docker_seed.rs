@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use palisade::netplumb::host_interface_name;
 use palisade_tests::docker::{
-    AgentProcess, BUSYBOX_IMAGE, Dockerd, PluginProcess, PrivateStore, unique_name, unique_pool_v4,
+    AgentProcess, BUSYBOX_IMAGE, Dockerd, PluginProcess, PrivateStore, unique_pool_v4,
 };
-use palisade_tests::netns::{Netns, create_veth, run_ok};
+use palisade_tests::netns::{Netns, create_veth, run_ok, unique_name};
 use palisade_tests::{Cleanup, require_root};
 use serde_json::Value;
 

@@ -379,56 +379,25 @@ fn failed_adds_leave_nothing_behind() {
     let name = unique_name("we");
     let ip = "10.231.2.1";
 
-    // A namespace that does not exist.
     let missing = unique_name("nons");
-    let out = store.palisade(&[
-        "workload", "add", &name, "--netns", &missing, "--ip", ip, "--node", "node1",
-    ]);
-    assert_fails(&out, &format!("/run/netns/{missing}"));
-    // A file that is not a namespace.
-    let out = store.palisade(&[
-        "workload",
-        "add",
-        &name,
-        "--netns",
-        "/etc/hostname",
-        "--ip",
-        ip,
-        "--node",
-        "node1",
-    ]);
-    assert_fails(&out, "not a network namespace");
-    // Bad addresses: not an IP, and not a usable one.
-    let out = store.palisade(&[
-        "workload",
-        "add",
-        &name,
-        "--netns",
-        &ns.name,
-        "--ip",
-        "10.231.2.300",
-        "--node",
-        "node1",
-    ]);
-    assert_fails(&out, "--ip");
-    let out = store.palisade(&[
-        "workload",
-        "add",
-        &name,
-        "--netns",
-        &ns.name,
-        "--ip",
-        "224.0.0.1",
-        "--node",
-        "node1",
-    ]);
-    assert_fails(&out, "224.0.0.1");
-    // Bad labels.
-    let out = store.palisade(&[
-        "workload", "add", &name, "--netns", &ns.name, "--ip", ip, "--labels", "role", "--node",
-        "node1",
-    ]);
-    assert_fails(&out, "--labels");
+    let missing_path = format!("/run/netns/{missing}");
+    // (namespace, address, labels, what the error must name)
+    let refused = [
+        (missing.as_str(), ip, None, missing_path.as_str()),
+        ("/etc/hostname", ip, None, "not a network namespace"),
+        (ns.name.as_str(), "10.231.2.300", None, "--ip"),
+        (ns.name.as_str(), "224.0.0.1", None, "224.0.0.1"),
+        (ns.name.as_str(), ip, Some("role"), "--labels"),
+    ];
+    for (netns, address, labels, needle) in refused {
+        let mut args = vec![
+            "workload", "add", &name, "--netns", netns, "--ip", address, "--node", "node1",
+        ];
+        if let Some(labels) = labels {
+            args.extend(["--labels", labels]);
+        }
+        assert_fails(&store.palisade(&args), needle);
+    }
     assert_nothing_left(&store, &ns, &[&name], &[ip]);
 
     // A duplicate name: the second add fails and the first workload is untouched.

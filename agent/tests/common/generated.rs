@@ -98,3 +98,25 @@ pub fn generated_with(
         })
         .collect()
 }
+
+/// [`generated_with`] as one node of a cluster sees it: the first `per_node` endpoints on
+/// `node`, the others spread over other nodes, `per_node` each.
+pub fn generated_cluster(
+    endpoints: usize,
+    label_sets: usize,
+    policies: usize,
+    node: &str,
+    per_node: usize,
+) -> Vec<Resource> {
+    let mut resources = generated_with(endpoints, label_sets, policies, node);
+    let workloads = resources.iter_mut().filter_map(|r| match r {
+        Resource::WorkloadEndpoint(w) => Some(w),
+        _ => None,
+    });
+    for (i, w) in workloads.enumerate() {
+        if i >= per_node {
+            w.metadata.node = format!("{node}-other{}", i / per_node);
+        }
+    }
+    resources
+}
