@@ -32,7 +32,7 @@ struct Seen {
     missing_profile: usize,
     no_profile_matched: usize,
     logged: usize,
-    specific_entries: usize,
+    peer_entries: usize,
     exact_entries: usize,
     lpm_entries: usize,
 }
@@ -42,7 +42,7 @@ fn check_world(rng: &mut Rng, values: &[Value], packets_each: usize, seen: &mut 
     let model = Model::new(resources.clone());
     let image = compile(resources, &Capacities::UNLIMITED).unwrap();
     let stats = image.stats();
-    seen.specific_entries += stats.specific_entries;
+    seen.peer_entries += stats.peer_entries;
     seen.exact_entries += stats.endpoint_entries;
     seen.lpm_entries += stats.lpm_entries;
     let peers4: Vec<IpAddr> = V4_ENDPOINT
@@ -116,7 +116,7 @@ fn random_worlds_agree_with_the_evaluator() {
         ("missing profile", seen.missing_profile),
         ("no profile matched", seen.no_profile_matched),
         ("log rules passed", seen.logged),
-        ("specific entries", seen.specific_entries),
+        ("peer entries", seen.peer_entries),
         ("exact entries", seen.exact_entries),
     ] {
         assert!(n >= 500, "only {n} cases of {what}");

@@ -141,15 +141,15 @@ fn only_reported_entries_differ(before: &Image, after: &Image, touched: &Changed
         what,
     );
     assert_differ_only(
-        &before.wildcard,
-        &after.wildcard,
-        |(l, d)| touched.policy.contains(&(*l, None, *d)),
+        &before.peers,
+        &after.peers,
+        |k| touched.peers.contains(k),
         what,
     );
     assert_differ_only(
-        &before.specific,
-        &after.specific,
-        |(l, r, d)| touched.policy.contains(&(*l, Some(*r), *d)),
+        &before.groups,
+        &after.groups,
+        |k| touched.groups.contains(k),
         what,
     );
     assert!(

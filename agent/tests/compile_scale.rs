@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use common::generated::generated;
 
-use palisade::compile::{Capacities, CompileError, compile};
+use palisade::compile::{Capacities, CompileError, PeerGroup, compile};
 use palisade::model::Resource;
 
 #[test]
@@ -27,20 +27,25 @@ fn thousand_endpoints_hundred_policies() {
         }
     );
     eprintln!("{stats:#?}");
-    // Every (local ID, direction) has its wildcard; specific entries only where the peer
-    // changes the outcome: far fewer than local IDs × remote IDs.
-    assert_eq!(stats.wildcard_entries, 2 * stats.local_ids);
-    let ingress = image
-        .specific
+    // Every (local ID, direction) has a group 0; peer entries only for peers whose table
+    // differs from group 0's: far fewer than local IDs × remote IDs.
+    let default_groups = image
+        .groups
         .keys()
-        .filter(|(_, _, d)| *d == palisade::policy::Direction::Ingress)
+        .filter(|(_, _, g)| *g == PeerGroup::DEFAULT)
+        .count();
+    assert_eq!(default_groups, 2 * stats.local_ids);
+    let ingress = image
+        .peers
+        .keys()
+        .filter(|(_, d, _)| *d == palisade::policy::Direction::Ingress)
         .count();
     eprintln!(
-        "specific entries: {ingress} ingress, {} egress; local × remote = {}",
-        stats.specific_entries - ingress,
+        "peer entries: {ingress} ingress, {} egress; local × remote = {}",
+        stats.peer_entries - ingress,
         stats.local_ids * stats.remote_ids
     );
-    assert!(stats.specific_entries < stats.local_ids * stats.remote_ids / 2);
+    assert!(stats.peer_entries < stats.local_ids * stats.remote_ids / 2);
 
     let mut reversed = resources;
     reversed.reverse();
@@ -49,18 +54,18 @@ fn thousand_endpoints_hundred_policies() {
 }
 
 #[test]
-fn rules_that_ignore_the_peer_need_no_specific_entries() {
+fn rules_that_ignore_the_peer_need_no_peer_entries() {
     let resources: Vec<Resource> = generated(300, 0);
     let image = compile(resources, &Capacities::UNLIMITED).unwrap();
     let stats = image.stats();
     // The profiles' ingress rule looks at the peer (tag); their egress rule does not.
-    assert!(stats.specific_entries > 0);
+    assert!(stats.peer_entries > 0);
     assert!(
         image
-            .specific
+            .peers
             .keys()
-            .all(|(_, _, d)| *d == palisade::policy::Direction::Ingress),
-        "egress rules ignore the peer: no specific egress entries"
+            .all(|(_, d, _)| *d == palisade::policy::Direction::Ingress),
+        "egress rules ignore the peer: no egress peer entries"
     );
 }
 
@@ -95,7 +100,8 @@ fn capacity_errors_name_every_limit_and_return_nothing_else() {
         remote_ids: stats.remote_ids,
         endpoint_entries: stats.endpoint_entries,
         lpm_entries: stats.lpm_entries,
-        policy_entries: stats.wildcard_entries + stats.specific_entries,
+        peer_entries: stats.peer_entries,
+        group_entries: stats.group_entries,
         tables: stats.tables,
         table_rows: stats.table_rows,
     };

@@ -9,7 +9,8 @@
 //!  PAL_LOCAL   (slot, ifindex, own address)  → local label-set ID      (absent: spoofed)
 //!  PAL_REMOTE  (slot, peer address)          → remote ID               (endpoint addresses)
 //!  PAL_LPM     (slot, family, peer prefix)   → remote ID               (CIDR classes, world /0)
-//!  PAL_POLICY  (slot, dir, local, remote|ANY)→ table ID                (specific, then wildcard)
+//!  PAL_PEERS   (slot, dir, local, remote)    → peer group              (absent: group 0)
+//!  PAL_POLICY  (slot, dir, local, group)     → table ID
 //!  PAL_TABLE   (slot, table, protocol|OTHER) → rows [first, first+count) of PAL_ROWS
 //!  PAL_ROWS    [i] (a-start, cells [first, first+count) of PAL_CELLS)  binary search on a
 //!  PAL_CELLS   [i] (b-start, outcome index into PAL_OUTCOMES)           binary search on b
@@ -17,6 +18,11 @@
 //! ```
 //! `a`/`b` are (source port, destination port) for TCP and UDP, (type, code) for the ICMP
 //! of the family, (0, 0) otherwise.
+//!
+//! A *peer group* gathers the remote IDs that one local ID's rules treat alike in one
+//! direction; most peers are in group 0, which needs no `PAL_PEERS` entry. Two levels,
+//! so that a rule change that concerns many peers rewrites a few `PAL_POLICY` entries
+//! instead of one entry per (local, remote).
 //!
 //! Everything the compiler produces is written twice over, once per *slot*: the agent
 //! writes the inactive slot, then flips [`Config::generation`], so a packet (which reads
@@ -37,7 +43,7 @@
 /// Bumped whenever a key, value or map definition changes shape. Pins live under
 /// `/sys/fs/bpf/palisade/<ABI_VERSION>/`, so an agent with a new ABI starts fresh instead of
 /// adopting maps it cannot read.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -46,6 +52,7 @@ pub mod map_names {
     pub const LOCAL: &str = "PAL_LOCAL";
     pub const REMOTE: &str = "PAL_REMOTE";
     pub const LPM: &str = "PAL_LPM";
+    pub const PEERS: &str = "PAL_PEERS";
     pub const POLICY: &str = "PAL_POLICY";
     pub const TABLE: &str = "PAL_TABLE";
     pub const ROWS: &str = "PAL_ROWS";
@@ -60,9 +67,9 @@ pub mod map_names {
     pub const HOST_ADDRS: &str = "PAL_HOST_ADDRS";
 
     /// Every map, in the order the README lists them.
-    pub const ALL: [&str; 16] = [
-        CONFIG, LOCAL, REMOTE, LPM, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, FRAGS, EP_STATS,
-        RULE_STATS, STATS, EVENTS, HOST_ADDRS,
+    pub const ALL: [&str; 17] = [
+        CONFIG, LOCAL, REMOTE, LPM, PEERS, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, FRAGS,
+        EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
     ];
 }
 
@@ -71,7 +78,8 @@ pub mod capacity {
     pub const LOCAL: u32 = 2 * 8_192;
     pub const REMOTE: u32 = 2 * 65_536;
     pub const LPM: u32 = 2 * 16_384;
-    pub const POLICY: u32 = 2 * 262_144;
+    pub const PEERS: u32 = 2 * 262_144;
+    pub const POLICY: u32 = 2 * 65_536;
     pub const TABLE: u32 = 2 * 32_768;
     pub const ROWS: u32 = 2 * 65_536;
     pub const CELLS: u32 = 2 * 262_144;
@@ -106,8 +114,8 @@ pub const DIR_EGRESS: u8 = 1;
 pub const VERDICT_DENY: u8 = 0;
 pub const VERDICT_ALLOW: u8 = 1;
 
-/// [`PolicyKey::remote_id`] of the wildcard entry for a (local ID, direction).
-pub const REMOTE_ANY: u32 = u32::MAX;
+/// The peer group of every remote ID without a `PAL_PEERS` entry.
+pub const GROUP_DEFAULT: u32 = 0;
 /// [`TableKey::protocol`] of the entry every protocol without its own entry uses.
 pub const PROTOCOL_OTHER: u16 = 256;
 /// [`Outcome::rule_counter`] when no rule decided (end of policies, missing profile, ...).
@@ -194,7 +202,26 @@ pub struct LpmData {
 /// Bits of an [`LpmData`] before the address.
 pub const LPM_HEADER_BITS: u32 = 16;
 
-/// `PAL_POLICY` key.
+/// `PAL_PEERS` key: a remote ID as one local ID sees it in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub slot: u8,
+    pub direction: u8,
+    pub _pad: [u8; 2],
+    pub local_id: u32,
+    pub remote_id: u32,
+}
+
+/// `PAL_PEERS` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerValue {
+    /// Never [`GROUP_DEFAULT`]: those peers have no entry.
+    pub group: u32,
+}
+
+/// `PAL_POLICY` key: one peer group of a local ID and direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyKey {
@@ -202,8 +229,7 @@ pub struct PolicyKey {
     pub direction: u8,
     pub _pad: [u8; 2],
     pub local_id: u32,
-    /// A remote ID, or [`REMOTE_ANY`] for the (local ID, direction)'s wildcard entry.
-    pub remote_id: u32,
+    pub group: u32,
 }
 
 #[repr(C)]
@@ -503,6 +529,8 @@ mod pod {
     unsafe impl aya::Pod for RemoteKey {}
     unsafe impl aya::Pod for RemoteValue {}
     unsafe impl aya::Pod for LpmData {}
+    unsafe impl aya::Pod for PeerKey {}
+    unsafe impl aya::Pod for PeerValue {}
     unsafe impl aya::Pod for PolicyKey {}
     unsafe impl aya::Pod for PolicyValue {}
     unsafe impl aya::Pod for TableKey {}
@@ -529,6 +557,7 @@ const _: () = {
     assert!(core::mem::size_of::<LocalKey>() == 24);
     assert!(core::mem::size_of::<RemoteKey>() == 20);
     assert!(core::mem::size_of::<LpmData>() == 20);
+    assert!(core::mem::size_of::<PeerKey>() == 12);
     assert!(core::mem::size_of::<PolicyKey>() == 12);
     assert!(core::mem::size_of::<TableKey>() == 8);
     assert!(core::mem::size_of::<Row>() == 12);

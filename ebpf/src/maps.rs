@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use palisade_common::{
     Cell, Config, Counter, CtKey, CtValue, EndpointStats, EndpointStatsKey, Event, FragKey,
-    FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue, LpmData, Outcome, PolicyKey,
-    PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT, TableKey, TableValue,
-    capacity,
+    FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue, LpmData, Outcome, PeerKey,
+    PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
+    TableKey, TableValue, capacity,
 };
 
 #[btf_map]
@@ -28,6 +28,9 @@ pub static PAL_REMOTE: HashMap<RemoteKey, RemoteValue, { capacity::REMOTE as usi
 
 #[btf_map]
 pub static PAL_LPM: LpmTrie<LpmData, RemoteValue, { capacity::LPM as usize }> = LpmTrie::new();
+
+#[btf_map]
+pub static PAL_PEERS: HashMap<PeerKey, PeerValue, { capacity::PEERS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static PAL_POLICY: HashMap<PolicyKey, PolicyValue, { capacity::POLICY as usize }> =

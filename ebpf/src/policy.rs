@@ -2,7 +2,7 @@
 //! used alike for new flows and for conntrack's re-checks under a new generation.
 //!
 //! ```text
-//! peer ─PAL_REMOTE / PAL_LPM─▶ remote ID ─PAL_POLICY (specific, then REMOTE_ANY)─▶ table
+//! peer ─PAL_REMOTE / PAL_LPM─▶ remote ID ─PAL_PEERS (absent: group 0)─▶ group ─PAL_POLICY─▶ table
 //! table ─PAL_TABLE (protocol, then PROTOCOL_OTHER)─▶ rows ─search a─▶ cells ─search b─▶ outcome
 //! ```
 //! Any miss or inconsistency denies: the agent writes complete images, so a gap means
@@ -10,13 +10,13 @@
 
 use aya_ebpf::btf_maps::Array;
 use palisade_common::{
-    Addr, NO_RULE, PROTOCOL_OTHER, PolicyKey, REMOTE_ANY, SEARCH_STEPS, TableKey, TableValue,
-    VERDICT_ALLOW,
+    Addr, GROUP_DEFAULT, NO_RULE, PROTOCOL_OTHER, PeerKey, PolicyKey, SEARCH_STEPS, TableKey,
+    TableValue, VERDICT_ALLOW,
 };
 
 use crate::{
     identity,
-    maps::{PAL_CELLS, PAL_OUTCOMES, PAL_POLICY, PAL_ROWS, PAL_TABLE},
+    maps::{PAL_CELLS, PAL_OUTCOMES, PAL_PEERS, PAL_POLICY, PAL_ROWS, PAL_TABLE},
     parse::{L4Kind, PROTO_TCP, PROTO_UDP, Packet},
 };
 
@@ -100,24 +100,28 @@ fn lookup(query: &Query) -> Option<Decision> {
     })
 }
 
-/// The specific entry for (local, remote), else the wildcard one for every peer.
+/// The table of the peer group `remote_id` is in for this local ID and direction.
 #[inline(always)]
 fn policy_table(query: &Query, remote_id: u32) -> Option<u32> {
-    let specific = PolicyKey {
+    let peer = PeerKey {
         slot: query.slot,
         direction: query.direction,
         _pad: [0; 2],
         local_id: query.local_id,
         remote_id,
     };
-    let wildcard = PolicyKey {
-        remote_id: REMOTE_ANY,
-        ..specific
+    // SAFETY (both reads): a value pointer from a successful lookup, read at once.
+    let group = PAL_PEERS
+        .get_ptr(peer)
+        .map_or(GROUP_DEFAULT, |value| unsafe { (*value).group });
+    let key = PolicyKey {
+        slot: query.slot,
+        direction: query.direction,
+        _pad: [0; 2],
+        local_id: query.local_id,
+        group,
     };
-    let value = PAL_POLICY
-        .get_ptr(specific)
-        .or_else(|| PAL_POLICY.get_ptr(wildcard))?;
-    // SAFETY: a value pointer from a successful lookup, read at once.
+    let value = PAL_POLICY.get_ptr(key)?;
     Some(unsafe { (*value).table_id })
 }
 

@@ -20,9 +20,9 @@ use palisade::dataplane::{self, LoadedObject};
 use palisade_common::{
     Addr, Cell, Config, Counter, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, EndpointStats,
     EndpointStatsKey, Event, FAMILY_V4, FAMILY_V6, HostAddrKey, HostAddrValue, LPM_HEADER_BITS,
-    LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PolicyKey,
-    PolicyValue, REMOTE_ANY, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT, TableKey,
-    TableValue, VERDICT_ALLOW, VERDICT_DENY, capacity, map_names, program_names,
+    LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PeerKey,
+    PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
+    TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY, capacity, map_names, program_names,
 };
 
 use crate::bpf_run::{self, SkbContext};
@@ -215,23 +215,28 @@ impl Dataplane {
             .unwrap_or_else(|err| panic!("cannot remove from PAL_LPM: {err}"));
     }
 
-    /// The (local ID, direction) entry for `remote` (`None`: the wildcard entry).
-    pub fn policy(
-        &mut self,
-        slot: u8,
-        direction: u8,
-        local_id: u32,
-        remote: Option<u32>,
-        table_id: u32,
-    ) {
+    /// The table of peer group `group` of (local ID, direction).
+    pub fn group(&mut self, slot: u8, direction: u8, local_id: u32, group: u32, table_id: u32) {
         let key = PolicyKey {
             slot,
             direction,
             _pad: [0; 2],
             local_id,
-            remote_id: remote.unwrap_or(REMOTE_ANY),
+            group,
         };
         self.hash_insert(map_names::POLICY, key, PolicyValue { table_id });
+    }
+
+    /// Puts `remote_id` into peer group `group` of (local ID, direction).
+    pub fn peer(&mut self, slot: u8, direction: u8, local_id: u32, remote_id: u32, group: u32) {
+        let key = PeerKey {
+            slot,
+            direction,
+            _pad: [0; 2],
+            local_id,
+            remote_id,
+        };
+        self.hash_insert(map_names::PEERS, key, PeerValue { group });
     }
 
     /// Table `table_id`'s rows for `protocol` (`None`: every protocol without its own).

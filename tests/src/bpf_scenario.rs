@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use palisade_common::{Config, DIR_EGRESS};
+use palisade_common::{Config, DIR_EGRESS, GROUP_DEFAULT};
 
 use crate::{
     bpf_maps::{Dataplane, Decides, OutcomeIndexes, Rows},
@@ -60,7 +60,7 @@ pub fn policy_for_every_peer(
     protocol: Option<u8>,
     rows: &Rows,
 ) -> OutcomeIndexes {
-    dataplane.policy(slot, direction, LOCAL_ID, None, table_id);
+    dataplane.group(slot, direction, LOCAL_ID, GROUP_DEFAULT, table_id);
     dataplane.table(slot, table_id, protocol, rows)
 }
 

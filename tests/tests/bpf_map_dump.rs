@@ -16,7 +16,10 @@ use palisade_common::{DIR_EGRESS, map_names};
 use palisade_tests::{
     Cleanup,
     bpf_maps::{ALLOW, Dataplane},
-    bpf_scenario::{IFINDEX, PEER_V4, WORKLOAD_V4, expect, install_workload, sock, uniform_policy},
+    bpf_scenario::{
+        IFINDEX, LOCAL_ID, PEER_ID, PEER_V4, WORKLOAD_V4, expect, install_workload, sock,
+        uniform_policy,
+    },
     packet::{Frame, TCP_SYN},
     require_root,
 };
@@ -87,6 +90,9 @@ fn populated_dataplane(pin_dir: &Path) -> Dataplane {
     let mut dp = Dataplane::load_with_pins(Some(pin_dir));
     install_workload(&mut dp, 0);
     uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW.rule(3));
+    // The peer in a group of its own, with the same table.
+    dp.peer(0, DIR_EGRESS, LOCAL_ID, PEER_ID, 1);
+    dp.group(0, DIR_EGRESS, LOCAL_ID, 1, 1);
     dp.host_addr(IpAddr::V4(Ipv4Addr::new(10, 65, 255, 254)));
     dp.endpoint_stats_entry(IFINDEX);
     let first_fragment = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN)
@@ -130,7 +136,8 @@ fn bpftool_prints_every_map_by_field() {
         (map_names::LOCAL, Some("ifindex"), "local_id"),
         (map_names::REMOTE, Some("addr"), "remote_id"),
         (map_names::LPM, Some("prefix_len"), "remote_id"),
-        (map_names::POLICY, Some("local_id"), "table_id"),
+        (map_names::PEERS, Some("remote_id"), "group"),
+        (map_names::POLICY, Some("group"), "table_id"),
         (map_names::TABLE, Some("protocol"), "first_row"),
         (map_names::ROWS, None, "first_cell"),
         (map_names::CELLS, None, "outcome"),

@@ -1,6 +1,6 @@
 //! The TC programs' policy decisions, run with BPF_PROG_TEST_RUN on crafted frames against
 //! maps filled by hand: table cells and port ranges, ICMP type and code, the protocol
-//! fallback, specific and wildcard entries, CIDR classes and the world, slots and
+//! fallback, peer groups, CIDR classes and the world, slots and
 //! generations, anti-spoofing, and the host's own traffic.
 //!
 //! Privileged: run through `cargo xtask test` as root.
@@ -253,11 +253,12 @@ fn sctp_is_decided_without_ports() {
 }
 
 #[test]
-fn a_specific_entry_wins_over_the_wildcard() {
+fn a_peer_in_a_group_of_its_own_gets_that_group_s_table() {
     require_root();
     let mut dp = dataplane_with_workload(0);
     uniform_policy(&mut dp, 0, DIR_EGRESS, 1, DENY);
-    dp.policy(0, DIR_EGRESS, LOCAL_ID, Some(PEER_ID), 2);
+    dp.peer(0, DIR_EGRESS, LOCAL_ID, PEER_ID, 1);
+    dp.group(0, DIR_EGRESS, LOCAL_ID, 1, 2);
     dp.table(0, 2, None, &Rows::uniform(ALLOW));
 
     for (workload, peer, stranger) in [
@@ -270,7 +271,7 @@ fn a_specific_entry_wins_over_the_wildcard() {
             DIR_EGRESS,
             &to_peer,
             true,
-            "to the peer, by its entry",
+            "to the peer, by its group",
         );
         let to_stranger = Frame::tcp(sock(workload, 40000), sock(stranger, 80), TCP_SYN).build();
         expect(
@@ -278,7 +279,7 @@ fn a_specific_entry_wins_over_the_wildcard() {
             DIR_EGRESS,
             &to_stranger,
             false,
-            "to the world, by the wildcard",
+            "to the world, by group 0",
         );
     }
 }
@@ -300,12 +301,13 @@ fn cidr_classes_take_the_longest_prefix_and_exact_entries_win() {
         class_16,
     );
     uniform_policy(&mut dp, 0, DIR_EGRESS, 1, DENY);
-    for (remote, table, decides) in [
-        (class_16, 2, ALLOW),
-        (class_24, 3, DENY),
-        (PEER_ID, 4, ALLOW),
+    for (remote, group, table, decides) in [
+        (class_16, 1, 2, ALLOW),
+        (class_24, 2, 3, DENY),
+        (PEER_ID, 3, 4, ALLOW),
     ] {
-        dp.policy(0, DIR_EGRESS, LOCAL_ID, Some(remote), table);
+        dp.peer(0, DIR_EGRESS, LOCAL_ID, remote, group);
+        dp.group(0, DIR_EGRESS, LOCAL_ID, group, table);
         dp.table(0, table, None, &Rows::uniform(decides));
     }
 
@@ -333,7 +335,8 @@ fn the_world_entry_classifies_everything_else_and_without_it_policy_denies() {
     require_root();
     let mut dp = dataplane_with_workload(0);
     uniform_policy(&mut dp, 0, DIR_EGRESS, 1, DENY);
-    dp.policy(0, DIR_EGRESS, LOCAL_ID, Some(WORLD_ID), 2);
+    dp.peer(0, DIR_EGRESS, LOCAL_ID, WORLD_ID, 1);
+    dp.group(0, DIR_EGRESS, LOCAL_ID, 1, 2);
     dp.table(0, 2, None, &Rows::uniform(ALLOW));
 
     let before = dp.stats();

@@ -64,6 +64,7 @@ fn in_place_writes_leave_the_maps_as_a_full_write_would() {
             assert_eq!(held.local, want.local, "PAL_LOCAL after step {step}");
             assert_eq!(held.remote, want.remote, "PAL_REMOTE after step {step}");
             assert_eq!(held.lpm, want.lpm, "PAL_LPM after step {step}");
+            assert_eq!(held.peers, want.peers, "PAL_PEERS after step {step}");
             assert_eq!(held.policy, want.policy, "PAL_POLICY after step {step}");
             assert_eq!(held.table, want.table, "PAL_TABLE after step {step}");
             assert_eq!(held.rows, want.rows, "PAL_ROWS after step {step}");

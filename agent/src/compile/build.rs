@@ -12,11 +12,12 @@ use crate::model::{Resource, ResourceKey};
 use crate::policy::Direction;
 
 use super::CompileError;
-use super::changes::{ChangedKeys, PolicyEntry};
+use super::changes::ChangedKeys;
 use super::identity::{LocalId, LocalIds, LocalKey};
-use super::image::{Image, TableId};
+use super::image::{GroupEntry, Image, PeerEntry, PeerGroup, TableId};
 use super::inputs::Inputs;
 use super::peer_classes::{self, PeerBit, RemoteSets, peer_bits};
+use super::peer_groups::{PeerGroups, changed_rules};
 use super::program::{Decided, Outcome, Program};
 use super::remote::{RemoteClasses, RemoteId};
 use super::rules::CompiledRule;
@@ -31,6 +32,8 @@ pub(crate) struct Build {
     classes_of: HashMap<(Family, Vec<PeerBit>), Rc<Vec<Bits>>>,
     tables: TableCache,
     pub locals: LocalIds,
+    /// Per (local ID, direction): how its peers are grouped, to change in place.
+    peer_groups: HashMap<(LocalId, Direction), PeerGroups>,
     pub image: Image,
     /// What incremental changes touched since they were last taken; `None` while a full
     /// compile builds the image (everything is new then).
@@ -146,8 +149,8 @@ impl Build {
             exact: std::mem::take(&mut remotes.exact),
             lpm: std::mem::take(&mut remotes.lpm),
             world: remotes.world,
-            wildcard: BTreeMap::new(),
-            specific: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            groups: BTreeMap::new(),
             tables: Vec::new(),
             outcomes: Vec::new(),
         };
@@ -158,6 +161,7 @@ impl Build {
             classes_of: HashMap::new(),
             tables: TableCache::default(),
             locals,
+            peer_groups: HashMap::new(),
             image,
             changes: None,
             fresh: Sizes {
@@ -193,25 +197,24 @@ impl Build {
         }
         self.image.locals[i] = key.info.clone();
         let family = key.info.family;
-        let mut entries = BTreeMap::new();
         for (direction, program) in [Direction::Ingress, Direction::Egress]
             .into_iter()
             .zip(key.programs)
         {
-            self.program_entries(local, direction, family, program, &mut entries);
+            self.set_program(local, direction, family, program);
         }
-        self.set_local_entries(local, entries);
     }
 
-    /// The wildcard entry of (`local`, `direction`) and, for the peer classes whose table
-    /// differs from it, specific entries.
-    fn program_entries(
+    /// Makes (`local`, `direction`)'s peer groups and their tables those of `program`.
+    /// When the program reads the same peer bits as before, only the classes of peers
+    /// that its changed rules concern get their tables again, and only peers whose group
+    /// splits get a new entry; otherwise the peers are grouped afresh.
+    fn set_program(
         &mut self,
         local: LocalId,
         direction: Direction,
         family: Family,
         program: Program,
-        out: &mut BTreeMap<PolicyEntry, TableId>,
     ) {
         let Build {
             inputs,
@@ -220,97 +223,151 @@ impl Build {
             classes_of,
             tables,
             image,
+            peer_groups,
             ..
         } = self;
         let bits = peer_bits(program.rule_ids().filter_map(|id| inputs.rule(id)));
-        if bits.is_empty() {
-            let table = tables.table_of(&inputs.rules, image, family, program);
-            out.insert((local, None, direction), table);
-            return;
-        }
         let classes = Rc::clone(
             classes_of
                 .entry((family, bits))
                 .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
         );
-        let per_class: Vec<(&Bits, TableId)> = classes
+        let old = peer_groups.remove(&(local, direction)).filter(|g| {
+            g.family == family && (Rc::ptr_eq(&g.classes, &classes) || g.classes == classes)
+        });
+        let changed = old
+            .as_ref()
+            .and_then(|g| changed_rules(&g.program, &program));
+        let class_tables: Vec<TableId> = classes
             .iter()
-            .map(|class| {
+            .enumerate()
+            .map(|(i, class)| {
                 let sig = remotes.signature(peer_classes::first(class));
-                let narrowed = program.retain(|id| match (inputs.rule(id), sig) {
-                    (Some(rule), Some(sig)) => rule.peer().holds(sig),
-                    _ => false,
-                });
-                (
-                    class,
-                    tables.table_of(&inputs.rules, image, family, narrowed),
-                )
+                let kept = old.as_ref().zip(changed.as_ref()).zip(sig).and_then(
+                    |((old, changed), sig)| {
+                        let concerned = changed
+                            .iter()
+                            .any(|&id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig)));
+                        if concerned {
+                            None
+                        } else {
+                            old.class_tables.get(i).copied()
+                        }
+                    },
+                );
+                kept.unwrap_or_else(|| {
+                    let narrowed =
+                        program.narrowed(&inputs.rules, |id| match (inputs.rule(id), sig) {
+                            (Some(rule), Some(sig)) => rule.peer().holds(sig),
+                            _ => false,
+                        });
+                    tables.table_of(&inputs.rules, image, family, narrowed)
+                })
             })
             .collect();
-        // The wildcard is the table most peers get; ties go to the lower table ID.
-        let mut counts: BTreeMap<TableId, usize> = BTreeMap::new();
-        for (class, t) in &per_class {
-            *counts.entry(*t).or_default() += class.count_ones();
-        }
-        let Some(common) = counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(t, _)| *t)
-        else {
-            return;
-        };
-        out.insert((local, None, direction), common);
-        for (class, t) in per_class {
-            if t != common {
-                for remote in peer_classes::members(class) {
-                    out.insert((local, Some(remote), direction), t);
+        let groups = match old {
+            Some(mut groups) => {
+                for i in groups.refine(program, class_tables) {
+                    let group = groups.class_groups[i];
+                    for remote in peer_classes::members(&classes[i]) {
+                        self.set_peer((local, direction, remote), group);
+                    }
                 }
+                for (g, table) in groups.group_tables.iter().enumerate() {
+                    let group = PeerGroup(u32::try_from(g).unwrap_or(u32::MAX));
+                    self.set_group((local, direction, group), Some(*table));
+                }
+                groups
             }
+            None => {
+                let groups = PeerGroups::fresh(program, family, Rc::clone(&classes), class_tables);
+                let peers = classes
+                    .iter()
+                    .zip(&groups.class_groups)
+                    .filter(|(_, g)| **g != PeerGroup::DEFAULT)
+                    .flat_map(|(class, g)| peer_classes::members(class).map(|r| (r, *g)))
+                    .collect();
+                self.set_entries(local, direction, peers, &groups.group_tables);
+                groups
+            }
+        };
+        self.peer_groups.insert((local, direction), groups);
+    }
+
+    /// Makes (`local`, `direction`)'s entries exactly `peers` and `groups`, touching only
+    /// those that differ.
+    fn set_entries(
+        &mut self,
+        local: LocalId,
+        direction: Direction,
+        peers: BTreeMap<RemoteId, PeerGroup>,
+        groups: &[TableId],
+    ) {
+        let gone: Vec<RemoteId> = self
+            .image
+            .peers
+            .range((local, direction, RemoteId(0))..=(local, direction, RemoteId(u32::MAX)))
+            .map(|((_, _, r), _)| *r)
+            .filter(|r| !peers.contains_key(r))
+            .collect();
+        for remote in gone {
+            self.set_peer((local, direction, remote), PeerGroup::DEFAULT);
+        }
+        for (remote, group) in peers {
+            self.set_peer((local, direction, remote), group);
+        }
+        let held: Vec<PeerGroup> = self
+            .image
+            .groups
+            .range((local, direction, PeerGroup(0))..=(local, direction, PeerGroup(u32::MAX)))
+            .map(|((_, _, g), _)| *g)
+            .collect();
+        for group in held {
+            if group.0 as usize >= groups.len() {
+                self.set_group((local, direction, group), None);
+            }
+        }
+        for (g, table) in groups.iter().enumerate() {
+            let group = PeerGroup(u32::try_from(g).unwrap_or(u32::MAX));
+            self.set_group((local, direction, group), Some(*table));
         }
     }
 
-    /// Makes `local`'s policy entries `wanted`, touching only those that differ.
-    fn set_local_entries(&mut self, local: LocalId, wanted: BTreeMap<PolicyEntry, TableId>) {
-        let mut touched = Vec::new();
-        for direction in [Direction::Ingress, Direction::Egress] {
-            let entry = (local, None, direction);
-            let want = wanted.get(&entry).copied();
-            let held = match want {
-                Some(t) => self.image.wildcard.insert((local, direction), t),
-                None => self.image.wildcard.remove(&(local, direction)),
-            };
-            if held != want {
-                touched.push(entry);
-            }
+    /// Puts a peer in `group` (group 0: no entry), recording the entry if it changed.
+    fn set_peer(&mut self, entry: PeerEntry, group: PeerGroup) {
+        let held = if group == PeerGroup::DEFAULT {
+            self.image.peers.remove(&entry)
+        } else {
+            self.image.peers.insert(entry, group)
+        };
+        let now = (group != PeerGroup::DEFAULT).then_some(group);
+        if held != now
+            && let Some(changes) = self.changes.as_mut()
+        {
+            changes.peers.insert(entry);
         }
-        let range = (local, RemoteId(0), Direction::Ingress)
-            ..=(local, RemoteId(u32::MAX), Direction::Egress);
-        let gone: Vec<_> = self
-            .image
-            .specific
-            .range(range)
-            .map(|(k, _)| *k)
-            .filter(|(l, r, d)| !wanted.contains_key(&(*l, Some(*r), *d)))
-            .collect();
-        for key in gone {
-            self.image.specific.remove(&key);
-            touched.push((key.0, Some(key.1), key.2));
-        }
-        for (entry, table) in wanted {
-            if let (l, Some(r), d) = entry
-                && self.image.specific.insert((l, r, d), table) != Some(table)
-            {
-                touched.push(entry);
-            }
-        }
-        if let Some(changes) = self.changes.as_mut() {
-            changes.policy.extend(touched);
+    }
+
+    /// Gives a peer group its table (`None`: no such group), recording the entry if it
+    /// changed.
+    fn set_group(&mut self, entry: GroupEntry, table: Option<TableId>) {
+        let held = match table {
+            Some(t) => self.image.groups.insert(entry, t),
+            None => self.image.groups.remove(&entry),
+        };
+        if held != table
+            && let Some(changes) = self.changes.as_mut()
+        {
+            changes.groups.insert(entry);
         }
     }
 
     /// Takes a freed local ID's policy entries out of the image.
     pub fn remove_local(&mut self, local: LocalId) {
-        self.set_local_entries(local, BTreeMap::new());
+        for direction in [Direction::Ingress, Direction::Egress] {
+            self.peer_groups.remove(&(local, direction));
+            self.set_entries(local, direction, BTreeMap::new(), &[]);
+        }
     }
 
     /// Gives local ID `local` (all its users) the new key `key`, keeping the policy entries

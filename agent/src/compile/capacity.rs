@@ -16,8 +16,10 @@ pub struct Capacities {
     pub endpoint_entries: usize,
     /// LPM entries: prefix → remote ID.
     pub lpm_entries: usize,
-    /// Wildcard plus specific entries: (local ID, [remote ID,] direction) → table.
-    pub policy_entries: usize,
+    /// (local ID, remote ID, direction) → peer group, for peers outside group 0.
+    pub peer_entries: usize,
+    /// (local ID, direction, peer group) → table.
+    pub group_entries: usize,
     pub tables: usize,
     /// Cells of all tables together.
     pub table_rows: usize,
@@ -29,14 +31,14 @@ impl Capacities {
         remote_ids: usize::MAX,
         endpoint_entries: usize::MAX,
         lpm_entries: usize::MAX,
-        policy_entries: usize::MAX,
+        peer_entries: usize::MAX,
+        group_entries: usize::MAX,
         tables: usize::MAX,
         table_rows: usize::MAX,
     };
 
     /// Every limit `stats` exceeds.
     pub fn check(&self, stats: &ImageStats) -> Vec<Exceeded> {
-        let policy_entries = stats.wildcard_entries + stats.specific_entries;
         [
             ("local IDs", stats.local_ids, self.local_ids),
             ("remote IDs", stats.remote_ids, self.remote_ids),
@@ -46,7 +48,8 @@ impl Capacities {
                 self.endpoint_entries,
             ),
             ("LPM entries", stats.lpm_entries, self.lpm_entries),
-            ("policy entries", policy_entries, self.policy_entries),
+            ("peer entries", stats.peer_entries, self.peer_entries),
+            ("policy entries", stats.group_entries, self.group_entries),
             ("tables", stats.tables, self.tables),
             ("table rows", stats.table_rows, self.table_rows),
         ]

@@ -5,13 +5,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::model::ResourceKey;
-use crate::policy::Direction;
 
-use super::identity::LocalId;
-use super::remote::RemoteId;
-
-/// A policy entry: wildcard when the remote is `None`, specific otherwise.
-pub type PolicyEntry = (LocalId, Option<RemoteId>, Direction);
+use super::image::{GroupEntry, PeerEntry};
 
 /// Entries of [`super::Image`] touched, by map. Tables and outcomes are only ever
 /// appended between full compiles, so the writer needs no list of them.
@@ -19,16 +14,20 @@ pub type PolicyEntry = (LocalId, Option<RemoteId>, Direction);
 pub struct ChangedKeys {
     pub endpoints: BTreeSet<(ResourceKey, IpAddr)>,
     pub exact: BTreeSet<IpAddr>,
-    pub policy: BTreeSet<PolicyEntry>,
+    pub peers: BTreeSet<PeerEntry>,
+    pub groups: BTreeSet<GroupEntry>,
 }
 
 impl ChangedKeys {
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty() && self.exact.is_empty() && self.policy.is_empty()
+        self.endpoints.is_empty()
+            && self.exact.is_empty()
+            && self.peers.is_empty()
+            && self.groups.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.endpoints.len() + self.exact.len() + self.policy.len()
+        self.endpoints.len() + self.exact.len() + self.peers.len() + self.groups.len()
     }
 }
 
@@ -56,7 +55,8 @@ impl Changes {
             (Changes::Keys(mine), Changes::Keys(theirs)) => {
                 mine.endpoints.extend(theirs.endpoints.iter().cloned());
                 mine.exact.extend(theirs.exact.iter().copied());
-                mine.policy.extend(theirs.policy.iter().copied());
+                mine.peers.extend(theirs.peers.iter().copied());
+                mine.groups.extend(theirs.groups.iter().copied());
             }
         }
     }

@@ -4,8 +4,8 @@
 //!  endpoints:  (workload endpoint, own address) → LocalId          (kernel: by ifindex + address)
 //!  exact:      endpoint address → RemoteId                          (hash)
 //!  lpm:        rule CIDR → RemoteId; no match → world               (LPM trie)
-//!  wildcard:   (LocalId, direction) → TableId                       (hash)
-//!  specific:   (LocalId, RemoteId, direction) → TableId             (hash; only where ≠ wildcard)
+//!  peers:      (LocalId, direction, RemoteId) → PeerGroup          (hash; only where ≠ group 0)
+//!  groups:     (LocalId, direction, PeerGroup) → TableId            (hash)
 //!  tables:     TableId → per protocol, ranges of (port, port) or (type, code) → OutcomeId
 //!  outcomes:   OutcomeId → verdict, deciding rule (or default), log rules passed
 //! ```
@@ -27,6 +27,20 @@ use super::table::Table;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableId(pub u32);
 
+/// Remote IDs that one local ID's rules treat alike in one direction. Group 0 (most of the
+/// peers) needs no entry per remote ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerGroup(pub u32);
+
+impl PeerGroup {
+    pub const DEFAULT: PeerGroup = PeerGroup(0);
+}
+
+/// A remote ID as a local ID sees it in one direction.
+pub type PeerEntry = (LocalId, Direction, RemoteId);
+/// One peer group of a local ID and direction.
+pub type GroupEntry = (LocalId, Direction, PeerGroup);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub endpoints: BTreeMap<(ResourceKey, IpAddr), LocalId>,
@@ -36,8 +50,9 @@ pub struct Image {
     pub exact: BTreeMap<IpAddr, RemoteId>,
     pub lpm: BTreeMap<IpNet, RemoteId>,
     pub world: RemoteId,
-    pub wildcard: BTreeMap<(LocalId, Direction), TableId>,
-    pub specific: BTreeMap<(LocalId, RemoteId, Direction), TableId>,
+    /// Only remote IDs outside group 0.
+    pub peers: BTreeMap<PeerEntry, PeerGroup>,
+    pub groups: BTreeMap<GroupEntry, TableId>,
     pub tables: Vec<Table>,
     pub outcomes: Vec<Outcome>,
 }
@@ -50,8 +65,8 @@ pub struct ImageStats {
     pub remote_ids: usize,
     pub endpoint_entries: usize,
     pub lpm_entries: usize,
-    pub wildcard_entries: usize,
-    pub specific_entries: usize,
+    pub peer_entries: usize,
+    pub group_entries: usize,
     pub tables: usize,
     pub table_rows: usize,
     pub outcomes: usize,
@@ -65,8 +80,8 @@ impl Image {
             remote_ids: self.remote_ids,
             endpoint_entries: self.exact.len(),
             lpm_entries: self.lpm.len(),
-            wildcard_entries: self.wildcard.len(),
-            specific_entries: self.specific.len(),
+            peer_entries: self.peers.len(),
+            group_entries: self.groups.len(),
             tables: self.tables.len(),
             table_rows: self.tables.iter().map(Table::cell_count).sum(),
             outcomes: self.outcomes.len(),
@@ -109,17 +124,18 @@ impl Image {
             e.u32(id.0);
         }
         e.u32(self.world.0);
-        e.len(self.wildcard.len());
-        for ((local, dir), table) in &self.wildcard {
+        e.len(self.peers.len());
+        for ((local, dir, remote), group) in &self.peers {
             e.u32(local.0);
             e.direction(*dir);
-            e.u32(table.0);
-        }
-        e.len(self.specific.len());
-        for ((local, remote, dir), table) in &self.specific {
-            e.u32(local.0);
             e.u32(remote.0);
+            e.u32(group.0);
+        }
+        e.len(self.groups.len());
+        for ((local, dir, group), table) in &self.groups {
+            e.u32(local.0);
             e.direction(*dir);
+            e.u32(group.0);
             e.u32(table.0);
         }
         e.len(self.tables.len());

@@ -8,7 +8,7 @@ use crate::policy::{Direction, L4, PROTO_TCP, PROTO_UDP, Packet, RuleRef, Verdic
 
 use super::cidr_classes::longest_match;
 use super::identity::LocalId;
-use super::image::Image;
+use super::image::{Image, PeerGroup};
 use super::program::Outcome;
 use super::remote::RemoteId;
 
@@ -45,10 +45,12 @@ impl Image {
             return None;
         }
         let remote = self.remote_id_of(peer);
-        let table = self
-            .specific
-            .get(&(local, remote, direction))
-            .or_else(|| self.wildcard.get(&(local, direction)))?;
+        let group = self
+            .peers
+            .get(&(local, direction, remote))
+            .copied()
+            .unwrap_or(PeerGroup::DEFAULT);
+        let table = self.groups.get(&(local, direction, group))?;
         let table = self.tables.get(table.0 as usize)?;
         let protocol = packet.protocol;
         let (a, b) = if protocol == PROTO_TCP || protocol == PROTO_UDP {

@@ -7,10 +7,12 @@
 //!    profiles share one, split only by family and by rules that test their own address;
 //! 2. the peer address → [`RemoteId`] ([`remote`], [`cidr_classes`]): everything any rule
 //!    can ask about a peer address, as an ID;
-//! 3. (local, remote, direction) → a [`Table`] ([`table`]), falling back to a wildcard
-//!    table per (local, direction) so that rules that ignore the peer are not multiplied
-//!    by the number of peers;
-//! 4. the table, by protocol and ports or ICMP type/code → an [`Outcome`]: verdict,
+//! 3. (local, remote, direction) → a [`PeerGroup`] ([`peer_groups`]): the peers the local
+//!    ID's rules treat alike, most of them in group 0, which needs no entry per peer, so
+//!    rules that ignore the peer are not multiplied by the number of peers;
+//! 4. (local, direction, group) → a [`Table`] ([`table`]): a change that gives a whole
+//!    group another table rewrites one entry;
+//! 5. the table, by protocol and ports or ICMP type/code → an [`Outcome`]: verdict,
 //!    deciding rule, and the `log` rules passed.
 //!
 //! The semantics are those of [`crate::policy`], the reference evaluator; the differential
@@ -31,6 +33,7 @@ mod incremental;
 mod inputs;
 mod lookup;
 mod peer_classes;
+mod peer_groups;
 mod program;
 mod remote;
 mod rules;
@@ -40,9 +43,9 @@ mod table;
 use crate::model::{Resource, ResourceKey};
 
 pub use capacity::{Capacities, CompileError, Exceeded};
-pub use changes::{ChangedKeys, Changes, PolicyEntry};
+pub use changes::{ChangedKeys, Changes};
 pub use identity::{LocalId, LocalInfo};
-pub use image::{Image, ImageStats, TableId};
+pub use image::{GroupEntry, Image, ImageStats, PeerEntry, PeerGroup, TableId};
 pub use incremental::Compiler;
 pub use program::Outcome;
 pub use remote::RemoteId;

@@ -152,6 +152,63 @@ impl Program {
         }
     }
 
+    /// [`Program::retain`], leaving out as well what the rules kept can never reach: the
+    /// rest of a list after a rule that matches every packet and allows, denies or passes,
+    /// and the lists after one that no packet leaves without a verdict (no `pass` on the
+    /// way). Narrowed programs that behave the same then often are the same, and share one
+    /// table without building it again.
+    pub fn narrowed(
+        &self,
+        rules: &[CompiledRule],
+        mut keep: impl FnMut(RuleId) -> bool,
+    ) -> Program {
+        // The rules kept, and whether every packet gets its verdict in them.
+        let mut cut = |ids: &[RuleId]| -> (Vec<RuleId>, bool) {
+            let mut kept = Vec::new();
+            let mut passes = false;
+            for &id in ids.iter().filter(|&&id| keep(id)) {
+                kept.push(id);
+                let Some(rule) = rules.get(id as usize) else {
+                    continue;
+                };
+                passes |= rule.action() == Action::Pass;
+                if rule.l4.matches_every_packet() && rule.action() != Action::Log {
+                    return (kept, !passes);
+                }
+            }
+            (kept, false)
+        };
+        let mut narrowed = Program {
+            policies: None,
+            profiles: Vec::new(),
+        };
+        if let Some(ids) = &self.policies {
+            let (kept, decides) = cut(ids);
+            narrowed.policies = Some(kept);
+            if decides {
+                return narrowed;
+            }
+        }
+        for step in &self.profiles {
+            match step {
+                ProfileStep::Rules(ids) => {
+                    let (kept, decides) = cut(ids);
+                    narrowed.profiles.push(ProfileStep::Rules(kept));
+                    if decides {
+                        break;
+                    }
+                }
+                ProfileStep::Missing(name) => {
+                    narrowed
+                        .profiles
+                        .push(ProfileStep::Missing(Rc::clone(name)));
+                    break;
+                }
+            }
+        }
+        narrowed
+    }
+
     pub fn rule_ids(&self) -> impl Iterator<Item = RuleId> + '_ {
         let profile_rules = self.profiles.iter().flat_map(|s| match s {
             ProfileStep::Rules(ids) => ids.as_slice(),
@@ -222,4 +279,106 @@ fn run_list(
         }
     }
     ListEnd::NoMatch
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::compile::rules::{Universe, compile_rule};
+    use crate::model::Rule;
+    use crate::policy::RuleOwner;
+
+    const ALLOW_ALL: RuleId = 0;
+    const DENY_TCP: RuleId = 1;
+    const ALLOW_UDP: RuleId = 2;
+    const PASS_TCP: RuleId = 3;
+    const DENY_ALL: RuleId = 4;
+    const PASS_ALL: RuleId = 5;
+    const LOG_ALL: RuleId = 6;
+
+    fn rules() -> Vec<CompiledRule> {
+        let mut universe = Universe::default();
+        [
+            r#"{"action": "allow"}"#,
+            r#"{"action": "deny", "protocol": "tcp"}"#,
+            r#"{"action": "allow", "protocol": "udp"}"#,
+            r#"{"action": "pass", "protocol": "tcp"}"#,
+            r#"{"action": "deny"}"#,
+            r#"{"action": "pass"}"#,
+            r#"{"action": "log"}"#,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, json)| {
+            let rule: Rule = serde_json::from_str(json).unwrap();
+            let owner = RuleOwner::Policy("p".into());
+            compile_rule(&mut universe, &rule, owner, Direction::Ingress, i).unwrap()
+        })
+        .collect()
+    }
+
+    fn program(policies: Option<&[RuleId]>, profiles: &[Option<&[RuleId]>]) -> Program {
+        Program {
+            policies: policies.map(<[RuleId]>::to_vec),
+            profiles: profiles
+                .iter()
+                .map(|step| match step {
+                    Some(ids) => ProfileStep::Rules(ids.to_vec()),
+                    None => ProfileStep::Missing("gone".into()),
+                })
+                .collect(),
+        }
+    }
+
+    fn narrowed(p: &Program) -> Program {
+        p.narrowed(&rules(), |_| true)
+    }
+
+    #[test]
+    fn a_rule_that_decides_every_packet_ends_the_program() {
+        let p = program(
+            Some(&[DENY_TCP, ALLOW_ALL, ALLOW_UDP]),
+            &[Some(&[ALLOW_UDP])],
+        );
+        assert_eq!(narrowed(&p), program(Some(&[DENY_TCP, ALLOW_ALL]), &[]));
+        let p = program(None, &[Some(&[DENY_ALL, ALLOW_UDP]), None]);
+        assert_eq!(narrowed(&p), program(None, &[Some(&[DENY_ALL])]));
+    }
+
+    #[test]
+    fn a_pass_on_the_way_keeps_the_profiles_reachable() {
+        let p = program(Some(&[PASS_TCP, DENY_ALL, ALLOW_UDP]), &[None]);
+        assert_eq!(narrowed(&p), program(Some(&[PASS_TCP, DENY_ALL]), &[None]));
+        // In a profile, `pass` ends that profile only: the next one is reachable.
+        let p = program(
+            None,
+            &[Some(&[PASS_TCP, ALLOW_ALL]), Some(&[DENY_ALL]), None],
+        );
+        assert_eq!(
+            narrowed(&p),
+            program(None, &[Some(&[PASS_TCP, ALLOW_ALL]), Some(&[DENY_ALL])])
+        );
+    }
+
+    #[test]
+    fn passing_every_packet_ends_its_list_only() {
+        let p = program(
+            Some(&[PASS_ALL, DENY_ALL]),
+            &[Some(&[PASS_ALL, DENY_TCP]), None],
+        );
+        assert_eq!(
+            narrowed(&p),
+            program(Some(&[PASS_ALL]), &[Some(&[PASS_ALL]), None])
+        );
+    }
+
+    #[test]
+    fn log_rules_end_nothing_and_rules_not_kept_end_nothing() {
+        let p = program(Some(&[LOG_ALL, ALLOW_UDP]), &[]);
+        assert_eq!(narrowed(&p), p);
+        let p = program(Some(&[ALLOW_ALL, DENY_TCP]), &[]);
+        let without_allow = p.narrowed(&rules(), |id| id != ALLOW_ALL);
+        assert_eq!(without_allow, program(Some(&[DENY_TCP]), &[]));
+    }
 }

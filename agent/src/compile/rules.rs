@@ -177,6 +177,18 @@ impl L4Match {
             && ports_match(&self.dst_ports, &self.dst_not_ports, dst)
     }
 
+    /// Whether the rule has no L4 criteria at all.
+    pub fn matches_every_packet(&self) -> bool {
+        self.protocol.is_none()
+            && self.not_protocol.is_none()
+            && self.icmp.is_none()
+            && self.not_icmp.is_none()
+            && self.src_ports.is_empty()
+            && self.src_not_ports.is_empty()
+            && self.dst_ports.is_empty()
+            && self.dst_not_ports.is_empty()
+    }
+
     /// Whether some packet of `protocol` can pass the protocol criteria.
     pub fn admits_protocol(&self, protocol: u8) -> bool {
         self.protocol.is_none_or(|p| p == protocol) && self.not_protocol != Some(protocol)

@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use palisade_common::{
     Addr, Cell, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, FAMILY_V6, LPM_HEADER_BITS, LocalKey,
-    LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PolicyKey, PolicyValue,
-    REMOTE_ANY, RemoteKey, RemoteValue, Row, TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY,
+    LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PeerKey, PeerValue,
+    PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, TableKey, TableValue, VERDICT_ALLOW,
+    VERDICT_DENY,
 };
 
 use crate::compile::{
-    Capacities, Image, LocalId, Outcome as CompiledOutcome, PolicyEntry, RangeTable, RemoteId,
-    Table, TableId,
+    Capacities, GroupEntry, Image, LocalId, Outcome as CompiledOutcome, PeerEntry, PeerGroup,
+    RangeTable, RemoteId, Table, TableId,
 };
 use crate::model::ResourceKey;
 use crate::policy::{Direction, RuleRef, Verdict};
@@ -44,6 +45,7 @@ pub struct SlotImage {
     pub local: HashMap<LocalKey, LocalValue>,
     pub remote: HashMap<RemoteKey, RemoteValue>,
     pub lpm: HashMap<LpmKey, RemoteValue>,
+    pub peers: HashMap<PeerKey, PeerValue>,
     pub policy: HashMap<PolicyKey, PolicyValue>,
     pub table: HashMap<TableKey, TableValue>,
     /// Relative to [`ArrayBases::rows`].
@@ -140,7 +142,8 @@ pub fn slot_capacities() -> Capacities {
         remote_ids: usize::MAX,
         endpoint_entries: half(capacity::REMOTE),
         lpm_entries: half(capacity::LPM) - 2,
-        policy_entries: half(capacity::POLICY),
+        peer_entries: half(capacity::PEERS),
+        group_entries: half(capacity::POLICY),
         tables: half(capacity::TABLE),
         table_rows: half(capacity::CELLS),
     }
@@ -219,12 +222,12 @@ pub fn encode(
                 remote_id: image.world.0,
             });
     }
-    for ((local, direction), table) in &image.wildcard {
-        let (key, value) = policy_entry(slot, (*local, None, *direction), *table);
-        out.policy.insert(key, value);
+    for (entry, group) in &image.peers {
+        let (key, value) = peer_entry(slot, *entry, *group);
+        out.peers.insert(key, value);
     }
-    for ((local, remote, direction), table) in &image.specific {
-        let (key, value) = policy_entry(slot, (*local, Some(*remote), *direction), *table);
+    for (entry, table) in &image.groups {
+        let (key, value) = policy_entry(slot, *entry, *table);
         out.policy.insert(key, value);
     }
     for (table_id, table) in image.tables.iter().enumerate() {
@@ -266,15 +269,28 @@ pub fn remote_entry(slot: u8, addr: IpAddr, remote: RemoteId) -> (RemoteKey, Rem
     )
 }
 
-/// A `PAL_POLICY` entry; a wildcard one when the entry has no remote ID.
-pub fn policy_entry(slot: u8, entry: PolicyEntry, table: TableId) -> (PolicyKey, PolicyValue) {
-    let (local, remote, direction) = entry;
+/// A `PAL_PEERS` entry: a remote ID's peer group.
+pub fn peer_entry(slot: u8, entry: PeerEntry, group: PeerGroup) -> (PeerKey, PeerValue) {
+    let (local, direction, remote) = entry;
+    let key = PeerKey {
+        slot,
+        direction: direction_code(direction),
+        _pad: [0; 2],
+        local_id: local.0,
+        remote_id: remote.0,
+    };
+    (key, PeerValue { group: group.0 })
+}
+
+/// A `PAL_POLICY` entry: a peer group's table.
+pub fn policy_entry(slot: u8, entry: GroupEntry, table: TableId) -> (PolicyKey, PolicyValue) {
+    let (local, direction, group) = entry;
     let key = PolicyKey {
         slot,
         direction: direction_code(direction),
         _pad: [0; 2],
         local_id: local.0,
-        remote_id: remote.map_or(REMOTE_ANY, |r| r.0),
+        group: group.0,
     };
     (key, PolicyValue { table_id: table.0 })
 }

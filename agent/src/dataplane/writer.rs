@@ -21,16 +21,16 @@ use aya::Pod;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError};
 use palisade_common::{
-    Cell, Config, LocalKey, LocalValue, LpmData, Outcome, PolicyKey, PolicyValue, RemoteKey,
-    RemoteValue, Row, TableKey, TableValue, capacity, map_names,
+    Cell, Config, LocalKey, LocalValue, LpmData, Outcome, PeerKey, PeerValue, PolicyKey,
+    PolicyValue, RemoteKey, RemoteValue, Row, TableKey, TableValue, capacity, map_names,
 };
 
-use crate::compile::{ChangedKeys, Changes, Image, RemoteId, TableId};
+use crate::compile::{ChangedKeys, Changes, Image, PeerGroup, RemoteId, TableId};
 use crate::model::ResourceKey;
 
 use super::slot_image::{
     ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, check_limits, encode,
-    local_entry, policy_entry, push_outcome, push_table, remote_entry,
+    local_entry, peer_entry, policy_entry, push_outcome, push_table, remote_entry,
 };
 
 /// How long a retired slot is left alone before it is written again.
@@ -66,6 +66,7 @@ pub struct PolicyMaps {
     local: BpfHashMap<MapData, LocalKey, LocalValue>,
     remote: BpfHashMap<MapData, RemoteKey, RemoteValue>,
     lpm: LpmTrie<MapData, LpmData, RemoteValue>,
+    peers: BpfHashMap<MapData, PeerKey, PeerValue>,
     policy: BpfHashMap<MapData, PolicyKey, PolicyValue>,
     table: BpfHashMap<MapData, TableKey, TableValue>,
     rows: Array<MapData, Row>,
@@ -88,6 +89,7 @@ impl PolicyMaps {
             local: take(ebpf, map_names::LOCAL)?,
             remote: take(ebpf, map_names::REMOTE)?,
             lpm: take(ebpf, map_names::LPM)?,
+            peers: take(ebpf, map_names::PEERS)?,
             policy: take(ebpf, map_names::POLICY)?,
             table: take(ebpf, map_names::TABLE)?,
             rows: take(ebpf, map_names::ROWS)?,
@@ -360,6 +362,13 @@ impl Writer {
         )?;
         sync_lpm(&mut m.lpm, &old.image.lpm, &new.lpm, stats)?;
         sync_hash(
+            &mut m.peers,
+            map_names::PEERS,
+            &old.image.peers,
+            &new.peers,
+            stats,
+        )?;
+        sync_hash(
             &mut m.policy,
             map_names::POLICY,
             &old.image.policy,
@@ -438,19 +447,28 @@ impl Writer {
         }
         remote.write(&mut m.remote, map_names::REMOTE, &mut record.remote, stats)?;
 
+        // Groups before the peers that join them (within the slot nothing is read yet, but
+        // a failed write then leaves no peer in a group without a table).
         let mut policy = Entries::default();
-        for entry in &keys.policy {
-            let table = match entry {
-                (local, None, direction) => image.wildcard.get(&(*local, *direction)),
-                (local, Some(remote), direction) => {
-                    image.specific.get(&(*local, *remote, *direction))
-                }
-            };
+        for entry in &keys.groups {
             let (key, _) = policy_entry(slot, *entry, TableId(0));
-            let value = table.map(|t| policy_entry(slot, *entry, *t).1);
+            let value = image
+                .groups
+                .get(entry)
+                .map(|t| policy_entry(slot, *entry, *t).1);
             policy.touch(key, record.policy.get(&key).copied(), value);
         }
         policy.write(&mut m.policy, map_names::POLICY, &mut record.policy, stats)?;
+        let mut peers = Entries::default();
+        for entry in &keys.peers {
+            let (key, _) = peer_entry(slot, *entry, PeerGroup::DEFAULT);
+            let value = image
+                .peers
+                .get(entry)
+                .map(|g| peer_entry(slot, *entry, *g).1);
+            peers.touch(key, record.peers.get(&key).copied(), value);
+        }
+        peers.write(&mut m.peers, map_names::PEERS, &mut record.peers, stats)?;
 
         // Endpoints last: a new endpoint's local ID is complete before packets can get it.
         let mut endpoints: BTreeSet<(ResourceKey, IpAddr)> = keys.endpoints.clone();
@@ -535,12 +553,14 @@ impl Writer {
         let m = &self.maps;
         let [local0, local1] = read_hash(&m.local, map_names::LOCAL, |k| k.slot)?;
         let [remote0, remote1] = read_hash(&m.remote, map_names::REMOTE, |k| k.slot)?;
+        let [peers0, peers1] = read_hash(&m.peers, map_names::PEERS, |k| k.slot)?;
         let [policy0, policy1] = read_hash(&m.policy, map_names::POLICY, |k| k.slot)?;
         let [table0, table1] = read_hash(&m.table, map_names::TABLE, |k| k.slot)?;
         let mut slots = [
             SlotImage {
                 local: local0,
                 remote: remote0,
+                peers: peers0,
                 policy: policy0,
                 table: table0,
                 ..SlotImage::default()
@@ -548,6 +568,7 @@ impl Writer {
             SlotImage {
                 local: local1,
                 remote: remote1,
+                peers: peers1,
                 policy: policy1,
                 table: table1,
                 ..SlotImage::default()

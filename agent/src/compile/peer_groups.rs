@@ -1,0 +1,240 @@
+//! Peer groups: the peer classes of one local ID's program (one direction) gathered by
+//! the table they get. The kernel maps a remote ID to its group (no entry: group 0) and
+//! the group to its table, so a change that gives many peers a new table but keeps them
+//! together rewrites one group entry, not an entry per peer.
+//!
+//! A fresh grouping has one group per distinct table, group 0 being the one with the most
+//! peers. A change applied in place keeps the grouping and only splits a group whose
+//! classes no longer share a table: groups are never merged in place, so the peers that
+//! move are exactly those whose table now differs from their group's. A full compile
+//! groups afresh.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::rc::Rc;
+
+use super::image::{PeerGroup, TableId};
+use super::program::Program;
+use super::rules::RuleId;
+use super::signature::{Bits, Family};
+
+pub(crate) struct PeerGroups {
+    /// The program the groups were made for.
+    pub program: Program,
+    pub family: Family,
+    /// Its peer classes (shared by the programs that read the same peer bits).
+    pub classes: Rc<Vec<Bits>>,
+    /// Per class.
+    pub class_tables: Vec<TableId>,
+    pub class_groups: Vec<PeerGroup>,
+    /// Per group.
+    pub group_tables: Vec<TableId>,
+}
+
+impl PeerGroups {
+    /// One group per distinct table of `class_tables`: group 0 for the table the most
+    /// peers get (ties to the lower table ID), the others in table order.
+    pub fn fresh(
+        program: Program,
+        family: Family,
+        classes: Rc<Vec<Bits>>,
+        class_tables: Vec<TableId>,
+    ) -> PeerGroups {
+        let mut peers: BTreeMap<TableId, usize> = BTreeMap::new();
+        for (class, table) in classes.iter().zip(&class_tables) {
+            *peers.entry(*table).or_default() += class.count_ones();
+        }
+        let default = peers
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(t, _)| *t);
+        let group_tables: Vec<TableId> = default
+            .into_iter()
+            .chain(peers.keys().copied().filter(|t| Some(*t) != default))
+            .collect();
+        let class_groups = class_tables
+            .iter()
+            .map(|t| PeerGroup(group_tables.iter().position(|g| g == t).unwrap_or(0) as u32))
+            .collect();
+        PeerGroups {
+            program,
+            family,
+            classes,
+            class_tables,
+            class_groups,
+            group_tables,
+        }
+    }
+
+    /// The same classes with new tables: every group whose classes still share a table
+    /// keeps its number; a group whose classes now differ keeps the part with the most
+    /// peers, and each other part becomes a new group. Returns the classes that changed
+    /// group.
+    pub fn refine(&mut self, program: Program, class_tables: Vec<TableId>) -> Vec<usize> {
+        self.program = program;
+        let mut parts: BTreeMap<(PeerGroup, TableId), (usize, Vec<usize>)> = BTreeMap::new();
+        for (i, (class, table)) in self.classes.iter().zip(&class_tables).enumerate() {
+            let part = parts.entry((self.class_groups[i], *table)).or_default();
+            part.0 += class.count_ones();
+            part.1.push(i);
+        }
+        let mut by_group: BTreeMap<PeerGroup, Vec<(TableId, usize, Vec<usize>)>> = BTreeMap::new();
+        for ((group, table), (peers, classes)) in parts {
+            by_group
+                .entry(group)
+                .or_default()
+                .push((table, peers, classes));
+        }
+        let mut moved = Vec::new();
+        for (group, mut parts) in by_group {
+            // The part that stays first: most peers, then the lower table ID.
+            parts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut parts = parts.into_iter();
+            if let Some((table, _, _)) = parts.next()
+                && let Some(slot) = self.group_tables.get_mut(group.0 as usize)
+            {
+                *slot = table;
+            }
+            for (table, _, classes) in parts {
+                let new = PeerGroup(self.group_tables.len() as u32);
+                self.group_tables.push(table);
+                for i in classes {
+                    self.class_groups[i] = new;
+                    moved.push(i);
+                }
+            }
+        }
+        self.class_tables = class_tables;
+        moved
+    }
+}
+
+/// The rules one program has and the other has not, when that is all that tells them
+/// apart (leaving those rules out, both are the same list in the same order). A class of
+/// peers that none of them concern narrows both programs to the same rules. `None` when
+/// the programs differ otherwise (rules moved, a policy section appeared).
+pub(crate) fn changed_rules(old: &Program, new: &Program) -> Option<BTreeSet<RuleId>> {
+    let in_old: HashSet<RuleId> = old.rule_ids().collect();
+    let in_new: HashSet<RuleId> = new.rule_ids().collect();
+    let changed: BTreeSet<RuleId> = in_old.symmetric_difference(&in_new).copied().collect();
+    let unchanged = |id: RuleId| !changed.contains(&id);
+    (old.retain(unchanged) == new.retain(unchanged)).then_some(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::program::ProfileStep;
+
+    fn classes(sizes: &[usize]) -> Rc<Vec<Bits>> {
+        let total = sizes.iter().sum();
+        let mut next = 0;
+        Rc::new(
+            sizes
+                .iter()
+                .map(|&n| {
+                    let mut b = Bits::zeros(total);
+                    for i in next..next + n {
+                        b.set(i);
+                    }
+                    next += n;
+                    b
+                })
+                .collect(),
+        )
+    }
+
+    fn program(policies: &[u32]) -> Program {
+        Program {
+            policies: Some(policies.to_vec()),
+            profiles: vec![ProfileStep::Rules(vec![100])],
+        }
+    }
+
+    fn tables(ids: &[u32]) -> Vec<TableId> {
+        ids.iter().map(|&i| TableId(i)).collect()
+    }
+
+    fn groups(ids: &[u32]) -> Vec<PeerGroup> {
+        ids.iter().map(|&i| PeerGroup(i)).collect()
+    }
+
+    #[test]
+    fn fresh_groups_put_the_most_peers_in_group_zero() {
+        let g = PeerGroups::fresh(
+            program(&[1]),
+            Family::V4,
+            classes(&[1, 5, 2, 1]),
+            tables(&[7, 3, 7, 9]),
+        );
+        assert_eq!(g.group_tables, tables(&[3, 7, 9]));
+        assert_eq!(g.class_groups, groups(&[1, 0, 1, 2]));
+    }
+
+    #[test]
+    fn fresh_ties_go_to_the_lower_table() {
+        let g = PeerGroups::fresh(program(&[]), Family::V4, classes(&[2, 2]), tables(&[5, 4]));
+        assert_eq!(g.group_tables, tables(&[4, 5]));
+        assert_eq!(g.class_groups, groups(&[1, 0]));
+    }
+
+    #[test]
+    fn refining_with_a_table_per_group_moves_nobody() {
+        let mut g = PeerGroups::fresh(
+            program(&[1]),
+            Family::V4,
+            classes(&[3, 1, 1]),
+            tables(&[1, 2, 2]),
+        );
+        // Every class of group 1 gets table 8, group 0's gets table 1 still.
+        let moved = g.refine(program(&[2]), tables(&[1, 8, 8]));
+        assert!(moved.is_empty());
+        assert_eq!(g.group_tables, tables(&[1, 8]));
+        assert_eq!(g.class_groups, groups(&[0, 1, 1]));
+        assert_eq!(g.program, program(&[2]));
+    }
+
+    #[test]
+    fn refining_splits_a_group_keeping_its_biggest_part() {
+        let mut g = PeerGroups::fresh(
+            program(&[1]),
+            Family::V4,
+            classes(&[1, 4, 2]),
+            tables(&[6, 6, 6]),
+        );
+        assert_eq!(g.group_tables, tables(&[6]));
+        let moved = g.refine(program(&[2]), tables(&[8, 6, 9]));
+        assert_eq!(moved, vec![2, 0]);
+        assert_eq!(g.group_tables, tables(&[6, 9, 8]));
+        assert_eq!(g.class_groups, groups(&[2, 0, 1]));
+    }
+
+    #[test]
+    fn refining_never_merges() {
+        let mut g = PeerGroups::fresh(program(&[1]), Family::V4, classes(&[2, 1]), tables(&[1, 2]));
+        let moved = g.refine(program(&[2]), tables(&[3, 3]));
+        assert!(moved.is_empty());
+        assert_eq!(g.group_tables, tables(&[3, 3]));
+    }
+
+    #[test]
+    fn changed_rules_are_the_ones_only_one_side_has() {
+        let changed = changed_rules(&program(&[1, 2, 3]), &program(&[1, 4, 3]));
+        assert_eq!(changed, Some([2, 4].into_iter().collect()));
+        assert_eq!(
+            changed_rules(&program(&[1, 2]), &program(&[1, 2])),
+            Some(BTreeSet::new())
+        );
+    }
+
+    #[test]
+    fn programs_that_differ_otherwise_have_no_changed_rules() {
+        // The same rules in another order.
+        assert_eq!(changed_rules(&program(&[1, 2]), &program(&[2, 1])), None);
+        // A policy section where there was none.
+        let none = Program {
+            policies: None,
+            profiles: vec![ProfileStep::Rules(vec![100])],
+        };
+        assert_eq!(changed_rules(&none, &program(&[])), None);
+    }
+}
