@@ -5,8 +5,9 @@
 //! peer ─PAL_REMOTE / PAL_LPM─▶ remote ID ─PAL_PEERS (absent: group 0)─▶ group ─PAL_POLICY─▶ table
 //! table ─PAL_TABLE (protocol, then PROTOCOL_OTHER)─▶ rows ─search a─▶ cells ─search b─▶ outcome
 //! ```
-//! Any miss or inconsistency denies: the agent writes complete images, so a gap means
-//! something is wrong, and failing closed is the only safe answer.
+//! Apart from `PAL_PEERS`, where most peers have no entry by design, any miss or
+//! inconsistency denies: the agent writes complete images, so a gap means something is
+//! wrong, and failing closed is the only safe answer.
 
 use aya_ebpf::btf_maps::Array;
 use palisade_common::{
@@ -110,7 +111,7 @@ fn policy_table(query: &Query, remote_id: u32) -> Option<u32> {
         local_id: query.local_id,
         remote_id,
     };
-    // SAFETY (both reads): a value pointer from a successful lookup, read at once.
+    // SAFETY: a value pointer from a successful lookup, read at once.
     let group = PAL_PEERS
         .get_ptr(peer)
         .map_or(GROUP_DEFAULT, |value| unsafe { (*value).group });
@@ -122,6 +123,7 @@ fn policy_table(query: &Query, remote_id: u32) -> Option<u32> {
         group,
     };
     let value = PAL_POLICY.get_ptr(key)?;
+    // SAFETY: as above.
     Some(unsafe { (*value).table_id })
 }
 
