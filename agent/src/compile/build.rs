@@ -3,7 +3,7 @@
 //! ([`Build::full`]); [`super::incremental`] then changes it in place, recording which
 //! image entries it touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -55,9 +55,10 @@ pub(crate) struct Sizes {
 struct TableCache {
     /// By family.
     compiled: [HashMap<Program, TableId>; 2],
-    table_ids: HashMap<Table, TableId>,
+    /// Where each distinct table and outcome is in the image.
+    table_index: HashMap<Table, u32>,
     outcome_ids: HashMap<Decided, OutcomeId>,
-    outcome_index: HashMap<Outcome, OutcomeId>,
+    outcome_index: HashMap<Outcome, u32>,
 }
 
 impl TableCache {
@@ -82,50 +83,41 @@ impl TableCache {
             outcome_ids.insert(decided, id);
             id
         });
-        let id = TableId(intern(&mut self.table_ids, &mut image.tables, table));
+        let id = TableId(intern(&mut self.table_index, &mut image.tables, table));
         compiled.insert(program, id);
         id
     }
 }
 
+/// Makes `map[key]` `value` (`None`: no entry); records `key` in `touched` when that
+/// changed the map.
+fn set_entry<K: Ord + Copy, V: PartialEq + Copy>(
+    map: &mut BTreeMap<K, V>,
+    touched: Option<&mut BTreeSet<K>>,
+    key: K,
+    value: Option<V>,
+) {
+    let held = match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+    if held != value
+        && let Some(touched) = touched
+    {
+        touched.insert(key);
+    }
+}
+
 /// Stores each distinct value once, numbered in first-seen order (the compiler visits in
 /// a fixed order, so a full compile numbers deterministically).
-fn intern<T: Hash + Eq + Clone, I: Copy + From<u32> + Into<u32>>(
-    index: &mut HashMap<T, I>,
-    items: &mut Vec<T>,
-    value: T,
-) -> u32 {
+fn intern<T: Hash + Eq + Clone>(index: &mut HashMap<T, u32>, items: &mut Vec<T>, value: T) -> u32 {
     if let Some(&i) = index.get(&value) {
-        return i.into();
+        return i;
     }
     let i = u32::try_from(items.len()).unwrap_or(u32::MAX);
     items.push(value.clone());
-    index.insert(value, I::from(i));
+    index.insert(value, i);
     i
-}
-
-impl From<u32> for TableId {
-    fn from(i: u32) -> TableId {
-        TableId(i)
-    }
-}
-
-impl From<TableId> for u32 {
-    fn from(id: TableId) -> u32 {
-        id.0
-    }
-}
-
-impl From<u32> for OutcomeId {
-    fn from(i: u32) -> OutcomeId {
-        OutcomeId(i)
-    }
-}
-
-impl From<OutcomeId> for u32 {
-    fn from(id: OutcomeId) -> u32 {
-        id.0
-    }
 }
 
 impl Build {
@@ -235,32 +227,33 @@ impl Build {
         let old = peer_groups.remove(&(local, direction)).filter(|g| {
             g.family == family && (Rc::ptr_eq(&g.classes, &classes) || g.classes == classes)
         });
-        let changed = old
+        // The classes' tables so far and the rules changed since, where only those rules
+        // tell the old program from the new one.
+        let previous = old
             .as_ref()
-            .and_then(|g| changed_rules(&g.program, &program));
+            .and_then(|g| Some((&g.class_tables, changed_rules(&g.program, &program)?)));
         let class_tables: Vec<TableId> = classes
             .iter()
             .enumerate()
             .map(|(i, class)| {
                 let sig = remotes.signature(peer_classes::first(class));
-                let kept = old.as_ref().zip(changed.as_ref()).zip(sig).and_then(
-                    |((old, changed), sig)| {
-                        let concerned = changed
+                let kept = match (&previous, sig) {
+                    (Some((before, changed)), Some(sig))
+                        if !changed
                             .iter()
-                            .any(|&id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig)));
-                        if concerned {
-                            None
-                        } else {
-                            old.class_tables.get(i).copied()
-                        }
-                    },
-                );
+                            .any(|&id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig))) =>
+                    {
+                        before.get(i).copied()
+                    }
+                    _ => None,
+                };
                 kept.unwrap_or_else(|| {
-                    let narrowed =
-                        program.narrowed(&inputs.rules, |id| match (inputs.rule(id), sig) {
-                            (Some(rule), Some(sig)) => rule.peer().holds(sig),
-                            _ => false,
-                        });
+                    let narrowed = program.narrowed(&inputs.rules, |id| {
+                        inputs
+                            .rule(id)
+                            .zip(sig)
+                            .is_some_and(|(rule, sig)| rule.peer().holds(sig))
+                    });
                     tables.table_of(&inputs.rules, image, family, narrowed)
                 })
             })
@@ -333,33 +326,23 @@ impl Build {
         }
     }
 
-    /// Puts a peer in `group` (group 0: no entry), recording the entry if it changed.
+    /// Puts a peer in `group` (group 0: no entry).
     fn set_peer(&mut self, entry: PeerEntry, group: PeerGroup) {
-        let held = if group == PeerGroup::DEFAULT {
-            self.image.peers.remove(&entry)
-        } else {
-            self.image.peers.insert(entry, group)
-        };
-        let now = (group != PeerGroup::DEFAULT).then_some(group);
-        if held != now
-            && let Some(changes) = self.changes.as_mut()
-        {
-            changes.peers.insert(entry);
-        }
+        let group = (group != PeerGroup::DEFAULT).then_some(group);
+        let touched = self.changes.as_mut().map(|c| &mut c.peers);
+        set_entry(&mut self.image.peers, touched, entry, group);
     }
 
-    /// Gives a peer group its table (`None`: no such group), recording the entry if it
-    /// changed.
+    /// Gives a peer group its table (`None`: no such group).
     fn set_group(&mut self, entry: GroupEntry, table: Option<TableId>) {
-        let held = match table {
-            Some(t) => self.image.groups.insert(entry, t),
-            None => self.image.groups.remove(&entry),
-        };
-        if held != table
-            && let Some(changes) = self.changes.as_mut()
-        {
-            changes.groups.insert(entry);
-        }
+        let touched = self.changes.as_mut().map(|c| &mut c.groups);
+        set_entry(&mut self.image.groups, touched, entry, table);
+    }
+
+    /// Gives an endpoint address its exact remote ID (`None`: the CIDR classes say it).
+    pub fn set_exact(&mut self, addr: IpAddr, remote: Option<RemoteId>) {
+        let touched = self.changes.as_mut().map(|c| &mut c.exact);
+        set_entry(&mut self.image.exact, touched, addr, remote);
     }
 
     /// Takes a freed local ID's policy entries out of the image.

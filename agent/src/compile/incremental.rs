@@ -274,15 +274,7 @@ fn endpoint_changed(
                 .exact_entry(&build.inputs.universe, addr, owners)
                 .map_err(|_| NeedsFull)?
         };
-        let before = match entry {
-            Some(id) => build.image.exact.insert(addr, id),
-            None => build.image.exact.remove(&addr),
-        };
-        if before != entry
-            && let Some(changes) = build.changes.as_mut()
-        {
-            changes.exact.insert(addr);
-        }
+        build.set_exact(addr, entry);
     }
     Ok(())
 }

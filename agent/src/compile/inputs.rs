@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::labels::effective_labels;
+use crate::model::labels::effective_labels_by_name;
 use crate::model::validate::validate;
 use crate::model::{
     Policy, Profile, Resource, ResourceKey, Rule, WorkloadEndpoint, application_order,
@@ -131,9 +131,7 @@ impl Inputs {
         own: &BTreeMap<String, String>,
         names: &[String],
     ) -> BTreeMap<String, String> {
-        let profiles: Vec<Option<&Profile>> =
-            names.iter().map(|n| self.raw_profiles.get(n)).collect();
-        effective_labels(own, &profiles)
+        effective_labels_by_name(own, names, &self.raw_profiles)
     }
 
     /// What the compiler keeps of a (valid) workload endpoint.

@@ -436,39 +436,23 @@ impl Writer {
         sync_arrays(m, bases, None, record, [rows, cells, outcomes], stats)?;
         tables.write(&mut m.table, map_names::TABLE, &mut record.table, stats)?;
 
-        let mut remote = Entries::default();
-        for addr in &keys.exact {
-            let (key, _) = remote_entry(slot, *addr, RemoteId(0));
-            let value = image
-                .exact
-                .get(addr)
-                .map(|id| remote_entry(slot, *addr, *id).1);
-            remote.touch(key, record.remote.get(&key).copied(), value);
-        }
-        remote.write(&mut m.remote, map_names::REMOTE, &mut record.remote, stats)?;
-
+        Entries::of_touched(&keys.exact, &image.exact, &record.remote, |addr, id| {
+            remote_entry(slot, addr, id.unwrap_or(RemoteId(0)))
+        })
+        .write(&mut m.remote, map_names::REMOTE, &mut record.remote, stats)?;
         // Groups before the peers that join them (within the slot nothing is read yet, but
         // a failed write then leaves no peer in a group without a table).
-        let mut policy = Entries::default();
-        for entry in &keys.groups {
-            let (key, _) = policy_entry(slot, *entry, TableId(0));
-            let value = image
-                .groups
-                .get(entry)
-                .map(|t| policy_entry(slot, *entry, *t).1);
-            policy.touch(key, record.policy.get(&key).copied(), value);
-        }
-        policy.write(&mut m.policy, map_names::POLICY, &mut record.policy, stats)?;
-        let mut peers = Entries::default();
-        for entry in &keys.peers {
-            let (key, _) = peer_entry(slot, *entry, PeerGroup::DEFAULT);
-            let value = image
-                .peers
-                .get(entry)
-                .map(|g| peer_entry(slot, *entry, *g).1);
-            peers.touch(key, record.peers.get(&key).copied(), value);
-        }
-        peers.write(&mut m.peers, map_names::PEERS, &mut record.peers, stats)?;
+        Entries::of_touched(
+            &keys.groups,
+            &image.groups,
+            &record.policy,
+            |entry, table| policy_entry(slot, entry, table.unwrap_or(TableId(0))),
+        )
+        .write(&mut m.policy, map_names::POLICY, &mut record.policy, stats)?;
+        Entries::of_touched(&keys.peers, &image.peers, &record.peers, |entry, group| {
+            peer_entry(slot, entry, group.unwrap_or(PeerGroup::DEFAULT))
+        })
+        .write(&mut m.peers, map_names::PEERS, &mut record.peers, stats)?;
 
         // Endpoints last: a new endpoint's local ID is complete before packets can get it.
         let mut endpoints: BTreeSet<(ResourceKey, IpAddr)> = keys.endpoints.clone();
@@ -604,6 +588,24 @@ impl<K, V> Default for Entries<K, V> {
 }
 
 impl<K: Pod + Eq + Hash, V: Pod + PartialEq> Entries<K, V> {
+    /// The map entries of the image's `touched` keys: as `image` has them now, deleted
+    /// where it has them no more. `entry` makes the map's key and value of an image entry
+    /// (its value `None` for one that is gone: only the key counts then).
+    fn of_touched<I: Ord + Copy, T: Copy>(
+        touched: &BTreeSet<I>,
+        image: &BTreeMap<I, T>,
+        held: &HashMap<K, V>,
+        entry: impl Fn(I, Option<T>) -> (K, V),
+    ) -> Self {
+        let mut entries = Entries::default();
+        for &i in touched {
+            let now = image.get(&i).copied();
+            let (key, value) = entry(i, now);
+            entries.touch(key, held.get(&key).copied(), now.map(|_| value));
+        }
+        entries
+    }
+
     fn touch(&mut self, key: K, held: Option<V>, wanted: Option<V>) {
         if let Some(v) = held {
             self.old.insert(key, v);

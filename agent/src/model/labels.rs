@@ -28,6 +28,17 @@ pub fn effective_labels(
     labels
 }
 
+/// [`effective_labels`] of an endpoint that lists its profiles by name, looked up in
+/// `profiles` (a name not there is a missing profile).
+pub fn effective_labels_by_name(
+    own: &BTreeMap<String, String>,
+    names: &[String],
+    profiles: &BTreeMap<String, Profile>,
+) -> BTreeMap<String, String> {
+    let listed: Vec<Option<&Profile>> = names.iter().map(|n| profiles.get(n)).collect();
+    effective_labels(own, &listed)
+}
+
 /// The same labels as [`effective_labels`], looked up on demand without building a map:
 /// for a one-off selector evaluation.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::model::labels::effective_labels;
+use crate::model::labels::effective_labels_by_name;
 use crate::model::validate::validate;
 use crate::model::{
     HostEndpoint, PolicySpec, PolicyType, Profile, Resource, ResourceKey, Rule, WorkloadEndpoint,
@@ -184,9 +184,7 @@ impl Model {
         own: &BTreeMap<String, String>,
         names: &[String],
     ) -> BTreeMap<String, String> {
-        let profiles: Vec<Option<&Profile>> =
-            names.iter().map(|n| self.raw_profiles.get(n)).collect();
-        effective_labels(own, &profiles)
+        effective_labels_by_name(own, names, &self.raw_profiles)
     }
 }
 
