@@ -113,6 +113,20 @@ impl Netns {
 
 /// A veth pair `host` / `peer` in the host namespace, deleted by the cleanup guard unless
 /// it is gone already (deleting either end deletes both).
+/// A veth pair under fresh names starting with `host_prefix` and `peer_prefix`, deleted by
+/// `cleanup`: the two names and the host side's interface index.
+pub fn veth_pair(
+    cleanup: &mut Cleanup,
+    host_prefix: &str,
+    peer_prefix: &str,
+) -> (String, String, u32) {
+    let (host, peer) = (unique_name(host_prefix), unique_name(peer_prefix));
+    create_veth(cleanup, &host, &peer);
+    let index = palisade::dataplane::attach::interface_index(&host)
+        .unwrap_or_else(|| panic!("{host} has no interface index"));
+    (host, peer, index)
+}
+
 pub fn create_veth(cleanup: &mut Cleanup, host: &str, peer: &str) {
     run_ok(
         "ip",

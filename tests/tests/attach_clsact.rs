@@ -10,7 +10,7 @@ use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
 use palisade_tests::attachments::{
     OnInterface, embedded_object, private_pin_dir, program_id, tc_filter_kinds, tc_filters,
 };
-use palisade_tests::netns::{create_veth, run_ok, unique_name};
+use palisade_tests::netns::{run_ok, veth_pair};
 use palisade_tests::{Cleanup, require_root};
 
 #[test]
@@ -24,9 +24,7 @@ fn clsact_filters_outlive_the_loader_and_are_replaced_in_place() {
     require_root();
     let mut cleanup = Cleanup::new();
     let pin_dir = private_pin_dir(&mut cleanup);
-    let (host, peer) = (unique_name("pch"), unique_name("pcp"));
-    create_veth(&mut cleanup, &host, &peer);
-    let ifindex = interface_index(&host).unwrap();
+    let (host, _, ifindex) = veth_pair(&mut cleanup, "pch", "pcp");
     // Someone else's filter on the same hook, behind ours: it must survive all of this.
     // (This kernel's classic classifiers are cls_bpf and cls_u32.)
     run_ok("tc", &["qdisc", "add", "dev", &host, "clsact"]);
@@ -60,9 +58,7 @@ fn clsact_filters_outlive_the_loader_and_are_replaced_in_place() {
     // Another dataplane (its own bpffs, as a parallel test or another agent) on another
     // interface: not ours to adopt or remove.
     let other_pin_dir = private_pin_dir(&mut cleanup);
-    let (other, other_peer) = (unique_name("pco"), unique_name("pcq"));
-    create_veth(&mut cleanup, &other, &other_peer);
-    let other_index = interface_index(&other).unwrap();
+    let (other, _, other_index) = veth_pair(&mut cleanup, "pco", "pcq");
     let mut other_loaded = dataplane::load(embedded_object(), Some(&other_pin_dir)).unwrap();
     let (mut other_attachments, _) =
         Attachments::adopt(&mut other_loaded, &other_pin_dir, AttachMode::Clsact).unwrap();
@@ -125,13 +121,9 @@ fn switching_modes_between_loads_leaves_one_set_of_attachments() {
     require_root();
     let mut cleanup = Cleanup::new();
     let pin_dir = private_pin_dir(&mut cleanup);
-    let (host, peer) = (unique_name("pcs"), unique_name("pct"));
-    create_veth(&mut cleanup, &host, &peer);
-    let ifindex = interface_index(&host).unwrap();
+    let (host, _, ifindex) = veth_pair(&mut cleanup, "pcs", "pct");
     // An interface that goes away while clsact holds it: nothing to convert there.
-    let (gone, gone_peer) = (unique_name("pcg"), unique_name("pcf"));
-    create_veth(&mut cleanup, &gone, &gone_peer);
-    let gone_index = interface_index(&gone).unwrap();
+    let (gone, _, gone_index) = veth_pair(&mut cleanup, "pcg", "pcf");
 
     let mut loaded = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
     let (mut attachments, _) = Attachments::adopt(&mut loaded, &pin_dir, AttachMode::Tcx).unwrap();
@@ -190,11 +182,9 @@ fn switching_modes_between_loads_leaves_one_set_of_attachments() {
 fn with_both_modes_attached_only_the_tcx_program_runs() {
     require_root();
     let mut cleanup = Cleanup::new();
-    let (host, peer) = (unique_name("pco"), unique_name("pcv"));
-    create_veth(&mut cleanup, &host, &peer);
+    let (host, peer, ifindex) = veth_pair(&mut cleanup, "pco", "pcv");
     run_ok("ip", &["link", "set", &host, "up"]);
     run_ok("ip", &["link", "set", &peer, "up"]);
-    let ifindex = interface_index(&host).unwrap();
     // Two dataplanes, so that the two attachments run programs that can be told apart.
     let (tcx_dir, clsact_dir) = (private_pin_dir(&mut cleanup), private_pin_dir(&mut cleanup));
     let mut by_tcx = dataplane::load(embedded_object(), Some(&tcx_dir)).unwrap();

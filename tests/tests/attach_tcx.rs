@@ -12,7 +12,7 @@ use palisade::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch
 use palisade::dataplane::{self, AttachMode, Attachments, interface_pin_dir};
 use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
 use palisade_tests::attachments::{embedded_object, private_pin_dir, program_id, tcx_programs};
-use palisade_tests::netns::{create_veth, run, run_ok, unique_name};
+use palisade_tests::netns::{run, run_ok, veth_pair};
 use palisade_tests::{Cleanup, require_root};
 
 /// An upper bound for a netlink event to arrive; not a speed requirement.
@@ -48,9 +48,7 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
     require_root();
     let mut cleanup = Cleanup::new();
     let pin_dir = private_pin_dir(&mut cleanup);
-    let (host, peer) = (unique_name("pah"), unique_name("pap"));
-    create_veth(&mut cleanup, &host, &peer);
-    let ifindex = interface_index(&host).unwrap();
+    let (host, _, ifindex) = veth_pair(&mut cleanup, "pah", "pap");
 
     let mut first = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
     let (mut attachments, adopted) =
@@ -81,9 +79,7 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
     assert_eq!(tcx_programs(&host, TcAttachType::Egress), [to_prog]);
 
     // An interface that goes away while nobody watches leaves stale pins behind.
-    let (gone, gone_peer) = (unique_name("pag"), unique_name("paq"));
-    create_veth(&mut cleanup, &gone, &gone_peer);
-    let gone_index = interface_index(&gone).unwrap();
+    let (gone, _, gone_index) = veth_pair(&mut cleanup, "pag", "paq");
     {
         let mut loaded = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
         let (mut attachments, _) =
@@ -134,9 +130,7 @@ fn attaching_to_a_stale_interface_index_fails_and_leaves_nothing() {
     require_root();
     let mut cleanup = Cleanup::new();
     let pin_dir = private_pin_dir(&mut cleanup);
-    let (host, peer) = (unique_name("pas"), unique_name("pat"));
-    create_veth(&mut cleanup, &host, &peer);
-    let ifindex = interface_index(&host).unwrap();
+    let (host, _, ifindex) = veth_pair(&mut cleanup, "pas", "pat");
     let mut loaded = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
     let (mut attachments, _) = Attachments::adopt(&mut loaded, &pin_dir, AttachMode::Tcx).unwrap();
     let wrong = ifindex + 100_000;
@@ -186,9 +180,7 @@ async fn link_events_report_existing_new_and_deleted_interfaces() {
     .await;
     next_matching(&mut events, &mut seen, |e| *e == LinkEvent::Synced).await;
 
-    let (host, peer) = (unique_name("pae"), unique_name("paf"));
-    create_veth(&mut cleanup, &host, &peer);
-    let ifindex = interface_index(&host).unwrap();
+    let (host, _, ifindex) = veth_pair(&mut cleanup, "pae", "paf");
     next_matching(&mut events, &mut seen, |e| {
         *e == LinkEvent::Present {
             ifindex,
@@ -211,9 +203,7 @@ async fn address_events_report_host_addresses_added_and_removed_on_an_interface(
     require_root();
     let mut cleanup = Cleanup::new();
     // One end of a veth stands in for a dummy interface (this kernel has no dummy driver).
-    let (dummy, peer) = (unique_name("pad"), unique_name("pab"));
-    create_veth(&mut cleanup, &dummy, &peer);
-    let ifindex = interface_index(&dummy).unwrap();
+    let (dummy, _, ifindex) = veth_pair(&mut cleanup, "pad", "pab");
     run_ok("ip", &["addr", "add", "10.231.9.1/32", "dev", &dummy]);
     run_ok("ip", &["link", "set", &dummy, "up"]);
 
