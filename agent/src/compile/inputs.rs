@@ -117,7 +117,11 @@ impl Inputs {
             inputs.workloads.push(workload);
         }
         for h in hosts {
-            let labels = inputs.labels_of(&h.metadata.labels, &h.spec.profiles);
+            let labels = effective_labels_by_name(
+                &h.metadata.labels,
+                &h.spec.profiles,
+                &inputs.raw_profiles,
+            );
             for ip in &h.spec.expected_ips {
                 inputs.owners.entry(*ip).or_default().push(labels.clone());
             }
@@ -125,19 +129,14 @@ impl Inputs {
         Ok(inputs)
     }
 
-    /// Effective labels of an endpoint with these labels and profiles.
-    fn labels_of(
-        &self,
-        own: &BTreeMap<String, String>,
-        names: &[String],
-    ) -> BTreeMap<String, String> {
-        effective_labels_by_name(own, names, &self.raw_profiles)
-    }
-
     /// What the compiler keeps of a (valid) workload endpoint.
     pub fn workload(&self, key: ResourceKey, w: WorkloadEndpoint) -> Workload {
         Workload {
-            labels: self.labels_of(&w.metadata.labels, &w.spec.profiles),
+            labels: effective_labels_by_name(
+                &w.metadata.labels,
+                &w.spec.profiles,
+                &self.raw_profiles,
+            ),
             key,
             profiles: w.spec.profiles,
             addrs: w.spec.ip_networks.iter().map(|n| n.addr()).collect(),

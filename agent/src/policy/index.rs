@@ -116,7 +116,8 @@ impl Model {
         // Labels come from every profile that exists, even one whose rules do not compile:
         // Felix's label index only needs the profile's labels and tags.
         for w in workloads {
-            let labels = model.labels_of(&w.metadata.labels, &w.spec.profiles);
+            let labels =
+                effective_labels_by_name(&w.metadata.labels, &w.spec.profiles, &model.raw_profiles);
             for net in &w.spec.ip_networks {
                 model
                     .owners
@@ -133,7 +134,8 @@ impl Model {
             );
         }
         for h in hosts {
-            let labels = model.labels_of(&h.metadata.labels, &h.spec.profiles);
+            let labels =
+                effective_labels_by_name(&h.metadata.labels, &h.spec.profiles, &model.raw_profiles);
             add_host_owner(&mut model.owners, &h, &labels);
         }
         model
@@ -176,15 +178,11 @@ impl Model {
 
     /// The effective labels of a host endpoint (for the policy lists that apply to it).
     pub fn host_endpoint_labels(&self, host: &HostEndpoint) -> BTreeMap<String, String> {
-        self.labels_of(&host.metadata.labels, &host.spec.profiles)
-    }
-
-    fn labels_of(
-        &self,
-        own: &BTreeMap<String, String>,
-        names: &[String],
-    ) -> BTreeMap<String, String> {
-        effective_labels_by_name(own, names, &self.raw_profiles)
+        effective_labels_by_name(
+            &host.metadata.labels,
+            &host.spec.profiles,
+            &self.raw_profiles,
+        )
     }
 }
 
