@@ -225,6 +225,15 @@ pub fn program_id(loaded: &mut palisade::dataplane::LoadedObject, name: &'static
     u64::from(program.info().expect("the program's info").id())
 }
 
+/// The ids of `loaded`'s two TC programs: (FROM_WORKLOAD, TO_WORKLOAD).
+pub fn program_ids(loaded: &mut palisade::dataplane::LoadedObject) -> (u64, u64) {
+    use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
+    (
+        program_id(loaded, FROM_WORKLOAD),
+        program_id(loaded, TO_WORKLOAD),
+    )
+}
+
 /// The ids of the programs the agent on the bpffs `bpffs` pinned last: (FROM_WORKLOAD,
 /// TO_WORKLOAD), as bpftool reads them.
 pub fn pinned_programs(bpffs: &std::path::Path) -> (u64, u64) {

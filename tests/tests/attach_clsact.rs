@@ -6,9 +6,9 @@
 
 use palisade::dataplane::attach::interface_index;
 use palisade::dataplane::{self, AttachMode, Attachments, interface_pin_dir};
-use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
+use palisade_common::program_names::FROM_WORKLOAD;
 use palisade_tests::attachments::{
-    OnInterface, embedded_object, private_pin_dir, program_id, tc_filter_kinds, tc_filters,
+    OnInterface, embedded_object, private_pin_dir, program_ids, tc_filter_kinds, tc_filters,
 };
 use palisade_tests::netns::{run_ok, veth_pair};
 use palisade_tests::{Cleanup, require_root};
@@ -44,10 +44,7 @@ fn clsact_filters_outlive_the_loader_and_are_replaced_in_place() {
     attachments.attach(&mut first, &host, ifindex).unwrap();
     attachments.attach(&mut first, &host, ifindex).unwrap(); // again: nothing changes
     assert_eq!(attachments.attached().collect::<Vec<_>>(), [ifindex]);
-    let (from_prog, to_prog) = (
-        program_id(&mut first, FROM_WORKLOAD),
-        program_id(&mut first, TO_WORKLOAD),
-    );
+    let (from_prog, to_prog) = program_ids(&mut first);
     let on = ours_only(&host);
     assert_eq!(on.programs(), (from_prog, to_prog));
     assert!(
@@ -74,10 +71,7 @@ fn clsact_filters_outlive_the_loader_and_are_replaced_in_place() {
 
     // A new load finds its filters by place, name and maps, and swaps their programs.
     let mut second = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
-    let (new_from, new_to) = (
-        program_id(&mut second, FROM_WORKLOAD),
-        program_id(&mut second, TO_WORKLOAD),
-    );
+    let (new_from, new_to) = program_ids(&mut second);
     assert_ne!(new_from, from_prog, "a new load must give new programs");
     let (mut attachments, adopted) =
         Attachments::adopt(&mut second, &pin_dir, AttachMode::Clsact).unwrap();
@@ -140,13 +134,7 @@ fn switching_modes_between_loads_leaves_one_set_of_attachments() {
     assert!(!interface_pin_dir(&pin_dir, ifindex).exists());
     let on = OnInterface::read(&host);
     on.assert_clsact_only(&host);
-    assert_eq!(
-        on.programs(),
-        (
-            program_id(&mut loaded, FROM_WORKLOAD),
-            program_id(&mut loaded, TO_WORKLOAD)
-        )
-    );
+    assert_eq!(on.programs(), program_ids(&mut loaded));
     attachments.attach(&mut loaded, &gone, gone_index).unwrap();
     drop((attachments, loaded));
     run_ok("ip", &["link", "del", &gone]);
@@ -159,13 +147,7 @@ fn switching_modes_between_loads_leaves_one_set_of_attachments() {
     assert_eq!(attachments.attached().collect::<Vec<_>>(), [ifindex]);
     let on = OnInterface::read(&host);
     on.assert_tcx_only(&host);
-    assert_eq!(
-        on.programs(),
-        (
-            program_id(&mut loaded, FROM_WORKLOAD),
-            program_id(&mut loaded, TO_WORKLOAD)
-        )
-    );
+    assert_eq!(on.programs(), program_ids(&mut loaded));
     assert_eq!(tc_filters(&host, "ingress"), []);
     assert!(
         interface_pin_dir(&pin_dir, ifindex)

@@ -10,8 +10,7 @@ use aya::programs::TcAttachType;
 use palisade::dataplane::attach::interface_index;
 use palisade::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use palisade::dataplane::{self, AttachMode, Attachments, interface_pin_dir};
-use palisade_common::program_names::{FROM_WORKLOAD, TO_WORKLOAD};
-use palisade_tests::attachments::{embedded_object, private_pin_dir, program_id, tcx_programs};
+use palisade_tests::attachments::{embedded_object, private_pin_dir, program_ids, tcx_programs};
 use palisade_tests::netns::{run, run_ok, veth_pair};
 use palisade_tests::{Cleanup, require_root};
 
@@ -63,8 +62,7 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
     let (from_link, from_type, from_prog) = pinned_link(&from_pin);
     let (to_link, to_type, to_prog) = pinned_link(&to_pin);
     assert_eq!((from_type, to_type), (BPF_LINK_TYPE_TCX, BPF_LINK_TYPE_TCX));
-    assert_eq!(from_prog, program_id(&mut first, FROM_WORKLOAD));
-    assert_eq!(to_prog, program_id(&mut first, TO_WORKLOAD));
+    assert_eq!((from_prog, to_prog), program_ids(&mut first));
     assert_eq!(tcx_programs(&host, TcAttachType::Ingress), [from_prog]);
     assert_eq!(tcx_programs(&host, TcAttachType::Egress), [to_prog]);
 
@@ -90,10 +88,7 @@ fn pinned_tcx_links_survive_the_loader_and_are_adopted_without_a_gap() {
 
     // A new load adopts: same links, new programs, switched in place.
     let mut second = dataplane::load(embedded_object(), Some(&pin_dir)).unwrap();
-    let (new_from, new_to) = (
-        program_id(&mut second, FROM_WORKLOAD),
-        program_id(&mut second, TO_WORKLOAD),
-    );
+    let (new_from, new_to) = program_ids(&mut second);
     assert_ne!(new_from, from_prog, "a new load must give new programs");
     let (mut attachments, adopted) =
         Attachments::adopt(&mut second, &pin_dir, AttachMode::Tcx).unwrap();
