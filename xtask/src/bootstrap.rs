@@ -18,13 +18,16 @@ use clap::ValueEnum;
 use crate::command;
 
 /// Debian packages the project uses: bpftool to inspect programs and maps, etcd for the
-/// etcd datastore tests, protoc for the etcd client crate, busybox and docker for container
-/// tests, iproute2 for namespaces and veths.
+/// etcd datastore tests, protoc and the well-known `.proto` files (`libprotobuf-dev`, only a
+/// recommendation of `protobuf-compiler`, so `--no-install-recommends` leaves it out) for the
+/// etcd client crate, busybox and docker for container tests, iproute2 for namespaces and
+/// veths.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    "libprotobuf-dev",
     "busybox-static",
     "docker.io",
     "iproute2",
@@ -69,13 +72,34 @@ pub struct EbpfToolchain {
     pub bpf_linker: PathBuf,
 }
 
-/// Every step: Debian packages, then the eBPF toolchain.
+/// Every step: Debian packages, then the eBPF toolchain. In check-only mode every step is
+/// checked, and the error names every missing piece, not only the first.
 pub fn everything(options: &Options) -> Result<EbpfToolchain> {
-    let packages = debian_packages(options);
-    let toolchain = ebpf_toolchain(options);
-    // In check-only mode report every step before failing.
-    packages?;
-    toolchain
+    if !options.check_only {
+        debian_packages(options)?;
+        return ebpf_toolchain(options);
+    }
+    let checks = [
+        debian_packages(options).map(|_| None),
+        nightly(options).map(|_| None),
+        rust_src(options).map(|_| None),
+        bpf_linker(options).map(Some),
+    ];
+    let mut missing = Vec::new();
+    let mut linker = None;
+    for check in checks {
+        match check {
+            Ok(found) => linker = linker.or(found),
+            Err(err) => missing.push(format!("{err:#}")),
+        }
+    }
+    match linker {
+        Some(bpf_linker) if missing.is_empty() => Ok(EbpfToolchain { bpf_linker }),
+        _ => bail!(
+            "missing:\n  - {}\nrun `cargo xtask bootstrap` (as root) to install them",
+            missing.join("\n  - ")
+        ),
+    }
 }
 
 /// The steps the eBPF build needs: nightly, its rust-src, and bpf-linker.
@@ -90,18 +114,14 @@ fn say(what: &str, outcome: impl std::fmt::Display) {
     eprintln!("bootstrap: {what}: {outcome}");
 }
 
-/// In `--check` mode a missing step is reported and ends the run; otherwise carry on and
+/// In check-only mode a missing step is reported and ends the step; otherwise carry on and
 /// install it.
 fn stop_if_check_only(options: &Options, what: &str) -> Result<()> {
     if options.check_only {
         say(what, "missing");
-        return Err(missing_in_check_mode(what));
+        bail!("{what}");
     }
     Ok(())
-}
-
-fn missing_in_check_mode(what: &str) -> anyhow::Error {
-    anyhow!("{what} is missing; run `cargo xtask bootstrap` (as root) to install it")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -121,9 +141,7 @@ fn debian_packages(options: &Options) -> Result<()> {
     let missing_list = missing.join(" ");
     if options.check_only {
         say(&what, format_args!("missing {missing_list}"));
-        return Err(missing_in_check_mode(&format!(
-            "Debian packages {missing_list}"
-        )));
+        bail!("Debian packages {missing_list}");
     }
     if !command::is_root() {
         say(
@@ -243,7 +261,9 @@ fn rust_src(options: &Options) -> Result<()> {
         "--installed",
         "--toolchain",
         NIGHTLY,
-    ]))?;
+    ]))
+    // Without nightly there is no component list, and no rust-src either.
+    .unwrap_or_default();
     let present = installed.lines().any(|line| line.trim() == "rust-src");
     if present && !options.assumes_missing(Step::RustSrc) {
         say(what, "present");

@@ -33,9 +33,9 @@ enum Cmd {
     /// Install what the build and tests need: Debian packages, nightly + rust-src,
     /// bpf-linker. Idempotent; installing packages needs root.
     Bootstrap {
-        /// Only report what is missing; fail if anything is.
-        #[arg(long)]
-        check: bool,
+        /// Install nothing: name every missing piece, and fail if anything is missing.
+        #[arg(long, alias = "check")]
+        check_only: bool,
         /// Treat a step as missing, to exercise its install path (for testing xtask).
         #[arg(long, value_enum, hide = true)]
         assume_missing: Vec<Step>,
@@ -85,11 +85,11 @@ fn run(cli: Cli) -> Result<()> {
     let repo = repo_root()?;
     match cli.command {
         Cmd::Bootstrap {
-            check,
+            check_only,
             assume_missing,
         } => {
             bootstrap::everything(&bootstrap::Options {
-                check_only: check,
+                check_only,
                 assume_missing,
             })?;
         }
