@@ -105,8 +105,19 @@ impl Rng {
     }
 }
 
-/// Runs the writer for `delay`, kills it with SIGKILL, and returns the last n it acked.
-fn run_and_kill_writer(dir: &Path, compact_every: u64, delay: Duration) -> Option<u64> {
+/// When the writer is killed.
+#[derive(Clone, Copy)]
+enum KillAt {
+    /// This long after it was started: during startup and recovery, before any commit.
+    AfterStart(Duration),
+    /// This long after its first acknowledged commit: mid-commit or mid-compaction. Timed
+    /// from the first ack rather than from the start, so that a slow start (a cold cache,
+    /// a loaded machine) does not turn these rounds into startup kills.
+    AfterFirstAck(Duration),
+}
+
+/// Runs the writer, kills it with SIGKILL at `kill_at`, and returns the last n it acked.
+fn run_and_kill_writer(dir: &Path, compact_every: u64, kill_at: KillAt) -> Option<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(DIR_ENV, dir)
@@ -117,6 +128,7 @@ fn run_and_kill_writer(dir: &Path, compact_every: u64, delay: Duration) -> Optio
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_ack_tx, first_ack) = std::sync::mpsc::channel();
     // Read until the pipe closes (the child is dead), so no ack printed before the kill is
     // missed.
     let reader = std::thread::spawn(move || {
@@ -125,12 +137,23 @@ fn run_and_kill_writer(dir: &Path, compact_every: u64, delay: Duration) -> Optio
             let line = line.unwrap();
             // The harness may have printed "test crash_writer_child ... " on the same line.
             if let Some((_, n)) = line.split_once("ack ") {
+                if last.is_none() {
+                    let _ = first_ack_tx.send(());
+                }
                 last = Some(n.trim().parse::<u64>().unwrap());
             }
         }
         last
     });
-    std::thread::sleep(delay);
+    match kill_at {
+        KillAt::AfterStart(delay) => std::thread::sleep(delay),
+        KillAt::AfterFirstAck(delay) => {
+            first_ack
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the writer acknowledged no commit within 60 s");
+            std::thread::sleep(delay);
+        }
+    }
     if let Some(status) = child.try_wait().unwrap() {
         panic!("the writer exited on its own ({status}); see its output above");
     }
@@ -233,12 +256,12 @@ async fn acknowledged_commits_survive_sigkill_and_none_is_partial() {
             _ => 1000,
         };
         // Some kills land during startup and recovery, before any commit.
-        let delay_ms = if round % 6 == 0 {
-            rng.below(3)
+        let kill_at = if round % 6 == 0 {
+            KillAt::AfterStart(Duration::from_millis(rng.below(3)))
         } else {
-            rng.below(151)
+            KillAt::AfterFirstAck(Duration::from_millis(rng.below(151)))
         };
-        let acked = run_and_kill_writer(dir.path(), compact_every, Duration::from_millis(delay_ms));
+        let acked = run_and_kill_writer(dir.path(), compact_every, kill_at);
         if acked.is_some() {
             kills_after_acks += 1;
         }

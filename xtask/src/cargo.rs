@@ -66,10 +66,11 @@ impl Workspace {
         command::run(&mut cmd).context("cannot build the workspace")
     }
 
-    /// `cargo test --workspace ARGS` with `object` embedded in the agent.
+    /// `cargo test --workspace --no-fail-fast ARGS` with `object` embedded in the agent:
+    /// every test binary runs, so one failure does not hide the others.
     pub fn test(&self, object: &Path, args: &[OsString]) -> Result<()> {
         let mut cmd = self.cargo("test", object);
-        cmd.args(args);
+        cmd.arg("--no-fail-fast").args(args);
         eprintln!("test: testing the workspace");
         command::run(&mut cmd).context("tests failed")
     }
