@@ -21,7 +21,8 @@ use crate::command;
 /// etcd datastore tests, protoc and the well-known `.proto` files (`libprotobuf-dev`, only a
 /// recommendation of `protobuf-compiler`, so `--no-install-recommends` leaves it out) for the
 /// etcd client crate, busybox and docker for container tests, iproute2 for namespaces and
-/// veths.
+/// veths, debootstrap to make the node image's base where no registry is reachable,
+/// python3-venv for the Kubernetes schema validator's environment.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "etcd-server",
@@ -31,7 +32,15 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "iproute2",
+    "debootstrap",
+    "python3-venv",
 ];
+
+/// The Kubernetes manifest is validated offline against Kubernetes' own schemas, which this
+/// PyPI package ships; it lives in a virtual environment of its own (see
+/// [`kubernetes_validate_dir`]).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` is nightly-only).
 pub const NIGHTLY: &str = "nightly";
@@ -46,6 +55,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Step {
     DebianPackages,
+    KubernetesValidate,
     RustSrc,
     BpfLinker,
 }
@@ -77,10 +87,12 @@ pub struct EbpfToolchain {
 pub fn everything(options: &Options) -> Result<EbpfToolchain> {
     if !options.check_only {
         debian_packages(options)?;
+        kubernetes_validate(options)?;
         return ebpf_toolchain(options);
     }
     let checks = [
         debian_packages(options).map(|_| None),
+        kubernetes_validate(options).map(|_| None),
         nightly(options).map(|_| None),
         rust_src(options).map(|_| None),
         bpf_linker(options).map(Some),
@@ -203,6 +215,57 @@ fn is_debian_package_installed(package: &str) -> Result<bool> {
              hint: install the packages yourself and skip `cargo xtask bootstrap`",
         )?;
     Ok(output.status.success() && output.stdout.starts_with(b"ii"))
+}
+
+// ---------------------------------------------------------------------------------------
+// kubernetes-validate
+
+/// The virtual environment that holds kubernetes-validate: `$CARGO_HOME/palisade/
+/// kubernetes-validate`, beside the other tools the bootstrap builds.
+pub fn kubernetes_validate_dir() -> Result<PathBuf> {
+    Ok(cargo_home()?.join("palisade").join(KUBERNETES_VALIDATE))
+}
+
+/// The `kubernetes-validate` program of [`kubernetes_validate_dir`].
+pub fn kubernetes_validate_program() -> Result<PathBuf> {
+    Ok(kubernetes_validate_dir()?
+        .join("bin")
+        .join(KUBERNETES_VALIDATE))
+}
+
+fn kubernetes_validate(options: &Options) -> Result<PathBuf> {
+    let what = format!("{KUBERNETES_VALIDATE} {KUBERNETES_VALIDATE_VERSION} (PyPI)");
+    let program = kubernetes_validate_program()?;
+    let installed = Command::new(&program)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    if installed.as_deref() == Some(KUBERNETES_VALIDATE_VERSION)
+        && !options.assumes_missing(Step::KubernetesValidate)
+    {
+        say(&what, format_args!("present ({})", program.display()));
+        return Ok(program);
+    }
+    stop_if_check_only(options, &what)?;
+    let venv = kubernetes_validate_dir()?;
+    say(
+        &what,
+        format_args!("missing; installing into {}", venv.display()),
+    );
+    command::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("cannot make the virtual environment (python3-venv)")?;
+    command::run(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "{KUBERNETES_VALIDATE}=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
+    .with_context(|| format!("cannot install {KUBERNETES_VALIDATE} from PyPI"))?;
+    say(&what, "installed");
+    Ok(program)
 }
 
 // ---------------------------------------------------------------------------------------
