@@ -66,11 +66,15 @@ impl Workspace {
         command::run(&mut cmd).context("cannot build the workspace")
     }
 
-    /// `cargo test --workspace --no-fail-fast ARGS` with `object` embedded in the agent:
-    /// every test binary runs, so one failure does not hide the others.
-    pub fn test(&self, object: &Path, args: &[OsString]) -> Result<()> {
+    /// `cargo test --workspace --no-fail-fast ARGS` with `object` embedded in the agent and
+    /// `env` set for the tests: every test binary runs, so one failure does not hide the
+    /// others.
+    pub fn test(&self, object: &Path, env: &[(&str, &OsStr)], args: &[OsString]) -> Result<()> {
         let mut cmd = self.cargo("test", object);
         cmd.arg("--no-fail-fast").args(args);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
         eprintln!("test: testing the workspace");
         command::run(&mut cmd).context("tests failed")
     }

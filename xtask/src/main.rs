@@ -9,6 +9,7 @@ mod bootstrap;
 mod cargo;
 mod command;
 mod ebpf;
+mod image;
 
 use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::ExitCode};
 
@@ -64,6 +65,14 @@ enum Cmd {
         /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
         #[arg(last = true)]
         args: Vec<OsString>,
+    },
+    /// Build the node container image (deploy/Dockerfile) with the release binary, on the
+    /// Docker daemon at DOCKER_HOST (or the default socket); print its size.
+    Image {
+        /// The image's name and tag; repeat for several (default: palisade:<version> and
+        /// palisade:latest).
+        #[arg(long = "tag", value_name = "NAME:TAG")]
+        tags: Vec<String>,
     },
     /// Measure per-packet cost, compile time, map size and update time, and the time from
     /// an etcd write to the agent's maps (release build, as root); print the tables and
@@ -125,7 +134,40 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let object = build(&repo, cargo::Profile::Dev)?;
-            Workspace::new(&repo).test(&object, &args)?;
+            let workspace = Workspace::new(&repo);
+            let binary = workspace.binary(cargo::Profile::Dev, "palisade")?;
+            // The node container tests run this binary in the image, as users get it.
+            let archive = image::build_for_tests(&repo, &binary)?;
+            let tag = format!("{}:{}", image::IMAGE_NAME, image::VERSION);
+            let validator = bootstrap::kubernetes_validate_program()?;
+            workspace.test(
+                &object,
+                &[
+                    (image::ARCHIVE_ENV, archive.as_os_str()),
+                    (image::IMAGE_ENV, tag.as_ref()),
+                    ("PALISADE_KUBERNETES_VALIDATE", validator.as_os_str()),
+                ],
+                &args,
+            )?;
+        }
+        Cmd::Image { tags } => {
+            let tags = if tags.is_empty() {
+                image::default_tags()
+            } else {
+                tags
+            };
+            let docker = image::Docker::from_environment();
+            // Before minutes of building.
+            docker.check_reachable()?;
+            build(&repo, cargo::Profile::Release)?;
+            let binary = Workspace::new(&repo).binary(cargo::Profile::Release, "palisade")?;
+            let built = image::build(&repo, &docker, &binary, &tags)?;
+            println!(
+                "{}: {:.1} MB ({} bytes)",
+                built.tags.join(", "),
+                built.size_mb(),
+                built.size_bytes
+            );
         }
         Cmd::Bench => {
             if !command::is_root() {
