@@ -27,7 +27,12 @@ pub struct DockerPluginArgs {
 pub struct PluginFlags {
     /// The plugin's socket. Docker finds plugins in /run/docker/plugins and knows each by
     /// its socket's name without `.sock`.
-    #[arg(long = "socket", value_name = "PATH", default_value = docker::DEFAULT_SOCKET)]
+    #[arg(
+        long = "socket",
+        value_name = "PATH",
+        env = "PALISADE_DOCKER_PLUGIN_SOCKET",
+        default_value = docker::DEFAULT_SOCKET
+    )]
     pub socket: PathBuf,
     /// The Docker Engine API socket, read for network names and container labels.
     #[arg(long, value_name = "PATH", default_value = docker::DEFAULT_DOCKER_SOCKET)]
