@@ -16,6 +16,7 @@ pub mod docker;
 pub mod matrix;
 pub mod multinode;
 pub mod netns;
+pub mod node_container;
 pub mod packet;
 pub mod palisade_cli;
 pub mod steady_traffic;
