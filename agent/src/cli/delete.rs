@@ -33,14 +33,22 @@ pub struct DeleteArgs {
     pub skip_not_exists: bool,
     #[command(flatten)]
     pub ids: EndpointIdentifiers,
+    #[command(flatten)]
+    pub preview: super::write::PreviewArgs,
 }
 
 pub async fn run(args: DeleteArgs, url: &str) -> ExitCode {
     let skip_missing = args.skip_not_exists;
+    // A preview's errors exit 2, as diff(1)'s do: 1 means "something changes".
+    let failed = if args.preview.dry_run {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
     let ops = match (&args.filename, &args.kind) {
         (Some(filename), _) => {
             let Some(resources) = read_resources_or_report(filename) else {
-                return ExitCode::FAILURE;
+                return failed;
             };
             resources
                 .iter()
@@ -56,19 +64,22 @@ pub async fn run(args: DeleteArgs, url: &str) -> ExitCode {
                     Ok(selection) => selection,
                     Err(message) => {
                         println!("{message}");
-                        return ExitCode::FAILURE;
+                        return failed;
                     }
                 };
             match selection.exact_key() {
                 Ok(key) => vec![Op::Delete { key, skip_missing }],
                 Err(err) => {
                     println!("{}", failure_message(Verb::Delete, &[selection.kind], &err));
-                    return ExitCode::FAILURE;
+                    return failed;
                 }
             }
         }
         // clap requires KIND unless --filename is given.
-        (None, None) => return ExitCode::FAILURE,
+        (None, None) => return failed,
     };
+    if args.preview.dry_run {
+        return super::preview::run(url, Verb::Delete, ops, &args.preview.output).await;
+    }
     commit_and_report(url, Verb::Delete, ops).await
 }

@@ -7,13 +7,19 @@ pub mod agent;
 mod columns;
 mod commit;
 mod delete;
+mod diff;
 pub mod docker_plugin;
 mod endpoint;
+mod endpoint_lookup;
 mod get;
 mod get_output;
 mod input;
+mod matrix;
+mod matrix_html;
 mod pretty_table;
+mod preview;
 mod profile;
+mod reach_text;
 mod resource_args;
 mod rule_pprint;
 mod selector_test;
@@ -83,6 +89,8 @@ pub enum Command {
     Selector(selector_test::SelectorArgs),
     /// Evaluate the stored policy for one packet with the reference evaluator.
     Trace(trace::TraceArgs),
+    Diff(diff::DiffArgs),
+    Matrix(matrix::MatrixArgs),
     /// Packets and bytes allowed and denied per endpoint, rule hits, drop reasons.
     Stats(stats::StatsArgs),
     /// Run the node agent.
@@ -133,6 +141,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Some(store) => trace::run(args, store).await,
             None => ExitCode::FAILURE,
         },
+        Command::Diff(args) => diff::run(args, &url).await,
+        Command::Matrix(args) => matrix::run(args, &url).await,
         Command::Stats(args) => stats::run(args, &url).await,
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
