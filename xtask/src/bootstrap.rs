@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "iproute2",
+    // Headless browser for the `matrix --html` page tests.
+    "chromium",
 ];
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` is nightly-only).

@@ -95,6 +95,8 @@ data.groups.forEach(g => {
   li.title = g.members.map(m => m.path + " " + m.addresses.join(" ")).join("\n");
   list.appendChild(li);
 });
+// What the reader sees: the colour each cell was drawn in.
+document.querySelectorAll("td.cell").forEach(td => { td.dataset.colour = getComputedStyle(td).backgroundColor; });
 document.body.dataset.rendered = "true";
 </script>
 </body>
