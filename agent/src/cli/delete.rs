@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::model::{Kind, ResourceKey, endpoints_listing};
 use crate::store::Op;
 
 use super::commit::{Verb, commit_and_report, failure_message};
@@ -81,5 +82,35 @@ pub async fn run(args: DeleteArgs, url: &str) -> ExitCode {
     if args.preview.dry_run {
         return super::preview::run(url, Verb::Delete, ops, &args.preview.output).await;
     }
-    commit_and_report(url, Verb::Delete, ops).await
+    let profiles: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match op.key() {
+            ResourceKey::Profile { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    let code = commit_and_report(url, Verb::Delete, ops).await;
+    if code == ExitCode::SUCCESS && !profiles.is_empty() {
+        warn_profiles_in_use(url, &profiles).await;
+    }
+    code
+}
+
+/// Deleting a profile that endpoints list is allowed (as in calicoctl), but it denies all
+/// their traffic: say how many still list it.
+async fn warn_profiles_in_use(url: &str, profiles: &[String]) {
+    let Ok(store) = crate::store::open(url).await else {
+        return;
+    };
+    let Ok(snapshot) = store.list(Some(Kind::WorkloadEndpoint)).await else {
+        return;
+    };
+    for profile in profiles {
+        let users = endpoints_listing(&snapshot.resources, profile);
+        if users > 0 {
+            eprintln!(
+                "Warning: {users} workload endpoint(s) still list profile '{profile}'; it no longer exists, so it denies all their traffic until it is created again (`palisade get wep -o yaml` shows which)."
+            );
+        }
+    }
 }

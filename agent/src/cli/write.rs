@@ -133,5 +133,34 @@ async fn write_file(
     if preview.dry_run {
         return preview::run(url, verb, ops, &preview.output).await;
     }
+    warn_address_clashes(url, &ops).await;
     commit_and_report(url, verb, ops).await
+}
+
+/// Warns (on stderr) about endpoint addresses other endpoints already have.
+async fn warn_address_clashes(url: &str, ops: &[Op]) {
+    let new: Vec<&crate::model::WorkloadEndpoint> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create { resource, .. } | Op::Apply(resource) | Op::Replace(resource) => {
+                match resource {
+                    Resource::WorkloadEndpoint(w) => Some(w),
+                    _ => None,
+                }
+            }
+            Op::Delete { .. } => None,
+        })
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let Ok(store) = crate::store::open(url).await else {
+        return;
+    };
+    let Ok(snapshot) = store.list(Some(crate::model::Kind::WorkloadEndpoint)).await else {
+        return;
+    };
+    for warning in super::address_clash::warnings(&new, &snapshot.resources) {
+        eprintln!("{warning}");
+    }
 }
