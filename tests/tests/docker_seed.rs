@@ -417,7 +417,12 @@ fn containers_go_by_their_names(seed: &Seed, db: &Container, app: &Container) {
     );
     let listed = palisade_with_docker(seed, &["get", "wep", &db.name]);
     assert!(
-        listed.lines().next().unwrap().trim_end().ends_with("CONTAINER")
+        listed
+            .lines()
+            .next()
+            .unwrap()
+            .trim_end()
+            .ends_with("CONTAINER")
             && listed.contains(&db.endpoint_id)
             && listed.contains(&db.name),
         "{listed}"
