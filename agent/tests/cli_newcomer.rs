@@ -82,7 +82,7 @@ both_backends! {
 fn docker_short_ids_name_endpoints() {
     let p = Palisade::new();
     p.apply(PROFILES_WITH_RULES);
-    let id = format!("9a55e90c84d9{}", "0123456789abcdef".repeat(4)[..52].to_string());
+    let id = format!("9a55e90c84d9{}", &"0123456789abcdef".repeat(4)[..52]);
     p.apply(&endpoint("node1", &id, "192.168.0.11", "databases"));
     p.apply(&endpoint("node1", "app1", "192.168.0.21", "apps"));
     p.run(&["endpoint", "9a55e90c84d9", "profile", "show"]).expect(

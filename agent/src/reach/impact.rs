@@ -272,13 +272,17 @@ fn pair_changes(
     changes
 }
 
+/// An endpoint as policy sees it in one version: effective labels and profiles.
+type Identity = (BTreeMap<String, String>, Vec<String>);
+
 /// What makes places interchangeable in a report: for a workload, its family and, per
-/// version, its effective labels and profiles; any other place is its own class.
+/// version, its identity (`None` where it does not exist); any other place is its own
+/// class.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum ClassKey {
     Workload {
         v4: bool,
-        versions: Vec<Option<(BTreeMap<String, String>, Vec<String>)>>,
+        versions: Vec<Option<Identity>>,
     },
     Single(usize),
 }
