@@ -213,6 +213,13 @@ fn two_workloads_and_the_outside_talk_over_ipv4_and_ipv6_and_remove_leaves_nothi
     );
     let host_a = host_interface_name(&name_a);
     assert!(said.contains(&host_a), "{said}");
+    // It says what it changed on the host, which stays changed (as with Calico).
+    assert!(
+        said.contains(
+            "The host forwards for it: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1"
+        ),
+        "{said}"
+    );
     // The namespace given as a path, as container runtimes do.
     add_workload(
         &mut cleanup,
