@@ -370,10 +370,17 @@ fn assert_nothing_left(store: &Store, ns: &Netns, names: &[&str], addresses: &[&
     }
 }
 
+/// Failed with a message naming `needle`: on stderr, or for a syntax error (a value that
+/// does not parse, such as `--ip 10.231.2.300`) in the one-line "Invalid option" message
+/// every command prints on stdout.
 fn assert_fails(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "should have failed: {out:?}");
-    assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    assert!(said.contains(needle), "no {needle:?} in: {said}");
 }
 
 #[test]
