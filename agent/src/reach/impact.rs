@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::compile::OutcomeId;
-use crate::model::Resource;
-use crate::policy::{Decision, Model, Packet, Reason, Verdict};
+use crate::model::{Policy, Profile};
+use crate::model::{Resource, ResourceKey};
+use crate::policy::{Decision, Direction, Model, Packet, PolicyClass, Reason, Verdict};
 
 use super::grid::{Keys, ProtocolGrid, grids, rules_of};
 use super::places::{Place, PlaceKind, narrowest_cidr, places, rule_cidrs};
@@ -165,11 +166,38 @@ pub fn impact(before: &[Resource], after: &[Resource]) -> Impact {
     let v4_grids = grids(true, &rules);
     let v6_grids = grids(false, &rules);
 
+    // Where peers look alike in both versions, an end whose own rules did not change
+    // decides alike: a pair of such ends needs no evaluation.
+    let unchanged = models[0].same_peers(&models[1]).then(|| {
+        let inputs = [Inputs::new(before), Inputs::new(after)];
+        let same = |place: &Place, direction: Direction| match place.endpoint() {
+            None => true,
+            Some(key) => {
+                let of = |v: usize| {
+                    let present = flow_state_present(&models[v], place);
+                    (present, inputs[v].fingerprint(&models[v], key, direction))
+                };
+                of(0) == of(1)
+            }
+        };
+        all_places
+            .iter()
+            .map(|p| (same(p, Direction::Egress), same(p, Direction::Ingress)))
+            .collect::<Vec<_>>()
+    });
+
     // Per pair, the changed cells; places are compared by index.
     let mut per_pair: BTreeMap<(usize, usize), Vec<CellChange>> = BTreeMap::new();
     for (si, src) in all_places.iter().enumerate() {
         for (di, dst) in all_places.iter().enumerate() {
             if !is_flow(src, dst) {
+                continue;
+            }
+            if let Some(same) = &unchanged
+                && same.get(si).is_some_and(|s| s.0)
+                && same.get(di).is_some_and(|d| d.1)
+            {
+                per_pair.insert((si, di), Vec::new());
                 continue;
             }
             let grids = if src.address.is_ipv4() {
@@ -182,7 +210,7 @@ pub fn impact(before: &[Resource], after: &[Resource]) -> Impact {
         }
     }
     Impact {
-        groups: group(&models, &all_places, &per_pair),
+        groups: merge(group(&models, &all_places, &per_pair)),
         cidrs,
         v4_grids,
         v6_grids,
@@ -202,16 +230,21 @@ fn is_flow(src: &Place, dst: &Place) -> bool {
     }
 }
 
-/// The flow from `src` to `dst` as `model` decides `packet`; `None` if a workload end does
-/// not exist there with that address.
-pub fn flow_state(model: &Model, src: &Place, dst: &Place, packet: &Packet) -> FlowState {
-    let present = |place: &Place| match place.endpoint() {
+/// Whether a place is there in `model`: any non-workload place is; a workload's only if
+/// the endpoint exists there with that address.
+fn flow_state_present(model: &Model, place: &Place) -> bool {
+    match place.endpoint() {
         None => true,
         Some(key) => model
             .workload_endpoint(key)
             .is_some_and(|w| w.spec.ip_networks.iter().any(|n| n.addr() == place.address)),
-    };
-    if !present(src) || !present(dst) {
+    }
+}
+
+/// The flow from `src` to `dst` as `model` decides `packet`; `None` if a workload end does
+/// not exist there with that address.
+pub fn flow_state(model: &Model, src: &Place, dst: &Place, packet: &Packet) -> FlowState {
+    if !flow_state_present(model, src) || !flow_state_present(model, dst) {
         return None;
     }
     let flow = model.evaluate_flow(src.endpoint(), dst.endpoint(), packet);
@@ -274,6 +307,37 @@ fn pair_changes(
 
 /// An endpoint as policy sees it in one version: effective labels and profiles.
 type Identity = (BTreeMap<String, String>, Vec<String>);
+
+/// Joins groups with the same changes that share their sources (the destinations add up),
+/// then those that share their destinations: every source with every destination still
+/// holds, in fewer lines.
+fn merge(groups: Vec<ImpactGroup>) -> Vec<ImpactGroup> {
+    fn join(
+        groups: Vec<ImpactGroup>,
+        shared: fn(&ImpactGroup) -> &Vec<Place>,
+        other: fn(&mut ImpactGroup) -> &mut Vec<Place>,
+    ) -> Vec<ImpactGroup> {
+        let mut out: Vec<ImpactGroup> = Vec::new();
+        for mut g in groups {
+            match out
+                .iter_mut()
+                .find(|o| o.changes == g.changes && shared(o) == shared(&g))
+            {
+                Some(o) => {
+                    let more = std::mem::take(other(&mut g));
+                    let list = other(o);
+                    list.extend(more);
+                    list.sort();
+                    list.dedup();
+                }
+                None => out.push(g),
+            }
+        }
+        out
+    }
+    let by_sources = join(groups, |g| &g.sources, |g| &mut g.destinations);
+    join(by_sources, |g| &g.destinations, |g| &mut g.sources)
+}
 
 /// What makes places interchangeable in a report: for a workload, its family and, per
 /// version, its identity (`None` where it does not exist); any other place is its own
@@ -357,4 +421,72 @@ fn group(
         }
     }
     groups
+}
+
+/// One version's policies and profiles by name, as written: what an endpoint's own
+/// decisions rest on, besides the peers.
+struct Inputs<'a> {
+    policies: BTreeMap<&'a str, &'a Policy>,
+    profiles: BTreeMap<&'a str, &'a Profile>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(resources: &'a [Resource]) -> Inputs<'a> {
+        let mut inputs = Inputs {
+            policies: BTreeMap::new(),
+            profiles: BTreeMap::new(),
+        };
+        for r in resources {
+            match r {
+                Resource::Policy(p) => {
+                    inputs.policies.insert(&p.metadata.name, p);
+                }
+                Resource::Profile(p) => {
+                    inputs.profiles.insert(&p.metadata.name, p);
+                }
+                _ => {}
+            }
+        }
+        inputs
+    }
+
+    /// Everything `key`'s decisions in `direction` depend on apart from the peers: its
+    /// labels and profiles, the policies that apply (in order, with their rules) and its
+    /// profiles' rules. Equal fingerprints and equal peers give equal decisions.
+    fn fingerprint(&self, model: &Model, key: &ResourceKey, direction: Direction) -> String {
+        let Some(endpoint) = model.workload_endpoint(key) else {
+            return String::new();
+        };
+        let labels = model.effective_labels(key).cloned().unwrap_or_default();
+        let rules =
+            |ingress: &'a [crate::model::Rule], egress: &'a [crate::model::Rule]| match direction {
+                Direction::Ingress => ingress,
+                Direction::Egress => egress,
+            };
+        let policies: Vec<_> = model
+            .applicable_policies(&labels, PolicyClass::Normal, direction)
+            .into_iter()
+            .map(|name| {
+                let policy = self.policies.get(name);
+                (
+                    name,
+                    policy.map(|p| (p.spec.order, rules(&p.spec.ingress, &p.spec.egress))),
+                )
+            })
+            .collect();
+        let profiles: Vec<_> = endpoint
+            .spec
+            .profiles
+            .iter()
+            .map(|name| {
+                let profile = self.profiles.get(name.as_str());
+                (
+                    name,
+                    profile.map(|p| rules(&p.spec.ingress, &p.spec.egress)),
+                )
+            })
+            .collect();
+        serde_json::to_string(&(&labels, &endpoint.spec.profiles, policies, profiles))
+            .unwrap_or_default()
+    }
 }
