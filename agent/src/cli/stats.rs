@@ -24,7 +24,8 @@ use super::tabwriter::render;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Only this workload endpoint (its name, e.g. a Docker EndpointID, or its workload).
+    /// Only this workload endpoint: its name, NODE/NAME, a Docker container's name or a
+    /// unique prefix of its EndpointID.
     pub endpoint: Option<String>,
     /// Where bpffs is mounted (as given to `palisade agent`).
     #[arg(long, default_value = BPFFS_ROOT)]
