@@ -15,5 +15,6 @@ pub mod log;
 pub mod model;
 pub mod netplumb;
 pub mod policy;
+pub mod reach;
 pub mod selector;
 pub mod store;

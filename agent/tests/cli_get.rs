@@ -343,10 +343,12 @@ metadata: {name: nothere}
 both_backends! {
 fn unsupported_kinds_and_formats() {
     let p = with_fixture();
+    let kinds = "the kinds are profile, policy, workloadEndpoint, hostEndpoint, ipPool and \
+                 ipAllocation (or pro, pol, wep, hep, pool)";
     p.run(&["get", "foo"])
-        .expect(1, "Resource type 'foo' is not supported\n");
+        .expect(1, &format!("Resource type 'foo' is not supported; {kinds}\n"));
     p.run(&["get", "bgppeer"])
-        .expect(1, "Resource type 'bgppeer' is not supported\n");
+        .expect(1, &format!("Resource type 'bgppeer' is not supported; {kinds}\n"));
     p.run(&["get", "policy", "-o", "xml"])
         .expect(1, "unrecognized output format 'xml'\n");
     let run = p.run(&["get", "policy", "-o", "custom-columns=NAME"]);

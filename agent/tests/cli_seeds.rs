@@ -176,7 +176,7 @@ fn endpoint_profile_show_errors() {
     p.apply(ENDPOINTS);
     p.run(&["endpoint", "nope", "profile", "show"]).expect(
         1,
-        "Failed to list profiles in endpoint.\n\nEndpoint nope is unknown to Calico.\n",
+        "Failed to list profiles in endpoint.\n\nEndpoint nope is unknown to palisade.\n",
     );
     p.run(&["endpoint", "shared", "profile", "show"]).expect(
         1,

@@ -19,12 +19,27 @@ fn bad_syntax_gets_calicoctl_message() {
         vec!["get", "policy", "-f", "x.yaml"],
     ] {
         let run = p.run(&args);
-        let expected = format!(
-            "Invalid option: 'palisade --datastore {datastore} {}'. Use flag '--help' to read about a specific subcommand.\n",
+        // calicoctl's message with clap's reason in it, and nothing else: one mistake,
+        // one message.
+        let start = format!(
+            "Invalid option: 'palisade --datastore {datastore} {}': ",
             args.join(" ")
         );
-        run.expect(1, &expected);
+        let end = ". Use flag '--help' to read about a specific subcommand.\n";
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stdout.starts_with(&start) && run.stdout.ends_with(end),
+            "{run:?}"
+        );
+        assert_eq!(run.stdout.lines().count(), 1, "{run:?}");
+        assert_eq!(run.stderr, "", "{run:?}");
     }
+    let run = p.run(&["apply"]);
+    assert!(
+        run.stdout
+            .contains("the following required arguments were not provided: --filename <FILENAME>"),
+        "{run:?}"
+    );
 }
 
 #[test]

@@ -209,12 +209,12 @@ fn delete_of_endpoints_needs_every_identifier() {
     );
     p.run(&["delete", "wep", "eth0"]).expect(
         1,
-        "Failed to delete 'workloadEndpoint' resource: insufficient identifiers, missing 'node'\n",
+        "Failed to delete 'workloadEndpoint' resource: insufficient identifiers, missing 'node' (give it with --node)\n",
     );
     p.run(&["delete", "wep", "eth0", "-n", "host1", "--orchestrator", "docker"])
         .expect(
             1,
-            "Failed to delete 'workloadEndpoint' resource: insufficient identifiers, missing 'workload'\n",
+            "Failed to delete 'workloadEndpoint' resource: insufficient identifiers, missing 'workload' (give it with --workload)\n",
         );
     p.run(&[
         "delete",

@@ -95,9 +95,9 @@ fn trace_report_names_what_decided() {
     assert_eq!(
         report,
         "packet: tcp 192.168.0.21:49152 -> 192.168.0.11:3306\n\
-         source: workloadEndpoint app1 (WorkloadEndpoint(node=node1, orchestrator=libnetwork, workload=libnetwork, name=app1))\n  \
+         source: workloadEndpoint app1 (node1/libnetwork/libnetwork/app1)\n  \
          egress: allow by profile apps egress rule 1 (allow)\n\
-         destination: workloadEndpoint db1 (WorkloadEndpoint(node=node1, orchestrator=libnetwork, workload=libnetwork, name=db1))\n  \
+         destination: workloadEndpoint db1 (node1/libnetwork/libnetwork/db1)\n  \
          ingress: allow by profile databases ingress rule 1 (allow)\n\
          verdict: allow\n"
     );

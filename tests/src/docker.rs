@@ -487,6 +487,16 @@ impl AgentProcess {
         agent
     }
 
+    /// The agent's private bpffs (for `palisade stats --bpffs`).
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// The agent's run directory (for `palisade stats --run-dir`).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
     /// Stops the agent (SIGTERM); what it pinned stays, and keeps enforcing.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

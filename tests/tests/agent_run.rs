@@ -42,3 +42,38 @@ fn agent_loads_pins_follows_the_store_and_stops() {
     let status = agent.terminate();
     assert!(status.success(), "agent exit status {status}");
 }
+
+/// Deleting a profile that endpoints list is allowed, as in calicoctl, but both the command
+/// and the agent say how many endpoints still list it.
+#[test]
+fn deleting_a_profile_in_use_is_reported() {
+    require_root();
+    let store = Datastore::new();
+    let home = AgentHome::new(store.url(), "node1");
+    let mut agent = home.start(&[]);
+    store.apply(
+        "- apiVersion: v1\n  kind: profile\n  metadata: {name: databases, labels: {role: database}}\n\
+         - apiVersion: v1\n  kind: workloadEndpoint\n  metadata: {name: db1, node: node1, orchestrator: o, workload: w}\n  spec: {interfaceName: calidb1, ipNetworks: [10.0.0.1/32], profiles: [databases]}\n\
+         - apiVersion: v1\n  kind: workloadEndpoint\n  metadata: {name: db2, node: node2, orchestrator: o, workload: w}\n  spec: {interfaceName: calidb2, ipNetworks: [10.0.0.2/32], profiles: [databases]}\n",
+    );
+    agent.wait_for(&["policy view updated", "revision=1", "local_endpoints=1"]);
+    let deleted = store.palisade(&["delete", "profile", "databases"], "");
+    assert!(deleted.status.success(), "{deleted:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout),
+        "Successfully deleted 1 'profile' resource(s)\n"
+    );
+    let warning = String::from_utf8_lossy(&deleted.stderr);
+    assert!(
+        warning.contains("2 workload endpoint(s) still list profile 'databases'"),
+        "{warning}"
+    );
+    // The agent counts its own node's endpoints.
+    agent.wait_for(&[
+        "local endpoints list a profile that does not exist",
+        "profile=databases",
+        "endpoints=1",
+    ]);
+    let status = agent.terminate();
+    assert!(status.success(), "agent exit status {status}");
+}

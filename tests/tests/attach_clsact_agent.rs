@@ -133,7 +133,12 @@ fn clsact_mode_enforces_like_trace_and_removes_filters_with_their_workload() {
         ],
         "",
     );
-    scene.agent().wait_for(&["stopped enforcing"]);
+    // Named by endpoint and interface, not only by ifindex.
+    scene.agent().wait_for(&[
+        "stopped enforcing",
+        &format!("interface={server_interface}"),
+        &format!("name={server_name}"),
+    ]);
     assert!(link_exists(&server_interface));
     OnInterface::read(&server_interface).assert_empty(&server_interface);
 
@@ -144,7 +149,9 @@ fn clsact_mode_enforces_like_trace_and_removes_filters_with_their_workload() {
     scene
         .store
         .palisade_ok(&["workload", "remove", &other_name, "--node", NODE], "");
-    scene.agent().wait_for(&["stopped enforcing"]);
+    scene
+        .agent()
+        .wait_for(&["stopped enforcing", &format!("interface={other_interface}")]);
     assert!(!link_exists(&other_interface));
 
     // The client is still enforced, by the same filters.

@@ -368,6 +368,80 @@ fn profiles_with_rules_isolate_databases_from_apps() {
         rules.starts_with("Inbound rules:\n   1 allow tcp from selector"),
         "{rules}"
     );
+    containers_go_by_their_names(&seed, &dbs[0], &apps[0]);
+}
+
+/// `palisade ARGS` where Docker's API answers (DOCKER_HOST), which must succeed.
+fn palisade_with_docker(seed: &Seed, args: &[&str]) -> String {
+    let out = Command::new(palisade_tests::palisade_binary())
+        .args(["--datastore", &seed.store.url])
+        .args(args)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", seed.docker.socket().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "palisade {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Containers are named as Docker names them: by the short ID `docker network inspect`
+/// prints and by their names, in `endpoint`, `trace`, `get wep`, `stats` and `matrix`.
+fn containers_go_by_their_names(seed: &Seed, db: &Container, app: &Container) {
+    let (db_short, app_short) = (&db.endpoint_id[..12], &app.endpoint_id[..12]);
+    for id in [db_short, db.name.as_str()] {
+        let shown = palisade_with_docker(seed, &["endpoint", id, "profile", "show"]);
+        assert!(shown.contains("| databases |"), "{id}: {shown}");
+    }
+    let traced = palisade_with_docker(
+        seed,
+        &[
+            "trace",
+            "--src",
+            &app.name,
+            "--dst",
+            &db.name,
+            "--protocol",
+            "tcp",
+            "--dport",
+            "3306",
+        ],
+    );
+    assert!(
+        traced.contains(&format!(
+            "source: workloadEndpoint {} ({app_short})",
+            app.name
+        )) && traced.ends_with("verdict: allow\n"),
+        "{traced}"
+    );
+    let listed = palisade_with_docker(seed, &["get", "wep", &db.name]);
+    assert!(
+        listed
+            .lines()
+            .next()
+            .unwrap()
+            .trim_end()
+            .ends_with("CONTAINER")
+            && listed.contains(&db.endpoint_id)
+            && listed.contains(&db.name),
+        "{listed}"
+    );
+    let bpffs = seed.agent.bpffs().display().to_string();
+    let run_dir = seed.agent.run_dir().display().to_string();
+    let stats = palisade_with_docker(
+        seed,
+        &["stats", &db.name, "--bpffs", &bpffs, "--run-dir", &run_dir],
+    );
+    assert!(
+        stats.contains(&format!("{} ({db_short})", db.name)) && !stats.contains(&app.name),
+        "{stats}"
+    );
+    let matrix = palisade_with_docker(seed, &["matrix", "--protocol", "tcp", "--port", "3306"]);
+    assert!(
+        matrix.contains(&format!("{} ({db_short})", db.name)),
+        "{matrix}"
+    );
 }
 
 #[test]

@@ -213,6 +213,13 @@ fn two_workloads_and_the_outside_talk_over_ipv4_and_ipv6_and_remove_leaves_nothi
     );
     let host_a = host_interface_name(&name_a);
     assert!(said.contains(&host_a), "{said}");
+    // It says what it changed on the host, which stays changed (as with Calico).
+    assert!(
+        said.contains(
+            "The host forwards for it: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1"
+        ),
+        "{said}"
+    );
     // The namespace given as a path, as container runtimes do.
     add_workload(
         &mut cleanup,
@@ -363,10 +370,17 @@ fn assert_nothing_left(store: &Store, ns: &Netns, names: &[&str], addresses: &[&
     }
 }
 
+/// Failed with a message naming `needle`: on stderr, or for a syntax error (a value that
+/// does not parse, such as `--ip 10.231.2.300`) in the one-line "Invalid option" message
+/// every command prints on stdout.
 fn assert_fails(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "should have failed: {out:?}");
-    assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    assert!(said.contains(needle), "no {needle:?} in: {said}");
 }
 
 #[test]

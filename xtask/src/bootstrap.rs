@@ -34,6 +34,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "debootstrap",
     "python3-venv",
+    // Headless browser for the `matrix --html` page tests.
+    "chromium",
 ];
 
 /// The Kubernetes manifest is validated offline against Kubernetes' own schemas, which this

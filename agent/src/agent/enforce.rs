@@ -61,6 +61,9 @@ pub struct Enforcer {
     /// reconcile could detach interfaces adopted from an earlier agent.
     view_synced: bool,
     links_synced: bool,
+    /// What each interface this agent attached to was attached for (endpoint, name), to
+    /// name them when enforcement stops.
+    enforcing: BTreeMap<u32, (ResourceKey, String)>,
 }
 
 impl Enforcer {
@@ -93,6 +96,7 @@ impl Enforcer {
             host_addresses: BTreeMap::new(),
             view_synced: false,
             links_synced: false,
+            enforcing: BTreeMap::new(),
         }
     }
 
@@ -194,15 +198,19 @@ impl Enforcer {
                 );
             }
             match self.attachments.attach(&mut self.loaded, name, *ifindex) {
-                Ok(()) => log::info(
-                    "enforcing on workload interface",
-                    &[
-                        ("endpoint", key),
-                        ("interface", &name),
-                        ("ifindex", ifindex),
-                        ("mode", &self.attachments.mode()),
-                    ],
-                ),
+                Ok(()) => {
+                    log::info(
+                        "enforcing on workload interface",
+                        &[
+                            ("endpoint", key),
+                            ("interface", &name),
+                            ("ifindex", ifindex),
+                            ("mode", &self.attachments.mode()),
+                        ],
+                    );
+                    self.enforcing
+                        .insert(*ifindex, (key.clone(), name.to_string()));
+                }
                 Err(e) => log::error(
                     "cannot attach to a workload interface",
                     &[("endpoint", key), ("interface", &name), ("error", &e)],
@@ -215,8 +223,28 @@ impl Enforcer {
             .filter(|i| !wanted.contains(i))
             .collect();
         for ifindex in stale {
+            // Named by what it was attached for; an interface adopted from an earlier
+            // agent by its current name, if it still exists.
+            let (endpoint, interface) = match self.enforcing.remove(&ifindex) {
+                Some((key, name)) => (key.to_string(), name),
+                None => (
+                    "-".to_string(),
+                    self.links
+                        .iter()
+                        .find(|(_, i)| **i == ifindex)
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_else(|| "(gone)".to_string()),
+                ),
+            };
             match self.attachments.detach(ifindex) {
-                Ok(_) => log::info("stopped enforcing", &[("ifindex", &ifindex)]),
+                Ok(_) => log::info(
+                    "stopped enforcing",
+                    &[
+                        ("endpoint", &endpoint),
+                        ("interface", &interface),
+                        ("ifindex", &ifindex),
+                    ],
+                ),
                 Err(e) => log::error(
                     "cannot detach from an interface",
                     &[("ifindex", &ifindex), ("error", &e)],

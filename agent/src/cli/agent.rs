@@ -337,6 +337,38 @@ fn report(view: &Arc<ResourceView>, node: &str) {
             ("local_endpoints", &local),
         ],
     );
+    warn_missing_profiles(view, node);
+}
+
+/// A profile that local endpoints list but that does not exist denies all their traffic
+/// (as in Calico); say so on every update, since deleting a profile in use is allowed.
+fn warn_missing_profiles(view: &ResourceView, node: &str) {
+    let local: Vec<&Resource> = view
+        .resources
+        .values()
+        .map(|r| &**r)
+        .filter(|r| matches!(r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = local
+        .iter()
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => Some(w.spec.profiles.iter().map(String::as_str)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for profile in listed {
+        let key = crate::model::ResourceKey::Profile {
+            name: profile.to_string(),
+        };
+        if !view.resources.contains_key(&key) {
+            let endpoints = crate::model::endpoints_listing(local.iter().copied(), profile);
+            log::warn(
+                "local endpoints list a profile that does not exist: it denies all their traffic",
+                &[("profile", &profile), ("endpoints", &endpoints)],
+            );
+        }
+    }
 }
 
 pub(crate) fn host_name() -> String {

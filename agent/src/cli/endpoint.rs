@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::model::{Kind, Resource, WorkloadEndpoint};
 
+use super::endpoint_lookup::{self, ContainerNames};
 use super::pretty_table::render_column;
 use super::resource_args::{EndpointIdentifiers, ResourceSelection};
 use super::store_access::open_for_palisade;
@@ -14,8 +15,9 @@ use super::store_access::open_for_palisade;
 /// Show a workload endpoint's profiles (calicoctl v0.x style).
 #[derive(Debug, Args)]
 pub struct EndpointArgs {
-    /// The workloadEndpoint's name (a Docker EndpointID, for containers on a
-    /// palisade network).
+    /// The workloadEndpoint's name: for containers on a palisade network, the Docker
+    /// EndpointID or a unique prefix of it (the short ID Docker prints), or the container's
+    /// name.
     pub id: String,
     #[command(flatten)]
     pub ids: EndpointIdentifiers,
@@ -38,17 +40,6 @@ pub enum EndpointProfileCommand {
 
 pub async fn run(args: EndpointArgs, url: &str) -> ExitCode {
     let EndpointCommand::Profile(EndpointProfileCommand::Show) = args.command;
-    let selection = match ResourceSelection::from_args(
-        Kind::WorkloadEndpoint.api_name(),
-        Some(&args.id),
-        &args.ids,
-    ) {
-        Ok(selection) => selection,
-        Err(message) => {
-            println!("{message}");
-            return ExitCode::FAILURE;
-        }
-    };
     let Some(store) = open_for_palisade(url).await else {
         return ExitCode::FAILURE;
     };
@@ -59,22 +50,33 @@ pub async fn run(args: EndpointArgs, url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let matching: Vec<&WorkloadEndpoint> = snapshot
+    // The identifier options narrow the search; the ID is read as people name endpoints.
+    let unnamed =
+        match ResourceSelection::from_args(Kind::WorkloadEndpoint.api_name(), None, &args.ids) {
+            Ok(selection) => selection,
+            Err(message) => {
+                println!("{message}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let candidates: Vec<&WorkloadEndpoint> = snapshot
         .resources
         .iter()
-        .filter(|r| selection.matches(r))
+        .filter(|r| unnamed.matches(r))
         .filter_map(|r| match r {
             Resource::WorkloadEndpoint(endpoint) => Some(endpoint),
             _ => None,
         })
         .collect();
+    let containers = ContainerNames::of(&candidates).await;
+    let matching = endpoint_lookup::find(&args.id, &candidates, &containers);
     let endpoint = match matching.as_slice() {
         [endpoint] => endpoint,
         others => {
             // calicoctl v0.x's messages, with its blank line after the first.
             println!("Failed to list profiles in endpoint.\n");
             if others.is_empty() {
-                println!("Endpoint {} is unknown to Calico.", args.id);
+                println!("Endpoint {} is unknown to palisade.", args.id);
             } else {
                 println!(
                     "More than 1 endpoint matches the provided criteria.  Please provide additional parameters to refine the search."

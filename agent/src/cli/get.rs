@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::model::Resource;
+use crate::model::{Kind, Resource, WorkloadEndpoint};
 use crate::store::{Datastore, StoreError};
 
+use super::endpoint_lookup::{self, ContainerNames};
 use super::get_output::{Found, OutputFormat, render};
 use super::input::read_resources_or_report;
 use super::resource_args::{EndpointIdentifiers, ResourceSelection};
@@ -78,7 +79,17 @@ pub async fn run(args: GetArgs, url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match render(format, &found) {
+    let endpoints: Vec<&WorkloadEndpoint> = found
+        .iter()
+        .flat_map(|f| &f.resources)
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    let containers = ContainerNames::of(&endpoints).await;
+    note_default_pools(&found);
+    match render(format, &found, &containers) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -110,11 +121,33 @@ async fn look_up(store: Arc<dyn Datastore>, query: Query) -> Result<Vec<Found>, 
         }
         Query::Selection(selection) => {
             let snapshot = store.list(Some(selection.kind)).await?;
-            let resources: Vec<_> = snapshot
+            let mut resources: Vec<_> = snapshot
                 .resources
-                .into_iter()
+                .iter()
                 .filter(|r| selection.matches(r))
+                .cloned()
                 .collect();
+            if resources.is_empty()
+                && selection.kind == Kind::WorkloadEndpoint
+                && let Some(name) = selection.name()
+            {
+                // A Docker container's name, or a prefix of its EndpointID.
+                let unnamed = selection.without_name();
+                let candidates: Vec<&WorkloadEndpoint> = snapshot
+                    .resources
+                    .iter()
+                    .filter(|r| unnamed.matches(r))
+                    .filter_map(|r| match r {
+                        Resource::WorkloadEndpoint(w) => Some(w),
+                        _ => None,
+                    })
+                    .collect();
+                let containers = ContainerNames::of(&candidates).await;
+                resources = endpoint_lookup::find(name, &candidates, &containers)
+                    .into_iter()
+                    .map(|w| Resource::WorkloadEndpoint(w.clone()))
+                    .collect();
+            }
             if resources.is_empty()
                 && let Some(key) = selection.key_for_report()
             {
@@ -124,6 +157,31 @@ async fn look_up(store: Arc<dyn Datastore>, query: Query) -> Result<Vec<Found>, 
                 kind: selection.kind,
                 resources,
             }])
+        }
+    }
+}
+
+/// Docker networks take addresses from a built-in default pool while no ipPool of their IP
+/// version exists; that pool is not a stored resource, so a listing of pools says so.
+fn note_default_pools(found: &[Found]) {
+    for table in found.iter().filter(|f| f.kind == Kind::IpPool) {
+        let has = |v4: bool| {
+            table
+                .resources
+                .iter()
+                .any(|r| matches!(r, Resource::IpPool(p) if p.metadata.cidr.addr().is_ipv4() == v4))
+        };
+        for (v4, default) in [
+            (true, crate::docker::DEFAULT_POOL_IPV4.to_string()),
+            (false, crate::docker::DEFAULT_POOL_IPV6.to_string()),
+        ] {
+            if !has(v4) {
+                eprintln!(
+                    "Note: no IPv{} ipPool is stored, so Docker networks take IPv{} addresses from the built-in default pool {default} (not a stored pool: `docker network create --subnet` cannot name it until it is created as an ipPool).",
+                    if v4 { 4 } else { 6 },
+                    if v4 { 4 } else { 6 },
+                );
+            }
         }
     }
 }

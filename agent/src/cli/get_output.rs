@@ -2,6 +2,7 @@
 
 use crate::model::{Kind, Resource};
 
+use super::endpoint_lookup::ContainerNames;
 use super::{columns, tabwriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,13 @@ pub struct Found {
 }
 
 /// Renders everything found, as calicoctl prints it (the text ends with a newline).
-pub fn render(format: OutputFormat, found: &[Found]) -> Result<String, String> {
+///
+/// Workload endpoint tables get a CONTAINER column when Docker names some of them.
+pub fn render(
+    format: OutputFormat,
+    found: &[Found],
+    containers: &ContainerNames,
+) -> Result<String, String> {
     let all = || found.iter().flat_map(|f| f.resources.iter());
     match format {
         OutputFormat::Ps | OutputFormat::Wide => {
@@ -54,6 +61,21 @@ pub fn render(format: OutputFormat, found: &[Found]) -> Result<String, String> {
                         .collect::<Vec<_>>(),
                 ];
                 rows.extend(table.resources.iter().map(|r| columns::cells(r, wide)));
+                let container = |r: &Resource| match r {
+                    Resource::WorkloadEndpoint(w) => containers.of_endpoint(w),
+                    _ => None,
+                };
+                if table.resources.iter().any(|r| container(r).is_some()) {
+                    for (row, resource) in rows
+                        .iter_mut()
+                        .zip(std::iter::once(None).chain(table.resources.iter().map(Some)))
+                    {
+                        row.push(match resource {
+                            None => "CONTAINER".to_string(),
+                            Some(r) => container(r).unwrap_or_default().to_string(),
+                        });
+                    }
+                }
                 out.push_str(&tabwriter::render(&rows));
                 // calicoctl leaves a blank line after each table.
                 out.push('\n');
@@ -132,7 +154,8 @@ mod tests {
 
     #[test]
     fn empty_yaml_and_json_are_empty_lists() {
-        assert_eq!(render(OutputFormat::Yaml, &[]).unwrap(), "[]\n");
-        assert_eq!(render(OutputFormat::Json, &[]).unwrap(), "[]\n");
+        let none = ContainerNames::default();
+        assert_eq!(render(OutputFormat::Yaml, &[], &none).unwrap(), "[]\n");
+        assert_eq!(render(OutputFormat::Json, &[], &none).unwrap(), "[]\n");
     }
 }

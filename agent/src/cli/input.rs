@@ -12,8 +12,15 @@ use crate::model::validate::validate;
 pub fn read_resources(filename: &str) -> Result<Vec<Resource>, String> {
     let text = read_text(filename)?;
     let resources = parse_documents(&text).map_err(|e| e.to_string())?;
-    for resource in &resources {
-        validate(resource).map_err(|e| e.to_string())?;
+    for (index, resource) in resources.iter().enumerate() {
+        validate(resource).map_err(|e| {
+            // In a file of several, say which resource, as parse errors do (`[1].spec...`).
+            if resources.len() > 1 {
+                format!("[{index}] {}: {e}", resource.key())
+            } else {
+                e.to_string()
+            }
+        })?;
     }
     Ok(resources)
 }

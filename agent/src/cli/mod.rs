@@ -3,17 +3,24 @@
 //! `replace`, `delete`, `get`) print calicoctl v1's messages on stdout, the seed-era
 //! commands (`profile ... rule show`, `endpoint ... profile show`) print calicoctl v0.x's.
 
+mod address_clash;
 pub mod agent;
 mod columns;
 mod commit;
 mod delete;
+mod diff;
 pub mod docker_plugin;
 mod endpoint;
+mod endpoint_lookup;
 mod get;
 mod get_output;
 mod input;
+mod matrix;
+mod matrix_html;
 mod pretty_table;
+mod preview;
 mod profile;
+mod reach_text;
 mod resource_args;
 mod rule_pprint;
 mod selector_test;
@@ -83,6 +90,8 @@ pub enum Command {
     Selector(selector_test::SelectorArgs),
     /// Evaluate the stored policy for one packet with the reference evaluator.
     Trace(trace::TraceArgs),
+    Diff(diff::DiffArgs),
+    Matrix(matrix::MatrixArgs),
     /// Packets and bytes allowed and denied per endpoint, rule hits, drop reasons.
     Stats(stats::StatsArgs),
     /// Run the node agent.
@@ -133,6 +142,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Some(store) => trace::run(args, store).await,
             None => ExitCode::FAILURE,
         },
+        Command::Diff(args) => diff::run(args, &url).await,
+        Command::Matrix(args) => matrix::run(args, &url).await,
         Command::Stats(args) => stats::run(args, &url).await,
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
@@ -142,7 +153,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
 }
 
 /// clap's help and version requests print as clap prints them; any other syntax error
-/// gets calicoctl's one-line message on stdout (clap's explanation goes to stderr).
+/// gets calicoctl's one-line message on stdout, with clap's reason in it: one mistake,
+/// one message.
 fn report_parse_error(err: &clap::Error) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -155,13 +167,30 @@ fn report_parse_error(err: &clap::Error) -> ExitCode {
             ExitCode::FAILURE
         }
         _ => {
-            eprint!("{}", err.render());
             let args: Vec<String> = std::env::args().skip(1).collect();
             println!(
-                "Invalid option: 'palisade {}'. Use flag '--help' to read about a specific subcommand.",
-                args.join(" ")
+                "Invalid option: 'palisade {}': {}. Use flag '--help' to read about a specific subcommand.",
+                args.join(" "),
+                parse_error_reason(err)
             );
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's explanation without its usage lines, on one line.
+fn parse_error_reason(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let reason = text
+        .split("\n\nUsage:")
+        .next()
+        .unwrap_or_default()
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or_default();
+    let words: Vec<&str> = reason
+        .trim_start_matches("error: ")
+        .split_whitespace()
+        .collect();
+    words.join(" ")
 }

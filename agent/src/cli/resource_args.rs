@@ -43,8 +43,12 @@ impl ResourceSelection {
         name: Option<&str>,
         ids: &EndpointIdentifiers,
     ) -> Result<ResourceSelection, String> {
-        let kind = Kind::from_cli_alias(kind)
-            .ok_or_else(|| format!("Resource type '{kind}' is not supported"))?;
+        let kind = Kind::from_cli_alias(kind).ok_or_else(|| {
+            format!(
+                "Resource type '{kind}' is not supported; the kinds are profile, policy, \
+                 workloadEndpoint, hostEndpoint, ipPool and ipAllocation (or pro, pol, wep, hep, pool)"
+            )
+        })?;
         let cidr = match (kind, name) {
             (Kind::IpPool, Some(name)) => Some(parse_cidr(name)?),
             _ => None,
@@ -63,6 +67,19 @@ impl ResourceSelection {
             address,
             ids: ids.clone(),
         })
+    }
+
+    /// The NAME argument, if given.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The same selection without its NAME.
+    pub fn without_name(&self) -> ResourceSelection {
+        ResourceSelection {
+            name: None,
+            ..self.clone()
+        }
     }
 
     /// Whether `resource` is one of the named resources (missing parts match anything).
@@ -91,10 +108,15 @@ impl ResourceSelection {
     /// The key of the one resource this names; for `delete`, which (as libcalico-go)
     /// needs every identifier. The error is libcalico-go's message.
     pub fn exact_key(&self) -> Result<ResourceKey, String> {
+        // libcalico-go's message, with the option that gives the identifier.
         let need = |value: &Option<String>, what: &str| {
-            value
-                .clone()
-                .ok_or_else(|| format!("insufficient identifiers, missing '{what}'"))
+            value.clone().ok_or_else(|| {
+                let option = match what {
+                    "name" => "NAME".to_string(),
+                    other => format!("--{other}"),
+                };
+                format!("insufficient identifiers, missing '{what}' (give it with {option})")
+            })
         };
         Ok(match self.kind {
             Kind::Profile => ResourceKey::Profile {

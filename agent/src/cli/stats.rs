@@ -16,14 +16,16 @@ use crate::dataplane::attach::interface_index;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::{BPFFS_ROOT, pin_dir};
-use crate::model::{Kind, Resource};
+use crate::model::{Kind, Resource, WorkloadEndpoint};
 
+use super::endpoint_lookup::{self, ContainerNames, display_name};
 use super::store_access::open_for_palisade;
 use super::tabwriter::render;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Only this workload endpoint (its name, e.g. a Docker EndpointID, or its workload).
+    /// Only this workload endpoint: its name, NODE/NAME, a Docker container's name or a
+    /// unique prefix of its EndpointID.
     pub endpoint: Option<String>,
     /// Where bpffs is mounted (as given to `palisade agent`).
     #[arg(long, default_value = BPFFS_ROOT)]
@@ -52,20 +54,32 @@ pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
         }
     };
     // The host's interfaces decide which endpoint an ifindex is.
-    let by_ifindex: BTreeMap<u32, (String, String)> = endpoints
+    let local: Vec<(u32, &WorkloadEndpoint)> = endpoints
         .iter()
         .filter_map(|r| match r {
-            Resource::WorkloadEndpoint(w) => {
-                let index = interface_index(&w.spec.interface_name)?;
-                let names = (w.metadata.name.clone(), w.spec.interface_name.clone());
-                Some((index, names))
-            }
+            Resource::WorkloadEndpoint(w) => Some((interface_index(&w.spec.interface_name)?, w)),
             _ => None,
         })
         .collect();
-    let wanted = |name: &str| args.endpoint.as_deref().is_none_or(|e| e == name);
-    if let Some(e) = &args.endpoint
-        && !by_ifindex.values().any(|(n, _)| n == e)
+    let local_endpoints: Vec<&WorkloadEndpoint> = local.iter().map(|(_, w)| *w).collect();
+    let containers = ContainerNames::of(&local_endpoints).await;
+    // Endpoints by interface: (name as people know it, interface name).
+    let by_ifindex: BTreeMap<u32, (String, String)> = local
+        .iter()
+        .map(|(index, w)| {
+            let names = (display_name(w, &containers), w.spec.interface_name.clone());
+            (*index, names)
+        })
+        .collect();
+    let chosen: Option<Vec<String>> = args.endpoint.as_ref().map(|e| {
+        endpoint_lookup::find(e, &local_endpoints, &containers)
+            .iter()
+            .map(|w| display_name(w, &containers))
+            .collect()
+    });
+    let wanted = |name: &str| chosen.as_ref().is_none_or(|c| c.iter().any(|n| n == name));
+    if let (Some(e), Some(chosen)) = (&args.endpoint, &chosen)
+        && chosen.is_empty()
     {
         eprintln!("palisade stats: no workload endpoint named '{e}' has an interface on this host");
         return ExitCode::FAILURE;

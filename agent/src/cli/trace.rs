@@ -7,19 +7,21 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::model::{Protocol, ResourceKey, WorkloadEndpoint};
-use crate::policy::{Decision, Model, Packet, has_ports};
+use crate::model::{ResourceKey, WorkloadEndpoint};
+use crate::policy::{Decision, Model};
+use crate::reach::probe::Probe;
 use crate::store::Datastore;
 
-/// The source port used when `--sport` is not given: the first IANA ephemeral port.
-const DEFAULT_SOURCE_PORT: u16 = 49152;
+use super::endpoint_lookup::{self, ContainerNames, endpoint_path};
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// The source: a workloadEndpoint's name, or an IP address.
+    /// The source: a workloadEndpoint (its name, NODE/ORCHESTRATOR/WORKLOAD/NAME or
+    /// NODE/NAME, a Docker container's name or a unique prefix of its EndpointID), or an IP
+    /// address.
     #[arg(long)]
     pub src: String,
-    /// The destination: a workloadEndpoint's name, or an IP address.
+    /// The destination, named as the source.
     #[arg(long)]
     pub dst: String,
     /// tcp, udp, icmp, icmpv6, sctp, udplite or a protocol number (1-255).
@@ -59,7 +61,9 @@ pub async fn run(args: TraceArgs, store: Arc<dyn Datastore>) -> ExitCode {
         }
     };
     let model = Model::new(snapshot.resources);
-    match trace(&args, &model) {
+    let endpoints: Vec<&WorkloadEndpoint> = model.workload_endpoints().collect();
+    let containers = ContainerNames::of(&endpoints).await;
+    match trace_named(&args, &model, &containers) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS
@@ -73,24 +77,25 @@ pub async fn run(args: TraceArgs, store: Arc<dyn Datastore>) -> ExitCode {
 
 /// The whole report, ending with the line `verdict: allow` or `verdict: deny`.
 pub fn trace(args: &TraceArgs, model: &Model) -> Result<String, String> {
-    let protocol = parse_protocol(&args.protocol)?;
-    let src = resolve("--src", &args.src, model)?;
-    let dst = resolve("--dst", &args.dst, model)?;
-    let (src_ip, dst_ip) = addresses(&src, &dst)?;
-    let ports = if has_ports(protocol) {
-        let dport = args
-            .dport
-            .ok_or_else(|| format!("--dport is required for protocol {}", args.protocol))?;
-        (args.sport.unwrap_or(DEFAULT_SOURCE_PORT), dport)
-    } else {
-        (0, 0)
-    };
-    let echo_request = if src_ip.is_ipv4() { 8 } else { 128 };
-    let icmp = (
-        args.icmp_type.unwrap_or(echo_request),
-        args.icmp_code.unwrap_or(0),
-    );
-    let packet = Packet::new(src_ip, dst_ip, protocol, ports, icmp);
+    trace_named(args, model, &ContainerNames::default())
+}
+
+/// [`trace`], knowing Docker containers' names.
+pub fn trace_named(
+    args: &TraceArgs,
+    model: &Model,
+    containers: &ContainerNames,
+) -> Result<String, String> {
+    let probe = Probe::parse(
+        &args.protocol,
+        args.sport,
+        args.dport,
+        args.icmp_type,
+        args.icmp_code,
+    )?;
+    let src = resolve("--src", &args.src, model, containers)?;
+    let dst = resolve("--dst", &args.dst, model, containers)?;
+    let packet = probe.packet(&addresses(&src), &addresses(&dst))?;
 
     let key = |p: &Peer| match p {
         Peer::Workload { key, .. } => Some(key.clone()),
@@ -99,26 +104,42 @@ pub fn trace(args: &TraceArgs, model: &Model) -> Result<String, String> {
     let flow = model.evaluate_flow(key(&src).as_ref(), key(&dst).as_ref(), &packet);
 
     let mut out = format!("packet: {packet}\n");
-    out += &side("source", &src, "egress", flow.egress.as_ref());
-    out += &side("destination", &dst, "ingress", flow.ingress.as_ref());
+    out += &side("source", &src, "egress", flow.egress.as_ref(), containers);
+    out += &side(
+        "destination",
+        &dst,
+        "ingress",
+        flow.ingress.as_ref(),
+        containers,
+    );
     out += &format!("verdict: {}\n", flow.verdict());
     Ok(out)
 }
 
-fn side(role: &str, peer: &Peer, direction: &str, decision: Option<&Decision>) -> String {
+fn side(
+    role: &str,
+    peer: &Peer,
+    direction: &str,
+    decision: Option<&Decision>,
+    containers: &ContainerNames,
+) -> String {
     match (peer, decision) {
-        (Peer::Workload { key, endpoint, .. }, Some(d)) => {
+        (Peer::Workload { endpoint, .. }, Some(d)) => {
             let mut s = format!(
-                "{role}: workloadEndpoint {} ({key})\n  {direction}: {d}\n",
-                endpoint.metadata.name
+                "{role}: workloadEndpoint {} ({})\n  {direction}: {d}\n",
+                endpoint_lookup::display_name(endpoint, containers),
+                endpoint_path(endpoint)
             );
             for rule in &d.logged {
                 s += &format!("  logged by {rule}\n");
             }
             s
         }
-        (Peer::Workload { key, .. }, None) => {
-            format!("{role}: {key}\n  {direction}: not evaluated\n")
+        (Peer::Workload { endpoint, .. }, None) => {
+            format!(
+                "{role}: workloadEndpoint {}\n  {direction}: not evaluated\n",
+                endpoint_path(endpoint)
+            )
         }
         (Peer::Address(ip), _) => {
             format!("{role}: {ip} (not a workload endpoint: no {direction} policy applies there)\n")
@@ -126,27 +147,20 @@ fn side(role: &str, peer: &Peer, direction: &str, decision: Option<&Decision>) -
     }
 }
 
-fn parse_protocol(text: &str) -> Result<u8, String> {
-    let protocol = match text.parse::<i64>() {
-        Ok(n) => Protocol::Number(n),
-        Err(_) => Protocol::Name(text.to_string()),
-    };
-    protocol.number().ok_or_else(|| {
-        format!("--protocol '{text}': use tcp, udp, icmp, icmpv6, sctp, udplite or a number 1-255")
-    })
-}
-
-/// An IP address, or the name of a workload endpoint.
-fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, String> {
+/// An IP address, or a workload endpoint named as [`endpoint_lookup::find`] reads names.
+fn resolve<'a>(
+    option: &str,
+    text: &str,
+    model: &'a Model,
+    containers: &ContainerNames,
+) -> Result<Peer<'a>, String> {
+    let endpoints: Vec<&WorkloadEndpoint> = model.workload_endpoints().collect();
     let matches: Vec<&WorkloadEndpoint> = match text.parse::<IpAddr>() {
-        Ok(ip) => model
-            .workload_endpoints()
+        Ok(ip) => endpoints
+            .into_iter()
             .filter(|w| w.spec.ip_networks.iter().any(|n| n.addr() == ip))
             .collect(),
-        Err(_) => model
-            .workload_endpoints()
-            .filter(|w| w.metadata.name == text)
-            .collect(),
+        Err(_) => endpoint_lookup::find(text, &endpoints, containers),
     };
     match (matches.as_slice(), text.parse::<IpAddr>()) {
         ([endpoint], address) => Ok(Peer::Workload {
@@ -158,37 +172,19 @@ fn resolve<'a>(option: &str, text: &str, model: &'a Model) -> Result<Peer<'a>, S
         ([], Err(_)) => Err(format!(
             "{option} '{text}': no workloadEndpoint has that name (and it is not an IP address)"
         )),
-        (several, _) => {
-            let keys: Vec<String> = several.iter().map(|w| w.key().to_string()).collect();
-            Err(format!(
-                "{option} '{text}' matches several workload endpoints: {}",
-                keys.join(", ")
-            ))
-        }
+        (several, _) => Err(endpoint_lookup::ambiguity(option, text, several)),
     }
 }
 
-/// The packet's addresses: an endpoint given by name uses its address of the family the
-/// other side has (IPv4 when both sides are endpoints with both families); one given by
-/// address uses that address.
-fn addresses(src: &Peer, dst: &Peer) -> Result<(IpAddr, IpAddr), String> {
-    let ips = |p: &Peer| -> Vec<IpAddr> {
-        match p {
-            Peer::Workload {
-                address: Some(ip), ..
-            } => vec![*ip],
-            Peer::Workload { endpoint, .. } => {
-                endpoint.spec.ip_networks.iter().map(|n| n.addr()).collect()
-            }
-            Peer::Address(ip) => vec![*ip],
+/// The addresses a peer may use: the one it was named by, or all of an endpoint's.
+fn addresses(peer: &Peer) -> Vec<IpAddr> {
+    match peer {
+        Peer::Workload {
+            address: Some(ip), ..
+        } => vec![*ip],
+        Peer::Workload { endpoint, .. } => {
+            endpoint.spec.ip_networks.iter().map(|n| n.addr()).collect()
         }
-    };
-    let (s, d) = (ips(src), ips(dst));
-    for want_v4 in [true, false] {
-        let pick = |v: &[IpAddr]| v.iter().copied().find(|ip| ip.is_ipv4() == want_v4);
-        if let (Some(a), Some(b)) = (pick(&s), pick(&d)) {
-            return Ok((a, b));
-        }
+        Peer::Address(ip) => vec![*ip],
     }
-    Err("the source and destination have no IP version in common".to_string())
 }

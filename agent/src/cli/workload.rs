@@ -124,6 +124,12 @@ async fn add(args: AddArgs, url: &str) -> Result<String, String> {
         )));
     }
 
+    if let Ok(snapshot) = store.list(Some(Kind::WorkloadEndpoint)).await {
+        for warning in super::address_clash::warnings(&[&endpoint], &snapshot.resources) {
+            eprintln!("{warning}");
+        }
+    }
+
     let plumbing = WorkloadPlumbing {
         name: args.name.clone(),
         netns: args.netns.clone(),
@@ -133,8 +139,8 @@ async fn add(args: AddArgs, url: &str) -> Result<String, String> {
         .await
         .map_err(|e| fail(&e))?;
     endpoint.spec.mac = Some(plumbed.container_mac.clone());
+    let path = super::endpoint_lookup::endpoint_path(&endpoint);
     let resource = Resource::WorkloadEndpoint(endpoint);
-    let key = resource.key();
     let op = Op::Create {
         resource,
         skip_existing: false,
@@ -148,8 +154,16 @@ async fn add(args: AddArgs, url: &str) -> Result<String, String> {
             "cannot write the workloadEndpoint: {err}{undo}"
         )));
     }
+    let mut forwarding = Vec::new();
+    if args.ips.iter().any(|ip| ip.is_ipv4()) {
+        forwarding.push("net.ipv4.ip_forward=1");
+    }
+    if args.ips.iter().any(|ip| ip.is_ipv6()) {
+        forwarding.push("net.ipv6.conf.all.forwarding=1");
+    }
     Ok(format!(
-        "Added workload {}: interface {} (ifindex {}), addresses {}, endpoint {key}",
+        "Added workload {}: interface {} (ifindex {}), addresses {}, endpoint {path}\n\
+         The host forwards for it: {} (as Calico sets them; they stay set after `workload remove`).",
         args.name,
         plumbed.host_interface,
         plumbed.host_index,
@@ -159,6 +173,7 @@ async fn add(args: AddArgs, url: &str) -> Result<String, String> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
+        forwarding.join(", "),
     ))
 }
 

@@ -50,6 +50,7 @@ pub use incremental::Compiler;
 pub use program::Outcome;
 pub use remote::RemoteId;
 pub use signature::Family;
+pub(crate) use table::range_starts;
 pub use table::{OutcomeId, RangeTable, Row, Table};
 
 use build::Build;

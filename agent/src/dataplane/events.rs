@@ -156,7 +156,7 @@ fn decided_by(event: &Event, outcomes: &RecentOutcomes) -> (String, String) {
     };
     let rule = match outcome.rule() {
         Some(r) => r.to_string(),
-        None => format!("{:?}", outcome.reason),
+        None => outcome.reason.to_string(),
     };
     let logged = if outcome.logged.is_empty() {
         "-".to_string()

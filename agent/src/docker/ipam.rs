@@ -125,8 +125,15 @@ pub async fn request_pool(
         .iter()
         .find(|p| p.metadata.cidr == subnet)
         .ok_or_else(|| {
+            let default = [IpNet::V4(DEFAULT_POOL_IPV4), IpNet::V6(DEFAULT_POOL_IPV6)];
+            let why = if default.contains(&subnet) {
+                " (it is the built-in default pool, used while no ipPool of its IP version exists; \
+                 it is not a stored pool: create it as an ipPool to name it, or leave --subnet out)"
+            } else {
+                ""
+            };
             PluginError::failed(format!(
-                "The requested subnet {subnet} must match the CIDR of a configured palisade IP pool \
+                "The requested subnet {subnet} must match the CIDR of a configured palisade IP pool{why} \
                  (`palisade get ippools` lists them; create one with `palisade create`, or leave --subnet out)"
             ))
         })?;

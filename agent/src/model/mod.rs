@@ -29,7 +29,7 @@ pub use policy::{Policy, PolicyMetadata, PolicySpec, PolicyType, application_ord
 pub use profile::{Profile, ProfileMetadata, ProfileSpec};
 pub use rule::{Action, EntityRule, IcmpFields, PROTOCOL_NAMES, Port, Protocol, Rule};
 pub use workload_endpoint::{
-    IpNat, WorkloadEndpoint, WorkloadEndpointMetadata, WorkloadEndpointSpec,
+    IpNat, WorkloadEndpoint, WorkloadEndpointMetadata, WorkloadEndpointSpec, endpoints_listing,
 };
 
 /// The only API version palisade reads and writes.

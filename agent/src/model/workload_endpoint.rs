@@ -61,3 +61,16 @@ pub struct IpNat {
     #[serde(rename = "externalIP")]
     pub external_ip: IpAddr,
 }
+
+/// How many workload endpoints of `resources` list the profile `name`.
+pub fn endpoints_listing<'a>(
+    resources: impl IntoIterator<Item = &'a super::Resource>,
+    name: &str,
+) -> usize {
+    resources
+        .into_iter()
+        .filter(|r| {
+            matches!(r, super::Resource::WorkloadEndpoint(w) if w.spec.profiles.iter().any(|p| p == name))
+        })
+        .count()
+}

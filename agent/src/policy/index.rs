@@ -176,6 +176,12 @@ impl Model {
             .collect()
     }
 
+    /// Whether rule selectors and tags see every address alike in both models (the same
+    /// owners with the same labels).
+    pub fn same_peers(&self, other: &Model) -> bool {
+        self.owners == other.owners
+    }
+
     /// The effective labels of a host endpoint (for the policy lists that apply to it).
     pub fn host_endpoint_labels(&self, host: &HostEndpoint) -> BTreeMap<String, String> {
         effective_labels_by_name(

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 
 use super::{CommitOutcome, Datastore, Op, Revision, Snapshot, StoreError, WatchStream};
 use crate::model::{Kind, Resource, ResourceKey};
-use record::CommitRecord;
+use record::{CommitRecord, StoredChange};
 use replica::Replica;
 
 /// When a writer compacts the log into a new snapshot.
@@ -202,4 +202,25 @@ impl Datastore for FileStore {
         }
         watch::start(&self.dir, after, Arc::clone(&self.closed))
     }
+}
+
+/// The resources `ops` would leave, checked in order with the rules every commit follows
+/// (create, replace, apply, delete as calicoctl), without writing anything: for previews.
+pub fn preview_commit(
+    state: &std::collections::BTreeMap<ResourceKey, Resource>,
+    ops: Vec<Op>,
+) -> Result<std::collections::BTreeMap<ResourceKey, Resource>, StoreError> {
+    let plan = plan::plan(state, ops)?;
+    let mut after = state.clone();
+    for change in plan.changes {
+        match change {
+            StoredChange::Put(resource) => {
+                after.insert(resource.key(), resource);
+            }
+            StoredChange::Delete(key) => {
+                after.remove(&key);
+            }
+        }
+    }
+    Ok(after)
 }

@@ -156,6 +156,19 @@ impl Palisade {
         }
     }
 
+    /// The datastore's revision, read through the library (not the CLI under test).
+    pub fn revision(&self) -> u64 {
+        let url = self.datastore_url();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let store = palisade::store::open(&url).await.unwrap();
+                store.list(None).await.unwrap().revision
+            })
+    }
+
     /// `palisade apply -f -` of `yaml`, which must succeed.
     pub fn apply(&self, yaml: &str) {
         let run = self.run_with_stdin(&["apply", "-f", "-"], yaml);
