@@ -4,6 +4,7 @@
 //! commands (`profile ... rule show`, `endpoint ... profile show`) print calicoctl v0.x's.
 
 pub mod agent;
+mod cleanup;
 mod columns;
 mod commit;
 mod delete;
@@ -90,6 +91,7 @@ pub enum Command {
     DockerPlugin(docker_plugin::DockerPluginArgs),
     /// Plumb a workload's network namespace to the host, or undo it.
     Workload(workload::WorkloadArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// Print palisade's version.
     Version,
 }
@@ -137,6 +139,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
         Command::Workload(args) => workload::run(args, &url).await,
+        Command::Cleanup(args) => cleanup::run(args),
         Command::Version => version::run(),
     }
 }
