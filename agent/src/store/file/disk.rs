@@ -50,9 +50,21 @@ pub(super) fn classify(name: &str) -> StoreFile {
     }
 }
 
-/// An I/O failure, naming what was being done, the path and the OS error.
+/// An I/O failure, naming what was being done, the path and the OS error, and what to do
+/// where that is clear.
 pub(super) fn unavailable(what: &str, path: &Path, err: io::Error) -> StoreError {
-    StoreError::Unavailable(format!("datastore: {what} {}: {err}", path.display()))
+    let hint = match err.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            ": the filesystem holding the datastore is full. What failed was not written, \
+             and every earlier commit is intact: free some space there and try again"
+        }
+        Some(libc::EACCES | libc::EPERM) => {
+            ": the datastore is private to the user who owns it (normally root): run \
+             palisade as that user"
+        }
+        _ => "",
+    };
+    StoreError::Unavailable(format!("datastore: {what} {}: {err}{hint}", path.display()))
 }
 
 /// Creates the store directory (and its parents) accessible to its owner only.
@@ -145,9 +157,12 @@ pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
         .mode(0o600)
         .open(&temp)
         .map_err(|e| unavailable("creating", &temp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| unavailable("writing", &temp, e))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // On a full disk the space it holds is what the next try needs.
+        let _ = fs::remove_file(&temp);
+        return Err(unavailable("writing", &temp, e));
+    }
     fs::rename(&temp, &target).map_err(|e| unavailable("renaming into place", &target, e))
 }
 
