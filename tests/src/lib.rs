@@ -18,6 +18,7 @@ pub mod multinode;
 pub mod netns;
 pub mod packet;
 pub mod palisade_cli;
+pub mod power_cut_fs;
 pub mod steady_traffic;
 pub mod topology;
 pub mod traffic;
