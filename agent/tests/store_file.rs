@@ -324,3 +324,41 @@ async fn a_damaged_last_record_is_corruption_and_the_message_says_how_to_keep_th
     let out = store.commit(vec![create(profile("d", "1"))]).await.unwrap();
     assert_eq!(out.revision, 3);
 }
+
+#[tokio::test]
+async fn the_store_is_private_new_or_old() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = FileStore::open(&store_dir).unwrap();
+    store.commit(vec![create(profile("a", "1"))]).await.unwrap();
+    drop(store);
+    let files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&store_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    assert_eq!(mode(&store_dir), 0o700);
+    for file in files() {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // A store made with looser modes (by hand, or by an older release) is made private
+    // when opened; files that are not the store's are left alone.
+    let foreign = store_dir.join("README");
+    std::fs::write(&foreign, b"notes").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in files().into_iter().filter(|f| *f != foreign) {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    }
+    let store = FileStore::open(&store_dir).unwrap();
+    assert_eq!(names(&store).await, ["a"]);
+    assert_eq!(mode(&store_dir), 0o700);
+    for file in files() {
+        let expected = if file == foreign { 0o644 } else { 0o600 };
+        assert_eq!(mode(&file), expected, "{}", file.display());
+    }
+}

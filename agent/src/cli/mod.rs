@@ -14,6 +14,7 @@ mod get;
 mod get_output;
 mod input;
 mod pretty_table;
+mod privileges;
 mod profile;
 mod resource_args;
 mod rule_pprint;
@@ -119,6 +120,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
+    if let Err(code) = privileges::check(&cli.command) {
+        return code;
+    }
     let Some(url) = store_access::datastore_url(&cli) else {
         return ExitCode::FAILURE;
     };

@@ -84,6 +84,46 @@ pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Makes the store its owner's alone: the directory 0700, its files 0600. New stores are
+/// made so; a store an older palisade made, or a directory an operator made beforehand,
+/// is tightened when opened, with a warning (anyone else who could write there could
+/// change the policy in force). Only the store's own files are touched.
+pub(super) fn make_private(dir: &Path) -> Result<(), StoreError> {
+    tighten(dir, 0o700)?;
+    let entries = fs::read_dir(dir).map_err(|e| unavailable("listing", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == CURRENT || name == LOCK || classify(&name) != StoreFile::Other;
+        if ours {
+            tighten(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears the permission bits of `path` outside `allowed`.
+fn tighten(path: &Path, allowed: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match fs::symlink_metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        // Removed meanwhile by a compacting writer.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(unavailable("inspecting", path, e)),
+    };
+    if mode & !allowed == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & allowed))
+        .map_err(|e| unavailable("making private", path, e))?;
+    eprintln!(
+        "palisade: warning: datastore {}: was mode {mode:o}, made it {:o}: the store is \
+         private to its owner",
+        path.display(),
+        mode & allowed
+    );
+    Ok(())
+}
+
 /// Makes renames and creations in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
