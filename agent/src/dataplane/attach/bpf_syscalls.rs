@@ -154,17 +154,26 @@ fn raw(fd: &OwnedFd) -> io::Result<u32> {
 
 /// Detaches the link pinned at `path` from its hook (the pin stays).
 pub fn detach_pinned(path: &Path) -> io::Result<()> {
+    detach(&pinned(path)?)
+}
+
+/// A descriptor of the object pinned at `path`.
+fn pinned(path: &Path) -> io::Result<OwnedFd> {
     let pathname = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     let mut get = ObjGetAttr {
         pathname: pathname.as_ptr() as u64,
         ..ObjGetAttr::default()
     };
-    let link = owned(bpf(BPF_OBJ_GET, &mut get)?)?;
+    owned(bpf(BPF_OBJ_GET, &mut get)?)
+}
+
+/// Detaches `link` from its hook.
+fn detach(link: &OwnedFd) -> io::Result<()> {
     match bpf(
         BPF_LINK_DETACH,
         &mut LinkDetachAttr {
-            link_fd: raw(&link)?,
+            link_fd: raw(link)?,
         },
     ) {
         Ok(_) => Ok(()),
@@ -172,6 +181,19 @@ pub fn detach_pinned(path: &Path) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Fills `info` (a prefix of the `bpf_*_info` of the object behind `fd`).
+fn object_info<T>(fd: &OwnedFd, info: &mut T) -> io::Result<()> {
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        &mut InfoByFdAttr {
+            bpf_fd: raw(fd)?,
+            info_len: std::mem::size_of::<T>() as u32,
+            info: info as *mut T as u64,
+        },
+    )
+    .map(|_| ())
 }
 
 fn program_fd(program_id: u32) -> io::Result<OwnedFd> {
@@ -225,16 +247,8 @@ pub fn tcx_attachments(ifindex: u32, egress: bool) -> io::Result<Vec<(u32, u32)>
 /// The kernel's name of the program `program_id` (at most 15 bytes of the name it was
 /// loaded with).
 pub fn program_name(program_id: u32) -> io::Result<String> {
-    let program = program_fd(program_id)?;
     let mut info = ProgInfoPrefix::default();
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        &mut InfoByFdAttr {
-            bpf_fd: raw(&program)?,
-            info_len: std::mem::size_of::<ProgInfoPrefix>() as u32,
-            info: &mut info as *mut ProgInfoPrefix as u64,
-        },
-    )?;
+    object_info(&program_fd(program_id)?, &mut info)?;
     let end = info
         .name
         .iter()
@@ -245,45 +259,21 @@ pub fn program_name(program_id: u32) -> io::Result<String> {
 
 /// The kernel's id of the object (map, program or link) pinned at `path`.
 pub fn pinned_object_id(path: &Path) -> io::Result<u32> {
-    let pathname = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let mut get = ObjGetAttr {
-        pathname: pathname.as_ptr() as u64,
-        ..ObjGetAttr::default()
-    };
-    let object = owned(bpf(BPF_OBJ_GET, &mut get)?)?;
     let mut info = ObjInfoPrefix::default();
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        &mut InfoByFdAttr {
-            bpf_fd: raw(&object)?,
-            info_len: std::mem::size_of::<ObjInfoPrefix>() as u32,
-            info: &mut info as *mut ObjInfoPrefix as u64,
-        },
-    )?;
+    object_info(&pinned(path)?, &mut info)?;
     Ok(info.id)
 }
 
 /// Detaches the link `link_id` from its hook, wherever it is pinned or held. `NotFound`
 /// if it is gone.
 pub fn detach_link(link_id: u32) -> io::Result<()> {
-    let link = owned(bpf(
+    detach(&owned(bpf(
         BPF_LINK_GET_FD_BY_ID,
         &mut LinkGetFdAttr {
             link_id,
             ..LinkGetFdAttr::default()
         },
-    )?)?;
-    match bpf(
-        BPF_LINK_DETACH,
-        &mut LinkDetachAttr {
-            link_fd: raw(&link)?,
-        },
-    ) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(()),
-        Err(e) => Err(e),
-    }
+    )?)?)
 }
 
 /// Takes the program `program_id`, attached without a link, off the TCX hook of
@@ -313,14 +303,7 @@ pub fn program_map_ids(program_id: u32) -> io::Result<Vec<u32>> {
             map_ids: ids.as_mut_ptr() as u64,
             ..ProgInfoPrefix::default()
         };
-        bpf(
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut InfoByFdAttr {
-                bpf_fd: raw(&program)?,
-                info_len: std::mem::size_of::<ProgInfoPrefix>() as u32,
-                info: &mut info as *mut ProgInfoPrefix as u64,
-            },
-        )?;
+        object_info(&program, &mut info)?;
         // The kernel says how many there are, and wrote at most `capacity` of them.
         let count = info.nr_map_ids as usize;
         if count <= capacity {
