@@ -279,3 +279,86 @@ fn an_unusable_directory_is_unavailable_with_the_path() {
         Ok(_) => panic!("expected Unavailable"),
     }
 }
+
+#[tokio::test]
+async fn a_damaged_last_record_is_corruption_and_the_message_says_how_to_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    for name in ["a", "b", "c"] {
+        store
+            .commit(vec![create(profile(name, "1"))])
+            .await
+            .unwrap();
+    }
+    drop(store);
+    // Bit rot in the last record, which was acknowledged: not an unfinished write, so it
+    // must not be dropped quietly.
+    let log = log_path(dir.path());
+    let mut bytes = std::fs::read(&log).unwrap();
+    let target = bytes
+        .windows(4)
+        .rposition(|w| w == b"\"c\"," || w == b"\"c\"}")
+        .unwrap();
+    bytes[target + 1] = b'x';
+    std::fs::write(&log, &bytes).unwrap();
+
+    let message = match FileStore::open(dir.path()) {
+        Err(StoreError::Corrupt(message)) => message,
+        Err(other) => panic!("expected Corrupt, got {other:?}"),
+        Ok(_) => panic!("a damaged last record was accepted"),
+    };
+    println!("{message}");
+    assert!(message.contains("up to revision 2 is intact"), "{message}");
+    // Doing what it says keeps every earlier commit.
+    let (_, command) = message.split_once("run `").unwrap();
+    let command = command.trim_end_matches('`');
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args[..2], ["truncate", "-s"], "{command}");
+    let status = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(names(&store).await, ["a", "b"]);
+    let out = store.commit(vec![create(profile("d", "1"))]).await.unwrap();
+    assert_eq!(out.revision, 3);
+}
+
+#[tokio::test]
+async fn the_store_is_private_new_or_old() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = FileStore::open(&store_dir).unwrap();
+    store.commit(vec![create(profile("a", "1"))]).await.unwrap();
+    drop(store);
+    let files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&store_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    assert_eq!(mode(&store_dir), 0o700);
+    for file in files() {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // A store made with looser modes (by hand, or by an older release) is made private
+    // when opened; files that are not the store's are left alone.
+    let foreign = store_dir.join("README");
+    std::fs::write(&foreign, b"notes").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in files().into_iter().filter(|f| *f != foreign) {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    }
+    let store = FileStore::open(&store_dir).unwrap();
+    assert_eq!(names(&store).await, ["a"]);
+    assert_eq!(mode(&store_dir), 0o700);
+    for file in files() {
+        let expected = if file == foreign { 0o644 } else { 0o600 };
+        assert_eq!(mode(&file), expected, "{}", file.display());
+    }
+}

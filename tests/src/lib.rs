@@ -19,6 +19,7 @@ pub mod netns;
 pub mod node_container;
 pub mod packet;
 pub mod palisade_cli;
+pub mod power_cut_fs;
 pub mod steady_traffic;
 pub mod topology;
 pub mod traffic;

@@ -256,12 +256,55 @@ impl Enforcer {
         }
     }
 
+    /// Defence in depth against a second writer of the maps (the host lock keeps other
+    /// agents of this release and later ones out; an older release or a tool does not
+    /// take it): if the pinned generation is not the one this agent wrote last, it says so
+    /// loudly and rewrites the maps in full.
+    pub fn verify_maps(&mut self) {
+        if self.maps_moved() {
+            self.published = None;
+            self.reconcile();
+        }
+    }
+
+    /// Whether someone else wrote `PAL_CONFIG` since this agent did; the writer then
+    /// writes the next slot in full.
+    fn maps_moved(&mut self) -> bool {
+        let expected = self.writer.config();
+        match self.writer.check_config() {
+            Ok(None) => false,
+            Ok(Some(found)) => {
+                log::error(
+                    "THE POLICY MAPS WERE WRITTEN BY ANOTHER PROCESS; rewriting them in full",
+                    &[
+                        ("expected_generation", &expected.generation),
+                        ("found_generation", &found.generation),
+                        (
+                            "hint",
+                            &"another palisade agent (an old release?) or a tool is writing \
+                              PAL_CONFIG: stop it",
+                        ),
+                    ],
+                );
+                true
+            }
+            Err(e) => {
+                log::warn("cannot check the policy maps", &[("error", &e)]);
+                false
+            }
+        }
+    }
+
     fn publish(
         &mut self,
         changes: &Changes,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         started: Instant,
     ) {
+        if self.compiler.image().is_none() {
+            return;
+        }
+        self.maps_moved();
         let Some(image) = self.compiler.image() else {
             return;
         };

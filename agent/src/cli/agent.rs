@@ -19,6 +19,7 @@ use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
+use crate::dataplane::host_lock;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
@@ -104,6 +105,18 @@ pub struct AgentArgs {
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     let node = args.node.clone().unwrap_or_else(host_name);
+    // First of all: nothing is loaded, pinned, attached or written, and the plugin socket
+    // is not touched, unless this is the only agent on the dataplane.
+    let locked = dataplane::ensure_bpffs_mounted(&args.bpffs)
+        .map_err(|e| e.to_string())
+        .and_then(|_| host_lock::lock(&args.bpffs).map_err(|e| e.to_string()));
+    let _host_lock = match locked {
+        Ok(lock) => lock,
+        Err(e) => {
+            log::error("cannot start the agent", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
     let (store, down) = match open_store(&datastore_url).await {
         Ok(opened) => opened,
         Err(e) => {
@@ -174,8 +187,11 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut map_check = tokio::time::interval(MAP_CHECK_INTERVAL);
+    map_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
+            _ = map_check.tick() => enforcer.verify_maps(),
             event = rx.recv() => match event {
                 Some(SyncEvent::Updated(view)) => {
                     if degraded {
@@ -234,6 +250,9 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     log::info("agent stopped", &[("node", &node)]);
     ExitCode::SUCCESS
 }
+
+/// How often the agent checks that nobody else moved the pinned generation (one map read).
+const MAP_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the agent says while the datastore cannot be read.
 const DEGRADED: &str = "datastore unavailable; keeping the last known policy";

@@ -5,6 +5,7 @@
 
 mod address_clash;
 pub mod agent;
+mod cleanup;
 mod columns;
 mod commit;
 mod delete;
@@ -19,6 +20,7 @@ mod matrix;
 mod matrix_html;
 mod pretty_table;
 mod preview;
+mod privileges;
 mod profile;
 mod reach_text;
 mod resource_args;
@@ -99,6 +101,7 @@ pub enum Command {
     DockerPlugin(docker_plugin::DockerPluginArgs),
     /// Plumb a workload's network namespace to the host, or undo it.
     Workload(workload::WorkloadArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// Print palisade's version.
     Version,
 }
@@ -126,6 +129,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
+    if let Err(code) = privileges::check(&cli.command) {
+        return code;
+    }
     let Some(url) = store_access::datastore_url(&cli) else {
         return ExitCode::FAILURE;
     };
@@ -148,6 +154,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
         Command::Workload(args) => workload::run(args, &url).await,
+        Command::Cleanup(args) => cleanup::run(args),
         Command::Version => version::run(),
     }
 }

@@ -7,7 +7,7 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt,
+    os::unix::{ffi::OsStrExt, fs::DirBuilderExt},
     path::{Path, PathBuf},
 };
 
@@ -20,20 +20,31 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 const MOUNTS: &str = "/proc/self/mounts";
 
+/// palisade's directory in the bpffs mounted at `bpffs`: one pin directory per ABI version
+/// under it, and the lock of the dataplane on it (see [`super::host_lock`]).
+pub fn lock_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("palisade")
+}
+
 /// The pin directory for this ABI version under the bpffs mounted at `bpffs`.
 pub fn pin_dir(bpffs: &Path) -> PathBuf {
-    bpffs.join("palisade").join(ABI_VERSION.to_string())
+    lock_dir(bpffs).join(ABI_VERSION.to_string())
+}
+
+/// Whether a bpffs is mounted exactly at `path`.
+pub fn bpffs_mounted_at(path: &Path) -> Result<bool, Error> {
+    let mounts = fs::read_to_string(MOUNTS).map_err(|source| Error::ReadMounts {
+        path: MOUNTS,
+        source,
+    })?;
+    Ok(is_bpffs_mounted_at(&mounts, path))
 }
 
 /// Mounts bpffs at `path` unless a bpffs is already mounted exactly there.
 ///
 /// Returns whether it mounted one, so that a caller which owns the mount (a test) can undo it.
 pub fn ensure_bpffs_mounted(path: &Path) -> Result<bool, Error> {
-    let mounts = fs::read_to_string(MOUNTS).map_err(|source| Error::ReadMounts {
-        path: MOUNTS,
-        source,
-    })?;
-    if is_bpffs_mounted_at(&mounts, path) {
+    if bpffs_mounted_at(path)? {
         return Ok(false);
     }
     mount_bpffs(path).map_err(|source| Error::MountBpffs {
@@ -47,10 +58,16 @@ pub fn ensure_bpffs_mounted(path: &Path) -> Result<bool, Error> {
 pub fn ensure_pin_dir(bpffs: &Path) -> Result<PathBuf, Error> {
     ensure_bpffs_mounted(bpffs)?;
     let dir = pin_dir(bpffs);
-    fs::create_dir_all(&dir).map_err(|source| Error::CreatePinDir {
-        path: dir.clone(),
-        source,
-    })?;
+    // Only root reads palisade's pins (a mount of our own is private already, but a bpffs
+    // mounted by others may not be).
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| Error::CreatePinDir {
+            path: dir.clone(),
+            source,
+        })?;
     Ok(dir)
 }
 
@@ -81,15 +98,16 @@ fn mount_bpffs(path: &Path) -> io::Result<()> {
     let target = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     let fs_type = c"bpf";
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; bpffs
-    // takes no mount data.
+    // Owner only, as systemd mounts it: bpffs defaults to world-readable and writable.
+    let options = c"mode=0700";
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
     let rc = unsafe {
         libc::mount(
             fs_type.as_ptr(),
             target.as_ptr(),
             fs_type.as_ptr(),
             0,
-            std::ptr::null(),
+            options.as_ptr().cast(),
         )
     };
     if rc == 0 {

@@ -2,22 +2,26 @@
 //! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
 //! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
-//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
+//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`); the lock
+//! that keeps one palisade per dataplane (`host_lock`); what palisade left on a host, of
+//! any ABI version, found and removed (`remnants`).
 
 pub mod attach;
 pub mod bpf_log;
 pub mod bpffs;
 pub mod counters;
 pub mod events;
+pub mod host_lock;
 pub mod links;
 pub mod load;
 pub mod object;
+pub mod remnants;
 pub mod rule_names;
 pub mod slot_image;
 pub mod writer;
 
 pub use attach::{Adopted, AttachMode, Attachments, interface_pin_dir, link_pin_dir};
-pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, pin_dir};
+pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, lock_dir, pin_dir};
 pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};
 pub use object::ebpf_object;
 
@@ -133,6 +137,13 @@ pub enum Error {
     #[error("cannot subscribe to netlink {what}: {source}")]
     Netlink {
         what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot {what}: {source}")]
+    Remnant {
+        what: String,
         #[source]
         source: std::io::Error,
     },

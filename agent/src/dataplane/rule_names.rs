@@ -19,6 +19,13 @@ pub fn path_in(run_dir: &Path) -> PathBuf {
     ))
 }
 
+/// Whether `name` is a file the agent writes in its run directory (of any ABI version, or
+/// left half-written): what `palisade cleanup` removes there.
+pub fn is_written_by_agent(name: &str) -> bool {
+    name.strip_prefix("rule-counters.v")
+        .is_some_and(|rest| rest.ends_with(".json") || rest.ends_with(".json.tmp"))
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RuleName {
     pub index: u32,

@@ -208,6 +208,33 @@ impl Writer {
         self.write_config(config)
     }
 
+    /// Whether `PAL_CONFIG` still holds what this writer wrote last. If someone else moved
+    /// it (another process writing the same pinned maps), returns what it holds now and
+    /// takes the maps over again as [`Writer::adopt`] does: both slots count as unknown, so
+    /// the next publish writes the slot packets do not use now in full, and flips from the
+    /// generation found (with this writer's switches).
+    pub fn check_config(&mut self) -> Result<Option<Config>, WriteError> {
+        let found = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(|source| WriteError::Map {
+                action: "read",
+                name: map_names::CONFIG,
+                source,
+            })?;
+        if found == self.config {
+            return Ok(None);
+        }
+        self.config.generation = found.generation;
+        for s in 0..2 {
+            self.forget_slot(s);
+            // Packets may still be reading a slot the other writer just retired.
+            self.retired_at[s] = Some(Instant::now());
+        }
+        Ok(Some(found))
+    }
+
     /// Writes `image` into the inactive slot and makes it the active one, comparing
     /// everything with what the slot holds. See [`Writer::publish_changes`].
     pub fn publish(

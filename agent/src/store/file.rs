@@ -75,8 +75,9 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens the store in `dir`, creating it (mode 0700) if needed, and recovers from a
-    /// writer that crashed: an unfinished commit at the end of the log is removed.
+    /// Opens the store in `dir`, creating it (mode 0700, files 0600; an existing store is
+    /// made so) if needed, and recovers from a writer that crashed: an unfinished commit
+    /// at the end of the log is removed.
     pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
         FileStore::open_with_options(dir, FileStoreOptions::default())
     }
@@ -86,6 +87,7 @@ impl FileStore {
         options: FileStoreOptions,
     ) -> Result<FileStore, StoreError> {
         disk::create_dir(dir)?;
+        disk::make_private(dir)?;
         let store = FileStore {
             dir: dir.to_path_buf(),
             lock_file: disk::open_lock_file(dir)?,

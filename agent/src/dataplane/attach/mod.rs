@@ -13,7 +13,7 @@
 //! verdict (pass or drop, never "next"), so the clsact filter behind it does not run: each
 //! packet is judged and counted once, and at no moment is an interface without a program.
 
-mod bpf_syscalls;
+pub(crate) mod bpf_syscalls;
 pub mod clsact;
 pub mod tc_netlink;
 pub mod tcx;
@@ -69,14 +69,14 @@ impl fmt::Display for AttachMode {
 }
 
 /// One program's place on an interface, in both modes, and the name of its TCX pin.
-struct Hook {
-    program: &'static str,
+pub(crate) struct Hook {
+    pub program: &'static str,
     tcx: TcAttachType,
-    clsact: tc_netlink::Hook,
+    pub clsact: tc_netlink::Hook,
     pin: &'static str,
 }
 
-const HOOKS: [Hook; 2] = [
+pub(crate) const HOOKS: [Hook; 2] = [
     Hook {
         program: program_names::FROM_WORKLOAD,
         tcx: TcAttachType::Ingress,
@@ -244,7 +244,7 @@ fn ensure_same_interface(ifname: &str, ifindex: u32) -> Result<(), Error> {
 }
 
 /// The indexes of every interface of the agent's namespace.
-fn interface_indexes() -> Vec<u32> {
+pub(crate) fn interface_indexes() -> Vec<u32> {
     // SAFETY: no arguments; the result is freed below.
     let list = unsafe { libc::if_nameindex() };
     if list.is_null() {

@@ -50,9 +50,21 @@ pub(super) fn classify(name: &str) -> StoreFile {
     }
 }
 
-/// An I/O failure, naming what was being done, the path and the OS error.
+/// An I/O failure, naming what was being done, the path and the OS error, and what to do
+/// where that is clear.
 pub(super) fn unavailable(what: &str, path: &Path, err: io::Error) -> StoreError {
-    StoreError::Unavailable(format!("datastore: {what} {}: {err}", path.display()))
+    let hint = match err.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            ": the filesystem holding the datastore is full. What failed was not written, \
+             and every earlier commit is intact: free some space there and try again"
+        }
+        Some(libc::EACCES | libc::EPERM) => {
+            ": the datastore is private to the user who owns it (normally root): run \
+             palisade as that user"
+        }
+        _ => "",
+    };
+    StoreError::Unavailable(format!("datastore: {what} {}: {err}{hint}", path.display()))
 }
 
 /// Creates the store directory (and its parents) accessible to its owner only.
@@ -70,6 +82,46 @@ pub(super) fn create_dir(dir: &Path) -> Result<(), StoreError> {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
         _ => Ok(()),
     }
+}
+
+/// Makes the store its owner's alone: the directory 0700, its files 0600. New stores are
+/// made so; a store an older palisade made, or a directory an operator made beforehand,
+/// is tightened when opened, with a warning (anyone else who could write there could
+/// change the policy in force). Only the store's own files are touched.
+pub(super) fn make_private(dir: &Path) -> Result<(), StoreError> {
+    tighten(dir, 0o700)?;
+    let entries = fs::read_dir(dir).map_err(|e| unavailable("listing", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == CURRENT || name == LOCK || classify(&name) != StoreFile::Other;
+        if ours {
+            tighten(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears the permission bits of `path` outside `allowed`.
+fn tighten(path: &Path, allowed: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match fs::symlink_metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        // Removed meanwhile by a compacting writer.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(unavailable("inspecting", path, e)),
+    };
+    if mode & !allowed == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & allowed))
+        .map_err(|e| unavailable("making private", path, e))?;
+    eprintln!(
+        "palisade: warning: datastore {}: was mode {mode:o}, made it {:o}: the store is \
+         private to its owner",
+        path.display(),
+        mode & allowed
+    );
+    Ok(())
 }
 
 /// Makes renames and creations in `dir` durable.
@@ -145,9 +197,12 @@ pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
         .mode(0o600)
         .open(&temp)
         .map_err(|e| unavailable("creating", &temp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| unavailable("writing", &temp, e))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // On a full disk the space it holds is what the next try needs.
+        let _ = fs::remove_file(&temp);
+        return Err(unavailable("writing", &temp, e));
+    }
     fs::rename(&temp, &target).map_err(|e| unavailable("renaming into place", &target, e))
 }
 

@@ -5,10 +5,13 @@
 //! ```
 //!
 //! `crc` is CRC-32 over the length bytes and the payload, so a damaged length is caught
-//! too. A frame that stops short, or that is damaged and has nothing but zeros after it, is
-//! a write that never finished (a torn tail): it was never acknowledged and is ignored. A
-//! damaged frame with real data after it is corruption: every earlier record was synced
-//! before the next one was written.
+//! too. A write that never finished (a torn tail) was never acknowledged and is ignored:
+//! a frame that stops short, or one whose bytes never all landed, which shows as zeros
+//! (JSON never holds a zero byte; a file that grew without its data reads zeros there, as
+//! does a disk sector that was never written). Any other damaged frame is corruption, also
+//! the last one: it was written whole, so its damage came later, to an acknowledged commit.
+//! etcd's WAL draws the same line (a torn entry has a zeroed sector; a CRC mismatch
+//! elsewhere is corruption).
 
 pub(super) const HEADER_LEN: usize = 8;
 
@@ -59,11 +62,16 @@ pub(super) fn read_frame(buf: &[u8], pos: usize) -> Next<'_> {
             end: pos + HEADER_LEN + len,
         };
     }
-    // Only the last, not yet synced record can be damaged by a crash; what a crash can
-    // leave after it is nothing, or zeros where the file grew but the data never landed.
+    // Only the last, not yet synced record can be damaged by a crash, and what a crash
+    // leaves of it is zeros where its data never landed, or after it where the file grew.
     let after = &body[len..];
-    if after.iter().all(|&b| b == 0) {
+    let never_landed = payload.contains(&0)
+        || rest[..HEADER_LEN + len].iter().all(|&b| b == 0)
+        || (!after.is_empty() && after.iter().all(|&b| b == 0));
+    if never_landed {
         Next::Torn
+    } else if after.is_empty() {
+        Next::Corrupt("fails its checksum, although it was written whole".to_string())
     } else {
         Next::Corrupt(format!(
             "fails its checksum and is followed by {} more bytes",
@@ -110,15 +118,23 @@ mod tests {
     }
 
     #[test]
-    fn damage_at_the_end_is_torn_in_the_middle_is_corrupt() {
-        let mut buf = encode(b"first").unwrap();
-        buf[HEADER_LEN] ^= 1;
-        assert_eq!(read_frame(&buf, 0), Next::Torn);
-        let mut zeros_after = buf.clone();
+    fn a_write_that_never_landed_is_torn_any_other_damage_is_corrupt() {
+        let whole = encode(b"{\"first\":1}").unwrap();
+        // Part of the last record never reached the disk: zeros in its payload.
+        let mut unwritten = whole.clone();
+        unwritten[HEADER_LEN + 3..].fill(0);
+        assert_eq!(read_frame(&unwritten, 0), Next::Torn);
+        // The file grew, its data did not land.
+        assert_eq!(read_frame(&[0u8; 64], 0), Next::Torn);
+        let mut zeros_after = whole.clone();
+        zeros_after[HEADER_LEN] ^= 1;
         zeros_after.extend([0u8; 16]);
         assert_eq!(read_frame(&zeros_after, 0), Next::Torn);
-        buf.extend(encode(b"second").unwrap());
-        assert!(matches!(read_frame(&buf, 0), Next::Corrupt(_)));
-        assert_eq!(read_frame(&[0u8; 64], 0), Next::Torn);
+        // Written whole, then damaged: at the end of the file as anywhere else.
+        let mut flipped = whole.clone();
+        flipped[HEADER_LEN] ^= 1;
+        assert!(matches!(read_frame(&flipped, 0), Next::Corrupt(_)));
+        flipped.extend(encode(b"second").unwrap());
+        assert!(matches!(read_frame(&flipped, 0), Next::Corrupt(_)));
     }
 }

@@ -30,6 +30,29 @@ pub(super) struct NewCommits {
     pub commits: Vec<(CommitRecord, u64)>,
     /// The file's length when read; beyond the last commit's end is a torn tail.
     pub file_len: u64,
+    /// A damaged record after the last commit: the log cannot be read past it.
+    pub damage: Option<Damage>,
+}
+
+/// A damaged record: where it starts, and what is wrong with it.
+pub(super) struct Damage {
+    pub offset: u64,
+    pub why: String,
+}
+
+impl Damage {
+    /// The error for the damaged record of the log at `path`, after which the commits up to
+    /// revision `intact` were read: it says what is intact and what to do.
+    pub fn error(&self, path: &Path, intact: crate::store::Revision) -> StoreError {
+        let (path, offset) = (path.display(), self.offset);
+        StoreError::Corrupt(format!(
+            "{path}: the record at byte {offset} {}. Every commit up to revision {intact} \
+             is intact. Restore the store from a backup, or keep those commits and drop the \
+             damaged record and everything after it: stop every palisade process that uses \
+             the store, copy its directory aside, and run `truncate -s {offset} {path}`",
+            self.why
+        ))
+    }
 }
 
 pub(super) fn read_commits(
@@ -40,26 +63,37 @@ pub(super) fn read_commits(
     let buf = read_from(file, offset, path)?;
     let mut commits = Vec::new();
     let mut pos = 0;
+    let mut damage = None;
     loop {
         match frame::read_frame(&buf, pos) {
-            Next::Frame { payload, end } => {
-                let commit = record::decode(payload, path, offset as usize + pos)?;
-                pos = end;
-                commits.push((commit, offset + pos as u64));
-            }
+            Next::Frame { payload, end } => match serde_json::from_slice(payload) {
+                Ok(commit) => {
+                    pos = end;
+                    commits.push((commit, offset + pos as u64));
+                }
+                // Intact framing around a payload that does not parse: not what we wrote.
+                Err(e) => {
+                    damage = Some(Damage {
+                        offset: offset + pos as u64,
+                        why: format!("does not parse: {e}"),
+                    });
+                    break;
+                }
+            },
             Next::End | Next::Torn => break,
             Next::Corrupt(why) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: the record at byte {} {why}",
-                    path.display(),
-                    offset + pos as u64
-                )));
+                damage = Some(Damage {
+                    offset: offset + pos as u64,
+                    why,
+                });
+                break;
             }
         }
     }
     Ok(NewCommits {
         commits,
         file_len: offset + buf.len() as u64,
+        damage,
     })
 }
 

@@ -159,7 +159,10 @@ impl Replica {
             self.log_end = end;
         }
         self.log_len = new.file_len;
-        Ok(())
+        match new.damage {
+            Some(damage) => Err(damage.error(&path, self.revision)),
+            None => Ok(()),
+        }
     }
 
     /// Applies one commit read from (or just appended to) the log at `path`.

@@ -164,6 +164,9 @@ impl Follower {
                         out.push(commit);
                     }
                 }
+                if let Some(damage) = new.damage {
+                    return Err(damage.error(&path, self.position));
+                }
             }
             if current <= self.generation {
                 return Ok(());

@@ -99,6 +99,15 @@ pub(super) fn cut_torn_tail(replica: &mut Replica, dir: &Path) -> Result<(), Sto
     log.set_len(replica.log_end)
         .and_then(|()| log.sync_all())
         .map_err(|e| unavailable("truncating the unfinished record at the end of", &path, e))?;
+    eprintln!(
+        "palisade: warning: datastore {}: removed an unfinished record at its end (byte {}, \
+         {} bytes): a commit interrupted before it was acknowledged; every commit up to \
+         revision {} is intact",
+        path.display(),
+        replica.log_end,
+        replica.log_len - replica.log_end,
+        replica.revision
+    );
     replica.log_len = replica.log_end;
     Ok(())
 }
