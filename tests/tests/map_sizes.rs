@@ -97,14 +97,18 @@ fn sizes_apply_when_made_and_pinned_maps_keep_theirs_across_a_restart() {
     scene.agent = Some(agent);
     assert_eq!(pinned_sizes(&scene), made);
 
-    // The writer works with the sizes the maps have: a change is published and enforced.
+    // The writer works with the sizes the maps have: a change that the maps must hold
+    // (the client may no longer reach TCP port 9999; the traffic's ports are untouched)
+    // is published.
     scene.store.apply(
         r#"- apiVersion: v1
   kind: policy
   metadata: {name: extra}
   spec:
     selector: role == 'client'
-    egress: [{action: pass}]
+    egress:
+    - {action: deny, protocol: tcp, destination: {ports: [9999]}}
+    - {action: pass}
 "#,
     );
     let revision = scene.store.revision();

@@ -61,10 +61,12 @@ struct Sizing {
 }
 
 /// Every map the agent sizes (`PAL_CONFIG` and `PAL_STATS` have fixed sizes). The per-slot
-/// needs are those the compiler's image showed for the bench's generated clusters
-/// (`cargo xtask bench`), with room to grow: an address per endpoint and family; peer and
-/// group entries, tables and their cells growing with the policies that select this
-/// node's endpoints.
+/// needs follow the compiler's images of the bench's generated clusters (100 local
+/// endpoints; 10 to 10,000 endpoints and policies), with room to spare: an address per
+/// endpoint and family; peer entries for (local ID, remote ID) pairs outside group 0 (up to
+/// 129,300 at 10,000 endpoints); groups, tables, rows, cells and outcomes growing with the
+/// node's endpoints and the policies (up to 6,075 groups, 977 tables of a few protocols
+/// each, 106,638 cells and 14,444 outcomes at 10,000 policies).
 const SIZED: [Sizing; 15] = [
     Sizing {
         name: map_names::LOCAL,
@@ -84,12 +86,15 @@ const SIZED: [Sizing; 15] = [
     Sizing {
         name: map_names::PEERS,
         shape: Shape::Slotted,
-        entries: |s| 2 * slot(8 * u64::from(s.endpoints) + 16 * u64::from(s.policies)),
+        entries: |s| {
+            let endpoints = u64::from(s.endpoints);
+            2 * slot((2 * s.local_endpoints() * endpoints.min(512)).max(16 * endpoints))
+        },
     },
     Sizing {
         name: map_names::POLICY,
         shape: Shape::Slotted,
-        entries: |s| 2 * slot(16 * s.local_endpoints() + 4 * u64::from(s.policies)),
+        entries: |s| 2 * slot(32 * s.local_endpoints() + 4 * u64::from(s.policies)),
     },
     Sizing {
         name: map_names::TABLE,
@@ -99,7 +104,7 @@ const SIZED: [Sizing; 15] = [
     Sizing {
         name: map_names::ROWS,
         shape: Shape::Slotted,
-        entries: |s| 2 * slot(32 * s.local_endpoints() + 8 * u64::from(s.policies)),
+        entries: |s| 2 * slot(64 * s.local_endpoints() + 16 * u64::from(s.policies)),
     },
     Sizing {
         name: map_names::CELLS,
@@ -340,6 +345,37 @@ mod tests {
                 .unwrap();
                 assert_eq!(sizes.iter().count(), SIZED.len());
             }
+        }
+    }
+
+    /// What the compiler's images of the bench's clusters need per slot (100 endpoints on
+    /// the node, 125 local IDs): (endpoints, policies, endpoint addresses, peer entries,
+    /// group entries, tables, cells, outcomes).
+    const MEASURED: [(u32, u32, u32, u32, u32, u32, u32, u32); 4] = [
+        (10, 10, 13, 252, 90, 58, 383, 55),
+        (100, 100, 125, 10_930, 1_052, 265, 3_082, 446),
+        (1_000, 1_000, 1_250, 19_480, 2_050, 339, 17_590, 3_402),
+        (10_000, 10_000, 12_500, 129_300, 6_075, 977, 106_638, 14_444),
+    ];
+
+    #[test]
+    fn the_bench_clusters_fit_the_maps_sized_for_them() {
+        for (endpoints, policies, addrs, peers, groups, tables, cells, outcomes) in MEASURED {
+            let sizes = MapSizes::for_scale(&SizedFor {
+                endpoints,
+                policies,
+            })
+            .unwrap();
+            let slot = |name| sizes.get(name).unwrap() / 2;
+            let at = format!("{endpoints} endpoints, {policies} policies");
+            assert!(slot(map_names::REMOTE) >= addrs, "{at}");
+            assert!(slot(map_names::PEERS) >= peers, "{at}");
+            assert!(slot(map_names::POLICY) >= groups, "{at}");
+            // A table has an entry per protocol it names and one for the others.
+            assert!(slot(map_names::TABLE) >= 5 * tables, "{at}");
+            assert!(slot(map_names::ROWS) >= cells, "{at}");
+            assert!(slot(map_names::CELLS) >= cells, "{at}");
+            assert!(slot(map_names::OUTCOMES) >= outcomes, "{at}");
         }
     }
 

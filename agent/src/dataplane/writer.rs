@@ -94,6 +94,8 @@ fn rule_counters(ebpf: &aya::Ebpf) -> Result<u32, WriteError> {
 }
 
 impl PolicyMaps {
+    /// Takes the policy maps out of `ebpf`, reading `PAL_RULE_STATS`'s size on the way (so
+    /// before the counters take that map).
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<PolicyMaps, WriteError> {
         Ok(PolicyMaps {
             config: take(ebpf, map_names::CONFIG)?,
