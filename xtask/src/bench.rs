@@ -69,7 +69,7 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str, agent_table: &str) -> 
          ingress rule of each of the first 21 policies in turn (median, and the maximum: \
          policy 0 selects every endpoint of the node, and its first rule, a `pass` from tier \
          web, concerns a fifth of all peers: a new table for each of their peer groups); \
-         \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map.\n\n\
+         \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map at the sizes the object declares (the agent's section below has them at the sizes the agent chooses).\n\n\
          Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
         kernel.trim(),
         cpus,
