@@ -67,8 +67,10 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str, agent_table: &str) -> 
          applies it in place, the writer writes the entries that changed into the inactive \
          slot, and the generation flips. \"One policy changed\" flips the action of the first \
          ingress rule of each of the first 21 policies in turn (median, and the maximum: \
-         policy 0 selects every endpoint of the node, and its first rule, a `pass` from tier \
-         web, concerns a fifth of all peers: a new table for each of their peer groups); \
+         policies 0 and 15 select every endpoint of the node; policy 0's first rule, a `pass` \
+         from tier web, concerns a fifth of all peers, a new table for each of their peer \
+         groups; policy 15's, an `allow` from one app, concerns few peers, but each of their \
+         classes gets a new table of the whole program); \
          \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map at the sizes the object declares (the agent's section below has them at the sizes the agent chooses).\n\n\
          Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
         kernel.trim(),

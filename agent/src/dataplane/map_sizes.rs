@@ -348,34 +348,67 @@ mod tests {
         }
     }
 
-    /// What the compiler's images of the bench's clusters need per slot (100 endpoints on
-    /// the node, 125 local IDs): (endpoints, policies, endpoint addresses, peer entries,
-    /// group entries, tables, cells, outcomes).
-    const MEASURED: [(u32, u32, u32, u32, u32, u32, u32, u32); 4] = [
-        (10, 10, 13, 252, 90, 58, 383, 55),
-        (100, 100, 125, 10_930, 1_052, 265, 3_082, 446),
-        (1_000, 1_000, 1_250, 19_480, 2_050, 339, 17_590, 3_402),
-        (10_000, 10_000, 12_500, 129_300, 6_075, 977, 106_638, 14_444),
+    /// What the compiler's image of one of the bench's clusters needs per slot (100
+    /// endpoints on the node, 125 local IDs).
+    struct Measured {
+        endpoints: u32,
+        policies: u32,
+        addresses: u32,
+        peers: u32,
+        groups: u32,
+        tables: u32,
+        cells: u32,
+        outcomes: u32,
+    }
+
+    const fn measured(v: [u32; 8]) -> Measured {
+        let [
+            endpoints,
+            policies,
+            addresses,
+            peers,
+            groups,
+            tables,
+            cells,
+            outcomes,
+        ] = v;
+        Measured {
+            endpoints,
+            policies,
+            addresses,
+            peers,
+            groups,
+            tables,
+            cells,
+            outcomes,
+        }
+    }
+
+    const MEASURED: [Measured; 4] = [
+        measured([10, 10, 13, 252, 90, 58, 383, 55]),
+        measured([100, 100, 125, 10_930, 1_052, 265, 3_082, 446]),
+        measured([1_000, 1_000, 1_250, 19_480, 2_050, 339, 17_590, 3_402]),
+        measured([10_000, 10_000, 12_500, 129_300, 6_075, 977, 106_638, 14_444]),
     ];
 
     #[test]
     fn the_bench_clusters_fit_the_maps_sized_for_them() {
-        for (endpoints, policies, addrs, peers, groups, tables, cells, outcomes) in MEASURED {
+        for m in MEASURED {
             let sizes = MapSizes::for_scale(&SizedFor {
-                endpoints,
-                policies,
+                endpoints: m.endpoints,
+                policies: m.policies,
             })
             .unwrap();
             let slot = |name| sizes.get(name).unwrap() / 2;
-            let at = format!("{endpoints} endpoints, {policies} policies");
-            assert!(slot(map_names::REMOTE) >= addrs, "{at}");
-            assert!(slot(map_names::PEERS) >= peers, "{at}");
-            assert!(slot(map_names::POLICY) >= groups, "{at}");
+            let at = format!("{} endpoints, {} policies", m.endpoints, m.policies);
+            assert!(slot(map_names::REMOTE) >= m.addresses, "{at}");
+            assert!(slot(map_names::PEERS) >= m.peers, "{at}");
+            assert!(slot(map_names::POLICY) >= m.groups, "{at}");
             // A table has an entry per protocol it names and one for the others.
-            assert!(slot(map_names::TABLE) >= 5 * tables, "{at}");
-            assert!(slot(map_names::ROWS) >= cells, "{at}");
-            assert!(slot(map_names::CELLS) >= cells, "{at}");
-            assert!(slot(map_names::OUTCOMES) >= outcomes, "{at}");
+            assert!(slot(map_names::TABLE) >= 5 * m.tables, "{at}");
+            assert!(slot(map_names::ROWS) >= m.cells, "{at}");
+            assert!(slot(map_names::CELLS) >= m.cells, "{at}");
+            assert!(slot(map_names::OUTCOMES) >= m.outcomes, "{at}");
         }
     }
 
