@@ -74,9 +74,9 @@ enum Cmd {
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
     },
-    /// Measure per-packet cost, compile time, map size and update time, and the time from
-    /// an etcd write to the agent's maps (release build, as root); print the tables and
-    /// keep them in bench/README.md.
+    /// Measure per-packet cost, compile time, map size and update time, the time from an
+    /// etcd write to the agent's maps, and the agent's own memory, CPU and maps (release
+    /// build, as root); print the tables and keep them in bench/README.md.
     Bench,
 }
 
@@ -179,7 +179,9 @@ fn run(cli: Cli) -> Result<()> {
             print!("{dataplane}");
             let etcd = workspace.bench(&object, bench::ETCD)?;
             print!("{etcd}");
-            bench::record(&repo, &dataplane, &etcd)?;
+            let agent = workspace.bench(&object, bench::AGENT)?;
+            print!("{agent}");
+            bench::record(&repo, &dataplane, &etcd, &agent)?;
         }
     }
     Ok(())

@@ -328,8 +328,12 @@ impl Enforcer {
             .publish_changes(image, changes, ifindex_of, zero_counters)
         {
             Ok(published) => {
-                self.outcomes
-                    .published(published.generation, Arc::clone(&outcomes));
+                let (bases, _) = self.writer.array_layout(self.writer.active_slot());
+                self.outcomes.published(
+                    published.generation,
+                    bases.outcomes,
+                    Arc::clone(&outcomes),
+                );
                 if let Err(e) =
                     rule_names::write(&self.rule_names_path, self.writer.rule_counters())
                 {

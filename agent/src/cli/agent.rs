@@ -21,6 +21,8 @@ use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::host_lock;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
+use crate::dataplane::map_memory;
+use crate::dataplane::map_sizes::{MapSizeOverride, MapSizes, SizeError, SizedFor};
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
@@ -92,6 +94,24 @@ pub struct AgentArgs {
     /// what a run in the other left.
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
     pub attach_mode: AttachModeArg,
+    /// Size the maps for this many workload endpoints in the whole cluster (each node's
+    /// maps know every endpoint as a peer; this node's own share is taken as at most 256).
+    #[arg(long, env = "PALISADE_MAX_ENDPOINTS", default_value_t = SizedFor::DEFAULT.endpoints)]
+    pub max_endpoints: u32,
+    /// Size the maps for this many policies.
+    #[arg(long, env = "PALISADE_MAX_POLICIES", default_value_t = SizedFor::DEFAULT.policies)]
+    pub max_policies: u32,
+    /// One map's size over what --max-endpoints and --max-policies give, as NAME=ENTRIES
+    /// (e.g. PAL_CT=65536; bytes for the ring buffer PAL_EVENTS); repeatable, comma-separated
+    /// in the environment. Maps pinned by an earlier agent keep their size until their pins
+    /// are removed.
+    #[arg(
+        long = "map-size",
+        value_name = "NAME=ENTRIES",
+        env = "PALISADE_MAP_SIZES",
+        value_delimiter = ','
+    )]
+    pub map_sizes: Vec<MapSizeOverride>,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
@@ -105,6 +125,13 @@ pub struct AgentArgs {
 
 pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     let node = args.node.clone().unwrap_or_else(host_name);
+    let sizes = match map_sizes(&args) {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            log::error("invalid map size", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
     // First of all: nothing is loaded, pinned, attached or written, and the plugin socket
     // is not touched, unless this is the only agent on the dataplane.
     let locked = dataplane::ensure_bpffs_mounted(&args.bpffs)
@@ -138,7 +165,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         degraded = true;
         log::warn(DEGRADED, &[("error", &e)]);
     }
-    let mut enforcer = match start_dataplane(&args, &node) {
+    let mut enforcer = match start_dataplane(&args, &node, &sizes) {
         Ok(e) => e,
         Err(e) => {
             log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
@@ -267,11 +294,25 @@ async fn open_store(url: &str) -> Result<(Arc<dyn Datastore>, Option<StoreError>
     Ok((crate::store::open(url).await?, None))
 }
 
+/// The map sizes the flags ask for.
+fn map_sizes(args: &AgentArgs) -> Result<MapSizes, SizeError> {
+    let scale = SizedFor {
+        endpoints: args.max_endpoints,
+        policies: args.max_policies,
+    };
+    MapSizes::for_scale(&scale)?.with_overrides(&args.map_sizes)
+}
+
 /// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps), pins its
 /// programs, adopts the pinned links, and starts reporting events.
-fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std::error::Error>> {
+fn start_dataplane(
+    args: &AgentArgs,
+    node: &str,
+    sizes: &MapSizes,
+) -> Result<Enforcer, Box<dyn std::error::Error>> {
     let dir = dataplane::ensure_pin_dir(&args.bpffs)?;
-    let mut loaded = dataplane::load(dataplane::ebpf_object()?, Some(&dir))?;
+    let mut loaded = dataplane::load_sized(dataplane::ebpf_object()?, Some(&dir), sizes)?;
+    report_sizes(&loaded, &dir);
     loaded.pin_programs(&dir)?;
     let pinned = dataplane::program_pin_dir(&dir);
     log::info("eBPF programs loaded", &[("pinned", &pinned.display())]);
@@ -326,6 +367,7 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
             ("removed", &adopted.removed.len()),
         ],
     );
+    let loaded_sizes = &loaded.sizes().clone();
     let enforcer = Enforcer::new(
         node.to_string(),
         loaded,
@@ -333,11 +375,38 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
         counters,
         host_addrs,
         attachments,
-        dataplane::slot_image::slot_capacities(),
+        dataplane::slot_image::slot_capacities(loaded_sizes),
         rule_names::path_in(&args.run_dir),
     );
     tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)
+}
+
+/// Says what the maps cost, and which pinned maps kept another size than asked.
+fn report_sizes(loaded: &dataplane::LoadedObject, dir: &std::path::Path) {
+    for kept in loaded.kept_sizes() {
+        log::warn(
+            "a pinned map keeps its size; the size asked for takes effect once its pin is removed",
+            &[
+                ("map", &kept.map),
+                ("asked", &kept.asked),
+                ("pinned", &kept.pinned),
+            ],
+        );
+    }
+    match map_memory::pinned_maps_memory(dir) {
+        Ok(maps) => log::info(
+            "maps sized",
+            &[
+                ("sizes", loaded.sizes()),
+                (
+                    "memory_mib",
+                    &format!("{:.1}", map_memory::total_mib(&maps)),
+                ),
+            ],
+        ),
+        Err(e) => log::warn("cannot read the maps' memory", &[("error", &e)]),
+    }
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

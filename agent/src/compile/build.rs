@@ -16,11 +16,11 @@ use super::changes::ChangedKeys;
 use super::identity::{LocalId, LocalIds, LocalKey};
 use super::image::{GroupEntry, Image, PeerEntry, PeerGroup, TableId};
 use super::inputs::Inputs;
-use super::peer_classes::{self, PeerBit, RemoteSets, peer_bits};
+use super::peer_classes::{self, PeerBit, RemoteSets};
 use super::peer_groups::{PeerGroups, changed_rules};
 use super::program::{Decided, Outcome, Program};
 use super::remote::{RemoteClasses, RemoteId};
-use super::rules::CompiledRule;
+use super::rules::{CompiledRule, RuleId};
 use super::signature::{Bits, Family};
 use super::table::{self, OutcomeId, Table};
 
@@ -105,6 +105,33 @@ fn set_entry<K: Ord + Copy, V: PartialEq + Copy>(
         && let Some(touched) = touched
     {
         touched.insert(key);
+    }
+}
+
+/// Adds (or takes away) the peer bits each of `ids`' rules reads to `counts`, which says how
+/// many rules of a program read each bit (a bit no rule reads has no entry).
+fn count_bits<'a>(
+    counts: &mut BTreeMap<PeerBit, u32>,
+    ids: impl Iterator<Item = &'a RuleId>,
+    inputs: &Inputs,
+    add: bool,
+) {
+    for rule in ids.filter_map(|&id| inputs.rule(id)) {
+        let peer = rule.peer();
+        let bits = peer
+            .label_tests()
+            .map(PeerBit::Label)
+            .chain(peer.cidrs().map(PeerBit::Cidr));
+        for bit in bits {
+            if add {
+                *counts.entry(bit).or_default() += 1;
+            } else if let Some(n) = counts.get_mut(&bit) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&bit);
+                }
+            }
+        }
     }
 }
 
@@ -193,7 +220,15 @@ impl Build {
             .into_iter()
             .zip(key.programs)
         {
-            self.set_program(local, direction, family, program);
+            // A policy change usually concerns one direction: the other keeps its groups,
+            // tables and entries as they are.
+            let unchanged = self
+                .peer_groups
+                .get(&(local, direction))
+                .is_some_and(|g| g.family == family && g.program == program);
+            if !unchanged {
+                self.set_program(local, direction, family, program);
+            }
         }
     }
 
@@ -218,20 +253,40 @@ impl Build {
             peer_groups,
             ..
         } = self;
-        let bits = peer_bits(program.rule_ids().filter_map(|id| inputs.rule(id)));
+        let old = peer_groups
+            .remove(&(local, direction))
+            .filter(|g| g.family == family);
+        // The rules changed since, where only those rules tell the old program from the new
+        // one: the peer bits read are then the old ones, give or take theirs.
+        let changed = old
+            .as_ref()
+            .and_then(|g| changed_rules(&g.program, &program));
+        let bit_counts = match (&old, &changed) {
+            (Some(g), Some(changed)) => {
+                let mut counts = g.bit_counts.clone();
+                count_bits(&mut counts, changed.removed.iter(), inputs, false);
+                count_bits(&mut counts, changed.added.iter(), inputs, true);
+                counts
+            }
+            _ => {
+                let mut counts = BTreeMap::new();
+                let ids: Vec<RuleId> = program.rule_ids().collect();
+                count_bits(&mut counts, ids.iter(), inputs, true);
+                counts
+            }
+        };
+        let bits: Vec<PeerBit> = bit_counts.keys().copied().collect();
         let classes = Rc::clone(
             classes_of
                 .entry((family, bits))
                 .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
         );
-        let old = peer_groups.remove(&(local, direction)).filter(|g| {
-            g.family == family && (Rc::ptr_eq(&g.classes, &classes) || g.classes == classes)
-        });
-        // The classes' tables so far and the rules changed since, where only those rules
-        // tell the old program from the new one.
+        let old = old.filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
+        // The classes' tables so far, kept for the classes no changed rule concerns.
         let previous = old
             .as_ref()
-            .and_then(|g| Some((&g.class_tables, changed_rules(&g.program, &program)?)));
+            .zip(changed.as_ref())
+            .map(|(g, changed)| (&g.class_tables, changed));
         let class_tables: Vec<TableId> = classes
             .iter()
             .enumerate()
@@ -240,8 +295,8 @@ impl Build {
                 let kept = match (&previous, sig) {
                     (Some((before, changed)), Some(sig))
                         if !changed
-                            .iter()
-                            .any(|&id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig))) =>
+                            .all()
+                            .any(|id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig))) =>
                     {
                         before.get(i).copied()
                     }
@@ -260,6 +315,7 @@ impl Build {
             .collect();
         let groups = match old {
             Some(mut groups) => {
+                groups.bit_counts = bit_counts;
                 for i in groups.refine(program, class_tables) {
                     let group = groups.class_groups[i];
                     for remote in peer_classes::members(&classes[i]) {
@@ -273,7 +329,9 @@ impl Build {
                 groups
             }
             None => {
-                let groups = PeerGroups::fresh(program, family, Rc::clone(&classes), class_tables);
+                let mut groups =
+                    PeerGroups::fresh(program, family, Rc::clone(&classes), class_tables);
+                groups.bit_counts = bit_counts;
                 let peers = classes
                     .iter()
                     .zip(&groups.class_groups)

@@ -15,10 +15,10 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::model::ResourceKey;
-use crate::policy::Direction;
 
-use super::inputs::{Inputs, Workload};
+use super::inputs::{Inputs, PolicyRules, Workload};
 use super::program::Program;
+use super::rules::RuleId;
 use super::signature::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,8 +99,47 @@ impl LocalIds {
         )
     }
 
-    /// Forgets the programs of endpoints with the labels and profiles `affected` names (a
-    /// policy that selects them, or one of their profiles, changed).
+    /// Policy `before` became `after` (the same name; either may be missing): the cached
+    /// programs of the endpoints either one selects get its new rules. Where the policy
+    /// keeps its place (the same order, selecting the endpoints before and after) its old
+    /// rules are swapped for the new ones in place, without evaluating every policy's
+    /// selector again; the other programs are forgotten, to be made afresh.
+    pub fn policy_replaced(
+        &mut self,
+        inputs: &Inputs,
+        before: Option<&PolicyRules>,
+        after: Option<&PolicyRules>,
+    ) {
+        let kept_place = match (before, after) {
+            (Some(b), Some(a)) => b.order == a.order,
+            _ => false,
+        };
+        fn selects(p: Option<&PolicyRules>, labels: &BTreeMap<String, String>) -> bool {
+            p.is_some_and(|p| p.selector.matches(labels))
+        }
+        self.programs_of.retain(|(labels, _), programs| {
+            let (was, is) = (selects(before, labels), selects(after, labels));
+            if !was && !is {
+                return true;
+            }
+            let (Some(before), Some(after)) = (before, after) else {
+                return false;
+            };
+            if !(was && is && kept_place) {
+                return false;
+            }
+            match programs.with_policy_replaced(inputs, &before.rules, &after.rules) {
+                Some(patched) => {
+                    *programs = Rc::new(patched);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// Forgets the programs of endpoints with the labels and profiles `affected` names (one
+    /// of their profiles changed).
     pub fn forget_programs(
         &mut self,
         affected: impl Fn(&BTreeMap<String, String>, &[String]) -> bool,
@@ -220,8 +259,32 @@ pub(crate) struct Programs {
 
 impl Programs {
     fn of_endpoint(inputs: &Inputs, w: &Workload) -> Programs {
-        let programs = [Direction::Ingress, Direction::Egress]
-            .map(|d| Program::of_endpoint(inputs, &w.labels, &w.profiles, d));
+        Programs::with_tests(inputs, Program::of_endpoint(inputs, &w.labels, &w.profiles))
+    }
+
+    /// The programs with one policy's rules replaced (`[ingress, egress]`, `None` where the
+    /// policy does not govern the direction), when the policy keeps its place; `None` when
+    /// they must be made afresh (see [`Program::with_policy_rules_replaced`]).
+    fn with_policy_replaced(
+        &self,
+        inputs: &Inputs,
+        old: &[Option<Vec<RuleId>>; 2],
+        new: &[Option<Vec<RuleId>>; 2],
+    ) -> Option<Programs> {
+        let mut programs = self.programs.clone();
+        for (d, program) in programs.iter_mut().enumerate() {
+            match (&old[d], &new[d]) {
+                (None, None) => {}
+                (Some(old), Some(new)) => {
+                    *program = program.with_policy_rules_replaced(old, new)?
+                }
+                _ => return None,
+            }
+        }
+        Some(Programs::with_tests(inputs, programs))
+    }
+
+    fn with_tests(inputs: &Inputs, programs: [Program; 2]) -> Programs {
         let mut label_tests = BTreeSet::new();
         let mut cidrs = BTreeSet::new();
         for rule in programs

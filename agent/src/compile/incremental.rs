@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use crate::model::validate::validate;
 use crate::model::{Policy, Profile, Resource, ResourceKey};
-use crate::selector::Selector;
 
 use super::Locals;
 use super::build::Build;
@@ -35,6 +34,7 @@ use super::capacity::{Capacities, CompileError};
 use super::changes::{ChangedKeys, Changes};
 use super::identity::{LocalId, LocalKey, local_key};
 use super::image::Image;
+use super::inputs::PolicyRules;
 
 /// More changes than this at once compile in full (a snapshot, a bulk import).
 const MAX_IN_PLACE: usize = 64;
@@ -309,8 +309,11 @@ fn policy_changed(
     };
     let compiled = NewRules::mark(build);
     let (before, after) = build.inputs.replace_policy(name, old, new);
-    let selects = |selector: &Option<Selector>, labels: &BTreeMap<String, String>| {
-        selector.as_ref().is_some_and(|s| s.matches(labels))
+    build
+        .locals
+        .policy_replaced(&build.inputs, before.as_ref(), after.as_ref());
+    let selects = |p: &Option<PolicyRules>, labels: &BTreeMap<String, String>| {
+        p.as_ref().is_some_and(|p| p.selector.matches(labels))
     };
     rekey_locals(build, node, compiled, |labels, _| {
         selects(&before, labels) || selects(&after, labels)
@@ -327,7 +330,9 @@ fn profile_rules_changed(
     let compiled = NewRules::mark(build);
     build.inputs.replace_profile_rules(old, new);
     let name = &new.metadata.name;
-    rekey_locals(build, node, compiled, |_, profiles| profiles.contains(name))
+    let affected = |_: &BTreeMap<String, String>, profiles: &[String]| profiles.contains(name);
+    build.locals.forget_programs(affected);
+    rekey_locals(build, node, compiled, affected)
 }
 
 /// Where the compiled rules and the universe of tests stood before a change compiled new
@@ -350,7 +355,8 @@ impl NewRules {
 }
 
 /// After `compiled` rules: gives the local endpoints whose (labels, profiles) `affected`
-/// names the keys their programs have now. Fails when the new rules test what the remote
+/// names the keys their programs have now (the caller has brought their cached programs up
+/// to date or forgotten them). Fails when the new rules test what the remote
 /// classes cannot tell (new label tests or CIDRs would need new remote IDs).
 fn rekey_locals(
     build: &mut Build,
@@ -373,7 +379,6 @@ fn rekey_locals(
     if !classified {
         return Err(NeedsFull);
     }
-    build.locals.forget_programs(&affected);
     let rebound: Vec<usize> = build
         .inputs
         .workloads

@@ -33,6 +33,7 @@ pub(crate) struct Inputs {
     raw_profiles: BTreeMap<String, Profile>,
 }
 
+#[derive(Clone)]
 pub(crate) struct PolicyRules {
     pub name: String,
     pub order: Option<f64>,
@@ -184,7 +185,7 @@ impl Inputs {
         name: &str,
         old: Option<&Policy>,
         new: Option<&Policy>,
-    ) -> (Option<Selector>, Option<Selector>) {
+    ) -> (Option<PolicyRules>, Option<PolicyRules>) {
         let before = self
             .policies
             .iter()
@@ -197,17 +198,14 @@ impl Inputs {
             kept_rule_id(written, compiled, direction, index, rule)
         };
         let after = new.and_then(|p| self.compile_policy(p, unchanged));
-        let selectors = (
-            before.map(|p| p.selector),
-            after.as_ref().map(|p| p.selector.clone()),
-        );
+        let replaced = (before, after.clone());
         if let Some(after) = after {
             let at = self.policies.partition_point(|p| {
                 application_order((p.order, &p.name), (after.order, &after.name)).is_lt()
             });
             self.policies.insert(at, after);
         }
-        selectors
+        replaced
     }
 
     /// `unchanged` gives the ID of a rule that is already compiled (same policy, direction,

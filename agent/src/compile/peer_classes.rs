@@ -7,10 +7,7 @@
 //! number of bits and classes, not with the number of remotes, and the table of a class is
 //! built once from one representative.
 
-use std::collections::BTreeSet;
-
 use super::remote::{RemoteClasses, RemoteId};
-use super::rules::CompiledRule;
 use super::signature::{Bits, Family};
 
 /// One bit of a peer signature.
@@ -18,16 +15,6 @@ use super::signature::{Bits, Family};
 pub(crate) enum PeerBit {
     Label(usize),
     Cidr(usize),
-}
-
-/// The bits of a peer signature that `rules` read.
-pub(crate) fn peer_bits<'a>(rules: impl Iterator<Item = &'a CompiledRule>) -> Vec<PeerBit> {
-    let mut bits = BTreeSet::new();
-    for rule in rules {
-        bits.extend(rule.peer().label_tests().map(PeerBit::Label));
-        bits.extend(rule.peer().cidrs().map(PeerBit::Cidr));
-    }
-    bits.into_iter().collect()
 }
 
 /// For every signature bit, the remote IDs that have it; for every family, the remote IDs an

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
 
 use super::image::{PeerGroup, TableId};
+use super::peer_classes::PeerBit;
 use super::program::Program;
 use super::rules::RuleId;
 use super::signature::{Bits, Family};
@@ -28,6 +29,34 @@ pub(crate) struct PeerGroups {
     pub class_groups: Vec<PeerGroup>,
     /// Per group.
     pub group_tables: Vec<TableId>,
+    /// How many of the program's rules read each peer bit (the classes split by them).
+    pub bit_counts: BTreeMap<PeerBit, u32>,
+}
+
+/// The rules only one of two programs has: `removed` (the old one's), `added` (the new
+/// one's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChangedRules {
+    pub removed: BTreeSet<RuleId>,
+    pub added: BTreeSet<RuleId>,
+}
+
+impl ChangedRules {
+    fn between(in_old: &HashSet<RuleId>, in_new: &HashSet<RuleId>) -> ChangedRules {
+        ChangedRules {
+            removed: in_old.difference(in_new).copied().collect(),
+            added: in_new.difference(in_old).copied().collect(),
+        }
+    }
+
+    /// Removed and added.
+    pub fn all(&self) -> impl Iterator<Item = RuleId> + '_ {
+        self.removed.iter().chain(&self.added).copied()
+    }
+
+    fn contains(&self, id: RuleId) -> bool {
+        self.removed.contains(&id) || self.added.contains(&id)
+    }
 }
 
 impl PeerGroups {
@@ -62,6 +91,7 @@ impl PeerGroups {
             class_tables,
             class_groups,
             group_tables,
+            bit_counts: BTreeMap::new(),
         }
     }
 
@@ -112,12 +142,42 @@ impl PeerGroups {
 /// apart (leaving those rules out, both are the same list in the same order). A class of
 /// peers that none of them concern narrows both programs to the same rules. `None` when
 /// the programs differ otherwise (rules moved, a policy section appeared).
-pub(crate) fn changed_rules(old: &Program, new: &Program) -> Option<BTreeSet<RuleId>> {
+pub(crate) fn changed_rules(old: &Program, new: &Program) -> Option<ChangedRules> {
+    if old.profiles == new.profiles
+        && let (Some(a), Some(b)) = (&old.policies, &new.policies)
+    {
+        return changed_policy_rules(a, b);
+    }
     let in_old: HashSet<RuleId> = old.rule_ids().collect();
     let in_new: HashSet<RuleId> = new.rule_ids().collect();
-    let changed: BTreeSet<RuleId> = in_old.symmetric_difference(&in_new).copied().collect();
-    let unchanged = |id: RuleId| !changed.contains(&id);
+    let changed = ChangedRules::between(&in_old, &in_new);
+    let unchanged = |id: RuleId| !changed.contains(id);
     (old.retain(unchanged) == new.retain(unchanged)).then_some(changed)
+}
+
+/// [`changed_rules`] of two policy lists (the profiles being the same): a policy's rule
+/// IDs appear once in a list, so what the lists share at their start and end is unchanged,
+/// and only the parts between are compared (a change is usually one policy's rules).
+fn changed_policy_rules(old: &[RuleId], new: &[RuleId]) -> Option<ChangedRules> {
+    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let (old, new) = (&old[prefix..], &new[prefix..]);
+    let suffix = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (old, new) = (&old[..old.len() - suffix], &new[..new.len() - suffix]);
+    let in_old: HashSet<RuleId> = old.iter().copied().collect();
+    let in_new: HashSet<RuleId> = new.iter().copied().collect();
+    let changed = ChangedRules::between(&in_old, &in_new);
+    let unchanged = |list: &[RuleId]| -> Vec<RuleId> {
+        list.iter()
+            .copied()
+            .filter(|&id| !changed.contains(id))
+            .collect()
+    };
+    (unchanged(old) == unchanged(new)).then_some(changed)
 }
 
 #[cfg(test)]
@@ -216,14 +276,44 @@ mod tests {
         assert_eq!(g.group_tables, tables(&[3, 3]));
     }
 
+    fn changed(removed: &[u32], added: &[u32]) -> Option<ChangedRules> {
+        Some(ChangedRules {
+            removed: removed.iter().copied().collect(),
+            added: added.iter().copied().collect(),
+        })
+    }
+
     #[test]
     fn changed_rules_are_the_ones_only_one_side_has() {
-        let changed = changed_rules(&program(&[1, 2, 3]), &program(&[1, 4, 3]));
-        assert_eq!(changed, Some([2, 4].into_iter().collect()));
+        assert_eq!(
+            changed_rules(&program(&[1, 2, 3]), &program(&[1, 4, 3])),
+            changed(&[2], &[4])
+        );
         assert_eq!(
             changed_rules(&program(&[1, 2]), &program(&[1, 2])),
-            Some(BTreeSet::new())
+            changed(&[], &[])
         );
+        // Not only the policies: a profile step differs too.
+        let mut other = program(&[1, 2]);
+        other.profiles = vec![ProfileStep::Rules(vec![100, 101])];
+        assert_eq!(
+            changed_rules(&program(&[1, 2]), &other),
+            changed(&[], &[101])
+        );
+    }
+
+    #[test]
+    fn changed_rules_in_long_lists_are_found_between_what_they_share() {
+        let old: Vec<u32> = (0..1000).collect();
+        let mut new = old.clone();
+        new.splice(400..403, [5000, 401, 5001]);
+        assert_eq!(
+            changed_rules(&program(&old), &program(&new)),
+            changed(&[400, 402], &[5000, 5001])
+        );
+        let mut moved = old.clone();
+        moved.swap(10, 900);
+        assert_eq!(changed_rules(&program(&old), &program(&moved)), None);
     }
 
     #[test]

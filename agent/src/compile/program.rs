@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::model::Action;
-use crate::policy::{Decision, Direction, L4, Reason, RuleRef, Verdict};
+use crate::policy::{Decision, L4, Reason, RuleRef, Verdict};
 
-use super::inputs::{Inputs, dir_index};
+use super::inputs::Inputs;
 use super::rules::{CompiledRule, RuleId};
 use super::signature::Family;
 
@@ -102,38 +102,64 @@ enum ListEnd {
 }
 
 impl Program {
-    /// The program of an endpoint with these effective labels and profiles.
+    /// The programs (ingress, egress) of an endpoint with these effective labels and
+    /// profiles. Each policy's selector is evaluated once for both directions.
     pub fn of_endpoint(
         inputs: &Inputs,
         labels: &BTreeMap<String, String>,
         profiles: &[String],
-        direction: Direction,
-    ) -> Program {
-        let d = dir_index(direction);
-        let mut applicable = false;
-        let mut policy_rules = Vec::new();
+    ) -> [Program; 2] {
+        let mut applicable = [false; 2];
+        let mut policy_rules = [Vec::new(), Vec::new()];
         for policy in &inputs.policies {
-            if let Some(rules) = &policy.rules[d]
-                && policy.selector.matches(labels)
-            {
-                applicable = true;
-                policy_rules.extend_from_slice(rules);
+            if policy.rules.iter().all(Option::is_none) || !policy.selector.matches(labels) {
+                continue;
             }
-        }
-        let mut steps = Vec::new();
-        for name in profiles {
-            match inputs.profiles.get(name) {
-                Some(Some(rules)) => steps.push(ProfileStep::Rules(rules[d].clone())),
-                _ => {
-                    steps.push(ProfileStep::Missing(name.as_str().into()));
-                    break;
+            for (d, rules) in policy.rules.iter().enumerate() {
+                if let Some(rules) = rules {
+                    applicable[d] = true;
+                    policy_rules[d].extend_from_slice(rules);
                 }
             }
         }
-        Program {
-            policies: applicable.then_some(policy_rules),
-            profiles: steps,
+        let [ingress, egress] = policy_rules;
+        [(0, ingress), (1, egress)].map(|(d, rules)| {
+            let mut steps = Vec::new();
+            for name in profiles {
+                match inputs.profiles.get(name) {
+                    Some(Some(rules)) => steps.push(ProfileStep::Rules(rules[d].clone())),
+                    _ => {
+                        steps.push(ProfileStep::Missing(name.as_str().into()));
+                        break;
+                    }
+                }
+            }
+            Program {
+                policies: applicable[d].then_some(rules),
+                profiles: steps,
+            }
+        })
+    }
+
+    /// This program with one policy's rules `old` replaced by `new`, where that policy
+    /// keeps its place: its rules are one run in the list (rule IDs belong to one policy
+    /// each), swapped in place. `None` when `old` is empty or not found as a run (the
+    /// program must then be made afresh).
+    pub fn with_policy_rules_replaced(&self, old: &[RuleId], new: &[RuleId]) -> Option<Program> {
+        let list = self.policies.as_ref()?;
+        let first = *old.first()?;
+        let at = list.iter().position(|&id| id == first)?;
+        if list.get(at..at + old.len())? != old {
+            return None;
         }
+        let mut replaced = Vec::with_capacity(list.len() - old.len() + new.len());
+        replaced.extend_from_slice(&list[..at]);
+        replaced.extend_from_slice(new);
+        replaced.extend_from_slice(&list[at + old.len()..]);
+        Some(Program {
+            policies: Some(replaced),
+            profiles: self.profiles.clone(),
+        })
     }
 
     /// The same program without the rules `keep` rejects (rules that cannot match).
@@ -287,7 +313,7 @@ mod tests {
     use super::*;
     use crate::compile::rules::{Universe, compile_rule};
     use crate::model::Rule;
-    use crate::policy::RuleOwner;
+    use crate::policy::{Direction, RuleOwner};
 
     const ALLOW_ALL: RuleId = 0;
     const DENY_TCP: RuleId = 1;

@@ -10,7 +10,7 @@ use aya::maps::{MapData, RingBuf};
 use palisade_common::{
     DIR_EGRESS, DROP_FRAGMENT, DROP_MALFORMED, DROP_NOT_LOCAL, DROP_POLICY, DROP_REVOKED,
     DROP_SPOOFED, DROP_TCP_WITHOUT_FLOW, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_DROP,
-    EVENT_LOG, Event, FAMILY_V4, capacity, map_names,
+    EVENT_LOG, Event, FAMILY_V4, map_names,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -25,23 +25,25 @@ pub struct RecentOutcomes {
     inner: Arc<Mutex<VecDeque<OutcomesOfGeneration>>>,
 }
 
-type OutcomesOfGeneration = (u32, Arc<[Outcome]>);
+/// A generation, where its slot's outcomes start in `PAL_OUTCOMES`, and its outcomes.
+type OutcomesOfGeneration = (u32, u32, Arc<[Outcome]>);
 
 impl RecentOutcomes {
-    pub fn published(&self, generation: u32, outcomes: Arc<[Outcome]>) {
+    /// `generation` is in force, its outcomes from index `base` of `PAL_OUTCOMES` on.
+    pub fn published(&self, generation: u32, base: u32, outcomes: Arc<[Outcome]>) {
         let mut recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        recent.push_back((generation, outcomes));
+        recent.push_back((generation, base, outcomes));
         while recent.len() > 2 {
             recent.pop_front();
         }
     }
 
-    fn get(&self, generation: u32) -> Option<Arc<[Outcome]>> {
+    fn get(&self, generation: u32) -> Option<(u32, Arc<[Outcome]>)> {
         let recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         recent
             .iter()
-            .find(|(g, _)| *g == generation)
-            .map(|(_, i)| i.clone())
+            .find(|(g, _, _)| *g == generation)
+            .map(|(_, base, o)| (*base, o.clone()))
     }
 }
 
@@ -143,10 +145,9 @@ fn decided_by(event: &Event, outcomes: &RecentOutcomes) -> (String, String) {
     if event.outcome == u32::MAX {
         return unknown();
     }
-    let Some(outcomes) = outcomes.get(event.generation) else {
+    let Some((base, outcomes)) = outcomes.get(event.generation) else {
         return unknown();
     };
-    let base = (event.generation % 2) * capacity::OUTCOMES / 2;
     let Some(outcome) = event
         .outcome
         .checked_sub(base)

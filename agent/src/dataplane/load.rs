@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
+    maps::MapInfo,
     programs::{ProgramError, SchedClassifier},
 };
 use palisade_common::{map_names, program_names};
 
 use super::Error;
+use super::map_sizes::MapSizes;
 
 /// The TC classifiers, both attached to every local workload's host-side veth.
 pub const PROGRAMS: [&str; 2] = [program_names::FROM_WORKLOAD, program_names::TO_WORKLOAD];
@@ -18,6 +20,16 @@ pub const PROGRAMS: [&str; 2] = [program_names::FROM_WORKLOAD, program_names::TO
 /// Dropping it unloads everything that is not pinned or attached.
 pub struct LoadedObject {
     ebpf: Ebpf,
+    sizes: MapSizes,
+    kept_sizes: Vec<KeptSize>,
+}
+
+/// A pinned map adopted with another size than the one asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSize {
+    pub map: &'static str,
+    pub asked: u32,
+    pub pinned: u32,
 }
 
 /// Where the maps of the pin directory `dir` live: `<dir>/maps/<map name>`.
@@ -30,13 +42,26 @@ pub fn program_pin_dir(dir: &Path) -> PathBuf {
     dir.join("programs")
 }
 
-/// Loads `object` (normally [`super::ebpf_object`]) with the running kernel's BTF, and loads
-/// every TC program so that it is verified before anything is attached.
+/// [`load_sized`] with the sizes the object declares.
+pub fn load(object: &[u8], pin_dir: Option<&Path>) -> Result<LoadedObject, Error> {
+    load_sized(object, pin_dir, &MapSizes::declared())
+}
+
+/// Loads `object` (normally [`super::ebpf_object`]) with the running kernel's BTF and its
+/// maps made with `sizes`, and loads every TC program so that it is verified before
+/// anything is attached.
 ///
 /// With `pin_dir`, every map is pinned under [`map_pin_dir`]; a map already pinned there
 /// (by an earlier agent, also one killed with SIGKILL) is adopted with its contents instead
-/// of created, so conntrack, counters and the policy in force survive a restart.
-pub fn load(object: &[u8], pin_dir: Option<&Path>) -> Result<LoadedObject, Error> {
+/// of created, so conntrack, counters and the policy in force survive a restart. A pinned
+/// map keeps the size it has (the programs attached now use it, and making it again would
+/// drop the policy, flows and counters it holds): [`LoadedObject::kept_sizes`] says which
+/// differ from `sizes`, [`LoadedObject::sizes`] what every map has.
+pub fn load_sized(
+    object: &[u8],
+    pin_dir: Option<&Path>,
+    sizes: &MapSizes,
+) -> Result<LoadedObject, Error> {
     // `EbpfLoader::new` silently goes without BTF when the kernel has none; ask for it
     // explicitly so that a kernel without BTF is reported here rather than as an obscure
     // relocation failure later.
@@ -53,8 +78,28 @@ pub fn load(object: &[u8], pin_dir: Option<&Path>) -> Result<LoadedObject, Error
             loader.map_pin_path(name, maps.join(name));
         }
     }
+    let mut sizes = sizes.clone();
+    let mut kept_sizes = Vec::new();
+    if let Some(dir) = pin_dir {
+        for (map, asked) in sizes.clone().iter() {
+            let Some(pinned) = pinned_size(&map_pin_dir(dir).join(map)) else {
+                continue;
+            };
+            if pinned != asked {
+                sizes.keep(map, pinned);
+                kept_sizes.push(KeptSize { map, asked, pinned });
+            }
+        }
+    }
+    for (map, entries) in sizes.iter() {
+        loader.map_max_entries(map, entries);
+    }
     let ebpf = loader.load(object).map_err(Error::LoadObject)?;
-    let mut loaded = LoadedObject { ebpf };
+    let mut loaded = LoadedObject {
+        ebpf,
+        sizes,
+        kept_sizes,
+    };
     for name in PROGRAMS {
         loaded
             .program(name)?
@@ -64,7 +109,25 @@ pub fn load(object: &[u8], pin_dir: Option<&Path>) -> Result<LoadedObject, Error
     Ok(loaded)
 }
 
+/// The size of the map pinned at `path`, if one is.
+fn pinned_size(path: &Path) -> Option<u32> {
+    if !path.exists() {
+        return None;
+    }
+    MapInfo::from_pin(path).ok().map(|info| info.max_entries())
+}
+
 impl LoadedObject {
+    /// The size every sized map has in the kernel.
+    pub fn sizes(&self) -> &MapSizes {
+        &self.sizes
+    }
+
+    /// Pinned maps adopted with another size than the one asked for.
+    pub fn kept_sizes(&self) -> &[KeptSize] {
+        &self.kept_sizes
+    }
+
     /// One of the [`PROGRAMS`].
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, Error> {
         let program = self

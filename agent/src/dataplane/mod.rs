@@ -1,5 +1,6 @@
 //! The eBPF dataplane, user-space side: the embedded object and loading it with its pinned
-//! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
+//! maps (`object`, `load`, `bpffs`), sized at load time (`map_sizes`) and measured
+//! (`map_memory`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
 //! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
 //! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`); the lock
@@ -14,6 +15,8 @@ pub mod events;
 pub mod host_lock;
 pub mod links;
 pub mod load;
+pub mod map_memory;
+pub mod map_sizes;
 pub mod object;
 pub mod remnants;
 pub mod rule_names;
@@ -22,7 +25,8 @@ pub mod writer;
 
 pub use attach::{Adopted, AttachMode, Attachments, interface_pin_dir, link_pin_dir};
 pub use bpffs::{BPFFS_ROOT, ensure_bpffs_mounted, ensure_pin_dir, lock_dir, pin_dir};
-pub use load::{LoadedObject, PROGRAMS, load, map_pin_dir, program_pin_dir};
+pub use load::{KeptSize, LoadedObject, PROGRAMS, load, load_sized, map_pin_dir, program_pin_dir};
+pub use map_sizes::{MapSizeOverride, MapSizes, SizedFor};
 pub use object::ebpf_object;
 
 /// Why the dataplane could not be set up.

@@ -18,6 +18,8 @@ use crate::compile::{
     RangeTable, RemoteId, Table, TableId,
 };
 use crate::model::ResourceKey;
+
+use super::map_sizes::MapSizes;
 use crate::policy::{Direction, RuleRef, Verdict};
 
 /// Where a slot's share of each array map starts (absolute indexes, see `palisade_common`).
@@ -133,19 +135,20 @@ impl RuleCounters {
     }
 }
 
-/// What one slot of the maps (at their default sizes) holds, for the compiler's check.
-pub fn slot_capacities() -> Capacities {
-    use palisade_common::capacity;
-    let half = |n: u32| (n / 2) as usize;
+/// What one slot of maps of `sizes` holds, for the compiler's check.
+pub fn slot_capacities(sizes: &MapSizes) -> Capacities {
+    use palisade_common::map_names;
+    let half = |name| sizes.get(name).map_or(usize::MAX, |n| (n / 2) as usize);
     Capacities {
         local_ids: usize::MAX,
         remote_ids: usize::MAX,
-        endpoint_entries: half(capacity::REMOTE),
-        lpm_entries: half(capacity::LPM) - 2,
-        peer_entries: half(capacity::PEERS),
-        group_entries: half(capacity::POLICY),
-        tables: half(capacity::TABLE),
-        table_rows: half(capacity::CELLS),
+        endpoint_entries: half(map_names::REMOTE),
+        // The two "world" entries (/0 of each family) are always there.
+        lpm_entries: half(map_names::LPM).saturating_sub(2),
+        peer_entries: half(map_names::PEERS),
+        group_entries: half(map_names::POLICY),
+        tables: half(map_names::TABLE),
+        table_rows: half(map_names::CELLS),
     }
 }
 

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use aya::Pod;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError};
+use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray};
 use palisade_common::{
     Cell, Config, LocalKey, LocalValue, LpmData, Outcome, PeerKey, PeerValue, PolicyKey,
-    PolicyValue, RemoteKey, RemoteValue, Row, TableKey, TableValue, capacity, map_names,
+    PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, TableKey, TableValue, map_names,
 };
 
 use crate::compile::{ChangedKeys, Changes, Image, PeerGroup, RemoteId, TableId};
@@ -72,6 +72,8 @@ pub struct PolicyMaps {
     rows: Array<MapData, Row>,
     cells: Array<MapData, Cell>,
     outcomes: Array<MapData, Outcome>,
+    /// `PAL_RULE_STATS`'s size: how many rules can be counted.
+    rule_counters: u32,
 }
 
 fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, WriteError>
@@ -82,7 +84,18 @@ where
     M::try_from(map).map_err(|source| WriteError::MapType { name, source })
 }
 
+/// The size of `PAL_RULE_STATS`, left in the object for the counters.
+fn rule_counters(ebpf: &aya::Ebpf) -> Result<u32, WriteError> {
+    let name = map_names::RULE_STATS;
+    let map = ebpf.map(name).ok_or(WriteError::MissingMap(name))?;
+    let stats: PerCpuArray<&MapData, RuleStats> =
+        PerCpuArray::try_from(map).map_err(|source| WriteError::MapType { name, source })?;
+    Ok(stats.len())
+}
+
 impl PolicyMaps {
+    /// Takes the policy maps out of `ebpf`, reading `PAL_RULE_STATS`'s size on the way (so
+    /// before the counters take that map).
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<PolicyMaps, WriteError> {
         Ok(PolicyMaps {
             config: take(ebpf, map_names::CONFIG)?,
@@ -95,6 +108,7 @@ impl PolicyMaps {
             rows: take(ebpf, map_names::ROWS)?,
             cells: take(ebpf, map_names::CELLS)?,
             outcomes: take(ebpf, map_names::OUTCOMES)?,
+            rule_counters: rule_counters(ebpf)?,
         })
     }
 }
@@ -163,6 +177,7 @@ impl Writer {
             cells: (maps.cells.len() / 2) as usize,
             outcomes: (maps.outcomes.len() / 2) as usize,
         };
+        let counters = RuleCounters::new(maps.rule_counters as usize);
         let mut writer = Writer {
             maps,
             config,
@@ -172,7 +187,7 @@ impl Writer {
             ],
             retired_at: [None, None],
             limits,
-            counters: RuleCounters::new(capacity::RULE_STATS as usize),
+            counters,
             counters_zeroed: 0,
         };
         let [slot0, slot1] = writer.read_slots()?;
