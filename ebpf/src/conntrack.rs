@@ -5,16 +5,20 @@
 //! so a packet and its reply find the same `PAL_CT` entry. ICMP echo requests and replies
 //! share an entry by echo identifier; other ICMP messages (errors included) are not
 //! tracked and go to policy every time.
+//!
+//! A flow a new generation's policy denies is not forgotten but marked revoked
+//! (`CT_REVOKED`): every packet of its key is dropped, from either side, until the entry
+//! expires, so that retransmissions cannot open it again whatever the other direction's
+//! policy allows. Each endpoint's entries count against its budget (`PAL_CT_USAGE`).
 
 use core::ptr::NonNull;
 
 use palisade_common::{
-    CT_CLOSING, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, CtKey, CtValue,
-    DIR_EGRESS, FAMILY_V4,
+    CT_CLOSING, CT_REVOKED, CtKey, CtUsageKey, CtValue, DIR_EGRESS, FAMILY_V4, ct_expired,
 };
 
 use crate::{
-    maps::PAL_CT,
+    maps::{PAL_CT, PAL_CT_USAGE},
     parse::{
         L4Kind, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_FIN, TCP_RST,
         TCP_SYN,
@@ -26,10 +30,26 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-/// A live entry of the packet's flow: where it is, and a copy of it.
+/// The entry of the packet's key: where it is, and a copy of it.
 pub struct Entry {
     pub at: NonNull<CtValue>,
     pub value: CtValue,
+    /// Expired, or the packet starts a new flow over it: the packet is judged as if there
+    /// were no entry, and a new one takes its place.
+    pub stale: bool,
+}
+
+impl Entry {
+    /// Whether the packet belongs to the flow of the entry (live or revoked).
+    #[inline(always)]
+    pub fn holds(&self) -> bool {
+        !self.stale
+    }
+
+    #[inline(always)]
+    pub fn revoked(&self) -> bool {
+        self.value.flags & CT_REVOKED != 0
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,45 +90,87 @@ pub fn key_of(ifindex: u32, direction: u8, packet: &Packet) -> Option<CtKey> {
     })
 }
 
-/// The live entry the packet continues, if any: expired entries and packets that start a
-/// new flow over an old entry's addresses and ports are misses.
+/// The entry of the packet's key, if there is one (see [`Entry::stale`]). A revoked entry
+/// holds every packet of its key until it expires.
 #[inline(always)]
 pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Option<Entry> {
     let at = NonNull::new(PAL_CT.get_ptr_mut(key)?)?;
     // SAFETY: a value pointer from a successful lookup, copied at once.
     let value = unsafe { *at.as_ptr() };
-    if is_expired(&value, packet.protocol, now) || !continues(&value, packet, direction) {
-        return None;
-    }
-    Some(Entry { at, value })
+    let stale = ct_expired(&value, packet.protocol, now)
+        || (value.flags & CT_REVOKED == 0 && !continues(&value, packet, direction));
+    Some(Entry { at, value, stale })
 }
 
-/// Records a packet of a live flow (found allowed under `generation`).
+/// Records a packet of a flow found allowed under `generation` (a revoked one is live
+/// again).
 #[inline(always)]
 pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
+    let closing = if is_closing(packet) { CT_CLOSING } else { 0 };
+    let flags = (entry.value.flags & !CT_REVOKED) | closing;
     let entry = entry.at.as_ptr();
     // SAFETY: `entry` comes from `lookup` in this run of the program. Another CPU may write
     // the same entry at once; both write the same kind of news, so either result is fine.
     unsafe {
         (*entry).last_seen_ns = now;
         (*entry).generation = generation;
-        if is_closing(packet) {
-            (*entry).flags |= CT_CLOSING;
+        if (*entry).flags != flags {
+            (*entry).flags = flags;
         }
     }
 }
 
-/// Starts tracking a flow policy allowed. An echo reply opens nothing: only its request
-/// does, so a reply without one is decided by policy every time.
+/// Marks the flow of `entry` revoked under `generation`. Its clock starts at the first
+/// revocation only: a flow that stays denied across generations stays cut for
+/// `CT_TIMEOUT_REVOKED_NS` from the cut, not from the last packet.
 #[inline(always)]
-pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, now: u64) {
+pub fn revoke(entry: &Entry, generation: u32, now: u64) {
+    let was_revoked = entry.revoked();
+    let entry = entry.at.as_ptr();
+    // SAFETY: as in `refresh`. The flag goes first, so that a packet on another CPU that
+    // sees the new generation also sees the flow revoked.
+    unsafe {
+        (*entry).flags |= CT_REVOKED;
+        if !was_revoked {
+            (*entry).last_seen_ns = now;
+        }
+        (*entry).generation = generation;
+    }
+}
+
+/// Why [`open`] did not track a flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Tracked (or not to be tracked: echo replies).
+    Yes,
+    /// The endpoint's budget is used up: the flow must not pass.
+    OverBudget,
+}
+
+/// Starts tracking a flow policy allowed, in place of `replacing` (a stale entry of the same
+/// key) if any. A new key is counted against the budget of the endpoint behind `key.ifindex`
+/// (`budget` entries, 0: no limit). An echo reply opens nothing: only its request does, so a
+/// reply without one is decided by policy every time.
+#[inline(always)]
+pub fn open(
+    key: &CtKey,
+    replacing: Option<&Entry>,
+    packet: &Packet,
+    direction: u8,
+    generation: u32,
+    now: u64,
+    budget: u32,
+) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
         L4Kind::Icmp => (packet.l4.a as u8, packet.l4.b as u8),
         _ => (0, 0),
     };
     if echo_of(packet) == Some(Echo::Reply) {
-        return;
+        return Opened::Yes;
+    }
+    if replacing.is_none() && !claim(key.ifindex, budget) {
+        return Opened::OverBudget;
     }
     let value = CtValue {
         generation,
@@ -118,13 +180,33 @@ pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, now: u
         icmp_code,
         last_seen_ns: now,
     };
-    // A full LRU map evicts; failure here only means the next packet asks policy again.
+    // Failure here (a transient -EBUSY of the LRU) only means the next packet asks policy
+    // again; the claim stays until the agent's sweep recounts.
     let _ = PAL_CT.insert(key, value, 0);
+    Opened::Yes
 }
 
+/// Counts one more entry for the endpoint `ifindex`, unless its budget is used up. An
+/// interface the agent does not track (no `PAL_CT_USAGE` entry) has no budget.
 #[inline(always)]
-pub fn close(key: &CtKey) {
-    let _ = PAL_CT.remove(key);
+fn claim(ifindex: u32, budget: u32) -> bool {
+    let Some(usage) = PAL_CT_USAGE.get_ptr_mut(CtUsageKey { ifindex }) else {
+        return true;
+    };
+    // SAFETY: a value pointer from a successful lookup; `entries` is only ever added to
+    // atomically here (and rewritten by the agent's sweep), so a torn read cannot happen on
+    // an aligned u64. Two CPUs may both pass the check at the budget's edge: the budget may
+    // be exceeded by a few entries, never by more than the number of CPUs.
+    unsafe {
+        let entries = &raw mut (*usage).entries;
+        if budget != 0 && core::ptr::read_volatile(entries) >= u64::from(budget) {
+            return false;
+        }
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            entries, 1,
+        );
+    }
+    true
 }
 
 /// The table keys of the packet that opened the flow, in its own orientation: what policy
@@ -147,18 +229,6 @@ pub fn original_table_keys(key: &CtKey, value: &CtValue) -> (u16, u16) {
     } else {
         (0, 0)
     }
-}
-
-#[inline(always)]
-fn is_expired(value: &CtValue, protocol: u8, now: u64) -> bool {
-    let timeout = if value.flags & CT_CLOSING != 0 {
-        CT_TIMEOUT_CLOSING_NS
-    } else if protocol == PROTO_TCP {
-        CT_TIMEOUT_TCP_NS
-    } else {
-        CT_TIMEOUT_OTHER_NS
-    };
-    now.wrapping_sub(value.last_seen_ns) > timeout
 }
 
 /// Whether the packet continues the entry's flow rather than starting a new one with the

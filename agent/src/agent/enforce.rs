@@ -20,6 +20,7 @@ use palisade_common::{HostAddrKey, HostAddrValue};
 use crate::agent::ResourceView;
 use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
 use crate::dataplane::attach::Attachments;
+use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
 use crate::dataplane::slot_image::EncodeError;
@@ -41,6 +42,8 @@ pub struct Enforcer {
     pub loaded: LoadedObject,
     pub writer: Writer,
     pub counters: CounterMaps,
+    /// Each endpoint's conntrack entries, against its budget.
+    pub conntrack: Conntrack,
     pub host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
     pub attachments: Attachments,
     pub outcomes: RecentOutcomes,
@@ -70,6 +73,7 @@ impl Enforcer {
         loaded: LoadedObject,
         writer: Writer,
         counters: CounterMaps,
+        conntrack: Conntrack,
         host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
         attachments: Attachments,
         capacities: Capacities,
@@ -81,6 +85,7 @@ impl Enforcer {
             loaded,
             writer,
             counters,
+            conntrack,
             host_addrs,
             attachments,
             outcomes: RecentOutcomes::default(),
@@ -193,6 +198,12 @@ impl Enforcer {
                     &[("interface", &name), ("error", &e)],
                 );
             }
+            if let Err(e) = self.conntrack.track_endpoint(*ifindex) {
+                log::warn(
+                    "cannot count an interface's conntrack entries; its flows have no budget",
+                    &[("interface", &name), ("error", &e)],
+                );
+            }
             match self.attachments.attach(&mut self.loaded, name, *ifindex) {
                 Ok(()) => log::info(
                     "enforcing on workload interface",
@@ -224,6 +235,12 @@ impl Enforcer {
             }
             if let Err(e) = self.counters.forget_endpoint(ifindex) {
                 log::warn("cannot drop an interface's counters", &[("error", &e)]);
+            }
+            if let Err(e) = self.conntrack.forget_endpoint(ifindex) {
+                log::warn(
+                    "cannot drop an interface's conntrack count",
+                    &[("error", &e)],
+                );
             }
         }
     }

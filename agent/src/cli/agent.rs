@@ -17,6 +17,7 @@ use super::docker_plugin::PluginFlags;
 use super::stop_signals::StopSignals;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
+use crate::dataplane::conntrack::{self, Conntrack};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
@@ -91,6 +92,11 @@ pub struct AgentArgs {
     /// what a run in the other left.
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
     pub attach_mode: AttachModeArg,
+    /// How many conntrack entries (flows) each workload endpoint may hold, both directions
+    /// together; a new flow beyond it is dropped (`dropped_conntrack_budget`), so that no
+    /// workload can fill the table and evict others' flows. 0: no budget.
+    #[arg(long, env = "PALISADE_CONNTRACK_BUDGET", default_value_t = DEFAULT_CT_BUDGET)]
+    pub conntrack_budget: u32,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
@@ -235,6 +241,9 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A quarter of the conntrack table: it takes four workloads flooding at once to fill it.
+pub const DEFAULT_CT_BUDGET: u32 = palisade_common::capacity::CT / 4;
+
 /// What the agent says while the datastore cannot be read.
 const DEGRADED: &str = "datastore unavailable; keeping the last known policy";
 
@@ -272,6 +281,7 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
     }
     let mask = (1u32 << args.drop_event_sampling) - 1;
     writer.set_switches(flags, mask)?;
+    writer.set_ct_budget(args.conntrack_budget)?;
     log::info(
         "maps adopted",
         &[
@@ -280,6 +290,8 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
         ],
     );
     let counters = CounterMaps::take(ebpf)?;
+    let conntrack = Conntrack::take(ebpf)?;
+    spawn_conntrack_sweeper(&dir)?;
     let host_addrs = BpfHashMap::try_from(
         ebpf.take_map(map_names::HOST_ADDRS)
             .ok_or("the eBPF object has no PAL_HOST_ADDRS map")?,
@@ -312,6 +324,7 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
         loaded,
         writer,
         counters,
+        conntrack,
         host_addrs,
         attachments,
         dataplane::slot_image::slot_capacities(),
@@ -319,6 +332,32 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
     );
     tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)
+}
+
+/// Sweeps conntrack every [`conntrack::SWEEP_INTERVAL`] on a thread of its own (a full
+/// table takes a moment to read), with its own handles on the pinned maps.
+fn spawn_conntrack_sweeper(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut table = Conntrack::open_pinned(dir)?;
+    std::thread::Builder::new()
+        .name("conntrack-sweep".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(conntrack::SWEEP_INTERVAL);
+                match table.sweep(conntrack::monotonic_coarse_ns()) {
+                    Ok(swept) if swept.evicted > 0 => log::warn(
+                        "conntrack entries were evicted (the table is full); see `palisade stats`",
+                        &[
+                            ("evicted", &swept.evicted),
+                            ("live", &swept.live),
+                            ("expired", &swept.expired),
+                        ],
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log::warn("cannot sweep conntrack", &[("error", &e)]),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

@@ -1,16 +1,19 @@
 //! The eBPF dataplane, user-space side: the embedded object and loading it with its pinned
 //! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
-//! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
-//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
+//! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
+//! and the sweep of expired flows (`conntrack`, over `map_batch`); counters, events and
+//! kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
 
 pub mod attach;
 pub mod bpf_log;
 pub mod bpffs;
+pub mod conntrack;
 pub mod counters;
 pub mod events;
 pub mod links;
 pub mod load;
+pub mod map_batch;
 pub mod object;
 pub mod rule_names;
 pub mod slot_image;
