@@ -12,6 +12,7 @@ pub mod attachments;
 pub mod bpf_maps;
 pub mod bpf_run;
 pub mod bpf_scenario;
+pub mod conntrack_model;
 pub mod docker;
 pub mod matrix;
 pub mod multinode;
