@@ -30,21 +30,32 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-/// The entry of the packet's key: where it is, and a copy of it.
+/// The entry that holds the packet's flow, if any: where it is, and a copy of it. A plain
+/// struct, every field always set (an `Option` of it leaves fields undefined on `None`,
+/// which the compiler may still copy around, and the verifier rejects reading).
 pub struct Entry {
-    pub at: NonNull<CtValue>,
+    /// Null when nothing holds the packet.
+    at: *mut CtValue,
     pub value: CtValue,
-    /// Expired, or the packet starts a new flow over it: the packet is judged as if there
-    /// were no entry, and a new one takes its place.
-    pub stale: bool,
+    /// An entry of the packet's flow, live or revoked. Not when the key has no entry, or
+    /// its entry expired, or the packet starts a new flow over it: then the packet is
+    /// judged as if there were none, and a new entry takes its place.
+    pub holds: bool,
 }
 
 impl Entry {
-    /// Whether the packet belongs to the flow of the entry (live or revoked).
-    #[inline(always)]
-    pub fn holds(&self) -> bool {
-        !self.stale
-    }
+    pub const NONE: Entry = Entry {
+        at: core::ptr::null_mut(),
+        value: CtValue {
+            generation: 0,
+            origin: 0,
+            flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            last_seen_ns: 0,
+        },
+        holds: false,
+    };
 
     #[inline(always)]
     pub fn revoked(&self) -> bool {
@@ -90,32 +101,37 @@ pub fn key_of(ifindex: u32, direction: u8, packet: &Packet) -> Option<CtKey> {
     })
 }
 
-/// The entry of the packet's key, if there is one (see [`Entry::stale`]). A revoked entry
-/// holds every packet of its key until it expires.
+/// The entry that holds the packet (see [`Entry::holds`]). A revoked entry holds every
+/// packet of its key until it expires.
 #[inline(always)]
-pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Option<Entry> {
-    let at = NonNull::new(PAL_CT.get_ptr_mut(key)?)?;
+pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Entry {
+    let Some(at) = PAL_CT.get_ptr_mut(key) else {
+        return Entry::NONE;
+    };
     // SAFETY: a value pointer from a successful lookup, copied at once.
-    let value = unsafe { *at.as_ptr() };
-    let stale = ct_expired(&value, packet.protocol, now)
-        || (value.flags & CT_REVOKED == 0 && !continues(&value, packet, direction));
-    Some(Entry { at, value, stale })
+    let value = unsafe { *at };
+    let holds = !ct_expired(&value, packet.protocol, now)
+        && (value.flags & CT_REVOKED != 0 || continues(&value, packet, direction));
+    Entry { at, value, holds }
 }
 
 /// Records a packet of a flow found allowed under `generation` (a revoked one is live
 /// again).
 #[inline(always)]
 pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
+    let Some(at) = NonNull::new(entry.at) else {
+        return;
+    };
     let closing = if is_closing(packet) { CT_CLOSING } else { 0 };
     let flags = (entry.value.flags & !CT_REVOKED) | closing;
-    let entry = entry.at.as_ptr();
-    // SAFETY: `entry` comes from `lookup` in this run of the program. Another CPU may write
+    let at = at.as_ptr();
+    // SAFETY: `at` comes from `lookup` in this run of the program. Another CPU may write
     // the same entry at once; both write the same kind of news, so either result is fine.
     unsafe {
-        (*entry).last_seen_ns = now;
-        (*entry).generation = generation;
-        if (*entry).flags != flags {
-            (*entry).flags = flags;
+        (*at).last_seen_ns = now;
+        (*at).generation = generation;
+        if (*at).flags != flags {
+            (*at).flags = flags;
         }
     }
 }
@@ -125,16 +141,19 @@ pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
 /// `CT_TIMEOUT_REVOKED_NS` from the cut, not from the last packet.
 #[inline(always)]
 pub fn revoke(entry: &Entry, generation: u32, now: u64) {
+    let Some(at) = NonNull::new(entry.at) else {
+        return;
+    };
     let was_revoked = entry.revoked();
-    let entry = entry.at.as_ptr();
+    let at = at.as_ptr();
     // SAFETY: as in `refresh`. The flag goes first, so that a packet on another CPU that
     // sees the new generation also sees the flow revoked.
     unsafe {
-        (*entry).flags |= CT_REVOKED;
+        (*at).flags |= CT_REVOKED;
         if !was_revoked {
-            (*entry).last_seen_ns = now;
+            (*at).last_seen_ns = now;
         }
-        (*entry).generation = generation;
+        (*at).generation = generation;
     }
 }
 
@@ -147,14 +166,13 @@ pub enum Opened {
     OverBudget,
 }
 
-/// Starts tracking a flow policy allowed, in place of `replacing` (a stale entry of the same
-/// key) if any. A new key is counted against the budget of the endpoint behind `key.ifindex`
-/// (`budget` entries, 0: no limit). An echo reply opens nothing: only its request does, so a
-/// reply without one is decided by policy every time.
+/// Starts tracking a flow policy allowed (in place of a stale entry of the same key, if
+/// there is one). A new key is counted against the budget of the endpoint behind
+/// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
+/// request does, so a reply without one is decided by policy every time.
 #[inline(always)]
 pub fn open(
     key: &CtKey,
-    replacing: Option<&Entry>,
     packet: &Packet,
     direction: u8,
     generation: u32,
@@ -169,9 +187,6 @@ pub fn open(
     if echo_of(packet) == Some(Echo::Reply) {
         return Opened::Yes;
     }
-    if replacing.is_none() && !claim(key.ifindex, budget) {
-        return Opened::OverBudget;
-    }
     let value = CtValue {
         generation,
         origin: direction,
@@ -180,34 +195,50 @@ pub fn open(
         icmp_code,
         last_seen_ns: now,
     };
-    // Failure here (a transient -EBUSY of the LRU) only means the next packet asks policy
-    // again; the claim stays until the agent's sweep recounts.
-    let _ = PAL_CT.insert(key, value, 0);
+    // Whether the key is new is the map's to say (`BPF_NOEXIST`), not the lookup's: the
+    // lookup's answer, carried down here, would double the verifier's paths through policy.
+    // Failures other than EEXIST (a transient -EBUSY of the LRU) only mean that the next
+    // packet asks policy again.
+    let Some(usage) = PAL_CT_USAGE.get_ptr_mut(CtUsageKey {
+        ifindex: key.ifindex,
+    }) else {
+        // An interface the agent does not track has no budget.
+        let _ = PAL_CT.insert(key, value, BPF_ANY);
+        return Opened::Yes;
+    };
+    // SAFETY: a value pointer from a successful lookup. `entries` is only added to
+    // atomically (and rewritten by the agent's sweep); an aligned u64 read is not torn.
+    let entries = unsafe { &raw mut (*usage).entries };
+    // SAFETY: as above.
+    let used = unsafe { core::ptr::read_volatile(entries) };
+    if budget != 0 && used >= u64::from(budget) {
+        // A key the endpoint holds already (an expired flow's) takes no new room.
+        return if PAL_CT.insert(key, value, BPF_EXIST).is_ok() {
+            Opened::Yes
+        } else {
+            Opened::OverBudget
+        };
+    }
+    match PAL_CT.insert(key, value, BPF_NOEXIST) {
+        // Two CPUs may both pass the check at the budget's edge: the budget may be
+        // exceeded by at most one entry per CPU.
+        // SAFETY: as above.
+        Ok(()) => unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                entries, 1,
+            );
+        },
+        Err(_) => {
+            let _ = PAL_CT.insert(key, value, BPF_EXIST);
+        }
+    }
     Opened::Yes
 }
 
-/// Counts one more entry for the endpoint `ifindex`, unless its budget is used up. An
-/// interface the agent does not track (no `PAL_CT_USAGE` entry) has no budget.
-#[inline(always)]
-fn claim(ifindex: u32, budget: u32) -> bool {
-    let Some(usage) = PAL_CT_USAGE.get_ptr_mut(CtUsageKey { ifindex }) else {
-        return true;
-    };
-    // SAFETY: a value pointer from a successful lookup; `entries` is only ever added to
-    // atomically here (and rewritten by the agent's sweep), so a torn read cannot happen on
-    // an aligned u64. Two CPUs may both pass the check at the budget's edge: the budget may
-    // be exceeded by a few entries, never by more than the number of CPUs.
-    unsafe {
-        let entries = &raw mut (*usage).entries;
-        if budget != 0 && core::ptr::read_volatile(entries) >= u64::from(budget) {
-            return false;
-        }
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            entries, 1,
-        );
-    }
-    true
-}
+/// `bpf_map_update_elem` flags.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
 
 /// The table keys of the packet that opened the flow, in its own orientation: what policy
 /// is asked again when the generation changes.

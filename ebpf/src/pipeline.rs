@@ -99,13 +99,11 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     let direction = subject.direction;
     let now = clock::now();
     let key = conntrack::key_of(subject.ifindex, direction, packet);
-    let entry = key
-        .as_ref()
-        .and_then(|key| conntrack::lookup(key, packet, direction, now));
-    if let Some(entry) = &entry
-        && entry.holds()
-        && entry.value.generation == config.generation
-    {
+    let entry = match &key {
+        Some(key) => conntrack::lookup(key, packet, direction, now),
+        None => Entry::NONE,
+    };
+    if entry.holds && entry.value.generation == config.generation {
         // Decided under this very generation: no identity lookup, no policy.
         if entry.revoked() {
             return Verdict::drop(DROP_REVOKED);
@@ -113,23 +111,22 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         // The entry was admitted (or re-checked) under this generation, so its local
         // address passed the identity check in this very slot, which the agent never
         // changes while packets use it. The key holds that address and the ifindex.
-        conntrack::refresh(entry, packet, config.generation, now);
+        conntrack::refresh(&entry, packet, config.generation, now);
         return Verdict::pass(STAT_CT_ESTABLISHED);
     }
     let local = match local_of(packet, config, subject) {
         Ok(local) => local,
         Err(reason) => return Verdict::drop(reason),
     };
-    if let (Some(key), Some(entry)) = (&key, &entry)
-        && entry.holds()
+    if entry.holds
+        && let Some(key) = &key
     {
-        return recheck(key, entry, packet, config, &local, now);
+        return recheck(key, &entry, packet, config, &local, now);
     }
     // A new flow, or a TCP segment of a connection conntrack lost (evicted, or left in an
     // older ABI's maps): either way the packet is judged like the first of a flow in the
     // direction it travels, and opens the flow if policy allows it. A flow revoked earlier
     // still has its entry (it held the packet above), so this never reopens it.
-    let picked_up = packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0;
 
     let (a, b) = policy::table_keys(packet);
     let peer = if direction == DIR_EGRESS {
@@ -149,7 +146,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     };
     let admission = admission::admit(&query, from_host, config.flags);
     if admission.from_host {
-        if !track(key.as_ref(), entry.as_ref(), packet, direction, config, now) {
+        if !track(key.as_ref(), packet, direction, config, now) {
             return Verdict::drop(DROP_CT_BUDGET);
         }
         return Verdict::pass(STAT_HOST_TO_WORKLOAD);
@@ -168,7 +165,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         }
         return Verdict::drop_by(admission.reason, decision.outcome);
     }
-    if !track(key.as_ref(), entry.as_ref(), packet, direction, config, now) {
+    if !track(key.as_ref(), packet, direction, config, now) {
         return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
     }
     if decision.flags & OUTCOME_LOG != 0 {
@@ -180,6 +177,9 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
             decision.outcome,
         );
     }
+    // Told apart only now: a flag known all through the policy lookup would have the
+    // verifier walk that lookup once for each value.
+    let picked_up = packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0;
     Verdict::pass(if picked_up {
         STAT_CT_PICKED_UP
     } else {
@@ -190,20 +190,12 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
 /// Opens the entry of a flow admission allowed (untracked packets have no key); false when
 /// the endpoint's conntrack budget is used up.
 #[inline(always)]
-fn track(
-    key: Option<&CtKey>,
-    stale: Option<&Entry>,
-    packet: &Packet,
-    direction: u8,
-    config: &Config,
-    now: u64,
-) -> bool {
+fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config, now: u64) -> bool {
     let Some(key) = key else {
         return true;
     };
     conntrack::open(
         key,
-        stale,
         packet,
         direction,
         config.generation,

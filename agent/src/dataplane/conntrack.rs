@@ -167,6 +167,16 @@ impl Conntrack {
         Ok(out)
     }
 
+    /// Deletes the entry of `key`, if there is one (the flow's next packet goes to policy,
+    /// like that of an evicted flow).
+    pub fn remove_flow(&mut self, key: &CtKey) -> Result<bool, ConntrackError> {
+        match self.flows.remove(key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err("delete from", map_names::CT)(e)),
+        }
+    }
+
     /// Deletes the entries expired at `now_ns` (the programs' clock, [`monotonic_coarse_ns`])
     /// and recounts each tracked endpoint's entries.
     pub fn sweep(&mut self, now_ns: u64) -> Result<Swept, ConntrackError> {
