@@ -95,7 +95,7 @@ pub struct AgentArgs {
     /// How many conntrack entries (flows) each workload endpoint may hold, both directions
     /// together; a new flow beyond it is dropped (`dropped_conntrack_budget`), so that no
     /// workload can fill the table and evict others' flows. 0: no budget.
-    #[arg(long, env = "PALISADE_CONNTRACK_BUDGET", default_value_t = DEFAULT_CT_BUDGET)]
+    #[arg(long, env = "PALISADE_CONNTRACK_BUDGET", default_value_t = conntrack::DEFAULT_BUDGET)]
     pub conntrack_budget: u32,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
@@ -240,9 +240,6 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     log::info("agent stopped", &[("node", &node)]);
     ExitCode::SUCCESS
 }
-
-/// A quarter of the conntrack table: it takes four workloads flooding at once to fill it.
-pub const DEFAULT_CT_BUDGET: u32 = palisade_common::capacity::CT / 4;
 
 /// What the agent says while the datastore cannot be read.
 const DEGRADED: &str = "datastore unavailable; keeping the last known policy";

@@ -24,6 +24,10 @@ use palisade_common::{CtKey, CtUsage, CtUsageKey, CtValue, ct_expired, map_names
 use super::load::map_pin_dir;
 use super::map_batch;
 
+/// The default of `palisade agent --conntrack-budget`: a quarter of the table, so that it
+/// takes four workloads flooding at once to fill it.
+pub const DEFAULT_BUDGET: u32 = palisade_common::capacity::CT / 4;
+
 /// How often the agent sweeps.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
