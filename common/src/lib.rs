@@ -43,8 +43,16 @@
 
 /// Bumped whenever a key, value or map definition changes shape. Pins live under
 /// `/sys/fs/bpf/palisade/<ABI_VERSION>/`, so an agent with a new ABI starts fresh instead of
-/// adopting maps it cannot read.
-pub const ABI_VERSION: u32 = 4;
+/// adopting maps it cannot read, and takes over from the older one (see the agent's
+/// `dataplane::older_abi`). The `abi-next` feature adds one, for the upgrade test.
+pub const ABI_VERSION: u32 = if cfg!(feature = "abi-next") {
+    RELEASED_ABI_VERSION + 1
+} else {
+    RELEASED_ABI_VERSION
+};
+
+/// The ABI of this source tree (what [`ABI_VERSION`] is without `abi-next`).
+pub const RELEASED_ABI_VERSION: u32 = 4;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.

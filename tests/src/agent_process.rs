@@ -102,13 +102,18 @@ impl AgentHome {
 
     /// Starts `palisade agent` on this home, with `extra` arguments.
     pub fn start(&self, extra: &[&str]) -> AgentProcess {
+        self.start_binary(&palisade_binary(), extra)
+    }
+
+    /// [`AgentHome::start`] with another build of palisade (`binary`).
+    pub fn start_binary(&self, binary: &Path, extra: &[&str]) -> AgentProcess {
         let mut command = match &self.netns {
             Some(netns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c.args(["netns", "exec", netns]).arg(binary);
                 c
             }
-            None => Command::new(palisade_binary()),
+            None => Command::new(binary),
         };
         let mut child = command
             .args(["--datastore", &self.datastore])

@@ -61,6 +61,18 @@ pub fn palisade_binary() -> PathBuf {
     binary
 }
 
+/// The `palisade` of the build under test, one map ABI ahead (`palisade-abi-next`, which
+/// `cargo xtask test` builds beside it): the next release, for the upgrade test.
+pub fn palisade_abi_next_binary() -> PathBuf {
+    let binary = palisade_binary().with_file_name("palisade-abi-next");
+    assert!(
+        binary.is_file(),
+        "{} does not exist; run the tests with `cargo xtask test`, which builds it",
+        binary.display()
+    );
+    binary
+}
+
 type CleanupStep = Box<dyn FnOnce() -> anyhow::Result<()>>;
 
 /// Undoes a test's side effects when dropped, in reverse order of registration, whether the

@@ -125,7 +125,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let object = build(&repo, cargo::Profile::Dev)?;
-            Workspace::new(&repo).test(&object, &args)?;
+            let workspace = Workspace::new(&repo);
+            workspace.build_abi_next(&object)?;
+            workspace.test(&object, &args)?;
         }
         Cmd::Bench => {
             if !command::is_root() {

@@ -21,6 +21,7 @@ use crate::dataplane::conntrack::{self, Conntrack};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
+use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
@@ -258,6 +259,13 @@ async fn open_store(url: &str) -> Result<(Arc<dyn Datastore>, Option<StoreError>
 /// programs, adopts the pinned links, and starts reporting events.
 fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std::error::Error>> {
     let dir = dataplane::ensure_pin_dir(&args.bpffs)?;
+    let older = OlderAbi::find(&args.bpffs)?;
+    for o in &older {
+        log::info(
+            "found the pins of an older map ABI; taking its interfaces over once the policy is published",
+            &[("version", &o.version), ("pins", &o.dir.display())],
+        );
+    }
     let mut loaded = dataplane::load(dataplane::ebpf_object()?, Some(&dir))?;
     loaded.pin_programs(&dir)?;
     let pinned = dataplane::program_pin_dir(&dir);
@@ -326,6 +334,8 @@ fn start_dataplane(args: &AgentArgs, node: &str) -> Result<Enforcer, Box<dyn std
         attachments,
         dataplane::slot_image::slot_capacities(),
         rule_names::path_in(&args.run_dir),
+        dir.clone(),
+        older,
     );
     tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)

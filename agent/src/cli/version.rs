@@ -3,6 +3,10 @@
 use std::process::ExitCode;
 
 pub fn run() -> ExitCode {
-    println!("palisade {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "palisade {} (map ABI {})",
+        env!("CARGO_PKG_VERSION"),
+        palisade_common::ABI_VERSION
+    );
     ExitCode::SUCCESS
 }

@@ -171,6 +171,12 @@ impl Conntrack {
         Ok(out)
     }
 
+    /// Inserts the entry of a flow the table does not hold yet; false if it holds the key
+    /// already or has no room.
+    pub fn insert_new(&mut self, key: &CtKey, value: CtValue) -> bool {
+        self.flows.insert(key, value, BPF_NOEXIST).is_ok()
+    }
+
     /// Deletes the entry of `key`, if there is one (the flow's next packet goes to policy,
     /// like that of an evicted flow).
     pub fn remove_flow(&mut self, key: &CtKey) -> Result<bool, ConntrackError> {

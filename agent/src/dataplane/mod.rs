@@ -2,7 +2,8 @@
 //! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
 //! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
-//! and the sweep of expired flows (`conntrack`, over `map_batch`); counters, events and
+//! and the sweep of expired flows (`conntrack`, over `map_batch`); taking over from an
+//! older map ABI (`older_abi`); counters, events and
 //! kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
 
 pub mod attach;
@@ -15,6 +16,7 @@ pub mod links;
 pub mod load;
 pub mod map_batch;
 pub mod object;
+pub mod older_abi;
 pub mod rule_names;
 pub mod slot_image;
 pub mod writer;

@@ -13,7 +13,7 @@
 //! verdict (pass or drop, never "next"), so the clsact filter behind it does not run: each
 //! packet is judged and counted once, and at no moment is an interface without a program.
 
-mod bpf_syscalls;
+pub(super) mod bpf_syscalls;
 pub mod clsact;
 pub mod tc_netlink;
 pub mod tcx;
@@ -211,6 +211,22 @@ impl Attachments {
                 }
             }
         }
+        self.attached.insert(ifindex);
+        Ok(())
+    }
+
+    /// Attaches both programs to `ifname` (index `ifindex`) in the place of links pinned
+    /// under this run's pin directory by an agent of an older map ABI (moved there by
+    /// [`super::older_abi`]): TCX mode only, each link switched to the new program with one
+    /// `bpf_link_update`, so that the interface is never without a program.
+    pub fn take_over_moved(
+        &mut self,
+        loaded: &mut LoadedObject,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<(), Error> {
+        ensure_same_interface(ifname, ifindex)?;
+        self.tcx.take_over(loaded, ifname, ifindex)?;
         self.attached.insert(ifindex);
         Ok(())
     }
