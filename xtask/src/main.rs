@@ -59,7 +59,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Build, then run `cargo test --workspace ARGS` as root (the privileged tests need it).
+    /// Build (also `palisade-abi-next`, the map ABI one ahead, for the upgrade test), then
+    /// run `cargo test --workspace ARGS` as root (the privileged tests need it).
     Test {
         /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
         #[arg(last = true)]

@@ -3,10 +3,6 @@
 use std::process::ExitCode;
 
 pub fn run() -> ExitCode {
-    println!(
-        "palisade {} (map ABI {})",
-        env!("CARGO_PKG_VERSION"),
-        palisade_common::ABI_VERSION
-    );
+    println!("palisade {}", env!("CARGO_PKG_VERSION"));
     ExitCode::SUCCESS
 }
