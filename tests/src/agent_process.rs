@@ -102,13 +102,18 @@ impl AgentHome {
 
     /// Starts `palisade agent` on this home, with `extra` arguments.
     pub fn start(&self, extra: &[&str]) -> AgentProcess {
+        self.start_binary(&palisade_binary(), extra)
+    }
+
+    /// [`AgentHome::start`] with another build of palisade (`binary`).
+    pub fn start_binary(&self, binary: &Path, extra: &[&str]) -> AgentProcess {
         let mut command = match &self.netns {
             Some(netns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c.args(["netns", "exec", netns]).arg(binary);
                 c
             }
-            None => Command::new(palisade_binary()),
+            None => Command::new(binary),
         };
         let mut child = command
             .args(["--datastore", &self.datastore])
@@ -182,12 +187,24 @@ pub struct EndpointCounts {
     pub denied_bytes: u64,
 }
 
-/// What `palisade stats` printed: its three tables (the counters only without ENDPOINT).
+/// One endpoint's line of `palisade stats`' conntrack table (`(all)`: the whole table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackUsage {
+    pub endpoint: String,
+    pub interface: String,
+    pub entries: u64,
+    /// `None`: no budget.
+    pub budget: Option<u64>,
+    pub evicted: u64,
+}
+
+/// What `palisade stats` printed: its four tables (the counters only without ENDPOINT).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub endpoints: Vec<EndpointCounts>,
     /// Rule, packets, bytes.
     pub rules: Vec<(String, u64, u64)>,
+    pub conntrack: Vec<ConntrackUsage>,
     pub counters: std::collections::BTreeMap<String, u64>,
     pub text: String,
 }
@@ -208,7 +225,9 @@ impl Stats {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.first() {
                 None => table = "",
-                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"COUNTER") => table = fields[0],
+                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"CONNTRACK") | Some(&"COUNTER") => {
+                    table = fields[0]
+                }
                 Some(_) if table == "ENDPOINT" => {
                     let [endpoint, interface, direction, ap, ab, dp, db] = fields[..] else {
                         bad(line)
@@ -231,6 +250,18 @@ impl Stats {
                         .rules
                         .push((name.join(" "), number(line, packets), number(line, bytes)));
                 }
+                Some(_) if table == "CONNTRACK" => {
+                    let [endpoint, interface, entries, budget, evicted] = fields[..] else {
+                        bad(line)
+                    };
+                    stats.conntrack.push(ConntrackUsage {
+                        endpoint: endpoint.to_string(),
+                        interface: interface.to_string(),
+                        entries: number(line, entries),
+                        budget: (budget != "none").then(|| number(line, budget)),
+                        evicted: number(line, evicted),
+                    });
+                }
                 Some(_) if table == "COUNTER" => {
                     let [name, packets] = fields[..] else {
                         bad(line)
@@ -251,6 +282,19 @@ impl Stats {
             .counters
             .get(name)
             .unwrap_or_else(|| panic!("no counter {name} in palisade stats:\n{}", self.text))
+    }
+
+    /// The conntrack line of `endpoint` (`(all)`: the whole table).
+    pub fn conntrack_of(&self, endpoint: &str) -> &ConntrackUsage {
+        self.conntrack
+            .iter()
+            .find(|c| c.endpoint == endpoint)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no conntrack line for {endpoint} in palisade stats:\n{}",
+                    self.text
+                )
+            })
     }
 
     /// The counts of `endpoint` in `direction` ("ingress" or "egress").

@@ -60,7 +60,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Build, then run `cargo test --workspace ARGS` as root (the privileged tests need it).
+    /// Build (also `palisade-abi-next`, the map ABI one ahead, for the upgrade test), then
+    /// run `cargo test --workspace ARGS` as root (the privileged tests need it).
     Test {
         /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
         #[arg(last = true)]
@@ -135,6 +136,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let object = build(&repo, cargo::Profile::Dev)?;
             let workspace = Workspace::new(&repo);
+            // Before the image: building it leaves the normal binary in place again.
+            workspace.build_abi_next(&object)?;
             let binary = workspace.binary(cargo::Profile::Dev, "palisade")?;
             // The node container tests run this binary in the image, as users get it.
             let archive = image::build_for_tests(&repo, &binary)?;

@@ -19,9 +19,11 @@ use palisade_common::{HostAddrKey, HostAddrValue};
 
 use crate::agent::ResourceView;
 use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
-use crate::dataplane::attach::Attachments;
+use crate::dataplane::attach::{AttachMode, Attachments};
+use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
+use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::{WriteError, Writer};
@@ -41,6 +43,8 @@ pub struct Enforcer {
     pub loaded: LoadedObject,
     pub writer: Writer,
     pub counters: CounterMaps,
+    /// Each endpoint's conntrack entries, against its budget.
+    pub conntrack: Conntrack,
     pub host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
     pub attachments: Attachments,
     pub outcomes: RecentOutcomes,
@@ -48,6 +52,12 @@ pub struct Enforcer {
     compiler: Compiler,
     /// Where the rule counter names go, for `palisade stats`.
     pub rule_names_path: PathBuf,
+    /// This run's pin directory.
+    pin_dir: PathBuf,
+    /// Pins of older map ABIs still enforcing, taken over after the first publish.
+    older: Vec<OlderAbi>,
+    /// Whether their conntrack entries were copied over.
+    older_carried: bool,
     /// The host's interfaces, by name.
     links: BTreeMap<String, u32>,
     view: Arc<ResourceView>,
@@ -73,10 +83,13 @@ impl Enforcer {
         loaded: LoadedObject,
         writer: Writer,
         counters: CounterMaps,
+        conntrack: Conntrack,
         host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
         attachments: Attachments,
         capacities: Capacities,
         rule_names_path: PathBuf,
+        pin_dir: PathBuf,
+        older: Vec<OlderAbi>,
     ) -> Enforcer {
         let node_name = node.clone();
         Enforcer {
@@ -84,11 +97,15 @@ impl Enforcer {
             loaded,
             writer,
             counters,
+            conntrack,
             host_addrs,
             attachments,
             outcomes: RecentOutcomes::default(),
             compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
+            pin_dir,
+            older,
+            older_carried: false,
             links: BTreeMap::new(),
             view: Arc::new(ResourceView::default()),
             locals: BTreeMap::new(),
@@ -186,6 +203,14 @@ impl Enforcer {
         }
 
         let wanted: BTreeSet<u32> = ifindex_of.values().copied().collect();
+        if !self.older.is_empty() {
+            if self.published.is_none() {
+                // The older programs go on enforcing with their maps until the new maps
+                // hold a policy.
+                return;
+            }
+            self.carry_older_conntrack();
+        }
         for (key, ifindex) in &ifindex_of {
             if self.attachments.attached().any(|i| i == *ifindex) {
                 continue;
@@ -197,7 +222,13 @@ impl Enforcer {
                     &[("interface", &name), ("error", &e)],
                 );
             }
-            match self.attachments.attach(&mut self.loaded, name, *ifindex) {
+            if let Err(e) = self.conntrack.track_endpoint(*ifindex) {
+                log::warn(
+                    "cannot count an interface's conntrack entries; its flows have no budget",
+                    &[("interface", &name), ("error", &e)],
+                );
+            }
+            match self.attach(name, *ifindex) {
                 Ok(()) => {
                     log::info(
                         "enforcing on workload interface",
@@ -216,6 +247,13 @@ impl Enforcer {
                     &[("endpoint", key), ("interface", &name), ("error", &e)],
                 ),
             }
+        }
+        if !self.older.is_empty()
+            && wanted
+                .iter()
+                .all(|i| self.attachments.attached().any(|a| a == *i))
+        {
+            self.remove_older();
         }
         let stale: Vec<u32> = self
             .attachments
@@ -252,6 +290,12 @@ impl Enforcer {
             }
             if let Err(e) = self.counters.forget_endpoint(ifindex) {
                 log::warn("cannot drop an interface's counters", &[("error", &e)]);
+            }
+            if let Err(e) = self.conntrack.forget_endpoint(ifindex) {
+                log::warn(
+                    "cannot drop an interface's conntrack count",
+                    &[("error", &e)],
+                );
             }
         }
     }
@@ -293,6 +337,79 @@ impl Enforcer {
                 false
             }
         }
+    }
+
+    /// Attaches to a local interface: in TCX mode in the place of an older map ABI's
+    /// links, where there are any.
+    fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), crate::dataplane::Error> {
+        if self.attachments.mode() == AttachMode::Tcx {
+            for older in &self.older {
+                if older.move_links(&self.pin_dir, ifindex)? {
+                    return self
+                        .attachments
+                        .take_over_moved(&mut self.loaded, name, ifindex);
+                }
+            }
+        }
+        self.attachments.attach(&mut self.loaded, name, ifindex)
+    }
+
+    /// Copies the older map ABIs' conntrack entries into the new table, once, before the
+    /// first interface is taken over.
+    fn carry_older_conntrack(&mut self) {
+        if self.older_carried {
+            return;
+        }
+        self.older_carried = true;
+        // A generation no packet runs under: each carried flow is checked again.
+        let stale = self.writer.generation().wrapping_sub(1);
+        for older in &self.older {
+            match older.carry_conntrack(&mut self.conntrack, stale) {
+                Ok(carried) => log::info(
+                    "conntrack carried over from an older map ABI",
+                    &[("version", &older.version), ("flows", &carried)],
+                ),
+                Err(e) => log::warn(
+                    "cannot carry conntrack over from an older map ABI; its connections are \
+                     picked up by their next packets",
+                    &[("version", &older.version), ("error", &e)],
+                ),
+            }
+        }
+    }
+
+    /// Every local interface runs the new programs: what is left of the older map ABIs
+    /// goes.
+    fn remove_older(&mut self) {
+        let run_dir = self.rule_names_path.parent().map(std::path::Path::to_owned);
+        let mut kept = Vec::new();
+        for older in std::mem::take(&mut self.older) {
+            match older.remove() {
+                Ok(removed) => {
+                    if let Some(dir) = &run_dir {
+                        let _ =
+                            std::fs::remove_file(rule_names::path_of_version(dir, older.version));
+                    }
+                    log::info(
+                        "older map ABI removed",
+                        &[
+                            ("version", &older.version),
+                            ("links", &removed.links),
+                            ("filters", &removed.filters),
+                            ("pins", &older.dir.display()),
+                        ],
+                    );
+                }
+                Err(e) => {
+                    log::error(
+                        "cannot remove an older map ABI's pins and attachments",
+                        &[("version", &older.version), ("error", &e)],
+                    );
+                    kept.push(older);
+                }
+            }
+        }
+        self.older = kept;
     }
 
     fn publish(

@@ -17,12 +17,14 @@ use super::docker_plugin::PluginFlags;
 use super::stop_signals::StopSignals;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
+use crate::dataplane::conntrack::{self, Conntrack};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::host_lock;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use crate::dataplane::map_memory;
 use crate::dataplane::map_sizes::{MapSizeOverride, MapSizes, SizeError, SizedFor};
+use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
@@ -112,6 +114,12 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub map_sizes: Vec<MapSizeOverride>,
+    /// How many conntrack entries (flows) each workload endpoint may hold, both directions
+    /// together; a new flow beyond it is dropped (`dropped_conntrack_budget`), so that no
+    /// workload can fill the table and evict others' flows. 0: no budget. Default: a quarter
+    /// of the conntrack table (`PAL_CT`'s size).
+    #[arg(long, env = "PALISADE_CONNTRACK_BUDGET")]
+    pub conntrack_budget: Option<u32>,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
@@ -311,12 +319,20 @@ fn start_dataplane(
     sizes: &MapSizes,
 ) -> Result<Enforcer, Box<dyn std::error::Error>> {
     let dir = dataplane::ensure_pin_dir(&args.bpffs)?;
+    let older = OlderAbi::find(&args.bpffs)?;
+    for o in &older {
+        log::info(
+            "found the pins of an older map ABI; taking its interfaces over once the policy is published",
+            &[("version", &o.version), ("pins", &o.dir.display())],
+        );
+    }
     let mut loaded = dataplane::load_sized(dataplane::ebpf_object()?, Some(&dir), sizes)?;
     report_sizes(&loaded, &dir);
     loaded.pin_programs(&dir)?;
     let pinned = dataplane::program_pin_dir(&dir);
     log::info("eBPF programs loaded", &[("pinned", &pinned.display())]);
 
+    let sizes_made = loaded.sizes().clone();
     let ebpf = loaded.ebpf_mut();
     let policy_maps = PolicyMaps::take(ebpf)?;
     let mut writer = Writer::adopt(policy_maps)?;
@@ -332,6 +348,13 @@ fn start_dataplane(
     }
     let mask = (1u32 << args.drop_event_sampling) - 1;
     writer.set_switches(flags, mask)?;
+    let ct_table = sizes_made
+        .get(map_names::CT)
+        .unwrap_or(palisade_common::capacity::CT);
+    writer.set_ct_budget(
+        args.conntrack_budget
+            .unwrap_or_else(|| conntrack::default_budget(ct_table)),
+    )?;
     log::info(
         "maps adopted",
         &[
@@ -340,6 +363,8 @@ fn start_dataplane(
         ],
     );
     let counters = CounterMaps::take(ebpf)?;
+    let conntrack = Conntrack::take(ebpf)?;
+    spawn_conntrack_sweeper(&dir)?;
     let host_addrs = BpfHashMap::try_from(
         ebpf.take_map(map_names::HOST_ADDRS)
             .ok_or("the eBPF object has no PAL_HOST_ADDRS map")?,
@@ -373,10 +398,13 @@ fn start_dataplane(
         loaded,
         writer,
         counters,
+        conntrack,
         host_addrs,
         attachments,
         dataplane::slot_image::slot_capacities(loaded_sizes),
         rule_names::path_in(&args.run_dir),
+        dir.clone(),
+        older,
     );
     tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)
@@ -407,6 +435,32 @@ fn report_sizes(loaded: &dataplane::LoadedObject, dir: &std::path::Path) {
         ),
         Err(e) => log::warn("cannot read the maps' memory", &[("error", &e)]),
     }
+}
+
+/// Sweeps conntrack every [`conntrack::SWEEP_INTERVAL`] on a thread of its own (a full
+/// table takes a moment to read), with its own handles on the pinned maps.
+fn spawn_conntrack_sweeper(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut table = Conntrack::open_pinned(dir)?;
+    std::thread::Builder::new()
+        .name("conntrack-sweep".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(conntrack::SWEEP_INTERVAL);
+                match table.sweep(conntrack::monotonic_coarse_ns()) {
+                    Ok(swept) if swept.evicted > 0 => log::warn(
+                        "conntrack entries were evicted (the table is full); see `palisade stats`",
+                        &[
+                            ("evicted", &swept.evicted),
+                            ("live", &swept.live),
+                            ("expired", &swept.expired),
+                        ],
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log::warn("cannot sweep conntrack", &[("error", &e)]),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

@@ -250,6 +250,15 @@ impl Writer {
         Ok(Some(found))
     }
 
+    /// Sets how many conntrack entries each endpoint may hold (0: no budget).
+    pub fn set_ct_budget(&mut self, ct_budget: u32) -> Result<(), WriteError> {
+        let config = Config {
+            ct_budget,
+            ..self.config
+        };
+        self.write_config(config)
+    }
+
     /// Writes `image` into the inactive slot and makes it the active one, comparing
     /// everything with what the slot holds. See [`Writer::publish_changes`].
     pub fn publish(
