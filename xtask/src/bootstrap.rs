@@ -21,7 +21,7 @@ use crate::command;
 /// etcd datastore tests, protoc and the well-known `.proto` files (`libprotobuf-dev`, only a
 /// recommendation of `protobuf-compiler`, so `--no-install-recommends` leaves it out) for the
 /// etcd client crate, busybox and docker for container tests, iproute2 for namespaces and
-/// veths.
+/// veths, prometheus (the server and promtool) for the metrics tests.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "etcd-server",
@@ -31,6 +31,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "iproute2",
+    "prometheus",
 ];
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` is nightly-only).
