@@ -17,3 +17,4 @@ pub mod netplumb;
 pub mod policy;
 pub mod selector;
 pub mod store;
+pub mod telemetry;

@@ -2,7 +2,8 @@
 //! maps (`object`, `load`, `bpffs`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
 //! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
-//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`).
+//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`); counting the
+//! entries of the maps the kernel fills (`map_census`).
 
 pub mod attach;
 pub mod bpf_log;
@@ -11,6 +12,7 @@ pub mod counters;
 pub mod events;
 pub mod links;
 pub mod load;
+pub mod map_census;
 pub mod object;
 pub mod rule_names;
 pub mod slot_image;
