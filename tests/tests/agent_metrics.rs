@@ -53,6 +53,26 @@ fn promtool_lint(text: &str) {
     );
 }
 
+/// Waits until `/readyz` at `health` answers 200, and returns that answer. The agent logs
+/// what it published and attached a moment before it reports it to the health server, so
+/// a test that saw the log lines may still find the report on its way.
+fn ready(health: SocketAddr) -> http::Response {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = http::get(health, "/readyz", &[]);
+        if answer.status == 200 {
+            return answer;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(
+            Instant::now() < deadline,
+            "not ready within {PATIENCE:?}: {}",
+            answer.body
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn denied_to(endpoint: &str) -> String {
     format!(
         "palisade_endpoint_packets_total{{job=\"{JOB}\",endpoint=\"{endpoint}\",direction=\"ingress\",verdict=\"denied\"}}"
@@ -82,8 +102,7 @@ fn prometheus_scrapes_the_agent_and_sees_denied_packets_on_the_right_endpoint() 
     scene.wait_for_enforcement();
     let health = scene.agent().serving("/readyz");
     let metrics = scene.agent().serving("/metrics");
-    let ready = http::get(health, "/readyz", &[]);
-    assert_eq!(ready.status, 200, "{}", ready.body);
+    ready(health);
     let exposition = http::get(metrics, "/metrics", &[]);
     assert_eq!(exposition.status, 200, "{}", exposition.body);
     assert!(
@@ -235,21 +254,8 @@ fn readyz_answers_503_before_the_first_publish_and_200_after() {
 
     etcd.restart();
     let revision = etcd.revision();
-    let deadline = Instant::now() + PATIENCE;
-    let ready = loop {
-        let answer = http::get(health, "/readyz", &[]);
-        if answer.status == 200 {
-            break answer;
-        }
-        assert_eq!(answer.status, 503, "{}", answer.body);
-        assert!(
-            Instant::now() < deadline,
-            "not ready {PATIENCE:?} after etcd returned: {}\n{}",
-            answer.body,
-            agent.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    // Not ready until the policy is published: 503 every time until the first 200.
+    let ready = ready(health);
     assert!(
         ready
             .body
@@ -308,7 +314,7 @@ fn an_address_in_use_is_refused_off_turns_metrics_off_and_an_idle_agent_stays_li
         agent.log()
     );
     assert_eq!(http::get(health, "/healthz", &[]).status, 200);
-    assert_eq!(http::get(health, "/readyz", &[]).status, 200);
+    ready(health);
     assert_eq!(http::get(health, "/metrics", &[]).status, 404);
     assert!(agent.terminate().success());
 }
