@@ -5,9 +5,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The bench targets of `palisade-tests`: per packet, compile and update costs in
-/// process; and an etcd write to the maps of a running agent.
+/// process; an etcd write to the maps of a running agent; what a metrics scrape costs.
 pub const DATAPLANE: &str = "dataplane";
 pub const ETCD: &str = "etcd";
+pub const METRICS: &str = "metrics";
 
 const TARGETS: &str = "\
 Targets (issue 3): established at most the empty program + 60 ns, new flow at most the empty
@@ -28,7 +29,18 @@ published\" log lines) say where the time goes.";
 
 const ETCD_TARGET: &str = "Target (issue 4): p99 under 100 ms.";
 
-pub fn record(repo: &Path, table: &str, etcd_table: &str) -> Result<()> {
+const METRICS_SECTION: &str = "\
+## A metrics scrape
+
+The agent's `/metrics` reads the kernel's counters at scrape time. A full conntrack map \
+(filled from user space to its capacity; the LRU keeps what fits) is counted by the census \
+a scrape runs at most once per 30 s (`BPF_MAP_LOOKUP_BATCH`, 4,096 entries per call), \
+against a key-by-key walk (`BPF_MAP_GET_NEXT_KEY`, one call per entry): the census median \
+of 21 runs, the walk once. A scrape of a node with many endpoints and rule counters reads every counter \
+(summed over CPUs) and encodes the Prometheus text, median of 21 with the census cached, \
+and once with a census.";
+
+pub fn record(repo: &Path, table: &str, etcd_table: &str, metrics_table: &str) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -53,7 +65,7 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str) -> Result<()> {
          policy 0 selects every endpoint of the node, and its first rule, a `pass` from tier \
          web, concerns a fifth of all peers: a new table for each of their peer groups); \
          \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map.\n\n\
-         Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
+         Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
         kernel.trim(),
         cpus,
         cpu,
@@ -61,7 +73,9 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str) -> Result<()> {
         TARGETS,
         ETCD_SECTION,
         etcd_table.trim_end(),
-        ETCD_TARGET
+        ETCD_TARGET,
+        METRICS_SECTION,
+        metrics_table.trim_end()
     );
     let dir = repo.join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

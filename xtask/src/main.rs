@@ -137,7 +137,9 @@ fn run(cli: Cli) -> Result<()> {
             print!("{dataplane}");
             let etcd = workspace.bench(&object, bench::ETCD)?;
             print!("{etcd}");
-            bench::record(&repo, &dataplane, &etcd)?;
+            let metrics = workspace.bench(&object, bench::METRICS)?;
+            print!("{metrics}");
+            bench::record(&repo, &dataplane, &etcd, &metrics)?;
         }
     }
     Ok(())
