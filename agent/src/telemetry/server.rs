@@ -114,7 +114,8 @@ async fn accept(socket: tokio::net::TcpListener, routes: Routes, shared: Arc<Sha
             Ok((stream, _)) => {
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |request| {
-                    std::future::ready(Ok::<_, Infallible>(answer(&request, routes, &shared)))
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(answer(&request, routes, shared).await) }
                 });
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -134,7 +135,11 @@ async fn accept(socket: tokio::net::TcpListener, routes: Routes, shared: Arc<Sha
     }
 }
 
-fn answer(request: &Request<Incoming>, routes: Routes, shared: &Shared) -> Response<Full<Bytes>> {
+async fn answer(
+    request: &Request<Incoming>,
+    routes: Routes,
+    shared: Arc<Shared>,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -157,7 +162,15 @@ fn answer(request: &Request<Incoming>, routes: Routes, shared: &Shared) -> Respo
         }
         "/metrics" if routes.metrics => {
             let accept = request.headers().get(ACCEPT).and_then(|a| a.to_str().ok());
-            metrics(shared, Format::negotiate(accept))
+            let format = Format::negotiate(accept);
+            // Off the server's thread: a census or a large exposition must not hold up a
+            // health probe.
+            tokio::task::spawn_blocking(move || metrics(&shared, format))
+                .await
+                .unwrap_or_else(|e| {
+                    let body = format!("cannot collect the metrics: {e}\n");
+                    reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, body)
+                })
         }
         _ => {
             let mut paths = Vec::new();
