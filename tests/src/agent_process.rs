@@ -7,6 +7,7 @@
 //! log lines (stderr) are kept so that tests can wait for them and failures can show them.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -14,6 +15,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::palisade_binary;
+
+/// Where test agents serve health and metrics unless told otherwise: a port the kernel
+/// picks, so that agents of tests running at once never compete for 9099 and 9091 (see
+/// [`AgentProcess::serving`]).
+pub const ANY_LOOPBACK_PORT: &str = "127.0.0.1:0";
+
+/// The health and metrics options a test agent gets: [`ANY_LOOPBACK_PORT`] for each that
+/// `extra` does not set.
+pub fn telemetry_options(extra: &[&str]) -> Vec<&'static str> {
+    ["--health-address", "--metrics-address"]
+        .into_iter()
+        .filter(|flag| !extra.contains(flag))
+        .flat_map(|flag| [flag, ANY_LOOPBACK_PORT])
+        .collect()
+}
 
 /// An upper bound for the agent to say something, so a broken agent fails the test instead
 /// of hanging it; not a speed requirement.
@@ -123,6 +139,7 @@ impl AgentHome {
             .arg(self.bpffs.path())
             .arg("--run-dir")
             .arg(self.run_dir())
+            .args(telemetry_options(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -404,6 +421,16 @@ impl AgentProcess {
             self.wait_for_ever_said(&["enforcing on workload interface", &needle]);
         }
         self.wait_for(&["policy published", &format!("revision={revision}")]);
+    }
+
+    /// Where the agent serves `path` (`/healthz`, `/readyz` or `/metrics`), as it said when
+    /// it started serving; waits for that.
+    pub fn serving(&mut self, path: &str) -> SocketAddr {
+        let line = self.wait_for_ever_said(&["serving health and metrics", path]);
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix("address="))
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     /// Sends `signal` to the agent.

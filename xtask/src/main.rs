@@ -75,10 +75,14 @@ enum Cmd {
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
     },
-    /// Measure per-packet cost, compile time, map size and update time, the time from an
-    /// etcd write to the agent's maps, and the agent's own memory, CPU and maps (release
-    /// build, as root); print the tables and keep them in bench/README.md.
-    Bench,
+    /// Measure per-packet cost, compile and update times, the time from an etcd write to
+    /// the agent's maps, the agent's own memory, CPU and maps, and a metrics scrape (release
+    /// build, as root); print the tables and keep them in bench/README.md. Name parts to run
+    /// only those (the file keeps the others' last results).
+    Bench {
+        /// Parts to run: dataplane, etcd, agent, metrics (default: all).
+        parts: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -172,19 +176,20 @@ fn run(cli: Cli) -> Result<()> {
                 built.size_bytes
             );
         }
-        Cmd::Bench => {
+        Cmd::Bench { parts } => {
             if !command::is_root() {
                 bail!("the benchmarks load eBPF programs, so they need root");
             }
+            let parts = bench::select(&parts)?;
             let object = build(&repo, cargo::Profile::Release)?;
             let workspace = Workspace::new(&repo);
-            let dataplane = workspace.bench(&object, bench::DATAPLANE)?;
-            print!("{dataplane}");
-            let etcd = workspace.bench(&object, bench::ETCD)?;
-            print!("{etcd}");
-            let agent = workspace.bench(&object, bench::AGENT)?;
-            print!("{agent}");
-            bench::record(&repo, &dataplane, &etcd, &agent)?;
+            let mut results = Vec::new();
+            for part in parts {
+                let table = workspace.bench(&object, part.name)?;
+                print!("{table}");
+                results.push((part, table));
+            }
+            bench::record(&repo, &results)?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use palisade_common::{HostAddrKey, HostAddrValue};
+use palisade_common::{HostAddrKey, HostAddrValue, map_names};
 
 use crate::agent::ResourceView;
 use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
@@ -30,6 +30,9 @@ use crate::dataplane::writer::{WriteError, Writer};
 use crate::dataplane::{LoadedObject, rule_names};
 use crate::log;
 use crate::model::{Resource, ResourceKey};
+use crate::store::Revision;
+use crate::telemetry::Telemetry;
+use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
 
 /// An update that changes neither the image nor the bindings publishes nothing; events
 /// name outcomes of the image in force.
@@ -74,6 +77,13 @@ pub struct Enforcer {
     /// What each interface this agent attached to was attached for (endpoint, name), to
     /// name them when enforcement stops.
     enforcing: BTreeMap<u32, (ResourceKey, String)>,
+    /// The revision whose policy this agent last put in force (published, or found
+    /// already there).
+    policy_revision: Option<Revision>,
+    /// Where to report what it does, if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
+    /// The rule counters' labels, as last reported (indexes are only ever appended).
+    rule_labels: Arc<[RuleLabels]>,
 }
 
 impl Enforcer {
@@ -114,7 +124,17 @@ impl Enforcer {
             view_synced: false,
             links_synced: false,
             enforcing: BTreeMap::new(),
+            policy_revision: None,
+            telemetry: None,
+            rule_labels: Arc::from(Vec::new()),
         }
+    }
+
+    /// Reports compile and publish times, refusals and the state of enforcement to
+    /// `telemetry` from now on.
+    pub fn report_to(&mut self, telemetry: Arc<Telemetry>) {
+        self.telemetry = Some(telemetry);
+        self.report();
     }
 
     pub fn view_updated(&mut self, view: Arc<ResourceView>) {
@@ -176,6 +196,7 @@ impl Enforcer {
                 &[("address", &addr), ("error", &e)],
             );
         }
+        self.report();
     }
 
     fn is_local(&self, ifname: &str) -> bool {
@@ -189,17 +210,24 @@ impl Enforcer {
         let started = Instant::now();
         // Owned: publishing and attaching below need `self` mutably.
         let locals = self.locals.clone();
-        let ifindex_of: BTreeMap<ResourceKey, u32> = locals
-            .iter()
-            .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
-            .collect();
+        let ifindex_of = self.bound_interfaces();
 
+        let compiling = Instant::now();
         match self.compiler.update(&self.view.resources) {
-            Ok(changes) => self.publish(&changes, &ifindex_of, started),
-            Err(e) => log::error(
-                "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
-                &[("revision", &self.view.revision), ("error", &e)],
-            ),
+            Ok(changes) => {
+                let full = matches!(changes, Changes::All);
+                self.observe(|t| t.compiled(full, compiling.elapsed()));
+                if self.publish(&changes, &ifindex_of, started) {
+                    self.policy_revision = Some(self.view.revision);
+                }
+            }
+            Err(e) => {
+                self.observe(Telemetry::update_refused);
+                log::error(
+                    "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                    &[("revision", &self.view.revision), ("error", &e)],
+                )
+            }
         }
 
         let wanted: BTreeSet<u32> = ifindex_of.values().copied().collect();
@@ -298,6 +326,7 @@ impl Enforcer {
                 );
             }
         }
+        self.report();
     }
 
     /// Defence in depth against a second writer of the maps (the host lock keeps other
@@ -412,22 +441,78 @@ impl Enforcer {
         self.older = kept;
     }
 
+    /// The local endpoints whose interfaces the host has, with their indexes.
+    fn bound_interfaces(&self) -> BTreeMap<ResourceKey, u32> {
+        self.locals
+            .iter()
+            .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
+            .collect()
+    }
+
+    fn observe(&self, what: impl FnOnce(&Telemetry)) {
+        if let Some(telemetry) = &self.telemetry {
+            what(telemetry);
+        }
+    }
+
+    /// Tells the telemetry where enforcement stands.
+    fn report(&mut self) {
+        let Some(telemetry) = &self.telemetry else {
+            return;
+        };
+        let bound = self.bound_interfaces();
+        let attached: BTreeSet<u32> = self.attachments.attached().collect();
+        let endpoints = self
+            .locals
+            .iter()
+            .map(|(key, interface)| {
+                let ifindex = bound.get(key).copied();
+                LocalEndpoint {
+                    name: match key {
+                        ResourceKey::WorkloadEndpoint { name, .. } => name.clone(),
+                        other => other.to_string(),
+                    },
+                    interface: interface.clone(),
+                    ifindex,
+                    attached: ifindex.is_some_and(|i| attached.contains(&i)),
+                }
+            })
+            .collect();
+        let counters = self.writer.rule_counters();
+        if counters.len() as usize != self.rule_labels.len() {
+            self.rule_labels = counters
+                .iter()
+                .map(|(index, rule)| RuleLabels::new(index, rule))
+                .collect();
+        }
+        let mut occupancy = self.writer.occupancy();
+        occupancy.push((map_names::HOST_ADDRS, self.host_addresses.len() as u64));
+        telemetry.enforcement(Enforcement {
+            policy_revision: self.policy_revision,
+            endpoints,
+            rules: Arc::clone(&self.rule_labels),
+            occupancy,
+        });
+    }
+
+    /// Publishes what the compiler holds; `true` if the maps hold it afterwards (also when
+    /// nothing needed writing).
     fn publish(
         &mut self,
         changes: &Changes,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         started: Instant,
-    ) {
+    ) -> bool {
         if self.compiler.image().is_none() {
-            return;
+            return false;
         }
         self.maps_moved();
         let Some(image) = self.compiler.image() else {
-            return;
+            return false;
         };
         let unchanged = matches!(changes, Changes::Keys(keys) if keys.is_empty());
         let outcomes = match &self.published {
-            Some(last) if unchanged && last.bindings == *ifindex_of => return,
+            Some(last) if unchanged && last.bindings == *ifindex_of => return true,
             // Outcomes are only appended between full compiles.
             Some(last)
                 if !matches!(changes, Changes::All)
@@ -440,11 +525,14 @@ impl Enforcer {
         let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
+        let publishing = Instant::now();
         match self
             .writer
             .publish_changes(image, changes, ifindex_of, zero_counters)
         {
             Ok(published) => {
+                let took = publishing.elapsed();
+                self.observe(|t| t.published(took));
                 let (bases, _) = self.writer.array_layout(self.writer.active_slot());
                 self.outcomes.published(
                     published.generation,
@@ -487,6 +575,7 @@ impl Enforcer {
                     bindings: ifindex_of.clone(),
                     outcomes,
                 });
+                true
             }
             // What does not fit may be the garbage of in-place updates (tables nothing uses
             // any more): a full compile drops it.
@@ -495,20 +584,30 @@ impl Enforcer {
             {
                 self.published = None;
                 self.compiler.forget();
+                let compiling = Instant::now();
                 match self.compiler.update(&self.view.resources) {
-                    Ok(changes) => self.publish(&changes, ifindex_of, started),
-                    Err(e) => log::error(
-                        "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
-                        &[("revision", &self.view.revision), ("error", &e)],
-                    ),
+                    Ok(changes) => {
+                        self.observe(|t| t.compiled(true, compiling.elapsed()));
+                        self.publish(&changes, ifindex_of, started)
+                    }
+                    Err(e) => {
+                        self.observe(Telemetry::update_refused);
+                        log::error(
+                            "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                            &[("revision", &self.view.revision), ("error", &e)],
+                        );
+                        false
+                    }
                 }
             }
             Err(e) => {
                 self.published = None;
+                self.observe(Telemetry::update_refused);
                 log::error(
                     "POLICY UPDATE REFUSED: cannot write the maps; the policy in force is unchanged",
                     &[("revision", &self.view.revision), ("error", &e)],
-                )
+                );
+                false
             }
         }
     }

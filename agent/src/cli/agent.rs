@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, RingBuf};
 use clap::{Args, ValueEnum};
@@ -31,6 +32,13 @@ use crate::docker::PluginServer;
 use crate::model::{Kind, Resource};
 use crate::store::etcd::{self, EtcdStore};
 use crate::store::{Datastore, StoreError};
+use crate::telemetry::health::{BEAT_INTERVAL, LIVENESS_TIMEOUT};
+use crate::telemetry::listen::{
+    DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS, ListenAddress, Listener,
+};
+use crate::telemetry::sample::Sampler;
+use crate::telemetry::server::TelemetryServer;
+use crate::telemetry::{Telemetry, listen, server};
 use crate::{dataplane, log};
 
 /// What happens to a workload's packets to the host itself once its egress policy allowed
@@ -127,6 +135,34 @@ pub struct AgentArgs {
     /// runs on its own, or on hosts without Docker).
     #[arg(long)]
     pub no_docker_plugin: bool,
+    /// Where to serve `/healthz` (the agent's loop is alive) and `/readyz` (the latest
+    /// policy is in force on every local endpoint), or `off`. Loopback unless configured.
+    #[arg(
+        long,
+        env = "PALISADE_HEALTH_ADDRESS",
+        default_value = DEFAULT_HEALTH_ADDRESS,
+        value_name = "ADDR:PORT|off"
+    )]
+    pub health_address: ListenAddress,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`. Loopback unless
+    /// configured; the same address as --health-address serves all three paths.
+    #[arg(
+        long,
+        env = "PALISADE_METRICS_ADDRESS",
+        default_value = DEFAULT_METRICS_ADDRESS,
+        value_name = "ADDR:PORT|off"
+    )]
+    pub metrics_address: ListenAddress,
+    /// Seconds the agent's main loop may go without turning before `/healthz` answers 503
+    /// (it turns at least once a second).
+    #[arg(
+        long,
+        env = "PALISADE_LIVENESS_TIMEOUT",
+        default_value_t = LIVENESS_TIMEOUT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(2..=3600)
+    )]
+    pub liveness_timeout: u64,
     #[command(flatten)]
     pub plugin: PluginFlags,
 }
@@ -166,17 +202,35 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         "agent starting",
         &[("node", &node), ("datastore", &datastore_url)],
     );
+    let telemetry = Arc::new(Telemetry::new(Duration::from_secs(args.liveness_timeout)));
     // Down at start is an outage like any other: the dataplane below adopts what the last
     // agent pinned and goes on enforcing it, and the follower retries until etcd answers.
     let mut degraded = false;
     if let Some(e) = down {
         degraded = true;
+        telemetry.datastore_degraded();
         log::warn(DEGRADED, &[("error", &e)]);
     }
+    // Bound before the dataplane is touched: an address in use is a configuration error.
+    let listeners = match listen::bind(args.health_address, args.metrics_address) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error("cannot serve health and metrics", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
     let mut enforcer = match start_dataplane(&args, &node, &sizes) {
         Ok(e) => e,
         Err(e) => {
             log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
+    enforcer.report_to(Arc::clone(&telemetry));
+    let telemetry_server = match serve_telemetry(&args, listeners, &telemetry) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error("cannot serve health and metrics", &[("error", &e)]);
             return ExitCode::FAILURE;
         }
     };
@@ -224,9 +278,12 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     };
     let mut map_check = tokio::time::interval(MAP_CHECK_INTERVAL);
     map_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A loop that stops turning stops the beats, and /healthz says so.
+    let mut beats = tokio::time::interval(BEAT_INTERVAL);
     loop {
         tokio::select! {
             _ = map_check.tick() => enforcer.verify_maps(),
+            _ = beats.tick() => telemetry.beat(),
             event = rx.recv() => match event {
                 Some(SyncEvent::Updated(view)) => {
                     if degraded {
@@ -234,10 +291,12 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                         degraded = false;
                     }
                     report(&view, &node);
+                    telemetry.datastore_in_sync(view.revision);
                     enforcer.view_updated(view);
                 }
                 Some(SyncEvent::Degraded(error)) => {
                     degraded = true;
+                    telemetry.datastore_degraded();
                     log::warn(DEGRADED, &[("error", &error)]);
                 }
                 None => break,
@@ -276,6 +335,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         }
     }
     follower.abort();
+    drop(telemetry_server);
     let _ = stop_plugin.send(());
     if let Some(plugin) = plugin {
         let _ = plugin.await;
@@ -309,6 +369,27 @@ fn map_sizes(args: &AgentArgs) -> Result<MapSizes, SizeError> {
         policies: args.max_policies,
     };
     MapSizes::for_scale(&scale)?.with_overrides(&args.map_sizes)
+}
+
+/// Serves health and metrics on `listeners` (none: nothing to serve), reading the
+/// counters from the maps the dataplane pinned.
+fn serve_telemetry(
+    args: &AgentArgs,
+    listeners: Vec<Listener>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<TelemetryServer>, Box<dyn std::error::Error>> {
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let sampler = match args.metrics_address {
+        ListenAddress::Off => None,
+        ListenAddress::At(_) => Some(Sampler::open(&dataplane::pin_dir(&args.bpffs))?),
+    };
+    Ok(Some(server::start(
+        listeners,
+        Arc::clone(telemetry),
+        sampler,
+    )?))
 }
 
 /// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps), pins its

@@ -7,7 +7,7 @@
 //! older map ABI (`older_abi`); counters, events and kernel-side debug lines (`counters`,
 //! `rule_names`, `events`, `bpf_log`); the lock that keeps one palisade per dataplane
 //! (`host_lock`); what palisade left on a host, of any ABI version, found and removed
-//! (`remnants`).
+//! (`remnants`); counting the entries of the maps the kernel fills (`map_census`).
 
 pub mod attach;
 pub mod bpf_log;
@@ -19,6 +19,7 @@ pub mod host_lock;
 pub mod links;
 pub mod load;
 pub mod map_batch;
+pub mod map_census;
 pub mod map_memory;
 pub mod map_sizes;
 pub mod object;
