@@ -143,7 +143,10 @@ fn the_worked_example_renders_as_the_reference_says() {
         fw[4],
         "-A cali-fw-cali1a2b3c4d5e6 -m mark --mark 0/0x2000000 --jump cali-po-allow-frontend"
     );
-    assert_eq!(fw[7], "-A cali-fw-cali1a2b3c4d5e6 --jump cali-pro-ns.default");
+    assert_eq!(
+        fw[7],
+        "-A cali-fw-cali1a2b3c4d5e6 --jump cali-pro-ns.default"
+    );
     // Only the local endpoint has chains; the remote one is a set member only.
     assert!(filter.chain("cali-tw-cali0000000000f").is_none());
     assert_eq!(
@@ -173,7 +176,11 @@ fn rule_hashes_match_real_felix_dumps() {
     );
     // Hook rules hash under their built-in chain's name.
     let hook = |builtin: &str, target: &str| {
-        Chain::new(builtin, vec![Rule::new(vec![], Action::Jump(target.into()))]).hashes()
+        Chain::new(
+            builtin,
+            vec![Rule::new(vec![], Action::Jump(target.into()))],
+        )
+        .hashes()
     };
     assert_eq!(hook("FORWARD", "cali-FORWARD"), ["wUHhoiAYhphO9Mso"]);
     assert_eq!(hook("INPUT", "cali-INPUT"), ["Cz_u1IQiXIMmKD4c"]);
@@ -197,7 +204,9 @@ fn rule_hashes_match_real_felix_dumps() {
         ),
         "{text}"
     );
-    assert!(text.contains("-I FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" --jump cali-FORWARD\n"));
+    assert!(text.contains(
+        "-I FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" --jump cali-FORWARD\n"
+    ));
 }
 
 #[test]
@@ -224,7 +233,13 @@ fn several_cidrs_become_a_mark_block() {
     ));
     let config = Config::felix_defaults(Family::V4).without_hash_comments();
     let ruleset = felix::render(&view, "n", &config);
-    let pri = lines(ruleset.table("filter").unwrap().chain("cali-pri-p").unwrap());
+    let pri = lines(
+        ruleset
+            .table("filter")
+            .unwrap()
+            .chain("cali-pri-p")
+            .unwrap(),
+    );
     let p = "-A cali-pri-p";
     assert_eq!(
         pri,
@@ -264,7 +279,9 @@ fn an_update_rewrites_only_the_changed_rules() {
     assert_eq!(lines[0], "*filter");
     // The changed rule and the one after it (its hash chains in the one before).
     assert!(lines[1].starts_with("-R cali-pi-allow-frontend 1 -m comment --comment \"cali:"));
-    assert!(lines[1].ends_with("-m multiport --destination-ports 5433 --jump MARK --set-mark 0x1000000/0x1000000"));
+    assert!(lines[1].ends_with(
+        "-m multiport --destination-ports 5433 --jump MARK --set-mark 0x1000000/0x1000000"
+    ));
     assert!(lines[2].starts_with("-R cali-pi-allow-frontend 2 "));
     assert_eq!(lines[3], "COMMIT");
     assert!(old.update_to(&old).is_empty());
@@ -282,5 +299,9 @@ fn an_update_rewrites_only_the_changed_rules() {
     let delete = text.find("--delete-chain cali-pi-allow-frontend").unwrap();
     let last_replace = text.rfind("-R cali-tw-").unwrap();
     assert!(last_replace < flush && flush < delete, "{text}");
-    assert!(old.update_to(&without).ipsets_after.contains("destroy cali4-s:lJVGDaqTNzSq4oOWKtH8pYj"));
+    assert!(
+        old.update_to(&without)
+            .ipsets_after
+            .contains("destroy cali4-s:lJVGDaqTNzSq4oOWKtH8pYj")
+    );
 }

@@ -6,8 +6,8 @@ use super::Config;
 use super::iptables::{Action, Chain, Rule};
 use super::matches::{ctstate, mark_clear, mark_set};
 use super::names::{
-    FROM_WORKLOAD, POLICY_INBOUND, POLICY_OUTBOUND, PROFILE_INBOUND, PROFILE_OUTBOUND,
-    TO_WORKLOAD, chain,
+    FROM_WORKLOAD, POLICY_INBOUND, POLICY_OUTBOUND, PROFILE_INBOUND, PROFILE_OUTBOUND, TO_WORKLOAD,
+    chain,
 };
 
 /// The chain of one endpoint in one direction: `ingress` gives `cali-tw-`, egress

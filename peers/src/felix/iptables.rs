@@ -16,12 +16,17 @@ pub enum Action {
     Return,
     Jump(String),
     Goto(String),
-    Log { prefix: String },
+    Log {
+        prefix: String,
+    },
     /// Sets the bits of `mark` (mask = mark).
     SetMark(u32),
     /// Clears the bits of `mark`.
     ClearMark(u32),
-    SetMaskedMark { mark: u32, mask: u32 },
+    SetMaskedMark {
+        mark: u32,
+        mask: u32,
+    },
     Masquerade,
 }
 
@@ -37,7 +42,9 @@ impl Action {
             Action::Log { prefix } => {
                 format!("--jump LOG --log-prefix \"{prefix}: \" --log-level 5")
             }
-            Action::SetMark(mark) => format!("--jump MARK --set-mark {}/{}", hex(*mark), hex(*mark)),
+            Action::SetMark(mark) => {
+                format!("--jump MARK --set-mark {}/{}", hex(*mark), hex(*mark))
+            }
             Action::ClearMark(mark) => format!("--jump MARK --set-mark 0/{}", hex(*mark)),
             Action::SetMaskedMark { mark, mask } => {
                 format!("--jump MARK --set-mark {}/{}", hex(*mark), hex(*mask))

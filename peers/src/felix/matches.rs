@@ -107,10 +107,31 @@ mod tests {
         let singles: Vec<Port> = (1..=16).map(Port::single).collect();
         let splits = split_ports(&singles);
         assert_eq!(splits.iter().map(Vec::len).collect::<Vec<_>>(), [15, 1]);
-        let ranges: Vec<Port> = (0..8).map(|i| Port { min: i * 10, max: i * 10 + 5 }).collect();
-        assert_eq!(split_ports(&ranges).iter().map(Vec::len).collect::<Vec<_>>(), [7, 1]);
+        let ranges: Vec<Port> = (0..8)
+            .map(|i| Port {
+                min: i * 10,
+                max: i * 10 + 5,
+            })
+            .collect();
         assert_eq!(
-            ports(&[Port::single(80), Port { min: 8000, max: 8080 }], false, "destination"),
+            split_ports(&ranges)
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [7, 1]
+        );
+        assert_eq!(
+            ports(
+                &[
+                    Port::single(80),
+                    Port {
+                        min: 8000,
+                        max: 8080
+                    }
+                ],
+                false,
+                "destination"
+            ),
             "-m multiport --destination-ports 80,8000:8080"
         );
     }

@@ -55,11 +55,17 @@ mod tests {
 
     #[test]
     fn short_names_are_kept_and_long_ones_hashed_to_the_limit() {
-        assert_eq!(chain(POLICY_INBOUND, "allow-frontend"), "cali-pi-allow-frontend");
+        assert_eq!(
+            chain(POLICY_INBOUND, "allow-frontend"),
+            "cali-pi-allow-frontend"
+        );
         let long = chain(POLICY_INBOUND, "a-policy-name-that-is-far-too-long");
         assert_eq!(long.len(), MAX_CHAIN_NAME);
         assert!(long.starts_with("cali-pi-_"), "{long}");
-        assert_ne!(long, chain(POLICY_INBOUND, "a-policy-name-that-is-far-too-lonG"));
+        assert_ne!(
+            long,
+            chain(POLICY_INBOUND, "a-policy-name-that-is-far-too-lonG")
+        );
     }
 
     #[test]
@@ -69,7 +75,10 @@ mod tests {
         assert_eq!(name.len(), MAX_CHAIN_NAME);
         assert_ne!(name, format!("{POLICY_INBOUND}{suffix}"));
         let plain = "y".repeat(MAX_CHAIN_NAME - POLICY_INBOUND.len());
-        assert_eq!(chain(POLICY_INBOUND, &plain), format!("{POLICY_INBOUND}{plain}"));
+        assert_eq!(
+            chain(POLICY_INBOUND, &plain),
+            format!("{POLICY_INBOUND}{plain}")
+        );
     }
 
     #[test]

@@ -133,8 +133,10 @@ impl<'a> MarkBlock<'a> {
             self.config.mark_scratch0
         };
         for net in nets {
-            self.rules
-                .push(Rule::new(vec![net_match(net, source, false)], Action::SetMark(bit)));
+            self.rules.push(Rule::new(
+                vec![net_match(net, source, false)],
+                Action::SetMark(bit),
+            ));
         }
         if self.done_first_positive {
             self.rules.push(Rule::new(
@@ -196,7 +198,11 @@ pub fn render_rule(config: &Config, rule: &V1Rule, sets: &mut SetsUsed) -> Vec<R
 
     let split = |ports: &[Port]| -> Vec<Vec<Port>> {
         let splits = matches::split_ports(ports);
-        if splits.is_empty() { vec![vec![]] } else { splits }
+        if splits.is_empty() {
+            vec![vec![]]
+        } else {
+            splits
+        }
     };
     let mut out = block.rules.clone();
     for src_ports in split(&src.ports) {
@@ -231,7 +237,11 @@ fn rule_match(
         if let Some(net) = side.nets.first() {
             m.push(net_match(net, source, false));
         }
-        m.extend(side.sets.iter().map(|s| matches::ipset(s, false, direction)));
+        m.extend(
+            side.sets
+                .iter()
+                .map(|s| matches::ipset(s, false, direction)),
+        );
         if !ports.is_empty() {
             m.push(matches::ports(ports, false, which));
         }
@@ -252,7 +262,11 @@ fn rule_match(
         if let Some(net) = side.not_nets.first() {
             m.push(net_match(net, source, true));
         }
-        m.extend(side.not_sets.iter().map(|s| matches::ipset(s, true, direction)));
+        m.extend(
+            side.not_sets
+                .iter()
+                .map(|s| matches::ipset(s, true, direction)),
+        );
         for split in matches::split_ports(&side.not_ports) {
             m.push(matches::ports(&split, true, which));
         }

@@ -138,7 +138,11 @@ pub fn filter(config: &Config) -> Table {
         "cali-wl-to-host",
         vec![
             Rule::new(vec![], Action::Jump(FROM_WORKLOAD_DISPATCH.into())),
-            Rule::commented("Configured DefaultEndpointToHostAction", vec![], Action::Drop),
+            Rule::commented(
+                "Configured DefaultEndpointToHostAction",
+                vec![],
+                Action::Drop,
+            ),
         ],
     );
     let output = Chain::new(

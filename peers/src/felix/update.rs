@@ -97,8 +97,7 @@ impl Ruleset {
                 update.chains_touched += 1;
             }
             if !declarations.is_empty() || !lines.is_empty() {
-                update.iptables +=
-                    &format!("*{}\n{declarations}{lines}COMMIT\n", new_table.name);
+                update.iptables += &format!("*{}\n{declarations}{lines}COMMIT\n", new_table.name);
             }
         }
         update
