@@ -246,6 +246,21 @@ pub fn entity_selectors(entity: &EntityRule) -> Option<EntitySelectors> {
     })
 }
 
+/// Whether `rule` can match packets of `family`: not if it names the other family's IP
+/// version, or tests ICMP fields under the other family's ICMP protocol (an ICMP type is
+/// only ever read from ICMP of the packet's own family, as palisade's evaluator has it).
+pub fn applies_to(rule: &Rule, family: Family) -> bool {
+    if rule.ip_version.is_some_and(|v| v != family.version()) {
+        return false;
+    }
+    let other_icmp = match family {
+        Family::V4 => 58,
+        Family::V6 => 1,
+    };
+    let tests_icmp = rule.icmp.is_some() || rule.not_icmp.is_some();
+    !(tests_icmp && rule.protocol.as_ref().and_then(|p| p.number()) == Some(other_icmp))
+}
+
 fn rules_parse(ingress: &[Rule], egress: &[Rule]) -> bool {
     ingress.iter().chain(egress).all(|r| {
         entity_selectors(&r.source).is_some() && entity_selectors(&r.destination).is_some()

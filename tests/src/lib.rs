@@ -15,12 +15,15 @@ pub mod bpf_scenario;
 pub mod docker;
 pub mod matrix;
 pub mod multinode;
+pub mod netfilter;
 pub mod netns;
 pub mod packet;
 pub mod palisade_cli;
+pub mod router;
 pub mod steady_traffic;
 pub mod topology;
 pub mod traffic;
+pub mod transactions;
 
 use std::{env, path::PathBuf, thread};
 

@@ -26,6 +26,7 @@ pub use config::Config;
 pub use dispatch::{Way, dispatch_chains};
 pub use endpoints::endpoint_chain;
 pub use rules::{SetsUsed, render_rule, rules_chain};
+pub use static_chains::NDP_TYPES;
 pub use update::Update;
 
 use crate::view::{Family, View};

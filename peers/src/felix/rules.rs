@@ -13,7 +13,7 @@ use super::Config;
 use super::iptables::{Action, Chain, Rule};
 use super::matches;
 use super::names;
-use crate::view::{Family, entity_selectors};
+use crate::view::{Family, applies_to, entity_selectors};
 
 /// The selector sets the rendered rules refer to, by set ID.
 pub type SetsUsed = BTreeMap<String, Selector>;
@@ -169,10 +169,7 @@ fn net_match(net: &str, source: bool, negated: bool) -> String {
 
 /// The iptables rules of one v1 rule (none if it does not apply to the config's family).
 pub fn render_rule(config: &Config, rule: &V1Rule, sets: &mut SetsUsed) -> Vec<Rule> {
-    if rule
-        .ip_version
-        .is_some_and(|v| v != config.family.version())
-    {
+    if !applies_to(rule, config.family) {
         return Vec::new();
     }
     let (Some(mut src), Some(mut dst)) = (

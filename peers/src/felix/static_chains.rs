@@ -5,12 +5,18 @@
 
 use super::Config;
 use super::iptables::{Action, Chain, Rule, Table};
-use super::matches::{ctstate, in_interface, ipset, mark_clear, mark_set, out_interface};
+use super::matches::{
+    ctstate, icmp, in_interface, ipset, mark_clear, mark_set, out_interface, protocol,
+};
 use super::names::{FROM_WORKLOAD_DISPATCH, TO_WORKLOAD_DISPATCH};
+use crate::view::Family;
 
 pub const FROM_HOST_ENDPOINT: &str = "cali-from-host-endpoint";
 pub const TO_HOST_ENDPOINT: &str = "cali-to-host-endpoint";
 const HOST_ACCEPTED: &str = "Host endpoint policy accepted packet.";
+/// ICMPv6 MLD (130-132), router solicitation (133), neighbour solicitation and
+/// advertisement (135, 136).
+pub const NDP_TYPES: [u8; 6] = [130, 131, 132, 133, 135, 136];
 
 fn hook(builtin: &'static str, chain: &str) -> (&'static str, Vec<Rule>) {
     (builtin, vec![Rule::new(vec![], Action::Jump(chain.into()))])
@@ -134,17 +140,26 @@ pub fn filter(config: &Config) -> Table {
             ),
         ],
     );
-    let workload_to_host = Chain::new(
-        "cali-wl-to-host",
-        vec![
-            Rule::new(vec![], Action::Jump(FROM_WORKLOAD_DISPATCH.into())),
-            Rule::commented(
-                "Configured DefaultEndpointToHostAction",
-                vec![],
-                Action::Drop,
-            ),
-        ],
-    );
+    // IPv6 needs neighbour discovery and MLD with the host, whatever the policy says.
+    let mut to_host = Vec::new();
+    if config.family == Family::V6 {
+        for icmp_type in NDP_TYPES {
+            to_host.push(Rule::new(
+                vec![protocol("58"), icmp(true, false, icmp_type, None)],
+                Action::Accept,
+            ));
+        }
+    }
+    to_host.push(Rule::new(
+        vec![],
+        Action::Jump(FROM_WORKLOAD_DISPATCH.into()),
+    ));
+    to_host.push(Rule::commented(
+        "Configured DefaultEndpointToHostAction",
+        vec![],
+        Action::Drop,
+    ));
+    let workload_to_host = Chain::new("cali-wl-to-host", to_host);
     let output = Chain::new(
         "cali-OUTPUT",
         vec![

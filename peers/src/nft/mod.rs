@@ -23,6 +23,7 @@ use palisade::model::Action;
 
 pub use rules::{Owner, PASS_MARK, SetsUsed, render_rule, set_name};
 
+use crate::felix::NDP_TYPES;
 use crate::view::{Family, View};
 
 /// The table every chain and set lives in.
@@ -230,9 +231,17 @@ impl Ruleset {
              add rule {table} forward-to-wl oifname vmap @{TO_WORKLOAD_MAP}\n\
              add rule {table} forward-to-wl oifname {workloads} drop\n\
              add chain {table} input {{ type filter hook input priority filter; policy accept; }}\n\
-             add rule {table} input iifname {workloads} ct state established,related accept\n\
-             add rule {table} input iifname {workloads} drop\n"
+             add rule {table} input iifname {workloads} ct state established,related accept\n"
         );
+        if self.family == Family::V6 {
+            // Neighbour discovery and MLD with the host, whatever the policy says.
+            let types: Vec<String> = NDP_TYPES.iter().map(u8::to_string).collect();
+            s += &format!(
+                "add rule {table} input iifname {workloads} icmpv6 type {{ {} }} accept\n",
+                types.join(", ")
+            );
+        }
+        s += &format!("add rule {table} input iifname {workloads} drop\n");
         s
     }
 

@@ -8,7 +8,7 @@ use palisade::model::{Action, EntityRule, IcmpFields, Port, Rule};
 use palisade::selector::Selector;
 use sha2::{Digest, Sha256};
 
-use crate::view::{Family, entity_selectors};
+use crate::view::{Family, applies_to, entity_selectors};
 
 /// The mark bit a `pass` sets, so that the endpoint chain skips to its profiles.
 pub const PASS_MARK: u32 = 0x0200_0000;
@@ -31,15 +31,15 @@ pub enum Owner {
     Profile,
 }
 
-/// The rule as one nft rule, or `None` when it does not apply to `family` (its IP version
-/// is the other one, or a CIDR list holds only the other family's CIDRs).
+/// The rule as one nft rule, or `None` when it does not apply to `family` (see
+/// [`applies_to`], or a CIDR list holds only the other family's CIDRs).
 pub fn render_rule(
     rule: &Rule,
     owner: Owner,
     family: Family,
     sets: &mut SetsUsed,
 ) -> Option<String> {
-    if rule.ip_version.is_some_and(|v| v != family.version()) {
+    if !applies_to(rule, family) {
         return None;
     }
     let mut parts = Vec::new();
