@@ -31,6 +31,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "iproute2",
+    // The peers the bench measures palisade against, and their tests: Felix-style
+    // iptables (legacy and nf_tables) with ipsets, nftables, and conntrack to flush.
+    "iptables",
+    "ipset",
+    "nftables",
+    "conntrack",
 ];
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` is nightly-only).

@@ -65,10 +65,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Measure per-packet cost, compile time, map size and update time, and the time from
-    /// an etcd write to the agent's maps (release build, as root); print the tables and
-    /// keep them in bench/README.md.
-    Bench,
+    /// Measure per-packet cost, compile time, map size and update time (dataplane), the
+    /// time from an etcd write to the agent's maps (etcd), and real traffic through palisade
+    /// beside no policy, Felix-style iptables and nftables (peers); release build, as root.
+    /// Prints the tables and keeps them in bench/README.md (peers: and bench/peers.svg).
+    Bench {
+        /// One part only (default: all, in this order).
+        #[arg(value_enum)]
+        part: Option<bench::Part>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -127,17 +132,18 @@ fn run(cli: Cli) -> Result<()> {
             let object = build(&repo, cargo::Profile::Dev)?;
             Workspace::new(&repo).test(&object, &args)?;
         }
-        Cmd::Bench => {
+        Cmd::Bench { part } => {
             if !command::is_root() {
                 bail!("the benchmarks load eBPF programs, so they need root");
             }
             let object = build(&repo, cargo::Profile::Release)?;
             let workspace = Workspace::new(&repo);
-            let dataplane = workspace.bench(&object, bench::DATAPLANE)?;
-            print!("{dataplane}");
-            let etcd = workspace.bench(&object, bench::ETCD)?;
-            print!("{etcd}");
-            bench::record(&repo, &dataplane, &etcd)?;
+            let parts = part.map_or(bench::Part::ALL.to_vec(), |p| vec![p]);
+            for part in parts {
+                let output = workspace.bench(&object, part.target())?;
+                print!("{output}");
+                bench::record(&repo, part, &output)?;
+            }
         }
     }
     Ok(())
