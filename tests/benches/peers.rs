@@ -259,6 +259,7 @@ fn main() {
     let mut samples = Vec::new();
     let mut setups = Vec::new();
     let mut profiles = Vec::new();
+    let mut cpu_profiles = Vec::new();
     let mut updates = Vec::new();
     for (index, scale) in plan.scales.iter().enumerate() {
         eprintln!("peers: {}", scale.label());
@@ -282,6 +283,11 @@ fn main() {
         samples.extend(rounds(&plan, index, &nodes));
         let palisade = node_of(&nodes, Variant::Palisade);
         profiles.push((index, bpf_profile(palisade, plan.duration)));
+        cpu_profiles.push((
+            index,
+            cpu_profile(node_of(&nodes, Variant::NoPolicy), plan.duration),
+            cpu_profile(palisade, plan.duration),
+        ));
         if scale.policies >= 1_000 {
             updates.push((index, update_times(&store, &mut nodes, &selecting)));
         }
@@ -299,6 +305,7 @@ fn main() {
         samples: &samples,
     };
     report.print(&setups, &profiles, &updates, started.elapsed());
+    print_cpu_profiles(&plan, &cpu_profiles);
     let plot = repo_root().join("bench").join("peers.svg");
     report.plot(&plot);
     eprintln!("peers: plot in {}", plot.display());
@@ -635,7 +642,12 @@ fn bpf_profile(node: &Node, duration: Duration) -> BpfProfile {
     for kind in [Kind::Crr, Kind::Rr] {
         let names = [program_names::FROM_WORKLOAD, program_names::TO_WORKLOAD];
         let before: Vec<(u64, u64)> = names.iter().map(|n| stats(n)).collect();
-        let outcome = transactions::run(kind, &node.setup(kind, duration)).unwrap();
+        // No warm-up: every run the counters see is of a counted transaction.
+        let setup = Setup {
+            warmup: Duration::ZERO,
+            ..node.setup(kind, duration)
+        };
+        let outcome = transactions::run(kind, &setup).unwrap();
         for (name, (time0, count0)) in names.iter().zip(before) {
             let (time1, count1) = stats(name);
             let runs = (count1 - count0) as f64;
@@ -649,6 +661,178 @@ fn bpf_profile(node: &Node, duration: Duration) -> BpfProfile {
     }
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", previous.trim()).unwrap();
     BpfProfile { rows }
+}
+
+/// Where the CPU time of CRR transactions goes: `perf record` (cpu-clock samples with
+/// kernel call graphs) of this process, whose client and server threads run the whole
+/// path, during one run without warm-up. Shares become CPU time per transaction through
+/// perf's event count (nanoseconds of cpu-clock) over the transactions.
+struct CpuProfile {
+    rate: f64,
+    /// CPU nanoseconds the samples stand for, per transaction.
+    ns_per_transaction: f64,
+    /// Kernel symbols by their own samples (share in %).
+    self_share: Vec<(f64, String)>,
+    /// The share under each stage of the path (callees included).
+    inclusive: Vec<(f64, String)>,
+}
+
+/// Stages of the path, reported with what they call: palisade's programs and the TC hooks
+/// that run them, netfilter, conntrack, and the socket calls of the transaction.
+const STAGES: [&str; 12] = [
+    "palisade_from_wl",
+    "palisade_to_wl",
+    "tcx_run",
+    "sch_handle_ingress",
+    "sch_handle_egress",
+    "nf_hook_slow",
+    "nf_conntrack_in",
+    "ip_forward",
+    "__sys_connect",
+    "__sys_accept4",
+    "__x64_sys_close",
+    "__sys_sendto",
+];
+
+fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("perf.data");
+    let data = data.to_str().unwrap();
+    let pid = std::process::id().to_string();
+    let seconds = format!("{}", duration.as_secs_f64());
+    let recorder = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-g",
+            "-p",
+            &pid,
+            "-o",
+            data,
+        ])
+        .args(["--", "sleep", &seconds])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("perf (Debian linux-perf) records this process");
+    let setup = Setup {
+        warmup: Duration::ZERO,
+        ..node.setup(Kind::Crr, duration)
+    };
+    let outcome = transactions::run(Kind::Crr, &setup).unwrap();
+    let recorded = recorder.wait_with_output().unwrap();
+    assert!(
+        recorded.status.success(),
+        "perf record: {}",
+        String::from_utf8_lossy(&recorded.stderr)
+    );
+    let report = |children: bool| -> (f64, Vec<(f64, String)>) {
+        let mode = if children {
+            "--children"
+        } else {
+            "--no-children"
+        };
+        let out = run_ok(
+            "perf",
+            &[
+                "report", "-i", data, "--stdio", mode, "--sort", "sym", "-g", "none",
+            ],
+        );
+        let events = out
+            .lines()
+            .find_map(|l| l.strip_prefix("# Event count (approx.): "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let rows = out
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let first = fields.next()?.strip_suffix('%')?.parse::<f64>().ok()?;
+                // --children prints the inclusive share, then the symbol's own.
+                if children {
+                    fields.next()?;
+                }
+                if fields.next()? != "[k]" {
+                    return None;
+                }
+                let symbol: Vec<&str> = fields.collect();
+                Some((first, symbol.join(" ")))
+            })
+            .collect();
+        (events, rows)
+    };
+    let (events, self_share) = report(false);
+    let (_, all_inclusive) = report(true);
+    let inclusive = STAGES
+        .iter()
+        .map(|stage| {
+            let share = all_inclusive
+                .iter()
+                .filter(|(_, s)| s == stage || s.ends_with(&format!("_{stage}")))
+                .map(|(v, _)| *v)
+                .fold(0.0, f64::max);
+            (share, (*stage).to_string())
+        })
+        .collect();
+    CpuProfile {
+        rate: outcome.rate(),
+        ns_per_transaction: events / (outcome.count as f64).max(1.0),
+        self_share: self_share.into_iter().take(20).collect(),
+        inclusive,
+    }
+}
+
+fn print_cpu_profiles(plan: &Plan, profiles: &[(usize, CpuProfile, CpuProfile)]) {
+    println!(
+        "\nWhere a CRR transaction's CPU time goes: `perf record -e cpu-clock -g` of the bench's client and server threads (the whole path runs in them), one run each, in µs of CPU per transaction.\n"
+    );
+    for (index, none, palisade) in profiles {
+        let us = |share: f64, p: &CpuProfile| share / 100.0 * p.ns_per_transaction / 1e3;
+        println!(
+            "{} policies: (a) no policy {:.0} CRR/s, {:.1} µs of CPU per transaction; (b) palisade {:.0} CRR/s, {:.1} µs.\n",
+            plan.scales[*index].policies,
+            none.rate,
+            none.ns_per_transaction / 1e3,
+            palisade.rate,
+            palisade.ns_per_transaction / 1e3
+        );
+        println!("| stage (with what it calls) | (a) µs | (b) µs |");
+        println!("|---|---|---|");
+        for ((a, stage), (b, _)) in none.inclusive.iter().zip(&palisade.inclusive) {
+            println!(
+                "| `{stage}` | {:.2} | {:.2} |",
+                us(*a, none),
+                us(*b, palisade)
+            );
+        }
+        println!("\n| kernel symbol (own samples) | (a) µs | (b) µs |");
+        println!("|---|---|---|");
+        let mut symbols: Vec<&String> = none
+            .self_share
+            .iter()
+            .chain(&palisade.self_share)
+            .map(|(_, s)| s)
+            .collect();
+        symbols.sort();
+        symbols.dedup();
+        let find = |p: &CpuProfile, s: &str| {
+            p.self_share
+                .iter()
+                .find(|(_, n)| n == s)
+                .map_or(0.0, |(v, _)| *v)
+        };
+        let mut rows: Vec<(f64, f64, &String)> = symbols
+            .into_iter()
+            .map(|s| (us(find(none, s), none), us(find(palisade, s), palisade), s))
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (a, b, symbol) in rows {
+            println!("| `{symbol}` | {a:.2} | {b:.2} |");
+        }
+        println!();
+    }
 }
 
 /// One policy changed at a time, in every enforcing dataplane: the milliseconds of each
