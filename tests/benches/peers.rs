@@ -9,9 +9,12 @@
 //! namespace keeps netfilter tables (and with the nat table, conntrack) once used.
 //!
 //! The world is the dataplane bench's generated cluster at 10, 1,000 and 10,000 policies.
-//! The server workload is selected by about a tenth of the policies (tier and app selectors
-//! it matches), none of which decide its flows, so every dataplane walks them; the policy
-//! that allows the client's flows comes last in order. Before measuring, every dataplane
+//! The server workload has the labels of the node's first endpoint (app0, tier web, prod),
+//! so a tenth of the policies at 1,000 (7% at 10,000) select it, none of which decide its
+//! flows, so every dataplane walks them; the client is in tier api and env dev, which few
+//! policies select (and which no `pass` rule of the world's names); the policy that allows
+//! the client's flows comes last in order. Both add no rules a node of the world does not
+//! already have, but the last policy's. Before measuring, every dataplane
 //! must connect the allowed ports and refuse the denied ones.
 //!
 //! Then rounds: in each, the dataplanes in a random order, each through TCP_CRR, TCP_RR
@@ -42,7 +45,7 @@ use palisade::store::{Datastore as Store, Op};
 use palisade_common::program_names;
 use palisade_peers::felix::{self, Config};
 use palisade_peers::{Family, View, nft};
-use palisade_tests::agent_process::{AgentHome, AgentProcess, published_times};
+use palisade_tests::agent_process::{AgentHome, AgentProcess, line_has, published_times};
 use palisade_tests::netfilter::{
     Backend, apply_felix_update, apply_nft_update, flush_conntrack, load_felix, load_nft,
 };
@@ -162,8 +165,7 @@ impl Scale {
         format!("{} policies, {} endpoints", self.policies, self.endpoints)
     }
 
-    /// The generator's apps: the client is `app1`'s and the server `app2`'s (as the world
-    /// has them), so app selectors pick them as they pick other endpoints.
+    /// The generator's apps (`label_sets / 10`).
     fn apps(&self) -> usize {
         self.label_sets.max(10) / 10
     }
@@ -241,6 +243,10 @@ impl Node {
         }
     }
 }
+
+/// What each dataplane held at one scale: (scale, policies selecting the server, per
+/// variant what was loaded).
+type Loaded = (usize, usize, Vec<(Variant, String)>);
 
 /// One measured run.
 struct Sample {
@@ -387,19 +393,20 @@ fn plumb(
         router.idle_interface(&host_interface_name(&format!("ep{i}")));
     }
     let apps = scale.apps();
-    let workload = |who: &str, host: u8, app: usize, tier: &str, cleanup: &mut Cleanup| {
+    let workload = |who: &str, host: u8, labels: &str, profile: &str, cleanup: &mut Cleanup| {
         let ip = format!("10.200.{t}.{host}");
-        let labels = format!("app=app{},tier={tier},peers={who}", app % apps);
+        let labels = format!("{labels},peers={who}");
         let spec = WorkloadSpec {
             prefix: &who[..3],
             ips: &[&ip],
             labels: &labels,
-            profiles: &["env-prod"],
+            profiles: &[profile],
         };
         router.add_workload(cleanup, store, NODE, &spec)
     };
-    let client = workload("client", 1, 1, "api", cleanup);
-    let server = workload("server", 2, 2, "db", cleanup);
+    let client_labels = format!("app=app{},tier=api", 1 % apps);
+    let client = workload("client", 1, &client_labels, "env-dev", cleanup);
+    let server = workload("server", 2, "app=app0,tier=web", "env-prod", cleanup);
     // CRR opens connections faster than TIME_WAIT frees their ports.
     client
         .netns
@@ -694,11 +701,18 @@ const STAGES: [&str; 12] = [
     "__sys_sendto",
 ];
 
+/// CPU time one perf sample stands for (`-c`, in ns of cpu-clock).
+const SAMPLE_NS: u64 = 100_000;
+
 fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("perf.data");
     let data = data.to_str().unwrap();
-    let pid = std::process::id().to_string();
+    // Threads started after perf (the client's and the server's) show under their own ids
+    // in a CPU-wide record, but under this process's name.
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let comm = comm.trim();
+    let (cpu, period) = (LOAD_CPU.to_string(), SAMPLE_NS.to_string());
     let seconds = format!("{}", duration.as_secs_f64());
     let recorder = std::process::Command::new("perf")
         .args([
@@ -706,17 +720,17 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
             "-q",
             "-e",
             "cpu-clock",
+            "-c",
+            &period,
             "-g",
-            "-p",
-            &pid,
-            "-o",
-            data,
+            "-C",
+            &cpu,
         ])
-        .args(["--", "sleep", &seconds])
+        .args(["-o", data, "--", "sleep", &seconds])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("perf (Debian linux-perf) records this process");
+        .expect("perf (Debian linux-perf) records the load's CPU");
     let setup = Setup {
         warmup: Duration::ZERO,
         ..node.setup(Kind::Crr, duration)
@@ -728,43 +742,37 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         "perf record: {}",
         String::from_utf8_lossy(&recorded.stderr)
     );
-    let report = |children: bool| -> (f64, Vec<(f64, String)>) {
-        let mode = if children {
-            "--children"
-        } else {
-            "--no-children"
-        };
-        let out = run_ok(
-            "perf",
-            &[
-                "report", "-i", data, "--stdio", mode, "--sort", "sym", "-g", "none",
-            ],
-        );
-        let events = out
-            .lines()
-            .find_map(|l| l.strip_prefix("# Event count (approx.): "))
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let rows = out
-            .lines()
+    // Only this process's samples: its client and server threads run the whole path;
+    // other processes on the CPU are not the load's.
+    let report = |args: &[&str]| -> String {
+        let mut all = vec![
+            "report", "-i", data, "--stdio", "-g", "none", "--comms", comm,
+        ];
+        all.extend_from_slice(args);
+        run_ok("perf", &all)
+    };
+    let samples: f64 = report(&["--no-children", "-n", "--sort", "comm"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    // Lines are `share% [k] symbol`, or `inclusive% self% [k] symbol` with --children.
+    let kernel_rows = |text: String, skip: usize| -> Vec<(f64, String)> {
+        text.lines()
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
-                let first = fields.next()?.strip_suffix('%')?.parse::<f64>().ok()?;
-                // --children prints the inclusive share, then the symbol's own.
-                if children {
-                    fields.next()?;
-                }
+                let share = fields.next()?.strip_suffix('%')?.parse::<f64>().ok()?;
+                let mut fields = fields.skip(skip);
                 if fields.next()? != "[k]" {
                     return None;
                 }
-                let symbol: Vec<&str> = fields.collect();
-                Some((first, symbol.join(" ")))
+                Some((share, fields.collect::<Vec<_>>().join(" ")))
             })
-            .collect();
-        (events, rows)
+            .collect()
     };
-    let (events, self_share) = report(false);
-    let (_, all_inclusive) = report(true);
+    let relative = ["--percentage", "relative", "--sort", "sym"];
+    let self_share = kernel_rows(report(&[&["--no-children"][..], &relative].concat()), 0);
+    let all_inclusive = kernel_rows(report(&[&["--children"][..], &relative].concat()), 1);
     let inclusive = STAGES
         .iter()
         .map(|stage| {
@@ -778,7 +786,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         .collect();
     CpuProfile {
         rate: outcome.rate(),
-        ns_per_transaction: events / (outcome.count as f64).max(1.0),
+        ns_per_transaction: samples * SAMPLE_NS as f64 / (outcome.count as f64).max(1.0),
         self_share: self_share.into_iter().take(20).collect(),
         inclusive,
     }
@@ -843,6 +851,8 @@ struct UpdateTimes {
     /// palisade's own compile, and compile + write + flip, from its log (ms).
     agent_compile: Vec<f64>,
     agent_total: Vec<f64>,
+    /// How many of palisade's changes the agent compiled in full rather than in place.
+    full_compiles: usize,
     /// The Felix and nft renderings' own time (not counted above: Felix computes its
     /// changes incrementally).
     render_ms: Vec<f64>,
@@ -942,7 +952,19 @@ fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> 
     let (agent, _) = node.agent.as_mut().unwrap();
     let last = revisions.last().copied().unwrap_or_default();
     agent.wait_for_ever_said(&["policy published", &format!("revision={last}")]);
-    let published = published_times(&agent.log());
+    let log = agent.log();
+    let published = published_times(&log);
+    let full_compiles = revisions
+        .iter()
+        .filter(|r| {
+            let revision = format!("revision={r}");
+            log.lines().any(|l| {
+                l.contains("policy published")
+                    && line_has(l, &revision)
+                    && l.contains("compiled=full")
+            })
+        })
+        .count();
     for revision in &revisions {
         let (compile, total) = published[revision];
         agent_compile.push(compile as f64);
@@ -952,6 +974,7 @@ fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> 
         times,
         agent_compile,
         agent_total,
+        full_compiles,
         render_ms,
     }
 }
@@ -1021,7 +1044,7 @@ impl Report<'_> {
 
     fn print(
         &self,
-        setups: &[(usize, usize, Vec<(Variant, String)>)],
+        setups: &[Loaded],
         profiles: &[(usize, BpfProfile)],
         updates: &[(usize, UpdateTimes)],
         took: Duration,
@@ -1126,7 +1149,8 @@ impl Report<'_> {
             let mut total = update.agent_total.clone();
             let mut render = update.render_ms.clone();
             println!(
-                "| {policies} | (b) palisade | the agent's own compile / compile + write + flip | {:.0} / {:.0} |",
+                "| {policies} | (b) palisade | the agent's log: its compile / its total (compile, write, flip, then the rule-name file); {} of {CHANGES} compiled in full | {:.0} / {:.0} |",
+                update.full_compiles,
                 median(&mut compile),
                 median(&mut total)
             );
@@ -1176,6 +1200,8 @@ impl Report<'_> {
                 .configure_mesh()
                 .x_desc("policies")
                 .y_desc("transactions/s")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0}"))
                 .draw()
                 .unwrap();
             for (variant, points) in series {

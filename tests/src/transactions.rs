@@ -267,7 +267,7 @@ fn serve(
                     Ok((_, from)) => {
                         received.fetch_add(1, Ordering::Relaxed);
                         since_handshake += 1;
-                        if since_handshake % ACK_EVERY == 0 {
+                        if since_handshake.is_multiple_of(ACK_EVERY) {
                             socket.send_to(&since_handshake.to_be_bytes(), from)?;
                         }
                     }
