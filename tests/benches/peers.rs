@@ -682,6 +682,9 @@ struct CpuProfile {
     self_share: Vec<(f64, String)>,
     /// The share under each stage of the path (callees included).
     inclusive: Vec<(f64, String)>,
+    /// Kernel symbols by their own samples taken under palisade's programs: the programs
+    /// and the helpers and map code they call.
+    under_programs: Vec<(f64, String)>,
 }
 
 /// Stages of the path, reported with what they call: palisade's programs and the TC hooks
@@ -766,12 +769,26 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
                 if fields.next()? != "[k]" {
                     return None;
                 }
-                Some((share, fields.collect::<Vec<_>>().join(" ")))
+                // Kernel symbols have no spaces; what follows is a parent column, if any.
+                Some((share, fields.next()?.to_string()))
             })
             .collect()
     };
     let relative = ["--percentage", "relative", "--sort", "sym"];
     let self_share = kernel_rows(report(&[&["--no-children"][..], &relative].concat()), 0);
+    let under_programs = kernel_rows(
+        report(
+            &[
+                &["--no-children", "--parent", "palisade_", "--exclude-other"][..],
+                &relative,
+            ]
+            .concat(),
+        ),
+        0,
+    )
+    .into_iter()
+    .filter(|(share, _)| *share >= 0.05)
+    .collect();
     let all_inclusive = kernel_rows(report(&[&["--children"][..], &relative].concat()), 1);
     let inclusive = STAGES
         .iter()
@@ -789,6 +806,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         ns_per_transaction: samples * SAMPLE_NS as f64 / (outcome.count as f64).max(1.0),
         self_share: self_share.into_iter().take(20).collect(),
         inclusive,
+        under_programs,
     }
 }
 
@@ -838,6 +856,11 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[(usize, CpuProfile, CpuProfile)])
         rows.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (a, b, symbol) in rows {
             println!("| `{symbol}` | {a:.2} | {b:.2} |");
+        }
+        println!("\n| (b) under palisade's programs: kernel symbol (own samples) | µs |");
+        println!("|---|---|");
+        for (share, symbol) in &palisade.under_programs {
+            println!("| `{symbol}` | {:.2} |", us(*share, palisade));
         }
         println!();
     }
