@@ -163,6 +163,19 @@ impl AgentHome {
         }
     }
 
+    /// The agent's pinned `PAL_CONFIG`, opened beside the agent (as bpftool would): its
+    /// generation flips once a new policy is complete in the maps.
+    pub fn pinned_config(&self) -> PinnedConfig {
+        let pins = palisade::dataplane::pin_dir(self.bpffs.path());
+        let path = palisade::dataplane::map_pin_dir(&pins).join(palisade_common::map_names::CONFIG);
+        let data = aya::maps::MapData::from_pin(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        PinnedConfig(
+            aya::maps::Array::try_from(aya::maps::Map::Array(data))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+    }
+
     /// `palisade stats [ENDPOINT]` on this home's maps and rule names, parsed; panics unless
     /// it succeeds.
     pub fn stats(&self, endpoint: Option<&str>) -> Stats {
@@ -190,6 +203,38 @@ impl AgentHome {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// An agent's pinned `PAL_CONFIG` map.
+pub struct PinnedConfig(aya::maps::Array<aya::maps::MapData, palisade_common::Config>);
+
+impl PinnedConfig {
+    /// The generation the agent's programs use now.
+    pub fn generation(&self) -> u32 {
+        self.0
+            .get(&0, 0)
+            .unwrap_or_else(|e| panic!("read PAL_CONFIG: {e}"))
+            .generation
+    }
+}
+
+/// The agent's "policy published" lines by revision: (compile_ms, total_ms), the time of
+/// its compile and of compile, write and flip.
+pub fn published_times(log: &str) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    log.lines()
+        .filter(|l| l.contains("policy published"))
+        .filter_map(|l| {
+            Some((
+                field(l, "revision")?,
+                (field(l, "compile_ms")?, field(l, "total_ms")?),
+            ))
+        })
+        .collect()
 }
 
 /// One endpoint and direction of `palisade stats`.

@@ -17,15 +17,18 @@ pub mod docker;
 pub mod http;
 pub mod matrix;
 pub mod multinode;
+pub mod netfilter;
 pub mod netns;
 pub mod node_container;
 pub mod packet;
 pub mod palisade_cli;
 pub mod power_cut_fs;
 pub mod prometheus;
+pub mod router;
 pub mod steady_traffic;
 pub mod topology;
 pub mod traffic;
+pub mod transactions;
 
 use std::{env, path::PathBuf, thread};
 

@@ -14,6 +14,8 @@ pub struct Part {
     pub name: &'static str,
     /// What the part measures and how (Markdown, from its heading on).
     intro: &'static str,
+    /// What follows the tables (a figure the part draws).
+    figure: Option<&'static str>,
     /// The goals its numbers answer to.
     goal: Option<&'static str>,
 }
@@ -23,21 +25,31 @@ pub const PARTS: &[Part] = &[
     Part {
         name: "dataplane",
         intro: DATAPLANE_SECTION,
+        figure: None,
         goal: Some(TARGETS),
     },
     Part {
         name: "etcd",
         intro: ETCD_SECTION,
+        figure: None,
         goal: Some(ETCD_TARGET),
     },
     Part {
         name: "agent",
         intro: AGENT_SECTION,
+        figure: None,
         goal: Some(AGENT_TARGET),
+    },
+    Part {
+        name: "peers",
+        intro: PEERS_SECTION,
+        figure: Some("![CRR and RR against the number of policies, every dataplane](peers.svg)"),
+        goal: Some(PEERS_TARGETS),
     },
     Part {
         name: "metrics",
         intro: METRICS_SECTION,
+        figure: None,
         goal: None,
     },
 ];
@@ -125,6 +137,44 @@ of 21 runs, the walk once. A scrape of a node with many endpoints and rule count
 (summed over CPUs) and encodes the Prometheus text, median of 21 with the census cached, \
 and once with a census.";
 
+const PEERS_SECTION: &str = "\
+## Beside the peers: no policy, Felix-style iptables, nftables\n\n\
+`cargo xtask bench peers` runs real traffic through five dataplanes that enforce the same \
+v1 world, each on a node of its own: a router namespace with two workloads plumbed by \
+`palisade workload add` and an idle veth for every other endpoint of the node (100 at \
+1,000 and 10,000 policies), so that dispatch works at a node's scale. (a) enforces \
+nothing (no programs, no netfilter rules, kernel conntrack unused); (b) is a real \
+`palisade agent`; (c) is Felix 2.6.8's iptables + ipset rendering of the resources \
+(`peers/src/felix`: static raw, mangle, filter and nat chains, dispatch chains, endpoint, \
+policy and profile chains, marks, conntrack rules, hash comments) loaded with \
+`iptables-legacy-restore`, (c') the same through `iptables-nft-restore`; (d) is an \
+nftables ruleset as a careful nft user would write it (`peers/src/nft`: named sets, \
+verdict-map dispatch, one nft rule per v1 rule). Separate nodes, because a namespace \
+keeps its netfilter tables (and, with the nat table, conntrack) once they were used. \
+The world is the dataplane bench's generated cluster; the server is selected by about a \
+tenth of the policies, none of which decide its flows, and the policy that allows the \
+client comes last. Before measuring, each dataplane must connect the allowed ports and \
+refuse the denied ones.\n\n\
+Method: netperf's semantics in Rust (`tests/src/transactions.rs`): TCP_CRR (connect, \
+one byte each way, shutdown, wait for the close), TCP_RR (one byte each way on one \
+connection) and a UDP rate (one-byte datagrams on a flow whose first datagram was \
+answered; the rate is what the server received). Client and server run pinned to CPU 0 \
+(a veth delivers on the sending CPU, so the whole path runs there and 1/rate is its CPU \
+time), the harness and the agent on CPU 1. The client namespace reuses TIME_WAIT ports \
+(`tcp_tw_reuse=1`, ports 1024-65535); the netfilter nodes keep TIME_WAIT conntrack \
+entries 10 s and their conntrack table is flushed before each run. In each round every \
+dataplane runs every load once, in a random order; ratios are to (a) in the same round \
+(median and min..max of the rounds), which cancels slow drift. The noise table gives \
+each rate's spread over the rounds and the largest steal time seen; numbers taken while \
+other jobs ran on the machine are marked so below. Only IPv4 is loaded and measured. \
+`PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and `PALISADE_PEERS_SCALES` shorten a \
+run while developing. The plot (bench/peers.svg) shows CRR and RR against the number of \
+policies.";
+
+const PEERS_TARGETS: &str = "\
+Targets (issue 14): palisade at least 0.95x no policy in CRR, RR and UDP at every scale; \
+at least 3x Felix-style iptables in CRR at 1,000 policies and 10x at 10,000.";
+
 const PREAMBLE: &str = "\
 # Benchmarks
 
@@ -167,6 +217,9 @@ fn section(part: &Part, table: &str, when: &str) -> String {
         part.intro.trim_end(),
         table.trim_end()
     );
+    if let Some(figure) = part.figure {
+        text.push_str(&format!("\n{figure}\n"));
+    }
     if let Some(goal) = part.goal {
         text.push_str(&format!("\n{}\n", goal.trim_end()));
     }

@@ -38,6 +38,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // Headless browser for the `matrix --html` page tests.
     "chromium",
     "prometheus",
+    // The peers the bench measures palisade against, and their tests: Felix-style
+    // iptables (legacy and nf_tables) with ipsets, nftables, and conntrack to flush.
+    "iptables",
+    "ipset",
+    "nftables",
+    "conntrack",
 ];
 
 /// The Kubernetes manifest is validated offline against Kubernetes' own schemas, which this

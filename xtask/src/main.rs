@@ -80,7 +80,7 @@ enum Cmd {
     /// build, as root); print the tables and keep them in bench/README.md. Name parts to run
     /// only those (the file keeps the others' last results).
     Bench {
-        /// Parts to run: dataplane, etcd, agent, metrics (default: all).
+        /// Parts to run: dataplane, etcd, agent, peers, metrics (default: all).
         parts: Vec<String>,
     },
 }
@@ -183,13 +183,12 @@ fn run(cli: Cli) -> Result<()> {
             let parts = bench::select(&parts)?;
             let object = build(&repo, cargo::Profile::Release)?;
             let workspace = Workspace::new(&repo);
-            let mut results = Vec::new();
+            // Each part is kept as soon as it ends: a long run that fails later keeps it.
             for part in parts {
                 let table = workspace.bench(&object, part.name)?;
                 print!("{table}");
-                results.push((part, table));
+                bench::record(&repo, &[(part, table)])?;
             }
-            bench::record(&repo, &results)?;
         }
     }
     Ok(())
