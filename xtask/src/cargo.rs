@@ -69,8 +69,21 @@ impl Workspace {
     /// `cargo test --workspace --no-fail-fast ARGS` with `object` embedded in the agent:
     /// every test binary runs, so one failure does not hide the others.
     pub fn test(&self, object: &Path, args: &[OsString]) -> Result<()> {
+        self.test_with_env(object, args, &[])
+    }
+
+    /// [`Workspace::test`] with these variables set for the tests.
+    pub fn test_with_env(
+        &self,
+        object: &Path,
+        args: &[OsString],
+        vars: &[(&str, &str)],
+    ) -> Result<()> {
         let mut cmd = self.cargo("test", object);
         cmd.arg("--no-fail-fast").args(args);
+        for (name, value) in vars {
+            cmd.env(name, value);
+        }
         eprintln!("test: testing the workspace");
         command::run(&mut cmd).context("tests failed")
     }

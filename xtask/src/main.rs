@@ -9,6 +9,7 @@ mod bootstrap;
 mod cargo;
 mod command;
 mod ebpf;
+mod fuzz;
 
 use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::ExitCode};
 
@@ -69,6 +70,23 @@ enum Cmd {
     /// an etcd write to the agent's maps (release build, as root); print the tables and
     /// keep them in bench/README.md.
     Bench,
+    /// Run every fuzz target (cargo-fuzz, libFuzzer, nightly; cargo-fuzz is installed if
+    /// missing) for a while from its committed corpus, then send mutated packets through
+    /// the real eBPF programs (as root) and check that none the reference drops passes.
+    Fuzz {
+        /// How long each libFuzzer target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// How many mutated packets the packet fuzzer sends (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+        /// Add the inputs that reached new code to the committed corpus (fuzz/corpus/).
+        #[arg(long)]
+        merge: bool,
+        /// Only these targets (default: all): selector, resources, etcd_layout,
+        /// docker_requests, store_log.
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +156,32 @@ fn run(cli: Cli) -> Result<()> {
             let etcd = workspace.bench(&object, bench::ETCD)?;
             print!("{etcd}");
             bench::record(&repo, &dataplane, &etcd)?;
+        }
+        Cmd::Fuzz {
+            seconds,
+            packets,
+            merge,
+            targets,
+        } => {
+            bootstrap::cargo_fuzz(&bootstrap::Options::default())?;
+            let object = if packets > 0 {
+                if !command::is_root() {
+                    bail!(
+                        "the packet fuzzer loads eBPF programs, so it needs root\n\
+                         hint: run `cargo xtask fuzz` as root, or pass --packets 0"
+                    );
+                }
+                Some(build(&repo, cargo::Profile::Dev)?)
+            } else {
+                None
+            };
+            let options = fuzz::Options {
+                seconds,
+                targets,
+                packets,
+                merge,
+            };
+            fuzz::run(&repo, &options, object.as_deref())?;
         }
     }
     Ok(())
