@@ -43,7 +43,7 @@
 /// Bumped whenever a key, value or map definition changes shape. Pins live under
 /// `/sys/fs/bpf/palisade/<ABI_VERSION>/`, so an agent with a new ABI starts fresh instead of
 /// adopting maps it cannot read.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -334,7 +334,9 @@ pub const CT_TIMEOUT_TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TIMEOUT_CLOSING_NS: u64 = 10 * 1_000_000_000;
 pub const CT_TIMEOUT_OTHER_NS: u64 = 60 * 1_000_000_000;
 
-/// `PAL_FRAGS` key: the datagram a non-first fragment belongs to.
+/// `PAL_FRAGS` key: the datagram a non-first fragment belongs to, as it crosses one
+/// enforcement point (interface and direction: a first fragment allowed out of a workload
+/// says nothing about fragments coming in).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -343,7 +345,9 @@ pub struct FragKey {
     pub id: u32,
     pub family: u8,
     pub protocol: u8,
-    pub _pad: [u8; 2],
+    /// `DIR_INGRESS` or `DIR_EGRESS`.
+    pub direction: u8,
+    pub _pad: [u8; 1],
     pub src: Addr,
     pub dst: Addr,
 }

@@ -54,7 +54,8 @@ const ICMP_HLEN: usize = 8;
 /// ICMPv6 link control that passes like ARP, as Felix lets it: multicast listener query,
 /// report and done (MLD, RFC 2710: 130-132), router solicitation .. redirect (RFC 4861:
 /// 133-137), and MLDv2 reports (RFC 3810: 143). A workload's stack sends these on its own
-/// (e.g. MLD reports for its solicited-node groups) from link-local addresses.
+/// (e.g. MLD reports for its solicited-node groups) to link-scoped addresses, MLD also
+/// with hop limit 1.
 const ND_FIRST_TYPE: u8 = 130;
 const ND_LAST_TYPE: u8 = 137;
 const MLDV2_REPORT: u8 = 143;
@@ -211,8 +212,8 @@ fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<u32, u32> {
     match ethertype {
         ETH_P_IP => parse_ipv4(ctx, packet).map(|()| PARSED_IP),
         ETH_P_IPV6 => {
-            parse_ipv6(ctx, packet)?;
-            Ok(if is_neighbour_discovery(packet) {
+            let stays_on_link = parse_ipv6(ctx, packet)?;
+            Ok(if stays_on_link && is_neighbour_discovery(packet) {
                 PARSED_ARP_OR_ND
             } else {
                 PARSED_IP
@@ -269,8 +270,11 @@ fn parse_ipv4(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     )
 }
 
+/// Fills `packet` from an IPv6 packet; `Ok(true)` if the packet cannot leave the link: its
+/// destination is link-scoped (fe80::/10 unicast, ff02::/16 multicast) or its hop limit is
+/// at most 1, so no router forwards it (RFC 8200 §3).
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
+fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<bool, u32> {
     let header: Ipv6Fixed = load(ctx, ETH_HLEN)?;
     if header.version_class_flow[0] >> 4 != 6 {
         return Err(DROP_MALFORMED);
@@ -284,12 +288,20 @@ fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     packet.family = FAMILY_V6;
     packet.has_ip_options = false;
     let l4_offset = walk_ipv6_extensions(ctx, packet, header.next_header, end)?;
+    let stays_on_link = header.hop_limit <= 1 || is_link_scoped(&packet.dst);
     if packet.fragment.kind == FragmentKind::Later {
         packet.l4 = L4::OPAQUE;
         packet.tcp_flags = 0;
-        return Ok(());
+        return Ok(stays_on_link);
     }
-    parse_l4(ctx, packet, PROTO_ICMPV6, l4_offset, end)
+    parse_l4(ctx, packet, PROTO_ICMPV6, l4_offset, end)?;
+    Ok(stays_on_link)
+}
+
+/// fe80::/10 (link-local unicast) or ff02::/16 (link-local multicast).
+#[inline(always)]
+fn is_link_scoped(addr: &Addr) -> bool {
+    (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] & 0x0f == 0x02)
 }
 
 /// Skips the extension headers after the fixed header; sets the packet's protocol and
@@ -335,7 +347,8 @@ fn walk_ipv6_extensions(
         }
         next = header[0];
     }
-    if is_ipv6_extension(next) {
+    // Too many headers, or the last one runs past the packet's end.
+    if is_ipv6_extension(next) || offset > end {
         return Err(DROP_MALFORMED);
     }
     packet.protocol = next;
@@ -414,7 +427,8 @@ fn ports(bytes: [u8; 4]) -> L4 {
 }
 
 /// Neighbour discovery is never fragmented (RFC 6980), so a fragment is not let through as
-/// such.
+/// such; and it is link control only while it stays on the link (the caller checks): sent
+/// anywhere else, those message types are ordinary ICMPv6 that policy judges.
 #[inline(always)]
 fn is_neighbour_discovery(packet: &Packet) -> bool {
     packet.protocol == PROTO_ICMPV6
