@@ -15,8 +15,11 @@ use palisade::model::validate::validate;
 use palisade::model::{Resource, ResourceKey};
 use serde::de::DeserializeOwned;
 
+/// What a method does with its request body: decode it and run the handler's own checks.
+type Handle = fn(&str, &[u8]);
+
 /// The methods with a body, and what each does with it.
-const METHODS: &[(&str, fn(&str, &[u8]))] = &[
+const METHODS: &[(&str, Handle)] = &[
     ("/NetworkDriver.CreateNetwork", create_network),
     (
         "/NetworkDriver.DeleteNetwork",
