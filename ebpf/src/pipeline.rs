@@ -37,7 +37,7 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
         len: ctx.len(),
     };
     let mut packet = Packet::NONE;
-    let (verdict, parsed) = match parse::parse(ctx, &mut packet) {
+    let (verdict, parsed) = match parse::parse(ctx, direction, &mut packet) {
         PARSED_IP => {
             // The host made it: it did not come in through any interface.
             let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
