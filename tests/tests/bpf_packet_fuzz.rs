@@ -8,8 +8,10 @@
 //! fragment the reference did not allow through the same point, not a packet the policy
 //! denies. Anything passed is checked, so each case starts without conntrack state.
 //!
-//! 100,000 mutated frames run by default; `PALISADE_FUZZ_PACKETS` sets another count
-//! (`cargo xtask fuzz` sends 1,000,000). Privileged: run through `cargo xtask test` as root.
+//! 100,000 mutated frames run by default, always the same ones; `PALISADE_FUZZ_PACKETS` sets
+//! another count and `PALISADE_FUZZ_SEED` other frames (`cargo xtask fuzz` sends 1,000,000
+//! from a fresh seed each run, and a failure names the seed that reproduces it).
+//! Privileged: run through `cargo xtask test` as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing unwrap is a failing test
 
 #[path = "../../agent/tests/common/random_world.rs"]
@@ -41,6 +43,9 @@ const INTERFACES: usize = 8;
 const UPLINK: u32 = 1;
 const PACKETS_ENV: &str = "PALISADE_FUZZ_PACKETS";
 const DEFAULT_PACKETS: u64 = 100_000;
+const SEED_ENV: &str = "PALISADE_FUZZ_SEED";
+/// CI's seed: the same frames every run, so that a failure there is never a matter of luck.
+const DEFAULT_SEED: u64 = 0x5EED_F022;
 /// Bypasses shown in full when the test fails.
 const SHOWN: usize = 20;
 
@@ -372,19 +377,24 @@ fn private_interfaces() -> Vec<u32> {
 #[test]
 fn mutated_packets_never_pass_what_the_reference_drops() {
     require_root();
-    let packets = std::env::var(PACKETS_ENV)
-        .ok()
-        .map(|v| v.parse::<u64>().expect("PALISADE_FUZZ_PACKETS is a number"))
-        .unwrap_or(DEFAULT_PACKETS);
-    let mut fuzzer = Fuzzer::new(0x5EED_F022);
+    let number = |name: &str, default: u64| {
+        std::env::var(name).ok().map_or(default, |v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} is a number, not {v:?}"))
+        })
+    };
+    let packets = number(PACKETS_ENV, DEFAULT_PACKETS);
+    let seed = number(SEED_ENV, DEFAULT_SEED);
+    let mut fuzzer = Fuzzer::new(seed);
     while fuzzer.tally.frames < packets {
         fuzzer.world(packets);
     }
     let tally = &fuzzer.tally;
-    eprintln!("{tally:#?}");
+    eprintln!("seed {seed}: {tally:#?}");
     assert!(
         fuzzer.shown.is_empty(),
-        "{} of {} mutated frames passed although the reference drops them; the first:\n{}",
+        "{} of {} mutated frames passed although the reference drops them \
+         (reproduce with {SEED_ENV}={seed} {PACKETS_ENV}={packets}); the first:\n{}",
         tally.bypasses,
         tally.frames,
         fuzzer.shown.join("\n")

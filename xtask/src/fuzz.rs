@@ -13,6 +13,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result, bail};
@@ -28,14 +29,18 @@ pub const TARGETS: &[&str] = &[
     "store_log",
 ];
 
-/// The packet fuzzer's test, and the variable that sets how many packets it sends.
+/// The packet fuzzer's test, and the variables that set how many packets it sends and
+/// which.
 const PACKET_TEST: &str = "bpf_packet_fuzz";
 const PACKETS_ENV: &str = "PALISADE_FUZZ_PACKETS";
+const SEED_ENV: &str = "PALISADE_FUZZ_SEED";
 
 pub struct Options {
     pub seconds: u64,
     pub targets: Vec<String>,
     pub packets: u64,
+    /// The packet fuzzer's seed; `None`: a fresh one.
+    pub seed: Option<u64>,
     pub merge: bool,
 }
 
@@ -60,8 +65,9 @@ pub fn run(repo: &Path, options: &Options, object: Option<&Path>) -> Result<()> 
         }
     }
     if let Some(object) = object {
+        let seed = options.seed.unwrap_or_else(fresh_seed);
         eprintln!(
-            "fuzz: {} mutated packets through the real programs",
+            "fuzz: {} mutated packets through the real programs, seed {seed}",
             options.packets
         );
         let args: Vec<OsString> = [
@@ -79,9 +85,19 @@ pub fn run(repo: &Path, options: &Options, object: Option<&Path>) -> Result<()> 
             .test_with_env(
                 object,
                 &args,
-                &[(PACKETS_ENV, &options.packets.to_string())],
+                &[
+                    (PACKETS_ENV, &options.packets.to_string()),
+                    (SEED_ENV, &seed.to_string()),
+                ],
             )
-            .context("the packet fuzzer found a bypass, or failed")?;
+            .with_context(|| {
+                format!(
+                    "the packet fuzzer found a bypass, or failed\n\
+                     hint: `{SEED_ENV}={seed} {PACKETS_ENV}={} cargo xtask test -- \
+                     -p palisade-tests --test {PACKET_TEST}` sends the same packets again",
+                    options.packets
+                )
+            })?;
     }
     if !crashed.is_empty() {
         bail!(
@@ -168,6 +184,13 @@ fn cargo_fuzz(repo: &Path, target: &str) -> Command {
         }
     }
     cmd
+}
+
+/// A seed no earlier run is likely to have used: the clock's nanoseconds.
+fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
 fn fresh_dir(dir: &Path) -> Result<()> {

@@ -80,6 +80,10 @@ enum Cmd {
         /// How many mutated packets the packet fuzzer sends (0: skip it).
         #[arg(long, default_value_t = 1_000_000)]
         packets: u64,
+        /// The packet fuzzer's seed, to send the packets of an earlier run again (default:
+        /// a fresh one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Add the inputs that reached new code to the committed corpus (fuzz/corpus/).
         #[arg(long)]
         merge: bool,
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Fuzz {
             seconds,
             packets,
+            seed,
             merge,
             targets,
         } => {
@@ -179,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                 seconds,
                 targets,
                 packets,
+                seed,
                 merge,
             };
             fuzz::run(&repo, &options, object.as_deref())?;
