@@ -402,7 +402,9 @@ pub struct CtUsage {
     pub evicted: u64,
 }
 
-/// `PAL_FRAGS` key: the datagram a non-first fragment belongs to.
+/// `PAL_FRAGS` key: the datagram a non-first fragment belongs to, as it crosses one
+/// enforcement point (interface and direction: a first fragment allowed out of a workload
+/// says nothing about fragments coming in).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -411,7 +413,9 @@ pub struct FragKey {
     pub id: u32,
     pub family: u8,
     pub protocol: u8,
-    pub _pad: [u8; 2],
+    /// `DIR_INGRESS` or `DIR_EGRESS`.
+    pub direction: u8,
+    pub _pad: [u8; 1],
     pub src: Addr,
     pub dst: Addr,
 }

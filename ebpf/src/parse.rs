@@ -8,7 +8,9 @@
 //! of them is always written, so the verifier never sees a copy of uninitialised stack.
 
 use aya_ebpf::programs::TcContext;
-use palisade_common::{Addr, DROP_MALFORMED, DROP_UNKNOWN_ETHERTYPE, FAMILY_V4, FAMILY_V6};
+use palisade_common::{
+    Addr, DIR_INGRESS, DROP_MALFORMED, DROP_UNKNOWN_ETHERTYPE, FAMILY_V4, FAMILY_V6,
+};
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -32,6 +34,9 @@ const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
 const IPV6_HLEN: usize = 40;
+/// The hop limit neighbour discovery is sent with; a packet that still has it crossed no
+/// router.
+const HOP_LIMIT_UNFORWARDED: u8 = 255;
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
@@ -54,7 +59,10 @@ const ICMP_HLEN: usize = 8;
 /// ICMPv6 link control that passes like ARP, as Felix lets it: multicast listener query,
 /// report and done (MLD, RFC 2710: 130-132), router solicitation .. redirect (RFC 4861:
 /// 133-137), and MLDv2 reports (RFC 3810: 143). A workload's stack sends these on its own
-/// (e.g. MLD reports for its solicited-node groups) from link-local addresses.
+/// (e.g. MLD reports for its solicited-node groups) to link-scoped addresses, MLD also
+/// with hop limit 1; the host sends neighbour discovery to the workload's own (global)
+/// address too: its unicast NUD probes, and advertisements answering solicitations the
+/// workload sent from that address.
 const ND_FIRST_TYPE: u8 = 130;
 const ND_LAST_TYPE: u8 = 137;
 const MLDV2_REPORT: u8 = 143;
@@ -147,7 +155,7 @@ impl Packet {
 /// [`parse`]'s answer for an IP packet (the `Packet` is filled in).
 pub const PARSED_IP: u32 = u32::MAX;
 /// [`parse`]'s answer for ARP, or IPv6 neighbour/router discovery: passed without policy,
-/// since the link cannot work without it and it never leaves the link.
+/// since the link cannot work without it and it never crosses a router.
 pub const PARSED_ARP_OR_ND: u32 = u32::MAX - 1;
 
 #[repr(C)]
@@ -189,8 +197,9 @@ struct TcpHead {
     flags: u8,
 }
 
-/// Parses the frame into `packet`; returns [`PARSED_IP`] (then `packet` is filled in),
-/// [`PARSED_ARP_OR_ND`], or the `DROP_*` to drop the frame for.
+/// Parses the frame, travelling in `direction` (`DIR_INGRESS`: to the workload), into
+/// `packet`; returns [`PARSED_IP`] (then `packet` is filled in), [`PARSED_ARP_OR_ND`], or
+/// the `DROP_*` to drop the frame for.
 ///
 /// A BPF function of its own: its headers live in its own stack frame, beside (not on top
 /// of) the frames of what comes after parsing. It writes into the caller's `packet` and
@@ -198,21 +207,21 @@ struct TcpHead {
 /// (which the kernel rejects for Rust enums with data) and a struct returned through memory
 /// leaves the verifier a stack pointer in r0.
 #[inline(never)]
-pub fn parse(ctx: &TcContext, packet: &mut Packet) -> u32 {
-    match parse_ethernet(ctx, packet) {
+pub fn parse(ctx: &TcContext, direction: u8, packet: &mut Packet) -> u32 {
+    match parse_ethernet(ctx, direction == DIR_INGRESS, packet) {
         Ok(answer) => answer,
         Err(reason) => reason,
     }
 }
 
 #[inline(always)]
-fn parse_ethernet(ctx: &TcContext, packet: &mut Packet) -> Result<u32, u32> {
+fn parse_ethernet(ctx: &TcContext, to_workload: bool, packet: &mut Packet) -> Result<u32, u32> {
     let ethertype = u16::from_be_bytes(load::<[u8; 2]>(ctx, ETHERTYPE_OFFSET)?);
     match ethertype {
         ETH_P_IP => parse_ipv4(ctx, packet).map(|()| PARSED_IP),
         ETH_P_IPV6 => {
-            parse_ipv6(ctx, packet)?;
-            Ok(if is_neighbour_discovery(packet) {
+            let stays_on_link = parse_ipv6(ctx, to_workload, packet)?;
+            Ok(if stays_on_link && is_neighbour_discovery(packet) {
                 PARSED_ARP_OR_ND
             } else {
                 PARSED_IP
@@ -269,8 +278,14 @@ fn parse_ipv4(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     )
 }
 
+/// Fills `packet` from an IPv6 packet; `Ok(true)` if the packet stays on the link between
+/// the workload and the host: its destination is link-scoped (fe80::/10 unicast, ff02::/16
+/// multicast); or its hop limit is at most 1, so no router forwards it (RFC 8200 §3); or it
+/// travels to the workload with hop limit 255, which a router forwarding it would have
+/// decremented, so the host itself sent it (RFC 4861 §6.1, §7.1: receivers take neighbour
+/// and router discovery only with hop limit 255, for the same reason).
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
+fn parse_ipv6(ctx: &TcContext, to_workload: bool, packet: &mut Packet) -> Result<bool, u32> {
     let header: Ipv6Fixed = load(ctx, ETH_HLEN)?;
     if header.version_class_flow[0] >> 4 != 6 {
         return Err(DROP_MALFORMED);
@@ -284,12 +299,22 @@ fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) -> Result<(), u32> {
     packet.family = FAMILY_V6;
     packet.has_ip_options = false;
     let l4_offset = walk_ipv6_extensions(ctx, packet, header.next_header, end)?;
+    let stays_on_link = header.hop_limit <= 1
+        || (to_workload && header.hop_limit == HOP_LIMIT_UNFORWARDED)
+        || is_link_scoped(&packet.dst);
     if packet.fragment.kind == FragmentKind::Later {
         packet.l4 = L4::OPAQUE;
         packet.tcp_flags = 0;
-        return Ok(());
+        return Ok(stays_on_link);
     }
-    parse_l4(ctx, packet, PROTO_ICMPV6, l4_offset, end)
+    parse_l4(ctx, packet, PROTO_ICMPV6, l4_offset, end)?;
+    Ok(stays_on_link)
+}
+
+/// fe80::/10 (link-local unicast) or ff02::/16 (link-local multicast).
+#[inline(always)]
+fn is_link_scoped(addr: &Addr) -> bool {
+    (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] & 0x0f == 0x02)
 }
 
 /// Skips the extension headers after the fixed header; sets the packet's protocol and
@@ -335,7 +360,8 @@ fn walk_ipv6_extensions(
         }
         next = header[0];
     }
-    if is_ipv6_extension(next) {
+    // Too many headers, or the last one runs past the packet's end.
+    if is_ipv6_extension(next) || offset > end {
         return Err(DROP_MALFORMED);
     }
     packet.protocol = next;
@@ -414,7 +440,8 @@ fn ports(bytes: [u8; 4]) -> L4 {
 }
 
 /// Neighbour discovery is never fragmented (RFC 6980), so a fragment is not let through as
-/// such.
+/// such; and it is link control only while it stays on the link (the caller checks): sent
+/// anywhere else, those message types are ordinary ICMPv6 that policy judges.
 #[inline(always)]
 fn is_neighbour_discovery(packet: &Packet) -> bool {
     packet.protocol == PROTO_ICMPV6

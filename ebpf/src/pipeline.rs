@@ -37,7 +37,7 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
         len: ctx.len(),
     };
     let mut packet = Packet::NONE;
-    let (verdict, parsed) = match parse::parse(ctx, &mut packet) {
+    let (verdict, parsed) = match parse::parse(ctx, direction, &mut packet) {
         PARSED_IP => {
             // The host made it: it did not come in through any interface.
             let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
@@ -80,13 +80,20 @@ fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -
         FragmentKind::First => {
             counters::count(STAT_FRAGMENTS);
             let verdict = judge_flow(packet, config, subject, from_host);
-            frag::remember_first(subject.ifindex, fragment.id, packet, &verdict, clock::now());
+            frag::remember_first(
+                subject.ifindex,
+                subject.direction,
+                fragment.id,
+                packet,
+                &verdict,
+                clock::now(),
+            );
             verdict
         }
         FragmentKind::Later => {
             counters::count(STAT_FRAGMENTS);
             match local_of(packet, config, subject) {
-                Ok(_) => frag::judge_later(subject.ifindex, fragment.id, packet),
+                Ok(_) => frag::judge_later(subject.ifindex, subject.direction, fragment.id, packet),
                 Err(reason) => Verdict::drop(reason),
             }
         }

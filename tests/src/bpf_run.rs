@@ -53,6 +53,25 @@ pub fn run(program: &mut SchedClassifier, frame: &[u8], ctx: SkbContext) -> u32 
     run_repeated(program, frame, ctx, 1).0
 }
 
+/// Runs `program` once on `frame`; the TC action, or the error of a frame the kernel's test
+/// runner refuses to run (it wants at least an Ethernet header and, for IP EtherTypes, the
+/// fixed IP header).
+pub fn try_run(
+    program: &mut SchedClassifier,
+    frame: &[u8],
+    ctx: SkbContext,
+) -> Result<u32, aya::programs::ProgramError> {
+    let ctx = ctx.bytes();
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .map(|result| result.return_value)
+}
+
 /// Runs `program` `repeat` times on `frame` (in the kernel, back to back); returns the last
 /// TC action and the mean time of one run.
 pub fn run_repeated(

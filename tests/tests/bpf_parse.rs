@@ -7,17 +7,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_common::{
-    DIR_EGRESS, DIR_INGRESS, DROP_FRAGMENT, DROP_MALFORMED, DROP_UNKNOWN_ETHERTYPE, STAT_FRAGMENTS,
-    STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
+    CONFIG_HOST_TO_WORKLOAD_POLICY, Config, DIR_EGRESS, DIR_INGRESS, DROP_FRAGMENT, DROP_MALFORMED,
+    DROP_POLICY, DROP_UNKNOWN_ETHERTYPE, STAT_FRAGMENTS, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
 use palisade_tests::{
     bpf_maps::{ALLOW, DENY, Dataplane, Rows},
+    bpf_run::SkbContext,
     bpf_scenario::{
-        PEER_V4, PEER_V6, WORKLOAD_V4, WORKLOAD_V6, dataplane_with_workload, expect,
+        PEER_V4, PEER_V6, WORKLOAD_V4, WORKLOAD_V6, dataplane_with_workload, expect, expect_in,
         policy_for_every_peer, sock, uniform_policy,
     },
     packet::{
-        ETH_P_VLAN, Frame, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        ETH_HLEN, ETH_P_VLAN, Frame, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
         IPV6_DESTINATION_OPTIONS, IPV6_HOP_BY_HOP, IPV6_ROUTING, TCP_SYN, arp_request, ethernet,
     },
     require_root,
@@ -84,6 +85,70 @@ fn arp_and_neighbour_discovery_pass_without_any_policy() {
         );
     }
     assert_eq!(stat(&mut dp, STAT_PASSED_ARP_ND) - before, 20);
+}
+
+/// The host's neighbour discovery with a workload, as Linux does it over Calico's plumbing
+/// (the workload's gateway is the host veth's link-local address): besides link-scoped
+/// destinations, the host sends to the workload's own global address its unicast NUD
+/// probes, and its advertisements answering solicitations the workload sent from that
+/// address. They pass outside policy, even where the host's traffic is policed, because
+/// their hop limit of 255 says no router forwarded them; the same messages forwarded (hop
+/// limit 254), or from the workload to a global address, are policy's to judge.
+#[test]
+fn the_host_s_neighbour_discovery_to_a_workload_s_own_address_passes() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, DENY);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, DENY);
+    dp.set_config(Config {
+        flags: CONFIG_HOST_TO_WORKLOAD_POLICY,
+        ..Config::default()
+    });
+    let gateway: IpAddr = "fe80::ecee:eeff:feee:eeee".parse().unwrap();
+    let with_hop_limit = |src, dst, icmp_type, hop_limit: u8| {
+        let mut frame = Frame::icmp(src, dst, icmp_type, 0, 0).build();
+        frame[ETH_HLEN + 7] = hop_limit;
+        frame
+    };
+    let passed = stat(&mut dp, STAT_PASSED_ARP_ND);
+    let denied = stat(&mut dp, DROP_POLICY);
+    for (icmp_type, what) in [(135, "a NUD probe"), (136, "an advertisement")] {
+        let from_host = with_hop_limit(gateway, WORKLOAD_V6, icmp_type, 255);
+        expect_in(
+            &mut dp,
+            DIR_INGRESS,
+            &from_host,
+            SkbContext::FROM_HOST_ON_LO,
+            true,
+            &format!("{what} from the host to the workload's address"),
+        );
+        let forwarded = with_hop_limit(PEER_V6, WORKLOAD_V6, icmp_type, 254);
+        expect(
+            &mut dp,
+            DIR_INGRESS,
+            &forwarded,
+            false,
+            &format!("{what} forwarded to the workload's address"),
+        );
+        let answer = with_hop_limit(WORKLOAD_V6, gateway, icmp_type, 255);
+        expect(
+            &mut dp,
+            DIR_EGRESS,
+            &answer,
+            true,
+            &format!("{what} from the workload to its gateway"),
+        );
+        let routed = with_hop_limit(WORKLOAD_V6, PEER_V6, icmp_type, 255);
+        expect(
+            &mut dp,
+            DIR_EGRESS,
+            &routed,
+            false,
+            &format!("{what} from the workload to a peer's address"),
+        );
+    }
+    assert_eq!(stat(&mut dp, STAT_PASSED_ARP_ND) - passed, 4);
+    assert_eq!(stat(&mut dp, DROP_POLICY) - denied, 4);
 }
 
 #[test]

@@ -59,6 +59,10 @@ pub const NIGHTLY: &str = "nightly";
 /// features; the one matching nightly's LLVM is chosen at install time.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz runs the libFuzzer targets of `cargo xtask fuzz`; it is built with the
+/// nightly toolchain, which its instrumentation flags need anyway.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// A step whose install path can be exercised on a machine that already has everything.
 /// (The nightly toolchain is left out on purpose: "installing" it updates it to today's
 /// nightly, which can change its LLVM and break the installed bpf-linker.)
@@ -68,6 +72,7 @@ pub enum Step {
     KubernetesValidate,
     RustSrc,
     BpfLinker,
+    CargoFuzz,
 }
 
 /// How the steps behave.
@@ -92,8 +97,10 @@ pub struct EbpfToolchain {
     pub bpf_linker: PathBuf,
 }
 
-/// Every step: Debian packages, then the eBPF toolchain. In check-only mode every step is
-/// checked, and the error names every missing piece, not only the first.
+/// Every step the build and the tests need: Debian packages, then the eBPF toolchain. In
+/// check-only mode every step is checked, cargo-fuzz too (which only `cargo xtask fuzz`
+/// and `cargo xtask bootstrap` install), and the error names every missing piece, not
+/// only the first.
 pub fn everything(options: &Options) -> Result<EbpfToolchain> {
     if !options.check_only {
         debian_packages(options)?;
@@ -106,6 +113,7 @@ pub fn everything(options: &Options) -> Result<EbpfToolchain> {
         nightly(options).map(|_| None),
         rust_src(options).map(|_| None),
         bpf_linker(options).map(Some),
+        cargo_fuzz(options).map(|()| None),
     ];
     let mut missing = Vec::new();
     let mut linker = None;
@@ -545,7 +553,70 @@ fn install_bpf_linker(llvm: &NightlyLlvm) -> Result<()> {
     })
 }
 
-fn cargo_home() -> Result<PathBuf> {
+// ---------------------------------------------------------------------------------------
+// cargo-fuzz
+
+/// cargo-fuzz, for `cargo xtask fuzz`: present if `cargo fuzz --version` works (cargo finds
+/// `cargo-fuzz` in PATH or `$CARGO_HOME/bin`), else installed from crates.io with nightly.
+pub fn cargo_fuzz(options: &Options) -> Result<()> {
+    let what = "cargo-fuzz";
+    if !options.assumes_missing(Step::CargoFuzz)
+        && let Some(version) = working_cargo_fuzz()
+    {
+        say(what, format_args!("present ({version})"));
+        return Ok(());
+    }
+    stop_if_check_only(options, what)?;
+    nightly(options)?;
+    say(
+        what,
+        format_args!("missing; building {CARGO_FUZZ_VERSION} with nightly, about a minute"),
+    );
+    let mut install = Command::new("cargo");
+    install
+        .args(["+nightly", "install", "cargo-fuzz", "--version"])
+        .arg(CARGO_FUZZ_VERSION)
+        .args(["--locked", "--force"]);
+    for variable in [
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        install.env_remove(variable);
+    }
+    command::run(&mut install)
+        .with_context(|| format!("cannot build cargo-fuzz {CARGO_FUZZ_VERSION}"))?;
+    match working_cargo_fuzz() {
+        Some(version) => {
+            say(what, format_args!("installed ({version})"));
+            Ok(())
+        }
+        None => bail!(
+            "cargo-fuzz was installed but `cargo fuzz --version` still fails\n\
+             hint: check that {} is in PATH",
+            cargo_home()?.join("bin").display()
+        ),
+    }
+}
+
+fn working_cargo_fuzz() -> Option<String> {
+    let mut path: Vec<PathBuf> = env::var_os("PATH")
+        .map(|path| env::split_paths(&path).collect())
+        .unwrap_or_default();
+    path.push(cargo_home().ok()?.join("bin"));
+    let output = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env("PATH", env::join_paths(path).ok()?)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+pub fn cargo_home() -> Result<PathBuf> {
     if let Some(home) = env::var_os("CARGO_HOME") {
         return Ok(PathBuf::from(home));
     }

@@ -9,6 +9,7 @@ mod bootstrap;
 mod cargo;
 mod command;
 mod ebpf;
+mod fuzz;
 mod image;
 
 use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::ExitCode};
@@ -82,6 +83,27 @@ enum Cmd {
     Bench {
         /// Parts to run: dataplane, etcd, agent, peers, metrics (default: all).
         parts: Vec<String>,
+    },
+    /// Run every fuzz target (cargo-fuzz, libFuzzer, nightly; cargo-fuzz is installed if
+    /// missing) for a while from its committed corpus, then send mutated packets through
+    /// the real eBPF programs (as root) and check that none the reference drops passes.
+    Fuzz {
+        /// How long each libFuzzer target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// How many mutated packets the packet fuzzer sends (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+        /// The packet fuzzer's seed, to send the packets of an earlier run again (default:
+        /// a fresh one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Add the inputs that reached new code to the committed corpus (fuzz/corpus/).
+        #[arg(long)]
+        merge: bool,
+        /// Only these targets (default: all): selector, resources, etcd_layout,
+        /// docker_requests, store_log.
+        targets: Vec<String>,
     },
 }
 
@@ -189,6 +211,34 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{table}");
                 bench::record(&repo, &[(part, table)])?;
             }
+        }
+        Cmd::Fuzz {
+            seconds,
+            packets,
+            seed,
+            merge,
+            targets,
+        } => {
+            bootstrap::cargo_fuzz(&bootstrap::Options::default())?;
+            let object = if packets > 0 {
+                if !command::is_root() {
+                    bail!(
+                        "the packet fuzzer loads eBPF programs, so it needs root\n\
+                         hint: run `cargo xtask fuzz` as root, or pass --packets 0"
+                    );
+                }
+                Some(build(&repo, cargo::Profile::Dev)?)
+            } else {
+                None
+            };
+            let options = fuzz::Options {
+                seconds,
+                targets,
+                packets,
+                seed,
+                merge,
+            };
+            fuzz::run(&repo, &options, object.as_deref())?;
         }
     }
     Ok(())

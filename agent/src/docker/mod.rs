@@ -36,9 +36,10 @@ use std::sync::Arc;
 
 pub use container_labels::LABEL_PREFIX;
 pub use docker_api::DEFAULT_DOCKER_SOCKET;
-pub use endpoint::{ORCHESTRATOR, WORKLOAD, derived_mac};
+pub use endpoint::{ORCHESTRATOR, WORKLOAD, derived_mac, new_endpoint};
 pub use error::PluginError;
 pub use ipam::{AUTO_POOL_IPV4, AUTO_POOL_IPV6, DEFAULT_POOL_IPV4, DEFAULT_POOL_IPV6};
+pub use network::check_create_network;
 pub use profile::default_network_profile;
 
 use crate::log;

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::docker_api::DockerApi;
 use super::error::PluginError;
 use super::protocol::{
-    ActivateResponse, EndpointOperInfoResponse, EndpointRequest, ReleasePoolRequest,
+    ActivateResponse, EndpointOperInfoResponse, EndpointRequest, ReleasePoolRequest, decode,
 };
 use super::{ipam, network};
 use crate::log;
@@ -154,7 +153,7 @@ impl Plugin {
             }),
             "/NetworkDriver.GetCapabilities" => Reply::json(&network::capabilities()),
             "/NetworkDriver.CreateNetwork" => {
-                let request = parse(path, body)?;
+                let request = decode(path, body)?;
                 network::check_create_network(&request, &self.driver_name)?;
                 let plugin = Arc::clone(self);
                 tokio::spawn(async move {
@@ -166,21 +165,21 @@ impl Plugin {
             // the same name created later uses it again.
             "/NetworkDriver.DeleteNetwork" => Reply::json(&empty),
             "/NetworkDriver.CreateEndpoint" => {
-                Reply::json(&network::create_endpoint(self, parse(path, body)?).await?)
+                Reply::json(&network::create_endpoint(self, decode(path, body)?).await?)
             }
             "/NetworkDriver.EndpointOperInfo" => {
-                let _: EndpointRequest = parse(path, body)?;
+                let _: EndpointRequest = decode(path, body)?;
                 Reply::json(&EndpointOperInfoResponse {
                     value: Default::default(),
                 })
             }
             "/NetworkDriver.DeleteEndpoint" => {
-                network::delete_endpoint(self, parse(path, body)?).await?;
+                network::delete_endpoint(self, decode(path, body)?).await?;
                 Reply::json(&empty)
             }
-            "/NetworkDriver.Join" => Reply::json(&network::join(self, parse(path, body)?).await?),
+            "/NetworkDriver.Join" => Reply::json(&network::join(self, decode(path, body)?).await?),
             "/NetworkDriver.Leave" => {
-                network::leave(self, parse(path, body)?).await?;
+                network::leave(self, decode(path, body)?).await?;
                 Reply::json(&empty)
             }
             // Port mappings and multi-host discovery do not apply: containers are routed,
@@ -192,46 +191,21 @@ impl Plugin {
             "/IpamDriver.GetCapabilities" => Reply::json(&ipam::capabilities()),
             "/IpamDriver.GetDefaultAddressSpaces" => Reply::json(&ipam::default_address_spaces()),
             "/IpamDriver.RequestPool" => {
-                Reply::json(&ipam::request_pool(self.store.as_ref(), parse(path, body)?).await?)
+                Reply::json(&ipam::request_pool(self.store.as_ref(), decode(path, body)?).await?)
             }
             // Pools hold no state of their own: nothing to release.
             "/IpamDriver.ReleasePool" => {
-                let _: ReleasePoolRequest = parse(path, body)?;
+                let _: ReleasePoolRequest = decode(path, body)?;
                 Reply::json(&empty)
             }
             "/IpamDriver.RequestAddress" => Reply::json(
-                &ipam::request_address(&self.store, &self.node, parse(path, body)?).await?,
+                &ipam::request_address(&self.store, &self.node, decode(path, body)?).await?,
             ),
             "/IpamDriver.ReleaseAddress" => {
-                ipam::release_address(self.store.as_ref(), parse(path, body)?).await?;
+                ipam::release_address(self.store.as_ref(), decode(path, body)?).await?;
                 Reply::json(&empty)
             }
             _ => Reply::not_found(path),
         })
     }
-}
-
-/// Reads a request body; an empty body reads as `{}`.
-fn parse<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, PluginError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let at = e.path().to_string();
-        let method = path.trim_start_matches('/');
-        if at == "." {
-            PluginError::bad_request(format!(
-                "palisade: malformed {method} request: {}",
-                e.inner()
-            ))
-        } else {
-            PluginError::bad_request(format!(
-                "palisade: malformed {method} request: field {at}: {}",
-                e.inner()
-            ))
-        }
-    })
 }

@@ -7,8 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::error::PluginError;
 
 /// `Plugin.Activate`: the driver kinds this plugin implements.
 #[derive(Debug, Serialize)]
@@ -249,3 +252,29 @@ pub const POOL_GATEWAY_KEY: &str = "com.docker.network.gateway";
 pub const OPTION_ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 pub const OPTION_GENERIC: &str = "com.docker.network.generic";
 pub const OPTION_INTERNAL: &str = "com.docker.network.internal";
+
+/// Reads the request body of `path` (`/NetworkDriver.CreateEndpoint`); an empty body reads
+/// as `{}`. A malformed one is a bad request whose message names the method and the field.
+pub fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, PluginError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let at = e.path().to_string();
+        let method = path.trim_start_matches('/');
+        if at == "." {
+            PluginError::bad_request(format!(
+                "palisade: malformed {method} request: {}",
+                e.inner()
+            ))
+        } else {
+            PluginError::bad_request(format!(
+                "palisade: malformed {method} request: field {at}: {}",
+                e.inner()
+            ))
+        }
+    })
+}
