@@ -451,12 +451,8 @@ fn load(node: &mut Node, store: &Datastore, view: &View, scale: &Scale) {
             // Sized for the world, as an operator would (`--max-endpoints`, `--max-policies`).
             let endpoints = scale.endpoints.to_string();
             let policies = scale.policies.to_string();
-            let mut agent = home.start(&[
-                "--max-endpoints",
-                &endpoints,
-                "--max-policies",
-                &policies,
-            ]);
+            let mut agent =
+                home.start(&["--max-endpoints", &endpoints, "--max-policies", &policies]);
             let interfaces = [
                 node.client.interface.as_str(),
                 node.server.interface.as_str(),
