@@ -132,7 +132,7 @@ fn assert_time_between(record: &Value, before: SystemTime, after: SystemTime) {
     );
 }
 
-fn to_port(scene: &Scene, port: u16) -> impl Fn(&Value) -> bool {
+fn to_port(scene: &Scene, port: u16) -> impl Fn(&Value) -> bool + use<> {
     let server = scene
         .peer("server")
         .ip(false)
@@ -321,6 +321,7 @@ fn drops_reported_while_no_agent_ran_carry_the_kernel_time_and_the_rule() {
     // Long enough that the next agent's start time could not pass for the drop's.
     thread::sleep(Duration::from_secs(2));
     scene.agent = Some(scene.home.start(&[]));
+    scene.agent().wait_for(&["serving palisade flows"]);
     let to_denied = to_port(&scene, DENIED);
     let denied = wait_for(&scene, &[], |r| to_denied(r) && r["event"] == "drop");
     let d = &denied[0];
@@ -330,7 +331,7 @@ fn drops_reported_while_no_agent_ran_carry_the_kernel_time_and_the_rule() {
     // And the log line says the same.
     let line = scene
         .agent()
-        .wait_for(&["packet dropped", &format!("dst_port={DENIED}")]);
+        .wait_for_ever_said(&["packet dropped", &format!("dst_port={DENIED}")]);
     assert!(
         line.contains("rule=\"profile server ingress rule 2 (deny)\""),
         "{line}"

@@ -348,6 +348,8 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     if let Some(plugin) = plugin {
         let _ = plugin.await;
     }
+    // No one answers on it any more.
+    let _ = std::fs::remove_file(flows_socket::path_in(&args.run_dir));
     // The programs, links and maps stay pinned: enforcement goes on without the agent, and
     // the next agent adopts them.
     log::info("agent stopped", &[("node", &node)]);
@@ -522,6 +524,10 @@ fn start_dataplane(
             args.run_dir.display()
         )
     })?;
+    log::info(
+        "serving palisade flows",
+        &[("socket", &flows_socket::path_in(&args.run_dir).display())],
+    );
     tokio::spawn(flows_socket::serve(socket, flows));
     Ok(enforcer)
 }
