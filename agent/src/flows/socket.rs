@@ -135,3 +135,54 @@ async fn write_item<W: AsyncWriteExt + Unpin>(
     line.push(b'\n');
     out.write_all(&line).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::hub::LIVE;
+    use tokio::io::AsyncBufReadExt;
+
+    fn kernel_loss(n: u64) -> StreamItem {
+        StreamItem::Lost(Lost {
+            time: rfc3339_ns(n),
+            time_ns: n,
+            source: LostSource::Kernel,
+            events: n,
+            since: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_too_slowly_is_told_what_it_lost_and_the_agent_goes_on() {
+        let hub = FlowHub::new();
+        hub.push(kernel_loss(1));
+        // A pipe of 4 KiB: the streaming task blocks on it while the client does not read.
+        let (client, agent_side) = tokio::io::duplex(4096);
+        let streaming = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            async move { stream_to(agent_side, &hub, Request { follow: true }).await }
+        });
+        let mut lines = BufReader::new(client).lines();
+        let first: StreamItem =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first.time_ns(), 1, "the window comes first");
+        // The agent pushes far more than the pipe and the client's lag allow; pushing never
+        // waits for the client.
+        let total = LIVE as u64 * 2;
+        for n in 0..total {
+            hub.push(kernel_loss(n + 2));
+        }
+        let mut received = 0u64;
+        let mut told_lost = 0u64;
+        while received + told_lost < total {
+            let line = lines.next_line().await.unwrap().unwrap();
+            match serde_json::from_str::<StreamItem>(&line).unwrap() {
+                StreamItem::Lost(l) if l.source == LostSource::Client => told_lost += l.events,
+                _ => received += 1,
+            }
+        }
+        assert!(told_lost > 0, "{received} received, none told lost");
+        assert_eq!(received + told_lost, total);
+        streaming.abort();
+    }
+}
