@@ -213,7 +213,7 @@ fn allowed_and_denied_flows_appear_with_names_ports_rules_and_kernel_times() {
         "{deny_only:?}"
     );
     let of_client = flows(&scene, &["--endpoint", &client]);
-    assert!(of_client.iter().any(|r| to_denied(r)), "{of_client:?}");
+    assert!(of_client.iter().any(&to_denied), "{of_client:?}");
     let by_client_profile = flows(&scene, &["--policy", "client"]);
     assert!(!by_client_profile.is_empty());
     assert!(

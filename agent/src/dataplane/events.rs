@@ -222,7 +222,7 @@ pub async fn read_events(
                     let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
                     if let Some(flow) = flow_of(&event, &outcomes, &clock) {
                         report(&flow);
-                        hub.push(StreamItem::Flow(flow));
+                        hub.push(StreamItem::Flow(Box::new(flow)));
                     }
                 }
                 guard.clear_ready();

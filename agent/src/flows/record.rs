@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamItem {
-    Flow(Flow),
+    Flow(Box<Flow>),
     Lost(Lost),
 }
 
