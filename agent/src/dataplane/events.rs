@@ -37,6 +37,9 @@ pub struct RecentOutcomes {
     inner: Arc<Mutex<VecDeque<Arc<GenerationNames>>>>,
     /// Where the names are written for agents to come; `None`: memory only.
     run_dir: Option<PathBuf>,
+    /// The last generation found in neither place, so that a flood of its events does not
+    /// read the directory once per event (this agent's own generations are in memory).
+    missing: Arc<Mutex<Option<u32>>>,
 }
 
 /// How many generations are kept in memory.
@@ -47,6 +50,7 @@ impl RecentOutcomes {
         RecentOutcomes {
             inner: Arc::default(),
             run_dir,
+            missing: Arc::default(),
         }
     }
 
@@ -82,7 +86,20 @@ impl RecentOutcomes {
         if found.is_some() {
             return found;
         }
-        let names = Arc::new(outcome_names::read(self.run_dir.as_ref()?, generation).ok()?);
+        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        if *missing == Some(generation) {
+            return None;
+        }
+        let Some(names) = self
+            .run_dir
+            .as_ref()
+            .and_then(|dir| outcome_names::read(dir, generation).ok())
+        else {
+            *missing = Some(generation);
+            return None;
+        };
+        drop(missing);
+        let names = Arc::new(names);
         // Kept at the front: it is older than anything this agent published.
         let mut recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == KEPT {
