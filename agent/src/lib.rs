@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod docker;
+pub mod flows;
 pub mod log;
 pub mod model;
 pub mod netplumb;

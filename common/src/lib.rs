@@ -155,6 +155,9 @@ pub struct Config {
     /// How many `PAL_CT` entries each endpoint (host veth) may hold; a new flow beyond it
     /// is dropped ([`DROP_CT_BUDGET`]). 0: no budget.
     pub ct_budget: u32,
+    /// With [`CONFIG_ALLOW_EVENTS`], a new flow policy allowed is reported on `PAL_EVENTS`
+    /// when `random & mask == 0`, as drops are by `drop_event_mask`.
+    pub allow_event_mask: u32,
 }
 
 /// Kernel-side debug logging (aya-log); off by default.
@@ -165,6 +168,10 @@ pub const CONFIG_HOST_TO_WORKLOAD_POLICY: u32 = 1 << 1;
 /// Traffic from a workload to the host itself, once its egress policy allowed it, is
 /// accepted. Off by default: Felix's `DefaultEndpointToHostAction` is DROP.
 pub const CONFIG_WORKLOAD_TO_HOST_ACCEPT: u32 = 1 << 2;
+/// New flows that are allowed are reported on `PAL_EVENTS` ([`EVENT_ALLOW`], sampled by
+/// [`Config::allow_event_mask`]). Off in a zeroed configuration, so that nothing is
+/// reported before an agent asks for it.
+pub const CONFIG_ALLOW_EVENTS: u32 = 1 << 3;
 
 /// `PAL_LOCAL` key: an address of the workload behind a host veth.
 #[repr(C)]
@@ -565,19 +572,26 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "dropped_conntrack_budget",
 ];
 
+/// A packet passed `log` rules on its way to a verdict (of a new flow, or denied).
 pub const EVENT_LOG: u8 = 1;
+/// A dropped packet (sampled by [`Config::drop_event_mask`]).
 pub const EVENT_DROP: u8 = 2;
+/// The opening packet of a flow that was allowed (only with [`CONFIG_ALLOW_EVENTS`], sampled
+/// by [`Config::allow_event_mask`]); never sent for packets of flows conntrack knows.
+pub const EVENT_ALLOW: u8 = 3;
 
 /// A `PAL_EVENTS` record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Event {
-    /// [`EVENT_LOG`] or [`EVENT_DROP`].
+    /// An `EVENT_*`.
     pub kind: u8,
     pub direction: u8,
     pub family: u8,
     pub protocol: u8,
-    /// A `DROP_*` for drops.
+    /// A `DROP_*` for drops (and log events of dropped packets); for [`EVENT_ALLOW`] the
+    /// `STAT_*` that counted the pass ([`STAT_CT_NEW`], [`STAT_CT_PICKED_UP`] or
+    /// [`STAT_HOST_TO_WORKLOAD`]); `u32::MAX` for log events of packets that passed.
     pub reason: u32,
     pub ifindex: u32,
     /// The generation whose maps decided (so the agent knows which image `outcome` is in).
@@ -592,6 +606,10 @@ pub struct Event {
     /// Packet length in bytes.
     pub len: u32,
     pub _pad: u32,
+    /// When the program saw the packet: `CLOCK_BOOTTIME` in nanoseconds
+    /// (`bpf_ktime_get_boot_ns`), which, unlike `CLOCK_MONOTONIC`, keeps counting while the
+    /// machine is suspended, so its distance to wall-clock time stays what it was.
+    pub time_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -632,7 +650,7 @@ mod pod {
 
 /// Layout checks: a size change here is an ABI change (bump [`ABI_VERSION`]).
 const _: () = {
-    assert!(core::mem::size_of::<Config>() == 16);
+    assert!(core::mem::size_of::<Config>() == 20);
     assert!(core::mem::size_of::<LocalKey>() == 24);
     assert!(core::mem::size_of::<RemoteKey>() == 20);
     assert!(core::mem::size_of::<LpmData>() == 20);
@@ -648,5 +666,6 @@ const _: () = {
     assert!(core::mem::size_of::<FragKey>() == 44);
     assert!(core::mem::size_of::<FragValue>() == 16);
     assert!(core::mem::size_of::<EndpointStats>() == 64);
-    assert!(core::mem::size_of::<Event>() == 64);
+    assert!(core::mem::size_of::<Event>() == 72);
+    assert!(core::mem::offset_of!(Event, time_ns) == 64);
 };

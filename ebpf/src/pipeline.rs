@@ -16,7 +16,7 @@ use crate::{
     admission, clock,
     conntrack::{self, Entry, Opened},
     counters, debug_log,
-    events::{self, REASON_PASSED, Subject},
+    events::{self, Subject},
     frag, identity, maps,
     parse::{self, FragmentKind, PARSED_ARP_OR_ND, PARSED_IP, Packet},
     policy::{self, Query},
@@ -156,6 +156,14 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         if !track(key.as_ref(), packet, direction, config, now) {
             return Verdict::drop(DROP_CT_BUDGET);
         }
+        events::flow_allowed(
+            config,
+            subject,
+            packet,
+            STAT_HOST_TO_WORKLOAD,
+            u32::MAX,
+            false,
+        );
         return Verdict::pass(STAT_HOST_TO_WORKLOAD);
     }
     let decision = &admission.decision;
@@ -175,23 +183,23 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     if !track(key.as_ref(), packet, direction, config, now) {
         return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
     }
-    if decision.flags & OUTCOME_LOG != 0 {
-        events::report(
-            EVENT_LOG,
-            subject,
-            Some(packet),
-            REASON_PASSED,
-            decision.outcome,
-        );
-    }
     // Told apart only now: a flag known all through the policy lookup would have the
     // verifier walk that lookup once for each value.
     let picked_up = packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0;
-    Verdict::pass(if picked_up {
+    let stat = if picked_up {
         STAT_CT_PICKED_UP
     } else {
         STAT_CT_NEW
-    })
+    };
+    events::flow_allowed(
+        config,
+        subject,
+        packet,
+        stat,
+        decision.outcome,
+        decision.flags & OUTCOME_LOG != 0,
+    );
+    Verdict::pass(stat)
 }
 
 /// Opens the entry of a flow admission allowed (untracked packets have no key); false when

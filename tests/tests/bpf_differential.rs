@@ -66,7 +66,7 @@ fn load() -> Dataplane {
     let events = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).expect("PAL_EVENTS")).unwrap();
     let mut writer = Writer::adopt(maps).expect("adopt fresh maps");
     // Report every drop, so each denial names its outcome.
-    writer.set_switches(0, 0).unwrap();
+    writer.set_switches(0, 0, 0).unwrap();
     Dataplane {
         loaded,
         writer,

@@ -387,7 +387,8 @@ fn palisade_with_docker(seed: &Seed, args: &[&str]) -> String {
 }
 
 /// Containers are named as Docker names them: by the short ID `docker network inspect`
-/// prints and by their names, in `endpoint`, `trace`, `get wep`, `stats` and `matrix`.
+/// prints and by their names, in `endpoint`, `trace`, `get wep`, `stats`, `matrix` and
+/// `flows`.
 fn containers_go_by_their_names(seed: &Seed, db: &Container, app: &Container) {
     let (db_short, app_short) = (&db.endpoint_id[..12], &app.endpoint_id[..12]);
     for id in [db_short, db.name.as_str()] {
@@ -442,6 +443,52 @@ fn containers_go_by_their_names(seed: &Seed, db: &Container, app: &Container) {
         matrix.contains(&format!("{} ({db_short})", db.name)),
         "{matrix}"
     );
+    flows_name_containers(seed, db, app);
+}
+
+/// `palisade flows` shows the matrix's traffic between the two containers by their names:
+/// the connection to the database port allowed by the databases profile's rule, the other
+/// port denied by the default.
+fn flows_name_containers(seed: &Seed, db: &Container, app: &Container) {
+    let (db_short, app_short) = (&db.endpoint_id[..12], &app.endpoint_id[..12]);
+    let run_dir = seed.agent.run_dir().display().to_string();
+    let records: Vec<Value> = palisade_with_docker(
+        seed,
+        &[
+            "flows",
+            "--endpoint",
+            &db.name,
+            "--run-dir",
+            &run_dir,
+            "-o",
+            "json",
+        ],
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let between = |port: u16, event: &str| {
+        records.iter().find(|r| {
+            r["event"] == event
+                && r["direction"] == "ingress"
+                && r["src"]["endpoint"] == format!("{} ({app_short})", app.name).as_str()
+                && r["dst"]["endpoint"] == format!("{} ({db_short})", db.name).as_str()
+                && r["dst"]["port"] == u64::from(port)
+        })
+    };
+    let all = || {
+        records
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let allowed = between(DB_PORT, "new_flow").unwrap_or_else(|| panic!("{}", all()));
+    assert_eq!(allowed["protocol"], "tcp");
+    assert_eq!(allowed["rule"], "profile databases ingress rule 1 (allow)");
+    let denied = between(DB_OTHER_PORT, "drop").unwrap_or_else(|| panic!("{}", all()));
+    assert_eq!(denied["verdict"], "deny");
+    assert_eq!(denied["rule"], "default deny: no profile rule matched");
 }
 
 #[test]

@@ -211,12 +211,12 @@ fn databases_on_node_a_and_apps_on_node_b_connect_exactly_as_trace_says() {
         let forward = [
             format!(" src={} ", src.ip),
             format!(" dst={} ", dst.ip),
-            format!(" b={port} "),
+            format!(" dst_port={port} "),
         ];
         let reply = [
             format!(" src={} ", dst.ip),
             format!(" dst={} ", src.ip),
-            format!(" a={port} "),
+            format!(" src_port={port} "),
         ];
         let matches = |needles: &[String]| {
             drops

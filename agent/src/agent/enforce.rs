@@ -110,7 +110,7 @@ impl Enforcer {
             conntrack,
             host_addrs,
             attachments,
-            outcomes: RecentOutcomes::default(),
+            outcomes: RecentOutcomes::new(rule_names_path.parent().map(PathBuf::from)),
             compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
             pin_dir,
@@ -534,11 +534,8 @@ impl Enforcer {
                 let took = publishing.elapsed();
                 self.observe(|t| t.published(took));
                 let (bases, _) = self.writer.array_layout(self.writer.active_slot());
-                self.outcomes.published(
-                    published.generation,
-                    bases.outcomes,
-                    Arc::clone(&outcomes),
-                );
+                self.outcomes
+                    .published(published.generation, bases.outcomes, &outcomes);
                 if let Err(e) =
                     rule_names::write(&self.rule_names_path, self.writer.rule_counters())
                 {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, RingBuf};
 use clap::{Args, ValueEnum};
 use palisade_common::{
-    CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY, CONFIG_WORKLOAD_TO_HOST_ACCEPT, map_names,
+    CONFIG_ALLOW_EVENTS, CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY,
+    CONFIG_WORKLOAD_TO_HOST_ACCEPT, map_names,
 };
 use tokio::sync::mpsc;
 
@@ -20,7 +21,7 @@ use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::conntrack::{self, Conntrack};
 use crate::dataplane::counters::CounterMaps;
-use crate::dataplane::events::log_events;
+use crate::dataplane::events::read_events;
 use crate::dataplane::host_lock;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use crate::dataplane::map_memory;
@@ -29,6 +30,7 @@ use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
+use crate::flows::{FlowHub, socket as flows_socket};
 use crate::model::{Kind, Resource};
 use crate::store::etcd::{self, EtcdStore};
 use crate::store::{Datastore, StoreError};
@@ -88,7 +90,8 @@ pub struct AgentArgs {
     /// Where bpffs is (or gets) mounted; palisade pins under <BPFFS>/palisade/<abi-version>/.
     #[arg(long, default_value = crate::dataplane::BPFFS_ROOT)]
     pub bpffs: PathBuf,
-    /// Run-time state that is not a BPF object (the rule counter names `palisade stats` reads).
+    /// Run-time state that is not a BPF object: the rule counter names `palisade stats`
+    /// reads, the outcome names of recent policy generations, the `palisade flows` socket.
     #[arg(long, default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// Workload-to-host traffic after egress policy allowed it.
@@ -100,6 +103,11 @@ pub struct AgentArgs {
     /// Report one denied packet in 2^N as an event (0: every one).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=31))]
     pub drop_event_sampling: u8,
+    /// Report the first packet of one new flow in 2^N that policy allows as an event (for
+    /// `palisade flows`; 0: every one), or `off`. Packets of flows conntrack knows are
+    /// never reported.
+    #[arg(long, default_value = "0", value_name = "N|off")]
+    pub allow_event_sampling: AllowEventSampling,
     /// How to attach to workload interfaces; a run in one mode takes over and converts
     /// what a run in the other left.
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
@@ -340,6 +348,8 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     if let Some(plugin) = plugin {
         let _ = plugin.await;
     }
+    // No one answers on it any more.
+    let _ = std::fs::remove_file(flows_socket::path_in(&args.run_dir));
     // The programs, links and maps stay pinned: enforcement goes on without the agent, and
     // the next agent adopts them.
     log::info("agent stopped", &[("node", &node)]);
@@ -427,8 +437,12 @@ fn start_dataplane(
     if args.endpoint_to_host_action == EndpointToHost::Accept {
         flags |= CONFIG_WORKLOAD_TO_HOST_ACCEPT;
     }
-    let mask = (1u32 << args.drop_event_sampling) - 1;
-    writer.set_switches(flags, mask)?;
+    if args.allow_event_sampling.0.is_some() {
+        flags |= CONFIG_ALLOW_EVENTS;
+    }
+    let drop_mask = (1u32 << args.drop_event_sampling) - 1;
+    let allow_mask = (1u32 << args.allow_event_sampling.0.unwrap_or(0)) - 1;
+    writer.set_switches(flags, drop_mask, allow_mask)?;
     let ct_table = sizes_made
         .get(map_names::CT)
         .unwrap_or(palisade_common::capacity::CT);
@@ -487,7 +501,34 @@ fn start_dataplane(
         dir.clone(),
         older,
     );
-    tokio::spawn(log_events(events, enforcer.outcomes.clone()));
+    let flows = FlowHub::new();
+    let lost_counters = match CounterMaps::open_pinned(&dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn(
+                "cannot read the events-lost counter; `palisade flows` will not show losses",
+                &[("error", &e)],
+            );
+            None
+        }
+    };
+    tokio::spawn(read_events(
+        events,
+        enforcer.outcomes.clone(),
+        Arc::clone(&flows),
+        lost_counters,
+    ));
+    let socket = flows_socket::bind(&args.run_dir).map_err(|e| {
+        format!(
+            "cannot serve `palisade flows` in {}: {e}",
+            args.run_dir.display()
+        )
+    })?;
+    log::info(
+        "serving palisade flows",
+        &[("socket", &flows_socket::path_in(&args.run_dir).display())],
+    );
+    tokio::spawn(flows_socket::serve(socket, flows));
     Ok(enforcer)
 }
 
@@ -590,6 +631,26 @@ fn warn_missing_profiles(view: &ResourceView, node: &str) {
                 "local endpoints list a profile that does not exist: it denies all their traffic",
                 &[("profile", &profile), ("endpoints", &endpoints)],
             );
+        }
+    }
+}
+
+/// `--allow-event-sampling`: one in 2^N, or `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowEventSampling(pub Option<u8>);
+
+impl std::str::FromStr for AllowEventSampling {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "off" {
+            return Ok(AllowEventSampling(None));
+        }
+        match text.parse::<u8>() {
+            Ok(n) if n <= 31 => Ok(AllowEventSampling(Some(n))),
+            _ => Err(format!(
+                "'{text}' is neither `off` nor a number from 0 to 31"
+            )),
         }
     }
 }

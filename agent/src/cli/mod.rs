@@ -13,6 +13,7 @@ mod diff;
 pub mod docker_plugin;
 mod endpoint;
 mod endpoint_lookup;
+mod flows;
 mod get;
 mod get_output;
 mod input;
@@ -96,6 +97,7 @@ pub enum Command {
     Matrix(matrix::MatrixArgs),
     /// Packets and bytes allowed and denied per endpoint, rule hits, drop reasons.
     Stats(stats::StatsArgs),
+    Flows(flows::FlowsArgs),
     /// Run the node agent.
     Agent(agent::AgentArgs),
     DockerPlugin(docker_plugin::DockerPluginArgs),
@@ -151,6 +153,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Diff(args) => diff::run(args, &url).await,
         Command::Matrix(args) => matrix::run(args, &url).await,
         Command::Stats(args) => stats::run(args, &url).await,
+        Command::Flows(args) => flows::run(args, &url).await,
         Command::Agent(args) => agent::run(args, url).await,
         Command::DockerPlugin(args) => docker_plugin::run(args, &url).await,
         Command::Workload(args) => workload::run(args, &url).await,

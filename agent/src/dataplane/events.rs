@@ -1,49 +1,112 @@
-//! Events from the programs (`PAL_EVENTS`): packets that passed `log` rules, and sampled
-//! drops with their reason. Read asynchronously and turned into structured log lines that
-//! name the rules, using the image the event's generation was decided under.
+//! Events from the programs (`PAL_EVENTS`): new flows allowed (sampled), drops with their
+//! reason (sampled), and packets that passed `log` rules. Read asynchronously, each one
+//! becomes a [`Flow`] record: the kernel's timestamp as wall-clock time, the rules named by
+//! the outcomes of the generation that decided (in memory, or from the files an earlier
+//! agent wrote, see [`super::outcome_names`]). Records go to the [`FlowHub`] for `palisade
+//! flows`; drops and `log` hits are also logged. Losses in the ring buffer
+//! (`STAT_EVENTS_LOST`) become records of their own.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use aya::maps::{MapData, RingBuf};
 use palisade_common::{
     DIR_EGRESS, DROP_CT_BUDGET, DROP_FRAGMENT, DROP_MALFORMED, DROP_NOT_LOCAL, DROP_POLICY,
-    DROP_REVOKED, DROP_SPOOFED, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_DROP, EVENT_LOG, Event,
-    FAMILY_V4, map_names,
+    DROP_REVOKED, DROP_SPOOFED, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_ALLOW, EVENT_DROP,
+    EVENT_LOG, Event, FAMILY_V4, STAT_EVENTS_LOST, STAT_HOST_TO_WORKLOAD, map_names,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::counters::CounterMaps;
+use super::kernel_clock::{KernelClock, unix_ns};
+use super::outcome_names::{self, GenerationNames, OutcomeName};
 use crate::compile::Outcome;
+use crate::flows::record::{Flow, FlowEvent, Lost, LostSource, Peer, StreamItem, Verdict};
+use crate::flows::{FlowHub, record::rfc3339_ns};
 use crate::log;
 
-/// The outcomes of the generations events may still refer to (the current one and the one
-/// before it), shared between the writer's side and the event reader.
-#[derive(Default, Clone)]
+/// The outcome names of the generations events may still refer to: the two last
+/// published in memory, older ones (an earlier agent's) read from the run directory on
+/// demand. Shared between the writer's side and the event reader.
+#[derive(Clone)]
 pub struct RecentOutcomes {
-    inner: Arc<Mutex<VecDeque<OutcomesOfGeneration>>>,
+    inner: Arc<Mutex<VecDeque<Arc<GenerationNames>>>>,
+    /// Where the names are written for agents to come; `None`: memory only.
+    run_dir: Option<PathBuf>,
+    /// The last generation found in neither place, so that a flood of its events does not
+    /// read the directory once per event (this agent's own generations are in memory).
+    missing: Arc<Mutex<Option<u32>>>,
 }
 
-/// A generation, where its slot's outcomes start in `PAL_OUTCOMES`, and its outcomes.
-type OutcomesOfGeneration = (u32, u32, Arc<[Outcome]>);
+/// How many generations are kept in memory.
+const KEPT: usize = 3;
 
 impl RecentOutcomes {
+    pub fn new(run_dir: Option<PathBuf>) -> RecentOutcomes {
+        RecentOutcomes {
+            inner: Arc::default(),
+            run_dir,
+            missing: Arc::default(),
+        }
+    }
+
     /// `generation` is in force, its outcomes from index `base` of `PAL_OUTCOMES` on.
-    pub fn published(&self, generation: u32, base: u32, outcomes: Arc<[Outcome]>) {
+    pub fn published(&self, generation: u32, base: u32, outcomes: &[Outcome]) {
+        let names = Arc::new(GenerationNames::of(generation, base, outcomes));
+        if let Some(dir) = &self.run_dir
+            && let Err(e) = outcome_names::write(dir, &names)
+        {
+            log::warn(
+                "cannot write the outcome names; an agent started later names this \
+                 generation's events `-`",
+                &[("dir", &dir.display()), ("error", &e)],
+            );
+        }
+        self.keep(names);
+    }
+
+    fn keep(&self, names: Arc<GenerationNames>) {
         let mut recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        recent.push_back((generation, base, outcomes));
-        while recent.len() > 2 {
+        recent.retain(|n| n.generation != names.generation);
+        recent.push_back(names);
+        while recent.len() > KEPT {
             recent.pop_front();
         }
     }
 
-    fn get(&self, generation: u32) -> Option<(u32, Arc<[Outcome]>)> {
-        let recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        recent
-            .iter()
-            .find(|(g, _, _)| *g == generation)
-            .map(|(_, base, o)| (*base, o.clone()))
+    fn get(&self, generation: u32) -> Option<Arc<GenerationNames>> {
+        let found = {
+            let recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            recent.iter().find(|n| n.generation == generation).cloned()
+        };
+        if found.is_some() {
+            return found;
+        }
+        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        if *missing == Some(generation) {
+            return None;
+        }
+        let Some(names) = self
+            .run_dir
+            .as_ref()
+            .and_then(|dir| outcome_names::read(dir, generation).ok())
+        else {
+            *missing = Some(generation);
+            return None;
+        };
+        drop(missing);
+        let names = Arc::new(names);
+        // Kept at the front: it is older than anything this agent published.
+        let mut recent = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == KEPT {
+            return Some(names);
+        }
+        recent.push_front(Arc::clone(&names));
+        Some(names)
     }
 }
 
@@ -70,8 +133,70 @@ fn addr(family: u8, bytes: [u8; 16]) -> IpAddr {
     }
 }
 
-/// Reads `PAL_EVENTS` until the map goes away, logging each event.
-pub async fn log_events(ring: RingBuf<MapData>, outcomes: RecentOutcomes) {
+/// How often ring-buffer losses are looked for (and the clocks' offset measured again).
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counts `STAT_EVENTS_LOST` and turns its growth into [`Lost`] records.
+struct LossWatch {
+    counters: Option<CounterMaps>,
+    seen: u64,
+    checked_ns: u64,
+}
+
+impl LossWatch {
+    fn new(counters: Option<CounterMaps>) -> LossWatch {
+        let mut watch = LossWatch {
+            counters,
+            seen: 0,
+            checked_ns: unix_ns(SystemTime::now()),
+        };
+        watch.seen = watch.total().unwrap_or(0);
+        if watch.seen > 0 {
+            // Losses of earlier agents' time (or while none ran): logged, not streamed, as
+            // when they happened is not known.
+            log::warn(
+                "events were lost before this agent started (the ring buffer was full)",
+                &[("events", &watch.seen)],
+            );
+        }
+        watch
+    }
+
+    fn total(&self) -> Option<u64> {
+        let reasons = self.counters.as_ref()?.reasons().ok()?;
+        reasons.get(STAT_EVENTS_LOST as usize).copied()
+    }
+
+    fn check(&mut self) -> Option<Lost> {
+        let now = unix_ns(SystemTime::now());
+        let total = self.total()?;
+        let since = std::mem::replace(&mut self.checked_ns, now);
+        let lost = total.checked_sub(self.seen).filter(|&n| n > 0);
+        self.seen = total;
+        let events = lost?;
+        log::warn(
+            "events lost: the ring buffer was full",
+            &[("events", &events), ("map", &map_names::EVENTS)],
+        );
+        Some(Lost {
+            time: rfc3339_ns(now),
+            time_ns: now,
+            source: LostSource::Kernel,
+            events,
+            since: Some(rfc3339_ns(since)),
+        })
+    }
+}
+
+/// Reads `PAL_EVENTS` until the map goes away: each event is logged (drops and `log` hits)
+/// and pushed to `hub`; losses are looked for every [`CHECK_INTERVAL`] (`counters`: the
+/// pinned counter maps, `None` if they cannot be opened).
+pub async fn read_events(
+    ring: RingBuf<MapData>,
+    outcomes: RecentOutcomes,
+    hub: Arc<FlowHub>,
+    counters: Option<CounterMaps>,
+) {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
     // the `AsyncFd` owns the ring buffer.
     let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
@@ -85,89 +210,148 @@ pub async fn log_events(ring: RingBuf<MapData>, outcomes: RecentOutcomes) {
             return;
         }
     };
+    let mut clock = KernelClock::measure();
+    let mut losses = LossWatch::new(counters);
+    let mut checks = tokio::time::interval(CHECK_INTERVAL);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                log::error("event ring buffer failed", &[("error", &e)]);
-                return;
+        tokio::select! {
+            _ = checks.tick() => {
+                clock = KernelClock::measure();
+                if let Some(lost) = losses.check() {
+                    hub.push(StreamItem::Lost(lost));
+                }
             }
-        };
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<Event>() {
-                continue;
+            readable = fd.readable_mut() => {
+                let mut guard = match readable {
+                    Ok(g) => g,
+                    Err(e) => {
+                        log::error("event ring buffer failed", &[("error", &e)]);
+                        return;
+                    }
+                };
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if item.len() < size_of::<Event>() {
+                        continue;
+                    }
+                    // SAFETY: records are `Event`s written by the program; length checked.
+                    let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                    if let Some(flow) = flow_of(&event, &outcomes, &clock) {
+                        report(&flow);
+                        hub.push(StreamItem::Flow(Box::new(flow)));
+                    }
+                }
+                guard.clear_ready();
             }
-            // SAFETY: records are `Event`s written by the program; length checked above.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-            report(&event, &outcomes);
         }
-        guard.clear_ready();
     }
 }
 
-fn report(event: &Event, outcomes: &RecentOutcomes) {
-    let src = addr(event.family, event.src);
-    let dst = addr(event.family, event.dst);
-    let direction = if event.direction == DIR_EGRESS {
-        "egress"
-    } else {
-        "ingress"
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        1 => "icmp".to_string(),
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        58 => "icmpv6".to_string(),
+        n => n.to_string(),
+    }
+}
+
+/// The record of an event (`None` for kinds this agent does not know).
+pub fn flow_of(event: &Event, outcomes: &RecentOutcomes, clock: &KernelClock) -> Option<Flow> {
+    let (kind, verdict) = match event.kind {
+        EVENT_ALLOW => (FlowEvent::NewFlow, Verdict::Allow),
+        EVENT_DROP => (FlowEvent::Drop, Verdict::Deny),
+        // A log event carries the drop reason of a packet dropped, u32::MAX otherwise.
+        EVENT_LOG if event.reason == u32::MAX => (FlowEvent::Log, Verdict::Allow),
+        EVENT_LOG => (FlowEvent::Log, Verdict::Deny),
+        _ => return None,
     };
-    let (rule, logged) = decided_by(event, outcomes);
-    let fields: [(&str, &dyn std::fmt::Display); 9] = [
-        ("ifindex", &event.ifindex),
-        ("direction", &direction),
-        ("src", &src),
-        ("dst", &dst),
-        ("protocol", &event.protocol),
-        ("a", &event.a),
-        ("b", &event.b),
-        ("rule", &rule),
+    let time_ns = unix_ns(clock.wall_time(event.time_ns));
+    let (ports, icmp) = match event.protocol {
+        6 | 17 => ((Some(event.a), Some(event.b)), None),
+        1 | 58 => ((None, None), Some((event.a as u8, event.b as u8))),
+        _ => ((None, None), None),
+    };
+    let named = decided_by(event, outcomes);
+    let rule = match (&named, kind) {
+        (Some(n), _) => n.rule.clone(),
+        (None, FlowEvent::NewFlow) if event.reason == STAT_HOST_TO_WORKLOAD => {
+            "host to workload (--host-to-endpoint accept)".to_string()
+        }
+        (None, _) => "-".to_string(),
+    };
+    Some(Flow {
+        time: rfc3339_ns(time_ns),
+        time_ns,
+        event: kind,
+        verdict,
+        direction: if event.direction == DIR_EGRESS {
+            "egress"
+        } else {
+            "ingress"
+        }
+        .to_string(),
+        ifindex: event.ifindex,
+        protocol: protocol_name(event.protocol),
+        src: Peer {
+            address: addr(event.family, event.src),
+            port: ports.0,
+            endpoint: None,
+        },
+        dst: Peer {
+            address: addr(event.family, event.dst),
+            port: ports.1,
+            endpoint: None,
+        },
+        icmp,
+        rule,
+        policy: named.as_ref().and_then(|n| n.owner.clone()),
+        reason: (verdict == Verdict::Deny).then(|| drop_reason_name(event.reason).to_string()),
+        logged_by: named.map(|n| n.logged).unwrap_or_default(),
+        generation: event.generation,
+        bytes: event.len,
+    })
+}
+
+/// The log line of a drop or `log` hit (new flows allowed go to the stream only).
+fn report(flow: &Flow) {
+    let port = |p: Option<u16>| p.map_or("-".to_string(), |p| p.to_string());
+    let logged = if flow.logged_by.is_empty() {
+        "-".to_string()
+    } else {
+        flow.logged_by.join("; ")
+    };
+    let fields: [(&str, &dyn std::fmt::Display); 11] = [
+        ("time", &flow.time),
+        ("ifindex", &flow.ifindex),
+        ("direction", &flow.direction),
+        ("src", &flow.src.address),
+        ("dst", &flow.dst.address),
+        ("protocol", &flow.protocol),
+        ("src_port", &port(flow.src.port)),
+        ("dst_port", &port(flow.dst.port)),
+        ("rule", &flow.rule),
         ("logged_by", &logged),
+        ("generation", &flow.generation),
     ];
-    match event.kind {
-        EVENT_LOG => log::info("packet logged", &fields),
-        EVENT_DROP => {
-            let reason = drop_reason_name(event.reason);
+    match flow.event {
+        FlowEvent::Log => log::info("packet logged", &fields),
+        FlowEvent::Drop => {
+            let reason = flow.reason.as_deref().unwrap_or("unknown");
             let mut with_reason: Vec<(&str, &dyn std::fmt::Display)> = vec![("reason", &reason)];
             with_reason.extend_from_slice(&fields);
             log::warn("packet dropped", &with_reason);
         }
-        _ => {}
+        FlowEvent::NewFlow => {}
     }
 }
 
-/// The deciding rule (or default) and the `log` rules passed, if the event names an outcome
-/// of an image still known.
-fn decided_by(event: &Event, outcomes: &RecentOutcomes) -> (String, String) {
-    let unknown = || ("-".to_string(), "-".to_string());
+/// The name of the event's outcome, if it names one of a generation still known.
+fn decided_by(event: &Event, outcomes: &RecentOutcomes) -> Option<OutcomeName> {
     if event.outcome == u32::MAX {
-        return unknown();
+        return None;
     }
-    let Some((base, outcomes)) = outcomes.get(event.generation) else {
-        return unknown();
-    };
-    let Some(outcome) = event
-        .outcome
-        .checked_sub(base)
-        .and_then(|i| outcomes.get(i as usize))
-    else {
-        return unknown();
-    };
-    let rule = match outcome.rule() {
-        Some(r) => r.to_string(),
-        None => outcome.reason.to_string(),
-    };
-    let logged = if outcome.logged.is_empty() {
-        "-".to_string()
-    } else {
-        outcome
-            .logged
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    (rule, logged)
+    outcomes.get(event.generation)?.name(event.outcome).cloned()
 }

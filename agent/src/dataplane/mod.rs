@@ -5,7 +5,7 @@
 //! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
 //! and the sweep of expired flows (`conntrack`, over `map_batch`); taking over from an
 //! older map ABI (`older_abi`); counters, events and kernel-side debug lines (`counters`,
-//! `rule_names`, `events`, `bpf_log`); the lock that keeps one palisade per dataplane
+//! `rule_names`, `events`, `outcome_names`, `kernel_clock`, `bpf_log`); the lock that keeps one palisade per dataplane
 //! (`host_lock`); what palisade left on a host, of any ABI version, found and removed
 //! (`remnants`); counting the entries of the maps the kernel fills (`map_census`).
 
@@ -16,6 +16,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod events;
 pub mod host_lock;
+pub mod kernel_clock;
 pub mod links;
 pub mod load;
 pub mod map_batch;
@@ -24,6 +25,7 @@ pub mod map_memory;
 pub mod map_sizes;
 pub mod object;
 pub mod older_abi;
+pub mod outcome_names;
 pub mod remnants;
 pub mod rule_names;
 pub mod slot_image;

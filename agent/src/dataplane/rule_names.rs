@@ -22,10 +22,13 @@ pub fn path_of_version(run_dir: &Path, version: u32) -> PathBuf {
 }
 
 /// Whether `name` is a file the agent writes in its run directory (of any ABI version, or
-/// left half-written): what `palisade cleanup` removes there.
+/// left half-written): what `palisade cleanup` removes there. Besides these, the outcome
+/// names of recent generations and the `palisade flows` socket.
 pub fn is_written_by_agent(name: &str) -> bool {
     name.strip_prefix("rule-counters.v")
         .is_some_and(|rest| rest.ends_with(".json") || rest.ends_with(".json.tmp"))
+        || super::outcome_names::is_written_by_agent(name)
+        || name == crate::flows::socket::SOCKET_NAME
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -241,10 +241,16 @@ impl Writer {
     }
 
     /// Changes the run-time switches (everything but the generation).
-    pub fn set_switches(&mut self, flags: u32, drop_event_mask: u32) -> Result<(), WriteError> {
+    pub fn set_switches(
+        &mut self,
+        flags: u32,
+        drop_event_mask: u32,
+        allow_event_mask: u32,
+    ) -> Result<(), WriteError> {
         let config = Config {
             flags,
             drop_event_mask,
+            allow_event_mask,
             ..self.config
         };
         self.write_config(config)
