@@ -291,11 +291,15 @@ impl Stats {
                     table = fields[0]
                 }
                 Some(_) if table == "ENDPOINT" => {
-                    let [endpoint, interface, direction, ap, ab, dp, db] = fields[..] else {
+                    // Docker endpoints read `CONTAINER (SHORT-ID)`: the name has a space.
+                    let [endpoint @ .., interface, direction, ap, ab, dp, db] = &fields[..] else {
                         bad(line)
                     };
+                    if endpoint.is_empty() {
+                        bad(line)
+                    }
                     stats.endpoints.push(EndpointCounts {
-                        endpoint: endpoint.to_string(),
+                        endpoint: endpoint.join(" "),
                         interface: interface.to_string(),
                         direction: direction.to_string(),
                         allowed_packets: number(line, ap),
@@ -313,14 +317,17 @@ impl Stats {
                         .push((name.join(" "), number(line, packets), number(line, bytes)));
                 }
                 Some(_) if table == "CONNTRACK" => {
-                    let [endpoint, interface, entries, budget, evicted] = fields[..] else {
+                    let [endpoint @ .., interface, entries, budget, evicted] = &fields[..] else {
                         bad(line)
                     };
+                    if endpoint.is_empty() {
+                        bad(line)
+                    }
                     stats.conntrack.push(ConntrackUsage {
-                        endpoint: endpoint.to_string(),
+                        endpoint: endpoint.join(" "),
                         interface: interface.to_string(),
                         entries: number(line, entries),
-                        budget: (budget != "none").then(|| number(line, budget)),
+                        budget: (*budget != "none").then(|| number(line, budget)),
                         evicted: number(line, evicted),
                     });
                 }
@@ -350,7 +357,7 @@ impl Stats {
     pub fn conntrack_of(&self, endpoint: &str) -> &ConntrackUsage {
         self.conntrack
             .iter()
-            .find(|c| c.endpoint == endpoint)
+            .find(|c| names(&c.endpoint, endpoint))
             .unwrap_or_else(|| {
                 panic!(
                     "no conntrack line for {endpoint} in palisade stats:\n{}",
@@ -363,13 +370,24 @@ impl Stats {
     pub fn endpoint(&self, endpoint: &str, direction: &str) -> &EndpointCounts {
         self.endpoints
             .iter()
-            .find(|e| e.endpoint == endpoint && e.direction == direction)
+            .find(|e| names(&e.endpoint, endpoint) && e.direction == direction)
             .unwrap_or_else(|| {
                 panic!(
                     "no {endpoint} {direction} in palisade stats:\n{}",
                     self.text
                 )
             })
+    }
+}
+
+/// Whether the ENDPOINT column `shown` is `wanted`: the endpoint's name, or for a Docker
+/// endpoint (`CONTAINER (SHORT-ID)`) the container's name or the full EndpointID.
+fn names(shown: &str, wanted: &str) -> bool {
+    match shown.strip_suffix(')').and_then(|s| s.split_once(" (")) {
+        Some((container, short_id)) => {
+            wanted == shown || wanted == container || wanted.starts_with(short_id)
+        }
+        None => wanted == shown,
     }
 }
 

@@ -280,14 +280,31 @@ impl Dockerd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // Containers first, while their plugin may still be there to undo its part.
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        // Containers and networks first, while their plugin may still be there to undo its
+        // part; containers on the host's network (a node container runs the plugin) last.
+        let ids = |filter: &[&str]| -> Vec<String> {
+            let mut args = vec!["ps", "-aq"];
+            args.extend_from_slice(filter);
+            let out = self.docker(&args);
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
+        let on_host_network = ids(&["--filter", "network=host"]);
+        let others: Vec<String> = ids(&[])
+            .into_iter()
+            .filter(|id| !on_host_network.contains(id))
+            .collect();
+        for id in &others {
             self.docker(&["rm", "-f", id]);
         }
         let networks = self.docker(&["network", "ls", "-q", "--filter", "type=custom"]);
         for id in String::from_utf8_lossy(&networks.stdout).split_whitespace() {
             self.docker(&["network", "rm", id]);
+        }
+        for id in &on_host_network {
+            self.docker(&["rm", "-f", id]);
         }
         terminate(&mut child, "dockerd");
         // dockerd stops the containerd it started; make sure, if it was killed.

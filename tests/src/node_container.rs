@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -337,6 +338,63 @@ impl<'d> NodeContainer<'d> {
         );
         NodeContainer::start(self.docker, settings)
     }
+}
+
+/// Node containers run in the host's network namespace, where `palisade cleanup` from the
+/// image detaches every palisade program (of every test): a test with programs there holds
+/// this for reading, a cleanup for writing. (Test binaries run one at a time; only this
+/// binary's tests run side by side.)
+static HOST_NETWORK_PROGRAMS: RwLock<()> = RwLock::new(());
+
+/// Held while this test's programs are attached in the host's network namespace.
+pub fn programs_on_host_network() -> RwLockReadGuard<'static, ()> {
+    HOST_NETWORK_PROGRAMS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Held while a `palisade cleanup` of the host's network namespace runs (and until the
+/// test has put back what it needs for its teardown).
+pub fn host_network_to_itself() -> RwLockWriteGuard<'static, ()> {
+    HOST_NETWORK_PROGRAMS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `palisade cleanup` from the image, as README "Uninstall" runs it: a one-off privileged
+/// container with the node container's host mounts. The plugin's socket is the test's own
+/// (a user's is the default, `/run/docker/plugins/palisade.sock`). Its output.
+pub fn cleanup_from_image(docker: &Dockerd, settings: &NodeSettings) -> Output {
+    let bpffs = format!(
+        "type=bind,source={},target=/sys/fs/bpf,bind-propagation=rshared",
+        settings.host_bpffs.display()
+    );
+    let run_dir = format!(
+        "type=bind,source={},target=/run/palisade",
+        settings.host_run_dir.display()
+    );
+    let plugins = format!("type=bind,source={PLUGIN_DIR},target={PLUGIN_DIR}");
+    let socket = settings.plugin_socket.display().to_string();
+    docker.docker(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--net",
+        "host",
+        "--pid",
+        "host",
+        "--mount",
+        &bpffs,
+        "--mount",
+        &run_dir,
+        "--mount",
+        &plugins,
+        &settings.image,
+        "palisade",
+        "cleanup",
+        "--socket",
+        &socket,
+    ])
 }
 
 /// A container's network namespace under a name in /run/netns (`ip netns attach`), so the

@@ -19,19 +19,21 @@ use std::time::{Duration, Instant};
 
 use palisade::netplumb::host_interface_name;
 use palisade_tests::agent_process::PrivateBpffs;
+use palisade_tests::attachments::OnInterface;
 use palisade_tests::docker::{BUSYBOX_IMAGE, Dockerd, unique_pool_v4, unique_pool_v6};
-use palisade_tests::matrix::{Matrix, Peer, Scene};
+use palisade_tests::matrix::{Matrix, PROBE_TIMEOUT, Peer, Scene};
 use palisade_tests::netns::unique_name;
 use palisade_tests::node_container::{
-    NodeContainer, NodeSettings, attach_netns, container_endpoint, derived_image,
-    docker_run_script, load_node_image, repo_root,
+    NodeContainer, NodeSettings, attach_netns, cleanup_from_image, container_endpoint,
+    derived_image, docker_run_script, host_network_to_itself, load_node_image,
+    programs_on_host_network, repo_root,
 };
 use palisade_tests::palisade_cli::Datastore;
 use palisade_tests::steady_traffic::{
     self, SteadyTraffic, TCP_PORTS, UDP_PORTS, client_and_server,
 };
 use palisade_tests::topology::add_outside;
-use palisade_tests::traffic::{Probe, Services};
+use palisade_tests::traffic::{Observed, Probe, Services, probe};
 use palisade_tests::{Cleanup, require_root};
 use serde_json::Value;
 
@@ -123,6 +125,7 @@ fn seed_in_node_container(
     etcd: Option<(String, (PathBuf, PathBuf, PathBuf))>,
     variant: Variant,
 ) -> Inspected {
+    let shared = programs_on_host_network();
     let bpffs = PrivateBpffs::mount();
     let run_dir = tempfile::tempdir().expect("a temporary directory");
     let pool = unique_pool_v4();
@@ -285,6 +288,53 @@ fn seed_in_node_container(
         node: node.to_string(),
         etcd_files,
     };
+
+    // Uninstall as README "Uninstall" says: stop the container, then `palisade cleanup`
+    // from the image. Nothing of palisade stays, and the workloads reach each other.
+    docker.docker_ok(&["rm", "--force", agent.name()]);
+    drop(shared);
+    let _alone = host_network_to_itself();
+    let out = cleanup_from_image(&docker, &settings);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "palisade cleanup from the image: {said}"
+    );
+    for interface in &interfaces {
+        OnInterface::read(interface).assert_empty(interface);
+    }
+    let pins = bpffs.path().join("palisade");
+    assert!(!pins.exists(), "{} is still there: {said}", pins.display());
+    assert!(
+        !settings.plugin_socket.exists(),
+        "the plugin's socket is still there: {said}"
+    );
+    let left: Vec<_> = std::fs::read_dir(run_dir.path())
+        .expect("the run dir (a mount point in the container) stays")
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(left.is_empty(), "the run dir still holds {left:?}: {said}");
+    let (app1, db2) = (&peers[2], &peers[1]);
+    let unpoliced = probe(
+        &app1.netns,
+        db2.ips[0],
+        Probe::Tcp(DB_OTHER_PORT),
+        &db2.services.inbox(),
+        PROBE_TIMEOUT,
+    );
+    assert_eq!(
+        unpoliced,
+        Observed::BOTH_WAYS,
+        "app1 -> db2 tcp/{DB_OTHER_PORT}, denied by the policy, should connect after cleanup"
+    );
+    // Installed again, as after an upgrade by uninstalling: Docker needs the plugin to take
+    // the containers off its networks when the test ends.
+    let _again = NodeContainer::start(&docker, &settings);
     drop(peers);
     inspected
 }
@@ -295,6 +345,7 @@ fn seed_in_node_container(
 #[test]
 fn replacing_the_node_container_loses_no_allowed_packet_and_passes_no_denied_one() {
     require_root();
+    let _shared = programs_on_host_network();
     let mut cleanup = Cleanup::new();
     let ips = ["10.244.9.1", "10.244.9.2"];
     let scene = Scene::build(

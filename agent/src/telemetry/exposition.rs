@@ -107,7 +107,7 @@ struct EndpointFamily {
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-const ENDPOINT_FAMILIES: [EndpointFamily; 2] = [
+const ENDPOINT_FAMILIES: [EndpointFamily; 4] = [
     EndpointFamily {
         name: "palisade_endpoint_packets",
         help: "Packets to (ingress) and from (egress) a local workload endpoint, allowed and \
@@ -120,6 +120,21 @@ const ENDPOINT_FAMILIES: [EndpointFamily; 2] = [
         help: "Bytes of the packets palisade_endpoint_packets_total counts.",
         metric_type: MetricType::Counter,
         values: |e| directional(e, true),
+    },
+    EndpointFamily {
+        name: "palisade_endpoint_conntrack_entries",
+        help: "Conntrack entries (flows) a local workload endpoint holds against its budget \
+               (palisade agent --conntrack-budget); counted by the programs, recounted by \
+               the agent's sweep every 10 s.",
+        metric_type: MetricType::Gauge,
+        values: |e| vec![(Vec::new(), e.conntrack.entries)],
+    },
+    EndpointFamily {
+        name: "palisade_endpoint_conntrack_evicted",
+        help: "Conntrack entries of a local workload endpoint that vanished without the \
+               agent deleting them (evicted by a full table), as the agent's sweeps found.",
+        metric_type: MetricType::Counter,
+        values: |e| vec![(Vec::new(), e.conntrack.evicted)],
     },
 ];
 
@@ -425,7 +440,9 @@ fn gauge(
 mod tests {
     use std::sync::Arc;
 
-    use palisade_common::{DROP_POLICY, EndpointStats, RuleStats, STAT_COUNT, STAT_EVENTS_LOST};
+    use palisade_common::{
+        CtUsage, DROP_POLICY, EndpointStats, RuleStats, STAT_COUNT, STAT_EVENTS_LOST,
+    };
 
     use super::*;
     use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
@@ -479,7 +496,16 @@ mod tests {
             },
             kernel: KernelSample {
                 endpoints: [
-                    (40, EndpointSample { stats }),
+                    (
+                        40,
+                        EndpointSample {
+                            stats,
+                            conntrack: CtUsage {
+                                entries: 12,
+                                evicted: 2,
+                            },
+                        },
+                    ),
                     (41, EndpointSample::default()),
                 ]
                 .into_iter()
@@ -529,6 +555,15 @@ mod tests {
         );
         // ifindex 41 is no local endpoint (any more): left out.
         assert_eq!(text.matches("palisade_endpoint_packets_total{").count(), 4);
+        has(&text, "# TYPE palisade_endpoint_conntrack_entries gauge");
+        has(
+            &text,
+            "palisade_endpoint_conntrack_entries{endpoint=\"db1\",interface=\"calidb1\"} 12",
+        );
+        has(
+            &text,
+            "palisade_endpoint_conntrack_evicted_total{endpoint=\"db1\",interface=\"calidb1\"} 2",
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::MapError;
 use aya::maps::MapInfo;
-use palisade_common::{EndpointStats, RuleStats, map_names};
+use palisade_common::{CtUsage, EndpointStats, RuleStats, map_names};
 
+use crate::dataplane::conntrack::{Conntrack, ConntrackError};
 use crate::dataplane::counters::{CounterError, CounterMaps};
 use crate::dataplane::map_census::Census;
 use crate::dataplane::map_pin_dir;
@@ -35,6 +36,8 @@ pub enum SampleError {
         #[source]
         source: MapError,
     },
+    #[error(transparent)]
+    Conntrack(#[from] ConntrackError),
     #[error("cannot count the entries of {map}: {source}")]
     Census {
         map: &'static str,
@@ -43,11 +46,12 @@ pub enum SampleError {
     },
 }
 
-/// One endpoint's counts, by host veth ifindex. Per-endpoint series the kernel side
-/// grows (conntrack occupancy, say) belong here, beside the packet counters.
+/// One endpoint's counts, by host veth ifindex.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointSample {
     pub stats: EndpointStats,
+    /// Its conntrack entries (against its budget) and the evictions the sweeps found.
+    pub conntrack: CtUsage,
 }
 
 /// One scrape's reading of the kernel side.
@@ -68,6 +72,7 @@ pub struct KernelSample {
 /// Reads the kernel side of one agent's pins.
 pub struct Sampler {
     counters: CounterMaps,
+    conntrack: Conntrack,
     capacities: Vec<(&'static str, u32)>,
     census: Vec<(&'static str, Census)>,
     census_interval: Duration,
@@ -97,6 +102,7 @@ impl Sampler {
         }
         Ok(Sampler {
             counters: CounterMaps::open_pinned(pin_dir)?,
+            conntrack: Conntrack::open_pinned(pin_dir)?,
             capacities,
             census,
             census_interval: CENSUS_INTERVAL,
@@ -117,11 +123,15 @@ impl Sampler {
         &mut self,
         rules: impl Iterator<Item = u32>,
     ) -> Result<KernelSample, SampleError> {
+        let usage = self.conntrack.usage()?;
         let endpoints: BTreeMap<u32, EndpointSample> = self
             .counters
             .endpoints()?
             .into_iter()
-            .map(|(ifindex, stats)| (ifindex, EndpointSample { stats }))
+            .map(|(ifindex, stats)| {
+                let conntrack = usage.get(&ifindex).copied().unwrap_or_default();
+                (ifindex, EndpointSample { stats, conntrack })
+            })
             .collect();
         let mut rule_counts = Vec::new();
         for index in rules {
@@ -130,6 +140,7 @@ impl Sampler {
         let reasons = self.counters.reasons()?.to_vec();
         let mut counted = self.census()?;
         counted.push((map_names::EP_STATS, endpoints.len() as u64));
+        counted.push((map_names::CT_USAGE, usage.len() as u64));
         Ok(KernelSample {
             endpoints,
             rules: rule_counts,
