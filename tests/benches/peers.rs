@@ -20,14 +20,19 @@
 //! Then rounds: in each, the dataplanes in a random order, each through TCP_CRR, TCP_RR
 //! and the UDP rate (`palisade_tests::transactions`), client and server on one CPU, the
 //! harness on the other. Each rate is also taken as a ratio to (a) in the same round.
-//! After the rounds: palisade's programs under real traffic (`kernel.bpf_stats_enabled`),
-//! and one policy changed at a time in every dataplane (palisade's agent from the store
-//! write to its generation flip; Felix's `iptables-restore --noflush` of the changed
-//! chains; one nft transaction).
+//! After the rounds: palisade's programs under real traffic (the kernel's run-time
+//! statistics, `BPF_ENABLE_STATS`, one run of each load per round), a CPU profile of a CRR
+//! run (`perf record -e cpu-clock`), and one policy changed at a time in every dataplane
+//! (palisade's agent from the store write to its generation flip; Felix's
+//! `iptables-restore --noflush` of the changed chains; one nft transaction).
 //!
 //! Prints Markdown; `cargo xtask bench peers` keeps it in bench/README.md and the plot in
 //! bench/peers.svg. `PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and
-//! `PALISADE_PEERS_SCALES` (e.g. `10,1000`) shorten a run while developing.
+//! `PALISADE_PEERS_SCALES` (e.g. `10,1000`) shorten a run while developing;
+//! `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves out the netfilter dataplanes;
+//! `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary (with its
+//! own eBPF object), to every round, so that a change to the programs is measured paired
+//! against the build it changes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run fails
 
 #[path = "../../agent/tests/common/generated.rs"]
@@ -75,6 +80,14 @@ const UDP_DENIED: u16 = 7201;
 const WARMUP: Duration = Duration::from_millis(500);
 /// Policy changes timed per dataplane and scale.
 const CHANGES: usize = 10;
+/// palisade's conntrack table (`PAL_CT`) on its nodes. Every CRR connection leaves a
+/// closing entry on each workload's interface for `CT_TIMEOUT_CLOSING_NS` (10 s), and it
+/// counts against the workload's budget (a quarter of the table by default) until the
+/// agent's next sweep: at this bench's ~9,000 connections/s a workload holds up to ~90,000
+/// flows and more, where the worlds' own sizing gives a budget of 2,560 (10 policies) or
+/// 65,536 (1,000 and 10,000), and new connections beyond it are dropped. A budget of
+/// 131,072 holds the load; it is still enforced.
+const CT_FOR_LOAD: u32 = 524_288;
 /// Kernel conntrack's TIME_WAIT in the netfilter nodes: a CRR run leaves an entry per
 /// connection, 120 s by default, which would fill the table over a run.
 const TIME_WAIT_SECONDS: &str = "10";
@@ -85,15 +98,19 @@ const PATIENCE: Duration = Duration::from_secs(120);
 enum Variant {
     NoPolicy,
     Palisade,
+    /// Another build of palisade (`PALISADE_PEERS_BASELINE`), measured in the same rounds
+    /// so that a change to the programs is judged against what it changes, paired.
+    PalisadeBaseline,
     FelixLegacy,
     FelixNft,
     Nftables,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
+    const ALL: [Variant; 6] = [
         Variant::NoPolicy,
         Variant::Palisade,
+        Variant::PalisadeBaseline,
         Variant::FelixLegacy,
         Variant::FelixNft,
         Variant::Nftables,
@@ -103,9 +120,22 @@ impl Variant {
         match self {
             Variant::NoPolicy => "(a) no policy",
             Variant::Palisade => "(b) palisade",
+            Variant::PalisadeBaseline => "(b0) palisade baseline",
             Variant::FelixLegacy => "(c) Felix iptables-legacy",
             Variant::FelixNft => "(c') Felix iptables-nft",
             Variant::Nftables => "(d) nftables",
+        }
+    }
+
+    /// What `PALISADE_PEERS_VARIANTS` calls it.
+    fn key(self) -> &'static str {
+        match self {
+            Variant::NoPolicy => "none",
+            Variant::Palisade => "palisade",
+            Variant::PalisadeBaseline => "baseline",
+            Variant::FelixLegacy => "felix-legacy",
+            Variant::FelixNft => "felix-nft",
+            Variant::Nftables => "nftables",
         }
     }
 
@@ -113,6 +143,7 @@ impl Variant {
         match self {
             Variant::NoPolicy => RGBColor(120, 120, 120),
             Variant::Palisade => RGBColor(0, 114, 178),
+            Variant::PalisadeBaseline => RGBColor(86, 180, 233),
             Variant::FelixLegacy => RGBColor(213, 94, 0),
             Variant::FelixNft => RGBColor(230, 159, 0),
             Variant::Nftables => RGBColor(0, 158, 115),
@@ -132,6 +163,11 @@ impl Variant {
             self,
             Variant::FelixLegacy | Variant::FelixNft | Variant::Nftables
         )
+    }
+
+    /// A real palisade agent runs this node (this build, or the baseline's).
+    fn is_palisade(self) -> bool {
+        matches!(self, Variant::Palisade | Variant::PalisadeBaseline)
     }
 }
 
@@ -176,6 +212,10 @@ struct Plan {
     rounds: usize,
     duration: Duration,
     scales: Vec<Scale>,
+    /// The dataplanes measured, in `Variant::ALL`'s order: (a) and (b) always.
+    variants: Vec<Variant>,
+    /// The `palisade` binary of (b0), when it is measured.
+    baseline: Option<PathBuf>,
 }
 
 impl Plan {
@@ -204,10 +244,50 @@ impl Plan {
                 .collect(),
             Err(_) => SCALES.to_vec(),
         };
+        let baseline = std::env::var_os("PALISADE_PEERS_BASELINE").map(PathBuf::from);
+        if let Some(binary) = &baseline {
+            assert!(
+                binary.is_file(),
+                "PALISADE_PEERS_BASELINE={}: no such file (a palisade binary, e.g. a copy of \
+                 target/release/palisade from the build to compare with)",
+                binary.display()
+            );
+        }
+        let wanted = |v: Variant| v != Variant::PalisadeBaseline || baseline.is_some();
+        let variants =
+            match std::env::var("PALISADE_PEERS_VARIANTS") {
+                Ok(list) => {
+                    let named: Vec<Variant> =
+                        list.split(',')
+                            .map(|k| {
+                                let k = k.trim();
+                                *Variant::ALL.iter().find(|v| v.key() == k).unwrap_or_else(|| {
+                            panic!(
+                                "PALISADE_PEERS_VARIANTS: no dataplane `{k}`; they are {}",
+                                Variant::ALL.map(Variant::key).join(", ")
+                            )
+                        })
+                            })
+                            .collect();
+                    assert!(
+                        !named.contains(&Variant::PalisadeBaseline) || baseline.is_some(),
+                        "PALISADE_PEERS_VARIANTS names `baseline`: set PALISADE_PEERS_BASELINE too"
+                    );
+                    Variant::ALL
+                        .into_iter()
+                        .filter(|v| {
+                            matches!(v, Variant::NoPolicy | Variant::Palisade) || named.contains(v)
+                        })
+                        .collect()
+                }
+                Err(_) => Variant::ALL.into_iter().filter(|&v| wanted(v)).collect(),
+            };
         Plan {
             rounds: number("PALISADE_PEERS_ROUNDS", 5) as usize,
             duration: Duration::from_secs(number("PALISADE_PEERS_SECONDS", 3)),
             scales,
+            variants,
+            baseline,
         }
     }
 }
@@ -273,26 +353,30 @@ fn main() {
         let store = Datastore::new();
         let world = world(scale);
         write_world(&store, &world);
+        // Each variant keeps its place in `Variant::ALL` for its addresses, whichever run.
         let mut nodes: Vec<Node> = Variant::ALL
             .iter()
             .enumerate()
+            .filter(|(_, v)| plan.variants.contains(v))
             .map(|(t, &variant)| plumb(&mut cleanup, &store, scale, t, variant))
             .collect();
         let view = View::new(&store.resources());
         let selecting = server_policies(&view, &nodes[0]);
         for node in &mut nodes {
-            load(node, &store, &view, scale);
+            load(node, &store, &view, scale, &plan);
             check(node);
             eprintln!("peers:   {}: {}", node.variant.name(), node.loaded);
         }
         setups.push((index, selecting.len(), nodes_loaded(&nodes)));
         samples.extend(rounds(&plan, index, &nodes));
-        let palisade = node_of(&nodes, Variant::Palisade);
-        profiles.push((index, bpf_profile(palisade, plan.duration)));
+        profiles.push((index, bpf_profile(&plan, &nodes)));
         cpu_profiles.push((
             index,
-            cpu_profile(node_of(&nodes, Variant::NoPolicy), plan.duration),
-            cpu_profile(palisade, plan.duration),
+            nodes
+                .iter()
+                .filter(|n| n.variant == Variant::NoPolicy || n.variant.is_palisade())
+                .map(|n| (n.variant, cpu_profile(n, plan.duration)))
+                .collect(),
         ));
         if scale.policies >= 1_000 {
             updates.push((index, update_times(&store, &mut nodes, &selecting)));
@@ -442,17 +526,30 @@ fn server_policies(view: &View, node: &Node) -> Vec<String> {
 }
 
 /// Puts the variant's dataplane in force on its node.
-fn load(node: &mut Node, store: &Datastore, view: &View, scale: &Scale) {
+fn load(node: &mut Node, store: &Datastore, view: &View, scale: &Scale, plan: &Plan) {
     let started = Instant::now();
     match node.variant {
         Variant::NoPolicy => node.loaded = "nothing".into(),
-        Variant::Palisade => {
+        Variant::Palisade | Variant::PalisadeBaseline => {
             let home = AgentHome::in_netns(store.url(), NODE, &node.router.ns.name);
-            // Sized for the world, as an operator would (`--max-endpoints`, `--max-policies`).
+            // Sized for the world, as an operator would (`--max-endpoints`, `--max-policies`),
+            // and the conntrack table for the load, as the operator of such a workload must:
+            // see `CT_FOR_LOAD`.
             let endpoints = scale.endpoints.to_string();
             let policies = scale.policies.to_string();
-            let mut agent =
-                home.start(&["--max-endpoints", &endpoints, "--max-policies", &policies]);
+            let conntrack = format!("{}={CT_FOR_LOAD}", palisade_common::map_names::CT);
+            let options = [
+                "--max-endpoints",
+                &endpoints,
+                "--max-policies",
+                &policies,
+                "--map-size",
+                &conntrack,
+            ];
+            let mut agent = match (&plan.baseline, node.variant) {
+                (Some(binary), Variant::PalisadeBaseline) => home.start_binary(binary, &options),
+                _ => home.start(&options),
+            };
             let interfaces = [
                 node.client.interface.as_str(),
                 node.server.interface.as_str(),
@@ -595,7 +692,7 @@ fn rounds(plan: &Plan, scale: usize, nodes: &[Node]) -> Vec<Sample> {
         | 1;
     let mut samples = Vec::new();
     for round in 0..plan.rounds {
-        let order = shuffled(&Variant::ALL, &mut state);
+        let order = shuffled(&plan.variants, &mut state);
         for variant in order {
             let node = node_of(nodes, variant);
             for kind in Kind::ALL {
@@ -626,51 +723,85 @@ fn rounds(plan: &Plan, scale: usize, nodes: &[Node]) -> Vec<Sample> {
     samples
 }
 
-/// palisade's programs under real traffic: `kernel.bpf_stats_enabled` for one CRR and
-/// one RR run, then each program's average run time and runs per transaction.
+/// palisade's programs under real traffic: the kernel's run-time statistics
+/// (`BPF_ENABLE_STATS`, on only while this measures, since they cost a clock read per run)
+/// over a CRR, an RR and a UDP run in every round, the palisade builds taking turns; each
+/// program's time per run and runs per transaction.
 struct BpfProfile {
-    rows: Vec<(Kind, &'static str, f64, f64)>,
+    rows: Vec<BpfRow>,
 }
 
-fn bpf_profile(node: &Node, duration: Duration) -> BpfProfile {
-    let (_, home) = node.agent.as_ref().expect("palisade's agent");
-    let programs =
-        palisade::dataplane::program_pin_dir(&palisade::dataplane::pin_dir(home.bpffs.path()));
-    let stats = |name: &str| -> (u64, u64) {
-        let path = programs.join(name);
-        let out = run_ok(
-            "bpftool",
-            &["-j", "prog", "show", "pinned", path.to_str().unwrap()],
-        );
-        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let field = |f: &str| value[f].as_u64().unwrap_or(0);
-        (field("run_time_ns"), field("run_cnt"))
+struct BpfRow {
+    variant: Variant,
+    kind: Kind,
+    program: &'static str,
+    /// Of every round.
+    ns_per_run: Vec<f64>,
+    runs_per_transaction: Vec<f64>,
+    /// The kernel verifier's instructions for the program as loaded.
+    verified: Option<u32>,
+}
+
+fn bpf_profile(plan: &Plan, nodes: &[Node]) -> BpfProfile {
+    let palisades: Vec<&Node> = nodes.iter().filter(|n| n.variant.is_palisade()).collect();
+    let names = [program_names::FROM_WORKLOAD, program_names::TO_WORKLOAD];
+    let info = |node: &Node, name: &str| {
+        let (_, home) = node.agent.as_ref().expect("palisade's agent");
+        let pins = palisade::dataplane::pin_dir(home.bpffs.path());
+        let path = palisade::dataplane::program_pin_dir(&pins).join(name);
+        aya::programs::ProgramInfo::from_pin(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
-    let previous = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .unwrap_or_else(|_| "0".into());
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
-    let mut rows = Vec::new();
-    for kind in [Kind::Crr, Kind::Rr] {
-        let names = [program_names::FROM_WORKLOAD, program_names::TO_WORKLOAD];
-        let before: Vec<(u64, u64)> = names.iter().map(|n| stats(n)).collect();
-        // No warm-up: every run the counters see is of a counted transaction.
-        let setup = Setup {
-            warmup: Duration::ZERO,
-            ..node.setup(kind, duration)
-        };
-        let outcome = transactions::run(kind, &setup).unwrap();
-        for (name, (time0, count0)) in names.iter().zip(before) {
-            let (time1, count1) = stats(name);
-            let runs = (count1 - count0) as f64;
-            rows.push((
-                kind,
-                *name,
-                (time1 - time0) as f64 / runs.max(1.0),
-                runs / (outcome.count as f64).max(1.0),
-            ));
+    let mut rows: Vec<BpfRow> = palisades
+        .iter()
+        .flat_map(|node| {
+            Kind::ALL.into_iter().flat_map(move |kind| {
+                names.map(|program| BpfRow {
+                    variant: node.variant,
+                    kind,
+                    program,
+                    ns_per_run: vec![],
+                    runs_per_transaction: vec![],
+                    verified: info(node, program).verified_instruction_count(),
+                })
+            })
+        })
+        .collect();
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    for round in 0..plan.rounds {
+        // Alternate which build goes first, so that neither always follows the other.
+        let mut order = palisades.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for node in order {
+            for kind in Kind::ALL {
+                let before = names.map(|n| info(node, n));
+                // No warm-up: every run the counters see is of a counted transaction.
+                let setup = Setup {
+                    warmup: Duration::ZERO,
+                    ..node.setup(kind, plan.duration)
+                };
+                let outcome = transactions::run(kind, &setup)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", node.variant.name(), kind.name()));
+                for (program, before) in names.into_iter().zip(before) {
+                    let after = info(node, program);
+                    let runs = after.run_count().saturating_sub(before.run_count()) as f64;
+                    let time = after.run_time().saturating_sub(before.run_time());
+                    let row = rows
+                        .iter_mut()
+                        .find(|r| {
+                            r.variant == node.variant && r.kind == kind && r.program == program
+                        })
+                        .expect("a row per build, load and program");
+                    row.ns_per_run.push(time.as_nanos() as f64 / runs.max(1.0));
+                    row.runs_per_transaction
+                        .push(runs / (outcome.count as f64).max(1.0));
+                }
+            }
         }
     }
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", previous.trim()).unwrap();
+    drop(stats);
     BpfProfile { rows }
 }
 
@@ -715,10 +846,10 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("perf.data");
     let data = data.to_str().unwrap();
-    // Threads started after perf (the client's and the server's) show under their own ids
-    // in a CPU-wide record, but under this process's name.
-    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-    let comm = comm.trim();
+    // Samples are told apart by process id: threads started after perf (the client's and
+    // the server's) are born on the harness's CPU, whose task events a record of the load's
+    // CPU does not hold, so they have no name in it (`:TID`), only their process.
+    let pid = std::process::id().to_string();
     let (cpu, period) = (LOAD_CPU.to_string(), SAMPLE_NS.to_string());
     // perf records until stopped: started first, so that the whole run is in the record.
     let mut recorder = std::process::Command::new("perf")
@@ -759,9 +890,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     // Only this process's samples: its client and server threads run the whole path;
     // other processes on the CPU are not the load's.
     let report = |args: &[&str]| -> String {
-        let mut all = vec![
-            "report", "-i", data, "--stdio", "-g", "none", "--comms", comm,
-        ];
+        let mut all = vec!["report", "-i", data, "--stdio", "-g", "none", "--pid", &pid];
         all.extend_from_slice(args);
         run_ok("perf", &all)
     };
@@ -821,36 +950,51 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     }
 }
 
-fn print_cpu_profiles(plan: &Plan, profiles: &[(usize, CpuProfile, CpuProfile)]) {
+/// Profiles of one scale: (a)'s, then each palisade build's.
+type CpuProfiles = (usize, Vec<(Variant, CpuProfile)>);
+
+fn print_cpu_profiles(plan: &Plan, profiles: &[CpuProfiles]) {
     println!(
         "\nWhere a CRR transaction's CPU time goes: `perf record -e cpu-clock -g` of the bench's client and server threads (the whole path runs in them), one run each, in µs of CPU per transaction.\n"
     );
-    for (index, none, palisade) in profiles {
+    let short = |v: Variant| v.name().split_once(' ').map_or(v.name(), |(s, _)| s);
+    for (index, columns) in profiles {
         let us = |share: f64, p: &CpuProfile| share / 100.0 * p.ns_per_transaction / 1e3;
-        println!(
-            "{} policies: (a) no policy {:.0} CRR/s, {:.1} µs of CPU per transaction; (b) palisade {:.0} CRR/s, {:.1} µs.\n",
-            plan.scales[*index].policies,
-            none.rate,
-            none.ns_per_transaction / 1e3,
-            palisade.rate,
-            palisade.ns_per_transaction / 1e3
-        );
-        println!("| stage (with what it calls) | (a) µs | (b) µs |");
-        println!("|---|---|---|");
-        for ((a, stage), (b, _)) in none.inclusive.iter().zip(&palisade.inclusive) {
-            println!(
-                "| `{stage}` | {:.2} | {:.2} |",
-                us(*a, none),
-                us(*b, palisade)
-            );
-        }
-        println!("\n| kernel symbol (own samples) | (a) µs | (b) µs |");
-        println!("|---|---|---|");
-        let mut symbols: Vec<&String> = none
-            .self_share
+        let summary: Vec<String> = columns
             .iter()
-            .chain(&palisade.self_share)
-            .map(|(_, s)| s)
+            .map(|(v, p)| {
+                format!(
+                    "{} {:.0} CRR/s, {:.1} µs of CPU per transaction",
+                    v.name(),
+                    p.rate,
+                    p.ns_per_transaction / 1e3
+                )
+            })
+            .collect();
+        println!(
+            "{} policies: {}.\n",
+            plan.scales[*index].policies,
+            summary.join("; ")
+        );
+        let header: String = columns
+            .iter()
+            .map(|(v, _)| format!(" {} µs |", short(*v)))
+            .collect();
+        let rule = "---|".repeat(columns.len());
+        println!("| stage (with what it calls) |{header}");
+        println!("|---|{rule}");
+        for (i, (_, stage)) in columns[0].1.inclusive.iter().enumerate() {
+            let cells: String = columns
+                .iter()
+                .map(|(_, p)| format!(" {:.2} |", us(p.inclusive[i].0, p)))
+                .collect();
+            println!("| `{stage}` |{cells}");
+        }
+        println!("\n| kernel symbol (own samples) |{header}");
+        println!("|---|{rule}");
+        let mut symbols: Vec<&String> = columns
+            .iter()
+            .flat_map(|(_, p)| p.self_share.iter().map(|(_, s)| s))
             .collect();
         symbols.sort();
         symbols.dedup();
@@ -860,18 +1004,25 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[(usize, CpuProfile, CpuProfile)])
                 .find(|(_, n)| n == s)
                 .map_or(0.0, |(v, _)| *v)
         };
-        let mut rows: Vec<(f64, f64, &String)> = symbols
+        let mut rows: Vec<(Vec<f64>, &String)> = symbols
             .into_iter()
-            .map(|s| (us(find(none, s), none), us(find(palisade, s), palisade), s))
+            .map(|s| (columns.iter().map(|(_, p)| us(find(p, s), p)).collect(), s))
             .collect();
-        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (a, b, symbol) in rows {
-            println!("| `{symbol}` | {a:.2} | {b:.2} |");
+        // By palisade's (the second column's) time.
+        rows.sort_by(|a, b| b.0[1].total_cmp(&a.0[1]));
+        for (values, symbol) in rows {
+            let cells: String = values.iter().map(|v| format!(" {v:.2} |")).collect();
+            println!("| `{symbol}` |{cells}");
         }
-        println!("\n| (b) under palisade's programs: kernel symbol (own samples) | µs |");
-        println!("|---|---|");
-        for (share, symbol) in &palisade.under_programs {
-            println!("| `{symbol}` | {:.2} |", us(*share, palisade));
+        for (variant, profile) in columns.iter().filter(|(v, _)| v.is_palisade()) {
+            println!(
+                "\n| {} under palisade's programs: kernel symbol (own samples) | µs |",
+                short(*variant)
+            );
+            println!("|---|---|");
+            for (share, symbol) in &profile.under_programs {
+                println!("| `{symbol}` | {:.2} |", us(*share, profile));
+            }
         }
         println!();
     }
@@ -1095,7 +1246,7 @@ impl Report<'_> {
         );
         println!("|---|---|---|---|---|---|---|---|");
         for (index, scale) in scales.iter().enumerate() {
-            for variant in Variant::ALL {
+            for &variant in &self.plan.variants {
                 let mut row = format!("| {} | {} |", scale.policies, variant.name());
                 for kind in Kind::ALL {
                     let rate = median(&mut self.rates(index, variant, kind));
@@ -1115,7 +1266,7 @@ impl Report<'_> {
         );
         println!("|---|---|---|---|---|---|---|");
         for (index, scale) in scales.iter().enumerate() {
-            for variant in Variant::ALL {
+            for &variant in &self.plan.variants {
                 let mut row = format!("| {} | {} |", scale.policies, variant.name());
                 for kind in Kind::ALL {
                     let (lo, hi) = min_max(&self.rates(index, variant, kind));
@@ -1147,19 +1298,30 @@ impl Report<'_> {
             }
         }
         println!(
-            "\npalisade's programs under real traffic (`kernel.bpf_stats_enabled`, one run each):\n"
+            "\npalisade's programs under real traffic (the kernel's run-time statistics, `BPF_ENABLE_STATS`, on only for these runs: one run of each load per round{}); median and min..max of the rounds, and the instructions the verifier walked for each program:\n",
+            if self.plan.baseline.is_some() {
+                ", the builds taking turns"
+            } else {
+                ""
+            }
         );
         println!(
-            "| policies | load | program | ns per run | runs per transaction | ns per transaction |"
+            "| policies | dataplane | load | program | ns per run | runs per transaction | ns per transaction | verified instructions |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for (index, profile) in profiles {
-            for (kind, program, ns, runs) in &profile.rows {
+            for row in &profile.rows {
+                let (lo, hi) = min_max(&row.ns_per_run);
+                let ns = median(&mut row.ns_per_run.clone());
+                let runs = median(&mut row.runs_per_transaction.clone());
                 println!(
-                    "| {} | {} | {program} | {ns:.0} | {runs:.2} | {:.0} |",
+                    "| {} | {} | {} | {} | {ns:.0} ({lo:.0}..{hi:.0}) | {runs:.2} | {:.0} | {} |",
                     scales[*index].policies,
-                    kind.name(),
-                    ns * runs
+                    row.variant.name(),
+                    row.kind.name(),
+                    row.program,
+                    ns * runs,
+                    row.verified.map_or("?".to_string(), |v| v.to_string())
                 );
             }
         }
@@ -1201,7 +1363,9 @@ impl Report<'_> {
         root.fill(&WHITE).unwrap();
         let panels = root.split_evenly((1, 2));
         for (panel, kind) in panels.iter().zip([Kind::Crr, Kind::Rr]) {
-            let series: Vec<(Variant, Vec<(f64, f64)>)> = Variant::ALL
+            let series: Vec<(Variant, Vec<(f64, f64)>)> = self
+                .plan
+                .variants
                 .iter()
                 .map(|&v| {
                     let points = self

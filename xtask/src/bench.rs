@@ -168,7 +168,15 @@ dataplane runs every load once, in a random order; ratios are to (a) in the same
 each rate's spread over the rounds and the largest steal time seen; numbers taken while \
 other jobs ran on the machine are marked so below. Only IPv4 is loaded and measured. \
 `PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and `PALISADE_PEERS_SCALES` shorten a \
-run while developing. The plot (bench/peers.svg) shows CRR and RR against the number of \
+run while developing; `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves dataplanes \
+out, and `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary, to \
+every round, so that a change to the programs is measured paired against the build it \
+changes. palisade's conntrack table is sized for the load (`--map-size PAL_CT=524288`, so \
+each workload's budget is 131,072 flows): every CRR connection leaves a closing entry for \
+10 s, so ~9,000 connections/s need ~90,000, over the default budget of the worlds' own \
+sizing (2,560 flows at 10 policies, 65,536 at 1,000 and 10,000), beyond which new \
+connections are dropped. palisade's programs are timed by the kernel's run-time statistics \
+(`BPF_ENABLE_STATS`, on only for those runs), each load once per round. The plot (bench/peers.svg) shows CRR and RR against the number of \
 policies.";
 
 const PEERS_TARGETS: &str = "\

@@ -44,6 +44,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "ipset",
     "nftables",
     "conntrack",
+    // `perf record` of the peers bench: where a transaction's CPU time goes.
+    "linux-perf",
 ];
 
 /// The Kubernetes manifest is validated offline against Kubernetes' own schemas, which this
