@@ -18,3 +18,4 @@ pub mod policy;
 pub mod reach;
 pub mod selector;
 pub mod store;
+pub mod telemetry;

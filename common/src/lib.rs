@@ -37,13 +37,22 @@
 //! unless [`CONFIG_WORKLOAD_TO_HOST_ACCEPT`].
 //!
 //! Not slotted: conntrack (`PAL_CT`, entries carry the generation they were last checked
-//! under), fragments (`PAL_FRAGS`), counters and events.
+//! under; `PAL_CT_USAGE` counts each endpoint's entries against its budget), fragments
+//! (`PAL_FRAGS`), counters and events.
 #![no_std]
 
 /// Bumped whenever a key, value or map definition changes shape. Pins live under
 /// `/sys/fs/bpf/palisade/<ABI_VERSION>/`, so an agent with a new ABI starts fresh instead of
-/// adopting maps it cannot read.
-pub const ABI_VERSION: u32 = 3;
+/// adopting maps it cannot read, and takes over from the older one (see the agent's
+/// `dataplane::older_abi`). The `abi-next` feature adds one, for the upgrade test.
+pub const ABI_VERSION: u32 = if cfg!(feature = "abi-next") {
+    RELEASED_ABI_VERSION + 1
+} else {
+    RELEASED_ABI_VERSION
+};
+
+/// The ABI of this source tree (what [`ABI_VERSION`] is without `abi-next`).
+pub const RELEASED_ABI_VERSION: u32 = 4;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -65,11 +74,12 @@ pub mod map_names {
     pub const STATS: &str = "PAL_STATS";
     pub const EVENTS: &str = "PAL_EVENTS";
     pub const HOST_ADDRS: &str = "PAL_HOST_ADDRS";
+    pub const CT_USAGE: &str = "PAL_CT_USAGE";
 
     /// Every map, in the order the README lists them.
-    pub const ALL: [&str; 17] = [
-        CONFIG, LOCAL, REMOTE, LPM, PEERS, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, FRAGS,
-        EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
+    pub const ALL: [&str; 18] = [
+        CONFIG, LOCAL, REMOTE, LPM, PEERS, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, CT_USAGE,
+        FRAGS, EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
     ];
 }
 
@@ -85,6 +95,8 @@ pub mod capacity {
     pub const CELLS: u32 = 2 * 262_144;
     pub const OUTCOMES: u32 = 2 * 16_384;
     pub const CT: u32 = 262_144;
+    /// One entry per attached host veth, like `EP_STATS`.
+    pub const CT_USAGE: u32 = 8_192;
     pub const FRAGS: u32 = 16_384;
     pub const EP_STATS: u32 = 8_192;
     pub const RULE_STATS: u32 = 65_536;
@@ -140,7 +152,9 @@ pub struct Config {
     /// A denied packet is reported on `PAL_EVENTS` when `random & mask == 0`: 0 reports
     /// every drop, 15 one in 16.
     pub drop_event_mask: u32,
-    pub _reserved: u32,
+    /// How many `PAL_CT` entries each endpoint (host veth) may hold; a new flow beyond it
+    /// is dropped ([`DROP_CT_BUDGET`]). 0: no budget.
+    pub ct_budget: u32,
 }
 
 /// Kernel-side debug logging (aya-log); off by default.
@@ -312,7 +326,8 @@ pub struct CtKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtValue {
-    /// [`Config::generation`] under which the flow was last found allowed.
+    /// [`Config::generation`] under which the flow was last found allowed (or, with
+    /// [`CT_REVOKED`], denied).
     pub generation: u32,
     /// [`DIR_EGRESS`]: the workload opened the flow; [`DIR_INGRESS`]: the peer did.
     pub origin: u8,
@@ -321,18 +336,71 @@ pub struct CtValue {
     /// ICMP type and code of the opening packet (to check the flow again under new policy).
     pub icmp_type: u8,
     pub icmp_code: u8,
-    /// CLOCK_MONOTONIC of the last packet, at tick resolution (`bpf_ktime_get_coarse_ns`).
+    /// CLOCK_MONOTONIC of the last packet, at tick resolution (`bpf_ktime_get_coarse_ns`);
+    /// for a revoked flow, of the revocation.
     pub last_seen_ns: u64,
 }
 
 /// A FIN or RST was seen: the entry expires after [`CT_TIMEOUT_CLOSING_NS`].
 pub const CT_CLOSING: u8 = 1 << 0;
+/// The policy of [`CtValue::generation`] denies the flow: every packet of its key, from
+/// either side, is dropped until the entry expires ([`CT_TIMEOUT_REVOKED_NS`] after the
+/// cut) or a later generation allows the flow again.
+pub const CT_REVOKED: u8 = 1 << 1;
 
-/// Idle timeouts, after which an entry no longer counts (the LRU and the agent's sweep
-/// remove it).
+/// Idle timeouts, after which an entry no longer counts (the agent's sweep, or the LRU,
+/// removes it).
 pub const CT_TIMEOUT_TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TIMEOUT_CLOSING_NS: u64 = 10 * 1_000_000_000;
 pub const CT_TIMEOUT_OTHER_NS: u64 = 60 * 1_000_000_000;
+/// How long a revoked flow stays cut, counted from the cut (retransmissions do not extend
+/// it): TCP's close timeout. After it, a packet of the flow is judged like any other.
+pub const CT_TIMEOUT_REVOKED_NS: u64 = CT_TIMEOUT_CLOSING_NS;
+
+/// How long the entry `value` of a flow of `protocol` lives without packets.
+#[inline(always)]
+pub fn ct_timeout_ns(value: &CtValue, protocol: u8) -> u64 {
+    if value.flags & CT_REVOKED != 0 {
+        CT_TIMEOUT_REVOKED_NS
+    } else if value.flags & CT_CLOSING != 0 {
+        CT_TIMEOUT_CLOSING_NS
+    } else if protocol == IPPROTO_TCP {
+        CT_TIMEOUT_TCP_NS
+    } else {
+        CT_TIMEOUT_OTHER_NS
+    }
+}
+
+/// Whether the entry `value` of a flow of `protocol` has expired at `now_ns` (the clock of
+/// [`CtValue::last_seen_ns`]): the programs treat it as absent, and the agent's sweep
+/// deletes it.
+#[inline(always)]
+pub fn ct_expired(value: &CtValue, protocol: u8, now_ns: u64) -> bool {
+    now_ns.wrapping_sub(value.last_seen_ns) > ct_timeout_ns(value, protocol)
+}
+
+const IPPROTO_TCP: u8 = 6;
+
+/// `PAL_CT_USAGE` key: one per attached host veth, created by the agent when it attaches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtUsageKey {
+    pub ifindex: u32,
+}
+
+/// `PAL_CT_USAGE` value: how much of its [`Config::ct_budget`] an endpoint uses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtUsage {
+    /// `PAL_CT` entries of the endpoint. The programs add one (atomically) for each key
+    /// they insert; the agent's sweep subtracts the entries it deletes and those that
+    /// vanished without it (evicted), so between sweeps this may count too many, never too
+    /// few (but for the programs' additions during the sweep's own read-and-write).
+    pub entries: u64,
+    /// Entries that vanished without the agent deleting them (LRU evictions, or deleted by
+    /// hand), as the agent's sweeps found. Written by the agent only.
+    pub evicted: u64,
+}
 
 /// `PAL_FRAGS` key: the datagram a non-first fragment belongs to.
 #[repr(C)]
@@ -463,9 +531,13 @@ pub const STAT_FRAGMENTS: u32 = 12;
 pub const STAT_EVENTS_LOST: u32 = 13;
 pub const STAT_PASSED_ARP_ND: u32 = 14;
 pub const STAT_HOST_TO_WORKLOAD: u32 = 15;
-/// A TCP packet that is not a SYN and belongs to no flow conntrack knows.
-pub const DROP_TCP_WITHOUT_FLOW: u32 = 16;
-pub const STAT_COUNT: u32 = 17;
+/// A TCP packet that is not a SYN, of no flow conntrack knows, that policy allowed in the
+/// direction it travels: the flow is tracked again from here ("picked up").
+pub const STAT_CT_PICKED_UP: u32 = 16;
+/// A new flow policy allowed, from or to an endpoint whose conntrack budget
+/// ([`Config::ct_budget`]) is used up.
+pub const DROP_CT_BUDGET: u32 = 17;
+pub const STAT_COUNT: u32 = 18;
 
 /// `STAT_*` names, as `palisade stats` prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -485,7 +557,8 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "events_lost",
     "passed_arp_nd",
     "host_to_workload",
-    "dropped_tcp_without_flow",
+    "conntrack_picked_up",
+    "dropped_conntrack_budget",
 ];
 
 pub const EVENT_LOG: u8 = 1;
@@ -540,6 +613,8 @@ mod pod {
     unsafe impl aya::Pod for Outcome {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for CtUsageKey {}
+    unsafe impl aya::Pod for CtUsage {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for EndpointStatsKey {}
@@ -565,6 +640,7 @@ const _: () = {
     assert!(core::mem::size_of::<Outcome>() == 8);
     assert!(core::mem::size_of::<CtKey>() == 44);
     assert!(core::mem::size_of::<CtValue>() == 16);
+    assert!(core::mem::size_of::<CtUsage>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 44);
     assert!(core::mem::size_of::<FragValue>() == 16);
     assert!(core::mem::size_of::<EndpointStats>() == 64);

@@ -5,16 +5,20 @@
 //! so a packet and its reply find the same `PAL_CT` entry. ICMP echo requests and replies
 //! share an entry by echo identifier; other ICMP messages (errors included) are not
 //! tracked and go to policy every time.
+//!
+//! A flow a new generation's policy denies is not forgotten but marked revoked
+//! (`CT_REVOKED`): every packet of its key is dropped, from either side, until the entry
+//! expires, so that retransmissions cannot open it again whatever the other direction's
+//! policy allows. Each endpoint's entries count against its budget (`PAL_CT_USAGE`).
 
 use core::ptr::NonNull;
 
 use palisade_common::{
-    CT_CLOSING, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, CtKey, CtValue,
-    DIR_EGRESS, FAMILY_V4,
+    CT_CLOSING, CT_REVOKED, CtKey, CtUsageKey, CtValue, DIR_EGRESS, FAMILY_V4, ct_expired,
 };
 
 use crate::{
-    maps::PAL_CT,
+    maps::{PAL_CT, PAL_CT_USAGE},
     parse::{
         L4Kind, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_FIN, TCP_RST,
         TCP_SYN,
@@ -26,10 +30,37 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-/// A live entry of the packet's flow: where it is, and a copy of it.
+/// The entry that holds the packet's flow, if any: where it is, and a copy of it. A plain
+/// struct, every field always set (an `Option` of it leaves fields undefined on `None`,
+/// which the compiler may still copy around, and the verifier rejects reading).
 pub struct Entry {
-    pub at: NonNull<CtValue>,
+    /// Null when nothing holds the packet.
+    at: *mut CtValue,
     pub value: CtValue,
+    /// An entry of the packet's flow, live or revoked. Not when the key has no entry, or
+    /// its entry expired, or the packet starts a new flow over it: then the packet is
+    /// judged as if there were none, and a new entry takes its place.
+    pub holds: bool,
+}
+
+impl Entry {
+    pub const NONE: Entry = Entry {
+        at: core::ptr::null_mut(),
+        value: CtValue {
+            generation: 0,
+            origin: 0,
+            flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            last_seen_ns: 0,
+        },
+        holds: false,
+    };
+
+    #[inline(always)]
+    pub fn revoked(&self) -> bool {
+        self.value.flags & CT_REVOKED != 0
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,45 +101,91 @@ pub fn key_of(ifindex: u32, direction: u8, packet: &Packet) -> Option<CtKey> {
     })
 }
 
-/// The live entry the packet continues, if any: expired entries and packets that start a
-/// new flow over an old entry's addresses and ports are misses.
+/// The entry that holds the packet (see [`Entry::holds`]). A revoked entry holds every
+/// packet of its key until it expires.
 #[inline(always)]
-pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Option<Entry> {
-    let at = NonNull::new(PAL_CT.get_ptr_mut(key)?)?;
+pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Entry {
+    let Some(at) = PAL_CT.get_ptr_mut(key) else {
+        return Entry::NONE;
+    };
     // SAFETY: a value pointer from a successful lookup, copied at once.
-    let value = unsafe { *at.as_ptr() };
-    if is_expired(&value, packet.protocol, now) || !continues(&value, packet, direction) {
-        return None;
-    }
-    Some(Entry { at, value })
+    let value = unsafe { *at };
+    let holds = !ct_expired(&value, packet.protocol, now)
+        && (value.flags & CT_REVOKED != 0 || continues(&value, packet, direction));
+    Entry { at, value, holds }
 }
 
-/// Records a packet of a live flow (found allowed under `generation`).
+/// Records a packet of a flow found allowed under `generation` (a revoked one is live
+/// again).
 #[inline(always)]
 pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
-    let entry = entry.at.as_ptr();
-    // SAFETY: `entry` comes from `lookup` in this run of the program. Another CPU may write
+    let Some(at) = NonNull::new(entry.at) else {
+        return;
+    };
+    let closing = if is_closing(packet) { CT_CLOSING } else { 0 };
+    let flags = (entry.value.flags & !CT_REVOKED) | closing;
+    let at = at.as_ptr();
+    // SAFETY: `at` comes from `lookup` in this run of the program. Another CPU may write
     // the same entry at once; both write the same kind of news, so either result is fine.
     unsafe {
-        (*entry).last_seen_ns = now;
-        (*entry).generation = generation;
-        if is_closing(packet) {
-            (*entry).flags |= CT_CLOSING;
+        (*at).last_seen_ns = now;
+        (*at).generation = generation;
+        if (*at).flags != flags {
+            (*at).flags = flags;
         }
     }
 }
 
-/// Starts tracking a flow policy allowed. An echo reply opens nothing: only its request
-/// does, so a reply without one is decided by policy every time.
+/// Marks the flow of `entry` revoked under `generation`. Its clock starts at the first
+/// revocation only: a flow that stays denied across generations stays cut for
+/// `CT_TIMEOUT_REVOKED_NS` from the cut, not from the last packet.
 #[inline(always)]
-pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, now: u64) {
+pub fn revoke(entry: &Entry, generation: u32, now: u64) {
+    let Some(at) = NonNull::new(entry.at) else {
+        return;
+    };
+    let was_revoked = entry.revoked();
+    let at = at.as_ptr();
+    // SAFETY: as in `refresh`. The flag goes first, so that a packet on another CPU that
+    // sees the new generation also sees the flow revoked.
+    unsafe {
+        (*at).flags |= CT_REVOKED;
+        if !was_revoked {
+            (*at).last_seen_ns = now;
+        }
+        (*at).generation = generation;
+    }
+}
+
+/// Why [`open`] did not track a flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Tracked (or not to be tracked: echo replies).
+    Yes,
+    /// The endpoint's budget is used up: the flow must not pass.
+    OverBudget,
+}
+
+/// Starts tracking a flow policy allowed (in place of a stale entry of the same key, if
+/// there is one). A new key is counted against the budget of the endpoint behind
+/// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
+/// request does, so a reply without one is decided by policy every time.
+#[inline(always)]
+pub fn open(
+    key: &CtKey,
+    packet: &Packet,
+    direction: u8,
+    generation: u32,
+    now: u64,
+    budget: u32,
+) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
         L4Kind::Icmp => (packet.l4.a as u8, packet.l4.b as u8),
         _ => (0, 0),
     };
     if echo_of(packet) == Some(Echo::Reply) {
-        return;
+        return Opened::Yes;
     }
     let value = CtValue {
         generation,
@@ -118,14 +195,50 @@ pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, now: u
         icmp_code,
         last_seen_ns: now,
     };
-    // A full LRU map evicts; failure here only means the next packet asks policy again.
-    let _ = PAL_CT.insert(key, value, 0);
+    // Whether the key is new is the map's to say (`BPF_NOEXIST`), not the lookup's: the
+    // lookup's answer, carried down here, would double the verifier's paths through policy.
+    // Failures other than EEXIST (a transient -EBUSY of the LRU) only mean that the next
+    // packet asks policy again.
+    let Some(usage) = PAL_CT_USAGE.get_ptr_mut(CtUsageKey {
+        ifindex: key.ifindex,
+    }) else {
+        // An interface the agent does not track has no budget.
+        let _ = PAL_CT.insert(key, value, BPF_ANY);
+        return Opened::Yes;
+    };
+    // SAFETY: a value pointer from a successful lookup. `entries` is only added to
+    // atomically (and rewritten by the agent's sweep); an aligned u64 read is not torn.
+    let entries = unsafe { &raw mut (*usage).entries };
+    // SAFETY: as above.
+    let used = unsafe { core::ptr::read_volatile(entries) };
+    if budget != 0 && used >= u64::from(budget) {
+        // A key the endpoint holds already (an expired flow's) takes no new room.
+        return if PAL_CT.insert(key, value, BPF_EXIST).is_ok() {
+            Opened::Yes
+        } else {
+            Opened::OverBudget
+        };
+    }
+    match PAL_CT.insert(key, value, BPF_NOEXIST) {
+        // Two CPUs may both pass the check at the budget's edge: the budget may be
+        // exceeded by at most one entry per CPU.
+        // SAFETY: as above.
+        Ok(()) => unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                entries, 1,
+            );
+        },
+        Err(_) => {
+            let _ = PAL_CT.insert(key, value, BPF_EXIST);
+        }
+    }
+    Opened::Yes
 }
 
-#[inline(always)]
-pub fn close(key: &CtKey) {
-    let _ = PAL_CT.remove(key);
-}
+/// `bpf_map_update_elem` flags.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
 
 /// The table keys of the packet that opened the flow, in its own orientation: what policy
 /// is asked again when the generation changes.
@@ -147,18 +260,6 @@ pub fn original_table_keys(key: &CtKey, value: &CtValue) -> (u16, u16) {
     } else {
         (0, 0)
     }
-}
-
-#[inline(always)]
-fn is_expired(value: &CtValue, protocol: u8, now: u64) -> bool {
-    let timeout = if value.flags & CT_CLOSING != 0 {
-        CT_TIMEOUT_CLOSING_NS
-    } else if protocol == PROTO_TCP {
-        CT_TIMEOUT_TCP_NS
-    } else {
-        CT_TIMEOUT_OTHER_NS
-    };
-    now.wrapping_sub(value.last_seen_ns) > timeout
 }
 
 /// Whether the packet continues the entry's flow rather than starting a new one with the

@@ -18,6 +18,10 @@
 //! | `verdict` | pass or drop, and why |
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the target has atomic adds but no compare-and-swap, so `core::sync::atomic`
+// offers no `fetch_add` on it.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod admission;
 mod clock;

@@ -10,9 +10,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use palisade_common::{
-    Cell, Config, Counter, CtKey, CtValue, EndpointStats, EndpointStatsKey, Event, FragKey,
-    FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue, LpmData, Outcome, PeerKey,
-    PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
+    Cell, Config, Counter, CtKey, CtUsage, CtUsageKey, CtValue, EndpointStats, EndpointStatsKey,
+    Event, FragKey, FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue, LpmData, Outcome,
+    PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
     TableKey, TableValue, capacity,
 };
 
@@ -51,6 +51,12 @@ pub static PAL_OUTCOMES: Array<Outcome, { capacity::OUTCOMES as usize }> = Array
 /// LRU: a full table evicts the flows idle longest instead of refusing new ones.
 #[btf_map]
 pub static PAL_CT: LruHashMap<CtKey, CtValue, { capacity::CT as usize }> = LruHashMap::new();
+
+/// Each endpoint's `PAL_CT` entries, against its budget: a plain hash (the agent creates
+/// an entry when it attaches), updated with atomic adds.
+#[btf_map]
+pub static PAL_CT_USAGE: HashMap<CtUsageKey, CtUsage, { capacity::CT_USAGE as usize }> =
+    HashMap::new();
 
 /// LRU for the same reason as `PAL_CT`: records of long-reassembled datagrams age out alone.
 #[btf_map]

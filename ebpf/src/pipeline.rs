@@ -6,15 +6,15 @@
 
 use aya_ebpf::programs::TcContext;
 use palisade_common::{
-    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_NOT_LOCAL, DROP_REVOKED,
-    DROP_SPOOFED, DROP_TCP_WITHOUT_FLOW, EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED,
-    STAT_CT_NEW, STAT_CT_RECHECKED, STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS,
-    STAT_PASSED_ARP_ND,
+    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_CT_BUDGET, DROP_NOT_LOCAL,
+    DROP_REVOKED, DROP_SPOOFED, EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED,
+    STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED, STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD,
+    STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
 
 use crate::{
     admission, clock,
-    conntrack::{self, Entry},
+    conntrack::{self, Entry, Opened},
     counters, debug_log,
     events::{self, REASON_PASSED, Subject},
     frag, identity, maps,
@@ -99,31 +99,34 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     let direction = subject.direction;
     let now = clock::now();
     let key = conntrack::key_of(subject.ifindex, direction, packet);
-    let entry = key
-        .as_ref()
-        .and_then(|key| conntrack::lookup(key, packet, direction, now));
-    if let Some(entry) = &entry
-        && entry.value.generation == config.generation
-    {
-        // No identity lookup: the entry was admitted (or re-checked) under this generation,
-        // so its local address passed the identity check in this very slot, which the agent
-        // never changes while packets use it. The key holds that address and the ifindex.
-        conntrack::refresh(entry, packet, config.generation, now);
+    let entry = match &key {
+        Some(key) => conntrack::lookup(key, packet, direction, now),
+        None => Entry::NONE,
+    };
+    if entry.holds && entry.value.generation == config.generation {
+        // Decided under this very generation: no identity lookup, no policy.
+        if entry.revoked() {
+            return Verdict::drop(DROP_REVOKED);
+        }
+        // The entry was admitted (or re-checked) under this generation, so its local
+        // address passed the identity check in this very slot, which the agent never
+        // changes while packets use it. The key holds that address and the ifindex.
+        conntrack::refresh(&entry, packet, config.generation, now);
         return Verdict::pass(STAT_CT_ESTABLISHED);
     }
     let local = match local_of(packet, config, subject) {
         Ok(local) => local,
         Err(reason) => return Verdict::drop(reason),
     };
-    if let (Some(key), Some(entry)) = (&key, &entry) {
-        return recheck(key, entry, packet, config, &local, now);
+    if entry.holds
+        && let Some(key) = &key
+    {
+        return recheck(key, &entry, packet, config, &local, now);
     }
-    // Only a SYN opens a TCP connection. Anything else without an entry belongs to no
-    // connection palisade admitted (or to one it revoked: a retransmission must not open
-    // it again from the other side), so it is dropped, as Calico's eBPF dataplane does.
-    if packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0 {
-        return Verdict::drop(DROP_TCP_WITHOUT_FLOW);
-    }
+    // A new flow, or a TCP segment of a connection conntrack lost (evicted, or left in an
+    // older ABI's maps): either way the packet is judged like the first of a flow in the
+    // direction it travels, and opens the flow if policy allows it. A flow revoked earlier
+    // still has its entry (it held the packet above), so this never reopens it.
 
     let (a, b) = policy::table_keys(packet);
     let peer = if direction == DIR_EGRESS {
@@ -143,8 +146,8 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     };
     let admission = admission::admit(&query, from_host, config.flags);
     if admission.from_host {
-        if let Some(key) = &key {
-            conntrack::open(key, packet, direction, config.generation, now);
+        if !track(key.as_ref(), packet, direction, config, now) {
+            return Verdict::drop(DROP_CT_BUDGET);
         }
         return Verdict::pass(STAT_HOST_TO_WORKLOAD);
     }
@@ -162,6 +165,9 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         }
         return Verdict::drop_by(admission.reason, decision.outcome);
     }
+    if !track(key.as_ref(), packet, direction, config, now) {
+        return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
+    }
     if decision.flags & OUTCOME_LOG != 0 {
         events::report(
             EVENT_LOG,
@@ -171,14 +177,36 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
             decision.outcome,
         );
     }
-    if let Some(key) = &key {
-        conntrack::open(key, packet, direction, config.generation, now);
-    }
-    Verdict::pass(STAT_CT_NEW)
+    // Told apart only now: a flag known all through the policy lookup would have the
+    // verifier walk that lookup once for each value.
+    let picked_up = packet.protocol == parse::PROTO_TCP && packet.tcp_flags & parse::TCP_SYN == 0;
+    Verdict::pass(if picked_up {
+        STAT_CT_PICKED_UP
+    } else {
+        STAT_CT_NEW
+    })
 }
 
-/// A live flow admitted under another generation: its opening packet, as it was, is decided
-/// again under the current one.
+/// Opens the entry of a flow admission allowed (untracked packets have no key); false when
+/// the endpoint's conntrack budget is used up.
+#[inline(always)]
+fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config, now: u64) -> bool {
+    let Some(key) = key else {
+        return true;
+    };
+    conntrack::open(
+        key,
+        packet,
+        direction,
+        config.generation,
+        now,
+        config.ct_budget,
+    ) == Opened::Yes
+}
+
+/// A live (or revoked) flow last decided under another generation: its opening packet, as
+/// it was, is decided again under the current one. Allowed, the flow goes on (a revoked
+/// one is live again); denied, it is (or stays) revoked.
 #[inline(always)]
 fn recheck(
     key: &CtKey,
@@ -208,7 +236,7 @@ fn recheck(
         conntrack::refresh(entry, packet, config.generation, now);
         return Verdict::pass(STAT_CT_RECHECKED);
     }
-    conntrack::close(key);
+    conntrack::revoke(entry, config.generation, now);
     Verdict::drop_by(DROP_REVOKED, admission.decision.outcome)
 }
 

@@ -18,16 +18,12 @@ mod etcd;
 #[path = "../../agent/tests/common/generated.rs"]
 mod generated;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, Map, MapData};
-use palisade::dataplane::{map_pin_dir, pin_dir};
 use palisade::model::{Resource, validate};
 use palisade::store::{Datastore as Store, Op};
-use palisade_common::{Config, map_names};
-use palisade_tests::agent_process::AgentHome;
+use palisade_tests::agent_process::{AgentHome, published_times};
 use palisade_tests::palisade_cli::Datastore;
 use palisade_tests::topology::{WorkloadSpec, add_workload};
 use palisade_tests::{Cleanup, require_root};
@@ -92,7 +88,7 @@ fn main() {
     let revision = runtime.block_on(store.list(None)).unwrap().revision;
     let names: Vec<&str> = interfaces.iter().map(String::as_str).collect();
     agent.wait_until_enforcing(&names, revision);
-    let config = pinned_config(&home);
+    let config = home.pinned_config();
 
     let mut policies: Vec<Resource> = world
         .iter()
@@ -106,12 +102,12 @@ fn main() {
         // so the compiled tables differ from what is in force and the maps must change.
         let index = (change * 7) % policies.len();
         policies[index] = with_new_port(&policies[index], 20_000 + change as u16);
-        let before = generation(&config);
+        let before = config.generation();
         let started = Instant::now();
         let outcome = runtime
             .block_on(store.commit(vec![Op::Apply(policies[index].clone())]))
             .unwrap();
-        while generation(&config) == before {
+        while config.generation() == before {
             assert!(
                 started.elapsed() < PATIENCE,
                 "change {change} (revision {}) not in the maps after {PATIENCE:?}; the agent said:\n{}",
@@ -127,7 +123,7 @@ fn main() {
     // The agent logs a publish just after its flip: wait for the last line.
     let last = revisions.last().copied().unwrap_or(revision);
     agent.wait_for_ever_said(&["policy published", &format!("revision={last}")]);
-    let published = published_lines(&agent.log());
+    let published = published_times(&agent.log());
     let mut compile_ms = Vec::new();
     let mut publish_ms = Vec::new();
     for revision in &revisions {
@@ -184,35 +180,6 @@ fn with_new_port(policy: &Resource, port: u16) -> Resource {
     let mut changed: Resource = serde_json::from_value(value).unwrap();
     validate::normalize(&mut changed);
     changed
-}
-
-/// The agent's pinned `PAL_CONFIG`, opened beside the agent (as bpftool would).
-fn pinned_config(home: &AgentHome) -> Array<MapData, Config> {
-    let path = map_pin_dir(&pin_dir(home.bpffs.path())).join(map_names::CONFIG);
-    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Array::try_from(Map::Array(data)).unwrap()
-}
-
-fn generation(config: &Array<MapData, Config>) -> u32 {
-    config.get(&0, 0).unwrap().generation
-}
-
-/// The agent's "policy published" lines by revision: (compile_ms, total_ms).
-fn published_lines(log: &str) -> BTreeMap<u64, (u64, u64)> {
-    let field = |line: &str, name: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-    };
-    log.lines()
-        .filter(|l| l.contains("policy published"))
-        .filter_map(|l| {
-            Some((
-                field(l, "revision")?,
-                (field(l, "compile_ms")?, field(l, "total_ms")?),
-            ))
-        })
-        .collect()
 }
 
 /// The `p`th percentile of sorted `values` (nearest rank).

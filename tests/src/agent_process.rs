@@ -7,6 +7,7 @@
 //! log lines (stderr) are kept so that tests can wait for them and failures can show them.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -14,6 +15,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::palisade_binary;
+
+/// Where test agents serve health and metrics unless told otherwise: a port the kernel
+/// picks, so that agents of tests running at once never compete for 9099 and 9091 (see
+/// [`AgentProcess::serving`]).
+pub const ANY_LOOPBACK_PORT: &str = "127.0.0.1:0";
+
+/// The health and metrics options a test agent gets: [`ANY_LOOPBACK_PORT`] for each that
+/// `extra` does not set.
+pub fn telemetry_options(extra: &[&str]) -> Vec<&'static str> {
+    ["--health-address", "--metrics-address"]
+        .into_iter()
+        .filter(|flag| !extra.contains(flag))
+        .flat_map(|flag| [flag, ANY_LOOPBACK_PORT])
+        .collect()
+}
 
 /// An upper bound for the agent to say something, so a broken agent fails the test instead
 /// of hanging it; not a speed requirement.
@@ -102,13 +118,18 @@ impl AgentHome {
 
     /// Starts `palisade agent` on this home, with `extra` arguments.
     pub fn start(&self, extra: &[&str]) -> AgentProcess {
+        self.start_binary(&palisade_binary(), extra)
+    }
+
+    /// [`AgentHome::start`] with another build of palisade (`binary`).
+    pub fn start_binary(&self, binary: &Path, extra: &[&str]) -> AgentProcess {
         let mut command = match &self.netns {
             Some(netns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c.args(["netns", "exec", netns]).arg(binary);
                 c
             }
-            None => Command::new(palisade_binary()),
+            None => Command::new(binary),
         };
         let mut child = command
             .args(["--datastore", &self.datastore])
@@ -118,6 +139,7 @@ impl AgentHome {
             .arg(self.bpffs.path())
             .arg("--run-dir")
             .arg(self.run_dir())
+            .args(telemetry_options(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -139,6 +161,19 @@ impl AgentHome {
             seen: Vec::new(),
             mark: 0,
         }
+    }
+
+    /// The agent's pinned `PAL_CONFIG`, opened beside the agent (as bpftool would): its
+    /// generation flips once a new policy is complete in the maps.
+    pub fn pinned_config(&self) -> PinnedConfig {
+        let pins = palisade::dataplane::pin_dir(self.bpffs.path());
+        let path = palisade::dataplane::map_pin_dir(&pins).join(palisade_common::map_names::CONFIG);
+        let data = aya::maps::MapData::from_pin(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        PinnedConfig(
+            aya::maps::Array::try_from(aya::maps::Map::Array(data))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
     }
 
     /// `palisade stats [ENDPOINT]` on this home's maps and rule names, parsed; panics unless
@@ -170,6 +205,38 @@ impl AgentHome {
     }
 }
 
+/// An agent's pinned `PAL_CONFIG` map.
+pub struct PinnedConfig(aya::maps::Array<aya::maps::MapData, palisade_common::Config>);
+
+impl PinnedConfig {
+    /// The generation the agent's programs use now.
+    pub fn generation(&self) -> u32 {
+        self.0
+            .get(&0, 0)
+            .unwrap_or_else(|e| panic!("read PAL_CONFIG: {e}"))
+            .generation
+    }
+}
+
+/// The agent's "policy published" lines by revision: (compile_ms, total_ms), the time of
+/// its compile and of compile, write and flip.
+pub fn published_times(log: &str) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    log.lines()
+        .filter(|l| l.contains("policy published"))
+        .filter_map(|l| {
+            Some((
+                field(l, "revision")?,
+                (field(l, "compile_ms")?, field(l, "total_ms")?),
+            ))
+        })
+        .collect()
+}
+
 /// One endpoint and direction of `palisade stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointCounts {
@@ -182,12 +249,24 @@ pub struct EndpointCounts {
     pub denied_bytes: u64,
 }
 
-/// What `palisade stats` printed: its three tables (the counters only without ENDPOINT).
+/// One endpoint's line of `palisade stats`' conntrack table (`(all)`: the whole table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackUsage {
+    pub endpoint: String,
+    pub interface: String,
+    pub entries: u64,
+    /// `None`: no budget.
+    pub budget: Option<u64>,
+    pub evicted: u64,
+}
+
+/// What `palisade stats` printed: its four tables (the counters only without ENDPOINT).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub endpoints: Vec<EndpointCounts>,
     /// Rule, packets, bytes.
     pub rules: Vec<(String, u64, u64)>,
+    pub conntrack: Vec<ConntrackUsage>,
     pub counters: std::collections::BTreeMap<String, u64>,
     pub text: String,
 }
@@ -208,7 +287,9 @@ impl Stats {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.first() {
                 None => table = "",
-                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"COUNTER") => table = fields[0],
+                Some(&"ENDPOINT") | Some(&"RULE") | Some(&"CONNTRACK") | Some(&"COUNTER") => {
+                    table = fields[0]
+                }
                 Some(_) if table == "ENDPOINT" => {
                     let [endpoint, interface, direction, ap, ab, dp, db] = fields[..] else {
                         bad(line)
@@ -231,6 +312,18 @@ impl Stats {
                         .rules
                         .push((name.join(" "), number(line, packets), number(line, bytes)));
                 }
+                Some(_) if table == "CONNTRACK" => {
+                    let [endpoint, interface, entries, budget, evicted] = fields[..] else {
+                        bad(line)
+                    };
+                    stats.conntrack.push(ConntrackUsage {
+                        endpoint: endpoint.to_string(),
+                        interface: interface.to_string(),
+                        entries: number(line, entries),
+                        budget: (budget != "none").then(|| number(line, budget)),
+                        evicted: number(line, evicted),
+                    });
+                }
                 Some(_) if table == "COUNTER" => {
                     let [name, packets] = fields[..] else {
                         bad(line)
@@ -251,6 +344,19 @@ impl Stats {
             .counters
             .get(name)
             .unwrap_or_else(|| panic!("no counter {name} in palisade stats:\n{}", self.text))
+    }
+
+    /// The conntrack line of `endpoint` (`(all)`: the whole table).
+    pub fn conntrack_of(&self, endpoint: &str) -> &ConntrackUsage {
+        self.conntrack
+            .iter()
+            .find(|c| c.endpoint == endpoint)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no conntrack line for {endpoint} in palisade stats:\n{}",
+                    self.text
+                )
+            })
     }
 
     /// The counts of `endpoint` in `direction` ("ingress" or "egress").
@@ -360,6 +466,16 @@ impl AgentProcess {
             self.wait_for_ever_said(&["enforcing on workload interface", &needle]);
         }
         self.wait_for(&["policy published", &format!("revision={revision}")]);
+    }
+
+    /// Where the agent serves `path` (`/healthz`, `/readyz` or `/metrics`), as it said when
+    /// it started serving; waits for that.
+    pub fn serving(&mut self, path: &str) -> SocketAddr {
+        let line = self.wait_for_ever_said(&["serving health and metrics", path]);
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix("address="))
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     /// Sends `signal` to the agent.

@@ -237,7 +237,12 @@ pub fn program_ids(loaded: &mut palisade::dataplane::LoadedObject) -> (u64, u64)
 /// The ids of the programs the agent on the bpffs `bpffs` pinned last: (FROM_WORKLOAD,
 /// TO_WORKLOAD), as bpftool reads them.
 pub fn pinned_programs(bpffs: &std::path::Path) -> (u64, u64) {
-    let programs = palisade::dataplane::program_pin_dir(&palisade::dataplane::pin_dir(bpffs));
+    pinned_programs_in(&palisade::dataplane::pin_dir(bpffs))
+}
+
+/// [`pinned_programs`] of the pin directory `pin_dir` (of any map ABI version).
+pub fn pinned_programs_in(pin_dir: &std::path::Path) -> (u64, u64) {
+    let programs = palisade::dataplane::program_pin_dir(pin_dir);
     let id = |name: &str| {
         let path = programs.join(name);
         let out = run_ok(
@@ -262,7 +267,12 @@ pub fn pinned_programs(bpffs: &std::path::Path) -> (u64, u64) {
 /// Checks that each of `interfaces` has the programs pinned on `bpffs` attached in `mode`
 /// ("tcx" or "clsact") and nothing else.
 pub fn assert_enforcing_in(mode: &str, interfaces: &[&str], bpffs: &std::path::Path) {
-    let programs = pinned_programs(bpffs);
+    assert_enforcing_from(mode, interfaces, &palisade::dataplane::pin_dir(bpffs));
+}
+
+/// [`assert_enforcing_in`] with the programs pinned in `pin_dir` (of any map ABI version).
+pub fn assert_enforcing_from(mode: &str, interfaces: &[&str], pin_dir: &std::path::Path) {
+    let programs = pinned_programs_in(pin_dir);
     for interface in interfaces {
         let on = OnInterface::read(interface);
         match mode {

@@ -18,10 +18,10 @@ use aya::{
 };
 use palisade::dataplane::{self, LoadedObject};
 use palisade_common::{
-    Addr, Cell, Config, Counter, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, EndpointStats,
-    EndpointStatsKey, Event, FAMILY_V4, FAMILY_V6, HostAddrKey, HostAddrValue, LPM_HEADER_BITS,
-    LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER, PeerKey,
-    PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
+    Addr, Cell, Config, Counter, CtKey, CtUsage, CtUsageKey, CtValue, DIR_EGRESS, DIR_INGRESS,
+    EndpointStats, EndpointStatsKey, Event, FAMILY_V4, FAMILY_V6, HostAddrKey, HostAddrValue,
+    LPM_HEADER_BITS, LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER,
+    PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
     TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY, capacity, map_names, program_names,
 };
 
@@ -395,6 +395,45 @@ impl Dataplane {
         values
             .iter()
             .fold(RuleStats::default(), |sum, cpu| sum + *cpu)
+    }
+
+    /// Creates `ifindex`'s conntrack count (zero), as the agent does when it attaches: from
+    /// then on its flows count against `Config::ct_budget`.
+    pub fn ct_usage_entry(&mut self, ifindex: u32) {
+        self.hash_insert(
+            map_names::CT_USAGE,
+            CtUsageKey { ifindex },
+            CtUsage::default(),
+        );
+    }
+
+    /// `PAL_CT_USAGE[ifindex]`.
+    pub fn ct_usage(&mut self, ifindex: u32) -> CtUsage {
+        let hash: HashMap<_, CtUsageKey, CtUsage> =
+            HashMap::try_from(map(self.ebpf(), map_names::CT_USAGE))
+                .unwrap_or_else(|err| panic!("PAL_CT_USAGE: {err}"));
+        hash.get(&CtUsageKey { ifindex }, 0)
+            .unwrap_or_else(|err| panic!("PAL_CT_USAGE[{ifindex}]: {err}"))
+    }
+
+    /// Writes `value` as the `PAL_CT` entry of `key` (to age an entry: what time does).
+    pub fn set_conntrack(&mut self, key: &CtKey, value: CtValue) {
+        self.hash_insert(map_names::CT, *key, value);
+    }
+
+    /// Deletes every `PAL_CT` entry (what eviction, or a new map ABI, does to live flows).
+    pub fn forget_conntrack(&mut self) {
+        let mut hash: HashMap<_, CtKey, CtValue> =
+            HashMap::try_from(map(self.ebpf(), map_names::CT))
+                .unwrap_or_else(|err| panic!("PAL_CT: {err}"));
+        let keys: Vec<CtKey> = hash
+            .keys()
+            .map(|k| k.unwrap_or_else(|err| panic!("cannot read PAL_CT: {err}")))
+            .collect();
+        for key in keys {
+            hash.remove(&key)
+                .unwrap_or_else(|err| panic!("cannot delete from PAL_CT: {err}"));
+        }
     }
 
     /// Every `PAL_CT` entry.

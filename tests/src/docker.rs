@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::agent_process::telemetry_options;
 use crate::netns::unique_name;
 use crate::palisade_binary;
 
@@ -522,6 +523,7 @@ impl AgentProcess {
             .arg(&self.bpffs)
             .arg("--run-dir")
             .arg(&self.run_dir)
+            .args(telemetry_options(&[]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

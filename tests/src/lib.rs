@@ -12,17 +12,23 @@ pub mod attachments;
 pub mod bpf_maps;
 pub mod bpf_run;
 pub mod bpf_scenario;
+pub mod conntrack_model;
 pub mod docker;
+pub mod http;
 pub mod matrix;
 pub mod multinode;
+pub mod netfilter;
 pub mod netns;
 pub mod node_container;
 pub mod packet;
 pub mod palisade_cli;
 pub mod power_cut_fs;
+pub mod prometheus;
+pub mod router;
 pub mod steady_traffic;
 pub mod topology;
 pub mod traffic;
+pub mod transactions;
 
 use std::{env, path::PathBuf, thread};
 
@@ -54,6 +60,18 @@ pub fn palisade_binary() -> PathBuf {
                 test_executable.display()
             )
         });
+    assert!(
+        binary.is_file(),
+        "{} does not exist; run the tests with `cargo xtask test`, which builds it",
+        binary.display()
+    );
+    binary
+}
+
+/// The `palisade` of the build under test, one map ABI ahead (`palisade-abi-next`, which
+/// `cargo xtask test` builds beside it): the next release, for the upgrade test.
+pub fn palisade_abi_next_binary() -> PathBuf {
+    let binary = palisade_binary().with_file_name("palisade-abi-next");
     assert!(
         binary.is_file(),
         "{} does not exist; run the tests with `cargo xtask test`, which builds it",

@@ -147,6 +147,9 @@ impl NodeSettings {
                 self.plugin_socket.display().to_string(),
             ),
         ];
+        // The node containers share the host's network (and tests run side by side): each
+        // agent takes free ports instead of 9099 and 9091.
+        env.extend(TEST_ONLY_ADDRESSES.map(|(name, value)| (name, value.to_string())));
         if let Some((ca, cert, key)) = &self.etcd_tls {
             env.push(("PALISADE_ETCD_CA", ca.display().to_string()));
             env.push(("PALISADE_ETCD_CERT", cert.display().to_string()));
@@ -155,6 +158,13 @@ impl NodeSettings {
         env
     }
 }
+
+/// Settings of the tests' own, not of a deployment: health and metrics on free loopback
+/// ports.
+pub const TEST_ONLY_ADDRESSES: [(&str, &str); 2] = [
+    ("PALISADE_HEALTH_ADDRESS", "127.0.0.1:0"),
+    ("PALISADE_METRICS_ADDRESS", "127.0.0.1:0"),
+];
 
 /// `deploy/docker-run.sh` against `docker` with `settings` (and `extra` docker options);
 /// its output.

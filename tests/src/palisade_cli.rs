@@ -43,7 +43,21 @@ impl Datastore {
 
     /// `palisade --datastore URL ARGS`, with `stdin` on its standard input.
     pub fn palisade(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(palisade_binary())
+        self.palisade_in(None, args, stdin)
+    }
+
+    /// [`Datastore::palisade`] inside the network namespace `netns` (`ip netns exec`), or
+    /// in this process's namespace for `None`.
+    pub fn palisade_in(&self, netns: Option<&str>, args: &[&str], stdin: &str) -> Output {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c
+            }
+            None => Command::new(palisade_binary()),
+        };
+        let mut child = command
             .args(["--datastore", &self.url])
             .args(args)
             .stdin(Stdio::piped())
@@ -61,7 +75,12 @@ impl Datastore {
 
     /// [`Datastore::palisade`], panicking with its output unless it succeeds; returns stdout.
     pub fn palisade_ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.palisade(args, stdin);
+        self.palisade_ok_in(None, args, stdin)
+    }
+
+    /// [`Datastore::palisade_in`], panicking with its output unless it succeeds.
+    pub fn palisade_ok_in(&self, netns: Option<&str>, args: &[&str], stdin: &str) -> String {
+        let out = self.palisade_in(netns, args, stdin);
         assert!(
             out.status.success(),
             "palisade {args:?} failed: {}\n{}{}",
@@ -84,6 +103,15 @@ impl Datastore {
 
     /// The store's current revision, read through palisade's own store code.
     pub fn revision(&self) -> u64 {
+        self.snapshot().revision
+    }
+
+    /// Every resource the store holds now.
+    pub fn resources(&self) -> Vec<palisade::model::Resource> {
+        self.snapshot().resources
+    }
+
+    fn snapshot(&self) -> palisade::store::Snapshot {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -96,7 +124,6 @@ impl Datastore {
                 .list(None)
                 .await
                 .unwrap_or_else(|e| panic!("list {}: {e}", self.url))
-                .revision
         })
     }
 

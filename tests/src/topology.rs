@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use palisade::netplumb::host_interface_name;
 
 use crate::Cleanup;
-use crate::netns::{Netns, create_veth, link_exists, run, run_ok, unique_name};
+use crate::netns::{Netns, create_veth, run, run_ok, unique_name};
 use crate::palisade_cli::Datastore;
 
 /// A workload: its namespace, its endpoint's name and host-side interface, its addresses.
@@ -39,6 +39,18 @@ pub fn add_workload(
     node: &str,
     spec: &WorkloadSpec,
 ) -> Workload {
+    add_workload_on(cleanup, store, node, spec, None)
+}
+
+/// [`add_workload`] with the host side in the namespace `host` (a namespace that plays
+/// the node), or in this process's namespace for `None`.
+pub fn add_workload_on(
+    cleanup: &mut Cleanup,
+    store: &Datastore,
+    node: &str,
+    spec: &WorkloadSpec,
+    host: Option<&Netns>,
+) -> Workload {
     let netns = Netns::create(cleanup, "pe");
     let name = unique_name(spec.prefix);
     let mut args = vec!["workload", "add", &name, "--netns", &netns.name];
@@ -52,14 +64,27 @@ pub fn add_workload(
         args.extend(["--profile", profile]);
     }
     args.extend(["--node", node]);
-    store.palisade_ok(&args, "");
+    let host_ns = host.map(|h| h.name.clone());
+    store.palisade_ok_in(host_ns.as_deref(), &args, "");
     let interface = host_interface_name(&name);
     let host = interface.clone();
     cleanup.defer(
         format!("delete the host side of workload {name}"),
         move || {
-            if link_exists(&host) {
-                let out = run("ip", &["link", "del", &host]);
+            // `ip -n NS` works in that namespace; `-n` of nothing is this one's.
+            let mut ip_in: Vec<&str> = match &host_ns {
+                Some(ns) => vec!["-n", ns],
+                None => vec![],
+            };
+            let exists = run(
+                "ip",
+                &[&ip_in[..], &["link", "show", "dev", &host]].concat(),
+            )
+            .status
+            .success();
+            if exists {
+                ip_in.extend(["link", "del", &host]);
+                let out = run("ip", &ip_in);
                 anyhow::ensure!(
                     out.status.success(),
                     "ip link del {host}: {}",

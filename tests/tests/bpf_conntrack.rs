@@ -1,16 +1,21 @@
 //! Conntrack in the TC programs: replies of allowed flows pass although the replying side's
-//! policy denies them, established flows pass, a new generation re-checks live flows
-//! (keeping or revoking them), ICMP echo shares an entry by identifier, and FIN/RST close.
+//! policy denies them, established flows pass, TCP segments of flows conntrack lost are
+//! picked up by policy, a new generation re-checks live flows (keeping or revoking them),
+//! revoked flows stay cut from both sides until they expire, ICMP echo shares an entry by
+//! identifier, FIN/RST close, and each endpoint's entries stay within its budget.
 //!
-//! Expiry is by time (`CT_TIMEOUT_*`) and not tested here.
+//! Expiry is by time (`CT_TIMEOUT_*`, against `last_seen_ns`): the tests age an entry by
+//! moving its `last_seen_ns` back by the timeout, which is what the passing of that much
+//! time does to the programs' comparison, so the kernel side needs no test clock.
 //!
 //! Privileged: run through `cargo xtask test` as root.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use palisade_common::{
-    CT_CLOSING, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, DROP_POLICY, DROP_REVOKED,
-    DROP_TCP_WITHOUT_FLOW, STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_RECHECKED,
+    CT_CLOSING, CT_REVOKED, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_REVOKED_NS, CT_TIMEOUT_TCP_NS, Config,
+    CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, DROP_CT_BUDGET, DROP_POLICY, DROP_REVOKED,
+    STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED,
 };
 use palisade_tests::{
     bpf_maps::{ALLOW, DENY, Dataplane, Rows, addr_of},
@@ -150,37 +155,107 @@ fn established_packets_are_counted_as_such() {
 }
 
 #[test]
-fn only_a_syn_opens_a_tcp_flow() {
+fn a_segment_of_a_lost_flow_is_picked_up_when_policy_allows_its_direction() {
     require_root();
     let mut dp = dataplane_with_workload(0);
     uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
-    uniform_policy(&mut dp, 0, DIR_INGRESS, 1, ALLOW);
-    let before = stat(&mut dp, DROP_TCP_WITHOUT_FLOW);
-    // Allowed both ways by policy, yet no SYN: a connection palisade never admitted (or
-    // revoked) is not opened again by its mid-stream packets.
-    for (direction, frame) in [
-        (
-            DIR_EGRESS,
-            Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_ACK),
-        ),
-        (
-            DIR_INGRESS,
-            Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40000), TCP_ACK),
-        ),
-        (
-            DIR_EGRESS,
-            Frame::tcp(
-                sock(WORKLOAD_V4, 40001),
-                sock(PEER_V4, 80),
-                TCP_FIN | TCP_ACK,
-            ),
-        ),
-    ] {
-        expect(&mut dp, direction, &frame.build(), false, "TCP without SYN");
-    }
-    assert_eq!(stat(&mut dp, DROP_TCP_WITHOUT_FLOW) - before, 3);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, DENY);
+    let before = dp.stats();
+    let ack = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_ACK).build();
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &ack,
+        true,
+        "the workload's ACK of no flow",
+    );
+    assert_eq!(dp.stats_grown(&before, STAT_CT_PICKED_UP), 1);
+    assert_eq!(dp.stats_grown(&before, STAT_CT_NEW), 0);
+    let (key, value) = only_entry(&mut dp);
+    assert_eq!((key.local_port, key.remote_port), (40000, 80));
+    assert_eq!((value.origin, value.flags), (DIR_EGRESS, 0));
+    let reply = Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40000), TCP_ACK).build();
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        true,
+        "the peer's reply, by the picked-up entry",
+    );
+
+    // The other way round policy denies: a segment of no flow from the peer is dropped
+    // and opens nothing.
+    let before = dp.stats();
+    let stray = Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40001), TCP_ACK).build();
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &stray,
+        false,
+        "the peer's ACK of no flow",
+    );
+    assert_eq!(dp.stats_grown(&before, DROP_POLICY), 1);
+    assert_eq!(dp.stats_grown(&before, STAT_CT_PICKED_UP), 0);
+    assert_eq!(dp.conntrack().len(), 1);
+}
+
+/// A connection the workload opened loses its entry; the peer's reply comes first.
+#[test]
+fn a_pickup_that_starts_with_a_reply_waits_for_the_openers_next_segment() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, DENY);
     let syn = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
-    expect(&mut dp, DIR_EGRESS, &syn, true, "a SYN opens it");
+    expect(&mut dp, DIR_EGRESS, &syn, true, "SYN");
+    dp.forget_conntrack();
+
+    // Judged as a flow the peer opens to port 40000: ingress policy denies it.
+    let reply = Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40000), TCP_ACK).build();
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        false,
+        "the reply, first after the loss",
+    );
+    assert!(dp.conntrack().is_empty(), "a denied segment opens nothing");
+    let data = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_ACK).build();
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &data,
+        true,
+        "the workload's next segment",
+    );
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        true,
+        "the reply, retransmitted",
+    );
+    assert_eq!(only_entry(&mut dp).1.origin, DIR_EGRESS);
+
+    // Where ingress policy allows the reply's own direction, the reply picks the flow up
+    // itself, as one the peer opened.
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 3, ALLOW);
+    dp.forget_conntrack();
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        true,
+        "the reply, allowed its own way",
+    );
+    assert_eq!(only_entry(&mut dp).1.origin, DIR_INGRESS);
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &data,
+        true,
+        "the workload's segment, by that entry",
+    );
 }
 
 /// Slot 0 allows, per direction: TCP to port 80 out, UDP to 53 in, echo requests out.
@@ -257,19 +332,295 @@ fn a_new_generation_rechecks_live_flows_and_keeps_the_allowed() {
 }
 
 #[test]
-fn a_new_generation_revokes_the_flows_it_denies() {
+fn a_new_generation_revokes_the_flows_it_denies_and_they_stay_cut_from_both_sides() {
     require_root();
     let (mut dp, replies) = flows_across_a_generation_change(false);
+    // Slot 1 lets everything in and out, except the flows' own opening packets: whatever the
+    // other direction allows, a revoked flow stays cut.
+    for (direction, table) in [(DIR_INGRESS, 3), (DIR_EGRESS, 4)] {
+        let rows = match direction {
+            DIR_INGRESS => Rows::default()
+                .row(0, &[(0, ALLOW)])
+                .row(5353, &[(0, ALLOW), (53, DENY), (54, ALLOW)])
+                .row(5354, &[(0, ALLOW)]),
+            _ => Rows::default().row(0, &[(0, ALLOW), (80, DENY), (81, ALLOW)]),
+        };
+        let protocol = if direction == DIR_INGRESS {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_TCP
+        };
+        policy_for_every_peer(&mut dp, 1, direction, table, Some(protocol), &rows);
+        dp.table(1, table, None, &Rows::uniform(ALLOW));
+    }
+    let echo_out = Rows::default()
+        .row(0, &[(0, ALLOW)])
+        .row(8, &[(0, DENY), (1, ALLOW)])
+        .row(9, &[(0, ALLOW)]);
+    dp.table(1, 4, Some(IPPROTO_ICMP), &echo_out);
     set_generation(&mut dp, 1);
     let revoked = stat(&mut dp, DROP_REVOKED);
     expect_replies(&mut dp, &replies, false, "a reply of a revoked flow");
     assert_eq!(stat(&mut dp, DROP_REVOKED) - revoked, 3);
-    assert!(dp.conntrack().is_empty(), "revoked entries must be deleted");
+    let entries = dp.conntrack();
+    assert_eq!(
+        entries.len(),
+        3,
+        "revoked flows keep their entries: {entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|(_, v)| v.flags & CT_REVOKED != 0 && v.generation == 1)
+    );
 
-    // Now they are new flows, and policy denies them.
+    // Retransmissions from both sides: the opener's packets (which the new policy denies)
+    // and the other side's (which it would allow as a flow of their own).
+    let openers = [
+        (
+            DIR_EGRESS,
+            Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build(),
+        ),
+        (
+            DIR_INGRESS,
+            Frame::udp(sock(PEER_V4, 5353), sock(WORKLOAD_V4, 53)).build(),
+        ),
+        (
+            DIR_EGRESS,
+            Frame::icmp(WORKLOAD_V4, PEER_V4, 8, 0, 77).build(),
+        ),
+    ];
+    for _ in 0..3 {
+        expect_replies(&mut dp, &replies, false, "the other side, again");
+        for (direction, frame) in &openers {
+            expect(&mut dp, *direction, frame, false, "the opener, again");
+        }
+    }
+    assert_eq!(stat(&mut dp, DROP_REVOKED) - revoked, 3 + 3 * 6);
+    assert_eq!(
+        stat(&mut dp, DROP_POLICY),
+        0,
+        "held by the revoked entries, not by policy"
+    );
+}
+
+/// The revoked entries of [`flows_across_a_generation_change`] (slot 1 denies everything),
+/// their key and value.
+fn revoked_flows() -> (Dataplane, [Vec<u8>; 3]) {
+    let (mut dp, replies) = flows_across_a_generation_change(false);
+    set_generation(&mut dp, 1);
+    expect_replies(&mut dp, &replies, false, "a reply of a revoked flow");
+    (dp, replies)
+}
+
+/// Moves every entry's clock back by `by` nanoseconds and a second: as if that long passed.
+fn age_entries(dp: &mut Dataplane, by: u64) {
+    for (key, mut value) in dp.conntrack() {
+        value.last_seen_ns = value.last_seen_ns.wrapping_sub(by + 1_000_000_000);
+        dp.set_conntrack(&key, value);
+    }
+}
+
+#[test]
+fn a_revoked_flow_is_judged_like_any_other_once_it_expires() {
+    require_root();
+    let (mut dp, replies) = revoked_flows();
+    // Retransmissions do not keep the cut alive: time counts from the cut.
+    let before: Vec<u64> = dp.conntrack().iter().map(|(_, v)| v.last_seen_ns).collect();
+    expect_replies(&mut dp, &replies, false, "retransmitted");
+    let after: Vec<u64> = dp.conntrack().iter().map(|(_, v)| v.last_seen_ns).collect();
+    assert_eq!(before, after);
+
+    // Just before the timeout, still cut.
+    for (key, mut value) in dp.conntrack() {
+        value.last_seen_ns = value
+            .last_seen_ns
+            .wrapping_sub(CT_TIMEOUT_REVOKED_NS - 1_000_000_000);
+        dp.set_conntrack(&key, value);
+    }
+    let revoked = stat(&mut dp, DROP_REVOKED);
+    expect_replies(
+        &mut dp,
+        &replies,
+        false,
+        "just before the revoked flow expires",
+    );
+    assert_eq!(stat(&mut dp, DROP_REVOKED) - revoked, 3);
+
+    // Expired: policy decides each packet, here slot 1's deny-all.
+    age_entries(&mut dp, CT_TIMEOUT_REVOKED_NS);
     let denied = stat(&mut dp, DROP_POLICY);
-    expect_replies(&mut dp, &replies, false, "the same packet, as a new flow");
+    expect_replies(
+        &mut dp,
+        &replies,
+        false,
+        "the same packets, judged by policy",
+    );
     assert_eq!(stat(&mut dp, DROP_POLICY) - denied, 3);
+    assert_eq!(stat(&mut dp, DROP_REVOKED) - revoked, 3);
+
+    // ... which lets a new generation that allows them through, as new flows.
+    install_workload(&mut dp, 0);
+    for (direction, table) in [(DIR_INGRESS, 5), (DIR_EGRESS, 6)] {
+        uniform_policy(&mut dp, 0, direction, table, ALLOW);
+    }
+    set_generation(&mut dp, 2);
+    let new = stat(&mut dp, STAT_CT_NEW) + stat(&mut dp, STAT_CT_PICKED_UP);
+    expect_replies(&mut dp, &replies, true, "allowed as flows of their own");
+    assert_eq!(
+        stat(&mut dp, STAT_CT_NEW) + stat(&mut dp, STAT_CT_PICKED_UP) - new,
+        3
+    );
+    // The TCP and UDP flows are open again; the echo reply opened nothing (only requests
+    // do), so the expired echo entry is as it was.
+    for (key, value) in dp.conntrack() {
+        let revoked = value.flags & CT_REVOKED != 0;
+        assert_eq!(revoked, key.protocol == IPPROTO_ICMP, "{key:?} {value:?}");
+    }
+}
+
+#[test]
+fn a_revoked_flow_lives_again_under_a_generation_that_allows_it() {
+    require_root();
+    let (mut dp, replies) = revoked_flows();
+    // Generation 2 is slot 0 again, which allows the flows.
+    set_generation(&mut dp, 2);
+    let rechecked = stat(&mut dp, STAT_CT_RECHECKED);
+    expect_replies(
+        &mut dp,
+        &replies,
+        true,
+        "a reply under a generation that allows it",
+    );
+    assert_eq!(stat(&mut dp, STAT_CT_RECHECKED) - rechecked, 3);
+    assert!(
+        dp.conntrack()
+            .iter()
+            .all(|(_, v)| v.flags & CT_REVOKED == 0 && v.generation == 2)
+    );
+
+    // Revoked again under generation 3 (slot 1), the cut starts afresh.
+    set_generation(&mut dp, 3);
+    expect_replies(&mut dp, &replies, false, "revoked again");
+    assert!(
+        dp.conntrack()
+            .iter()
+            .all(|(_, v)| v.flags & CT_REVOKED != 0)
+    );
+}
+
+#[test]
+fn expired_flows_are_judged_like_new_ones() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, DENY);
+    let query = Frame::udp(sock(WORKLOAD_V4, 5353), sock(PEER_V4, 53)).build();
+    let answer = Frame::udp(sock(PEER_V4, 53), sock(WORKLOAD_V4, 5353)).build();
+    let syn = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
+    let reply = Frame::tcp(sock(PEER_V4, 80), sock(WORKLOAD_V4, 40000), TCP_ACK).build();
+    expect(&mut dp, DIR_EGRESS, &query, true, "a UDP query");
+    expect(&mut dp, DIR_EGRESS, &syn, true, "a SYN");
+
+    // A UDP flow idle for its timeout is gone; a TCP one is not (hours, not a minute).
+    age_entries(&mut dp, CT_TIMEOUT_OTHER_NS);
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &answer,
+        false,
+        "the answer after the UDP timeout",
+    );
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        true,
+        "a TCP reply a minute on",
+    );
+    age_entries(&mut dp, CT_TIMEOUT_TCP_NS);
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &reply,
+        false,
+        "a TCP reply after the TCP timeout",
+    );
+}
+
+#[test]
+fn each_endpoint_holds_at_most_its_budget_of_flows() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, DENY);
+    dp.set_config(Config {
+        ct_budget: 2,
+        ..Config::default()
+    });
+    let flow = |port: u16| Frame::udp(sock(WORKLOAD_V4, port), sock(PEER_V4, 53)).build();
+    let answer = |port: u16| Frame::udp(sock(PEER_V4, 53), sock(WORKLOAD_V4, port)).build();
+
+    // Without a count (an interface the agent does not track) there is no budget.
+    for port in 1000..1004 {
+        expect(
+            &mut dp,
+            DIR_EGRESS,
+            &flow(port),
+            true,
+            "an untracked interface's flow",
+        );
+    }
+    dp.forget_conntrack();
+
+    dp.ct_usage_entry(IFINDEX);
+    let before = dp.stats();
+    expect(&mut dp, DIR_EGRESS, &flow(2000), true, "the first flow");
+    expect(&mut dp, DIR_EGRESS, &flow(2001), true, "the second flow");
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &flow(2002),
+        false,
+        "a third flow, over budget",
+    );
+    expect(&mut dp, DIR_EGRESS, &flow(2002), false, "and again");
+    assert_eq!(dp.stats_grown(&before, DROP_CT_BUDGET), 2);
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 2);
+    assert_eq!(dp.conntrack().len(), 2);
+    // The flows within budget go on, both ways.
+    for port in [2000, 2001] {
+        expect(
+            &mut dp,
+            DIR_EGRESS,
+            &flow(port),
+            true,
+            "a flow within budget",
+        );
+        expect(&mut dp, DIR_INGRESS, &answer(port), true, "its answer");
+    }
+    // An expired entry's key is taken over without counting again: the flow held its place.
+    age_entries(&mut dp, CT_TIMEOUT_OTHER_NS);
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &flow(2000),
+        true,
+        "an expired flow, reopened",
+    );
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 2);
+    // A denied packet uses no budget, and a budget of 0 is none.
+    expect(
+        &mut dp,
+        DIR_INGRESS,
+        &answer(3000),
+        false,
+        "denied by policy",
+    );
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 2);
+    dp.set_config(Config::default());
+    expect(&mut dp, DIR_EGRESS, &flow(2002), true, "no budget");
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 3);
 }
 
 #[test]

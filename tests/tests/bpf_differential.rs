@@ -8,6 +8,11 @@
 //! (the test thread's own, so nothing outside sees it), as the kernel finds endpoints by
 //! (ifindex, own address).
 //!
+//! The second test runs random flows through conntrack, both ways, across policy changes
+//! (new generations), time passing (entries aged) and lost entries, against the reference
+//! model of conntrack in `palisade_tests::conntrack_model` over the same evaluator: pickup,
+//! revocation, revoked flows held and expired, re-checks, with every counter and event.
+//!
 //! Privileged: run through `cargo xtask test` as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing unwrap is a failing test
 
@@ -19,14 +24,23 @@ use std::ffi::CString;
 use std::net::IpAddr;
 use std::process::Command;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use palisade::compile::{Capacities, Image, compile};
+use palisade::dataplane::conntrack::monotonic_coarse_ns;
 use palisade::dataplane::{self, writer::PolicyMaps, writer::Writer};
 use palisade::model::ResourceKey;
 use palisade::policy::{Decision, Direction, L4, Model, Packet, Reason, Verdict};
-use palisade_common::{CtKey, CtValue, EVENT_DROP, EVENT_LOG, Event, map_names, program_names};
+use palisade_common::{
+    Counter, CtKey, CtValue, DROP_POLICY, DROP_REVOKED, EVENT_DROP, EVENT_LOG, Event, STAT_COUNT,
+    STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED, STAT_NAMES, map_names,
+    program_names,
+};
 use palisade_tests::bpf_run::{self, SkbContext};
+use palisade_tests::conntrack_model::{
+    ConntrackModel, Crossing, Outcome as ConntrackOutcome, key_of,
+};
 use palisade_tests::packet::Frame;
+use palisade_tests::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use palisade_tests::require_root;
 use random_world::{Rng, V4_ENDPOINT, V4_OTHER, V6_ENDPOINT, V6_OTHER, random_packet, world};
 
@@ -261,5 +275,419 @@ fn random_policies_and_packets_agree_with_the_evaluator() {
         ("logged", seen.logged),
     ] {
         assert!(n >= 1_000, "only {n} cases {what}");
+    }
+}
+
+/// What the conntrack differential saw, by the model's outcome.
+#[derive(Default, Debug)]
+struct FlowsSeen {
+    packets: usize,
+    established: usize,
+    rechecked: usize,
+    new_allowed: usize,
+    new_denied: usize,
+    picked_up: usize,
+    pickup_denied: usize,
+    revoked_by_recheck: usize,
+    revoked_held: usize,
+    /// Packets of a flow revoked earlier that policy decided, its entry expired.
+    after_revoked_expired: usize,
+    generations: usize,
+    agings: usize,
+    forgets: usize,
+}
+
+/// One flow of a conntrack scenario: its endpoint and opening packet.
+struct PlannedFlow {
+    endpoint: usize,
+    origin: Direction,
+    opening: Packet,
+    echo_id: u16,
+}
+
+/// World changes that keep every endpoint where it is, with its addresses: policy,
+/// profiles and endpoint labels (what a re-check is about).
+fn change_policy_only(world: &mut random_world::World, rng: &mut Rng) -> &'static str {
+    loop {
+        let before = world.values.clone();
+        let what = world.change(rng);
+        if what.starts_with("endpoint") && what != "endpoint labels changed" {
+            world.values = before;
+            continue;
+        }
+        return what;
+    }
+}
+
+/// Ages of the idle times the scenarios jump by: around each timeout, half a second off
+/// the whole seconds the timeouts are, so that no idle time comes within a clock tick of
+/// one.
+const AGINGS_NS: [u64; 5] = [
+    4_500_000_000,
+    10_500_000_000,
+    30_500_000_000,
+    60_500_000_000,
+    6 * 3600 * 1_000_000_000 + 500_000_000,
+];
+
+/// A random first packet of a flow: ICMP mostly an echo request.
+fn random_opening(rng: &mut Rng, local: IpAddr, peer: IpAddr, origin: Direction) -> Packet {
+    let mut opening = random_packet(rng, local, peer, origin);
+    if let L4::Icmp { code, .. } = opening.l4
+        && rng.chance(60)
+    {
+        let request = if local.is_ipv4() { 8 } else { 128 };
+        opening.l4 = L4::Icmp {
+            icmp_type: request,
+            code,
+        };
+    }
+    if opening.protocol == 136 {
+        // The programs see no ports in UDP-Lite, and rules have none for it.
+        opening.l4 = L4::Ports { src: 0, dst: 0 };
+    }
+    opening
+}
+
+fn packet_of(flow: &PlannedFlow, forward: bool) -> (Direction, Packet, u16) {
+    let p = flow.opening;
+    if forward {
+        return (flow.origin, p, flow.echo_id);
+    }
+    let direction = match flow.origin {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    };
+    let l4 = match p.l4 {
+        L4::Ports { src, dst } => L4::Ports { src: dst, dst: src },
+        // The echo reply of a request, or the same message the other way.
+        L4::Icmp { icmp_type, code } => L4::Icmp {
+            icmp_type: match icmp_type {
+                8 => 0,
+                128 => 129,
+                other => other,
+            },
+            code,
+        },
+        L4::None => L4::None,
+    };
+    let reverse = Packet {
+        src: p.dst,
+        dst: p.src,
+        protocol: p.protocol,
+        l4,
+    };
+    (direction, reverse, flow.echo_id)
+}
+
+fn frame_of(packet: &Packet, tcp_flags: u8, echo_id: u16) -> Vec<u8> {
+    let sock = |ip, port| std::net::SocketAddr::new(ip, port);
+    match packet.l4 {
+        L4::Ports { src, dst } => match packet.protocol {
+            6 => Frame::tcp(sock(packet.src, src), sock(packet.dst, dst), tcp_flags),
+            17 => Frame::udp(sock(packet.src, src), sock(packet.dst, dst)),
+            132 => Frame::sctp(sock(packet.src, src), sock(packet.dst, dst)),
+            other => Frame::raw(packet.src, packet.dst, other, vec![0u8; 8]),
+        },
+        L4::Icmp { icmp_type, code } => {
+            Frame::icmp(packet.src, packet.dst, icmp_type, code, echo_id)
+        }
+        L4::None => Frame::raw(packet.src, packet.dst, packet.protocol, vec![0u8; 8]),
+    }
+    .build()
+}
+
+/// `PAL_STATS`, summed over the CPUs.
+fn stat_sums(stats: &PerCpuArray<MapData, Counter>) -> Vec<u64> {
+    (0..STAT_COUNT)
+        .map(|i| stats.get(&i, 0).unwrap().iter().map(|c| c.packets).sum())
+        .collect()
+}
+
+/// Moves every `PAL_CT` entry's clock back by `by`: as if that much time passed.
+fn age_kernel_entries(ct: &mut BpfHashMap<MapData, CtKey, CtValue>, by: u64) {
+    let entries: Vec<(CtKey, CtValue)> = ct.iter().map(Result::unwrap).collect();
+    for (key, mut value) in entries {
+        value.last_seen_ns = value.last_seen_ns.wrapping_sub(by);
+        ct.insert(key, value, 0).unwrap();
+    }
+}
+
+fn forget_kernel_entries(ct: &mut BpfHashMap<MapData, CtKey, CtValue>) {
+    let keys: Vec<CtKey> = ct.keys().map(Result::unwrap).collect();
+    for key in keys {
+        ct.remove(&key).unwrap();
+    }
+}
+
+/// A random world, then random packets of a few random flows both ways, with policy
+/// changes (new generations), time passing and lost entries in between; every packet's
+/// verdict, reason and events must be the model's.
+fn check_flows(
+    dp: &mut Dataplane,
+    stats: &PerCpuArray<MapData, Counter>,
+    ifaces: &[u32],
+    rng: &mut Rng,
+    seen: &mut FlowsSeen,
+) {
+    let mut world = random_world::World::new(world(rng));
+    let mut model = Model::new(random_world::to_resources(&world.values));
+    let endpoints: Vec<_> = model.workload_endpoints().cloned().collect();
+    if endpoints.is_empty() {
+        return;
+    }
+    let ifindex_of: BTreeMap<ResourceKey, u32> = endpoints
+        .iter()
+        .zip(ifaces)
+        .map(|(e, &i)| (e.key(), i))
+        .collect();
+    let mut image = compile(
+        random_world::to_resources(&world.values),
+        &Capacities::UNLIMITED,
+    )
+    .unwrap();
+    let mut generation = dp
+        .writer
+        .publish(&image, &ifindex_of, |_| Ok(()))
+        .unwrap()
+        .generation;
+    forget_kernel_entries(&mut dp.ct);
+    drain_events(&mut dp.events);
+    let mut conntrack = ConntrackModel::default();
+    // The model's clock runs `aged` ahead of the programs' (whose entries are aged instead).
+    let mut aged = 0u64;
+
+    let addressed: Vec<usize> = (0..endpoints.len())
+        .filter(|&i| !endpoints[i].spec.ip_networks.is_empty())
+        .collect();
+    if addressed.is_empty() {
+        return;
+    }
+    let flows: Vec<PlannedFlow> = (0..6)
+        .map(|_| {
+            let endpoint = rng.pick(&addressed);
+            let local = rng.pick(&endpoints[endpoint].spec.ip_networks).addr();
+            let peer = rng.pick(
+                &random_world::peers(local.is_ipv4())
+                    .into_iter()
+                    .chain(
+                        if local.is_ipv4() {
+                            V4_ENDPOINT.to_vec()
+                        } else {
+                            V6_ENDPOINT.to_vec()
+                        }
+                        .iter()
+                        .map(|s| s.parse::<IpAddr>().unwrap()),
+                    )
+                    .collect::<Vec<_>>(),
+            );
+            let origin = rng.pick(&[Direction::Ingress, Direction::Egress]);
+            // Most random packets are denied; flows policy allows are where conntrack has
+            // work to do, so a few tries look for one.
+            let mut opening = random_opening(rng, local, peer, origin);
+            for _ in 0..8 {
+                let allowed = model
+                    .evaluate(&endpoints[endpoint].key(), origin, &opening)
+                    .is_some_and(|d| d.verdict == Verdict::Allow);
+                if allowed {
+                    break;
+                }
+                opening = random_opening(rng, local, peer, origin);
+            }
+            PlannedFlow {
+                endpoint,
+                origin,
+                opening,
+                echo_id: rng.next() as u16,
+            }
+        })
+        .collect();
+    // A world whose policy allows none of the flows tests policy, which the first test does.
+    let allows = |flow: &PlannedFlow| {
+        model
+            .evaluate(&endpoints[flow.endpoint].key(), flow.origin, &flow.opening)
+            .is_some_and(|d| d.verdict == Verdict::Allow)
+    };
+    if !flows.iter().any(allows) {
+        return;
+    }
+
+    for _ in 0..80 {
+        let roll = rng.below(100);
+        if roll < 8 {
+            change_policy_only(&mut world, rng);
+            model = Model::new(random_world::to_resources(&world.values));
+            image = compile(
+                random_world::to_resources(&world.values),
+                &Capacities::UNLIMITED,
+            )
+            .unwrap();
+            generation = dp
+                .writer
+                .publish(&image, &ifindex_of, |_| Ok(()))
+                .unwrap()
+                .generation;
+            seen.generations += 1;
+            continue;
+        }
+        if roll < 14 {
+            let by = rng.pick(&AGINGS_NS);
+            age_kernel_entries(&mut dp.ct, by);
+            aged = aged.wrapping_add(by);
+            seen.agings += 1;
+            continue;
+        }
+        if roll < 19 {
+            forget_kernel_entries(&mut dp.ct);
+            conntrack.forget_all();
+            seen.forgets += 1;
+            continue;
+        }
+        let flow = &flows[rng.below(flows.len())];
+        let endpoint = endpoints[flow.endpoint].key();
+        let ifindex = ifindex_of[&endpoint];
+        let (direction, packet, echo_id) = packet_of(flow, rng.chance(50));
+        let tcp_flags = rng.pick(&[
+            TCP_SYN,
+            TCP_SYN | TCP_ACK,
+            TCP_ACK,
+            TCP_ACK,
+            TCP_ACK,
+            TCP_FIN | TCP_ACK,
+            TCP_RST,
+        ]);
+        let crossing = Crossing {
+            endpoint: &endpoint,
+            ifindex,
+            direction,
+            packet,
+            tcp_flags,
+            echo_id,
+        };
+        let now = monotonic_coarse_ns();
+        let after_revoked = key_of(&crossing)
+            .is_some_and(|k| conntrack.revoked_and_expired(&k, now.wrapping_add(aged)));
+        let want = conntrack.cross(&model, generation, now.wrapping_add(aged), &crossing);
+
+        let before = stat_sums(stats);
+        let data = frame_of(&packet, tcp_flags, echo_id);
+        let ctx = SkbContext {
+            ifindex,
+            ingress_ifindex: UPLINK,
+        };
+        let program = match direction {
+            Direction::Egress => program_names::FROM_WORKLOAD,
+            Direction::Ingress => program_names::TO_WORKLOAD,
+        };
+        let action = bpf_run::run(dp.loaded.program(program).unwrap(), &data, ctx);
+        let after = stat_sums(stats);
+        let grown: Vec<u32> = (0..STAT_COUNT)
+            .filter(|&i| after[i as usize] != before[i as usize])
+            .collect();
+        let events = drain_events(&mut dp.events);
+        let context = || {
+            format!(
+                "\n{endpoint} on ifindex {ifindex}, {direction} {packet} tcp flags {tcp_flags:#x} \
+                 echo id {echo_id}, generation {generation}\nexpected {want:?}\ncounted {:?}, \
+                 events {events:?}\nresources: {}",
+                grown
+                    .iter()
+                    .map(|&i| STAT_NAMES[i as usize])
+                    .collect::<Vec<_>>(),
+                serde_json::to_string_pretty(&world.values).unwrap()
+            )
+        };
+        assert_eq!(action == TC_ACT_OK, want.passes(), "verdict{}", context());
+        let drop = events.iter().find(|e| e.kind == EVENT_DROP);
+        let log = events.iter().find(|e| e.kind == EVENT_LOG);
+        let (stat, logged, decided_by) = match &want {
+            ConntrackOutcome::Established => (STAT_CT_ESTABLISHED, false, None),
+            ConntrackOutcome::Rechecked => (STAT_CT_RECHECKED, false, None),
+            ConntrackOutcome::Revoked(decision) => (DROP_REVOKED, false, decision.as_ref()),
+            ConntrackOutcome::Decided {
+                decision,
+                picked_up,
+            } => {
+                let stat = match (decision.verdict, *picked_up) {
+                    (Verdict::Deny, _) => DROP_POLICY,
+                    (Verdict::Allow, true) => STAT_CT_PICKED_UP,
+                    (Verdict::Allow, false) => STAT_CT_NEW,
+                };
+                (stat, !decision.logged.is_empty(), Some(decision))
+            }
+        };
+        assert_eq!(grown, vec![stat], "counter{}", context());
+        assert_eq!(log.is_some(), logged, "log event{}", context());
+        assert_eq!(drop.is_some(), !want.passes(), "drop event{}", context());
+        if let Some(event) = drop {
+            assert_eq!(event.reason, stat, "drop reason{}", context());
+            match decided_by {
+                Some(decision) => {
+                    assert_eq!(&outcome_of(&image, event), decision, "outcome{}", context())
+                }
+                None => assert_eq!(event.outcome, u32::MAX, "outcome{}", context()),
+            }
+        }
+        if let Some(event) = log {
+            let decision = decided_by.expect("a log event for a decided packet");
+            assert_eq!(&outcome_of(&image, event), decision, "outcome{}", context());
+        }
+
+        seen.packets += 1;
+        match &want {
+            ConntrackOutcome::Established => seen.established += 1,
+            ConntrackOutcome::Rechecked => seen.rechecked += 1,
+            ConntrackOutcome::Revoked(Some(_)) => seen.revoked_by_recheck += 1,
+            ConntrackOutcome::Revoked(None) => seen.revoked_held += 1,
+            ConntrackOutcome::Decided {
+                decision,
+                picked_up,
+            } => {
+                match (decision.verdict, picked_up) {
+                    (Verdict::Allow, true) => seen.picked_up += 1,
+                    (Verdict::Deny, true) => seen.pickup_denied += 1,
+                    (Verdict::Allow, false) => seen.new_allowed += 1,
+                    (Verdict::Deny, false) => seen.new_denied += 1,
+                }
+                if after_revoked {
+                    seen.after_revoked_expired += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn random_flows_through_conntrack_agree_with_the_reference_model() {
+    require_root();
+    let ifaces = private_interfaces();
+    let mut dp = load();
+    let stats: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(
+        dp.loaded
+            .ebpf_mut()
+            .take_map(map_names::STATS)
+            .expect("PAL_STATS"),
+    )
+    .unwrap();
+    let mut rng = Rng(0x0C7F_10E5);
+    let mut seen = FlowsSeen::default();
+    while seen.packets < 40_000 {
+        check_flows(&mut dp, &stats, &ifaces, &mut rng, &mut seen);
+    }
+    eprintln!("{seen:?}");
+    // Floors of coverage (the seed is fixed, so these are what it gives, with margin):
+    // revocations need a random change to deny a flow that was allowed.
+    for (what, n, floor) in [
+        ("established", seen.established, 1_000),
+        ("re-checked", seen.rechecked, 500),
+        ("new, allowed", seen.new_allowed, 1_000),
+        ("new, denied", seen.new_denied, 1_000),
+        ("picked up", seen.picked_up, 300),
+        ("pickups denied", seen.pickup_denied, 300),
+        ("revoked by a re-check", seen.revoked_by_recheck, 80),
+        ("held by a revoked flow", seen.revoked_held, 50),
+        ("of expired revoked flows", seen.after_revoked_expired, 50),
+    ] {
+        assert!(n >= floor, "only {n} packets {what}: {seen:?}");
     }
 }

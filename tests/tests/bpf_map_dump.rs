@@ -95,6 +95,7 @@ fn populated_dataplane(pin_dir: &Path) -> Dataplane {
     dp.group(0, DIR_EGRESS, LOCAL_ID, 1, 1);
     dp.host_addr(IpAddr::V4(Ipv4Addr::new(10, 65, 255, 254)));
     dp.endpoint_stats_entry(IFINDEX);
+    dp.ct_usage_entry(IFINDEX);
     let first_fragment = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN)
         .fragment(9, 0, true)
         .build();
@@ -143,6 +144,7 @@ fn bpftool_prints_every_map_by_field() {
         (map_names::CELLS, None, "outcome"),
         (map_names::OUTCOMES, None, "rule_counter"),
         (map_names::CT, Some("local_port"), "last_seen_ns"),
+        (map_names::CT_USAGE, Some("ifindex"), "entries"),
         (map_names::FRAGS, Some("id"), "verdict"),
         (map_names::HOST_ADDRS, Some("family"), "present"),
     ];

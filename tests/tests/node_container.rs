@@ -277,7 +277,11 @@ fn seed_in_node_container(
     let inspected = Inspected {
         container: agent.inspect(),
         host_paths,
-        test_env: BTreeSet::from(["PALISADE_DOCKER_PLUGIN_SOCKET".to_string()]),
+        test_env: ["PALISADE_DOCKER_PLUGIN_SOCKET"]
+            .into_iter()
+            .chain(palisade_tests::node_container::TEST_ONLY_ADDRESSES.map(|(name, _)| name))
+            .map(String::from)
+            .collect(),
         node: node.to_string(),
         etcd_files,
     };

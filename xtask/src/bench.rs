@@ -1,15 +1,96 @@
 //! Keeps the latest benchmark results in bench/README.md, with the machine they ran on.
+//!
+//! Each part of `cargo xtask bench` is one bench target of `palisade-tests` and one section
+//! of the file, between `<!-- bench:NAME -->` markers: a run of some parts rewrites their
+//! sections and keeps the others as the last run of theirs left them.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
-/// The bench targets of `palisade-tests`: per packet, compile and update costs in
-/// process; and an etcd write to the maps of a running agent.
-pub const DATAPLANE: &str = "dataplane";
-pub const ETCD: &str = "etcd";
-/// The agent's own memory and CPU, and what each map costs.
-pub const AGENT: &str = "agent";
+/// One part of the benchmarks: a bench target of `palisade-tests` and its section.
+pub struct Part {
+    /// The bench target, and the section's marker.
+    pub name: &'static str,
+    /// What the part measures and how (Markdown, from its heading on).
+    intro: &'static str,
+    /// What follows the tables (a figure the part draws).
+    figure: Option<&'static str>,
+    /// The goals its numbers answer to.
+    goal: Option<&'static str>,
+}
+
+/// Every part, in the order they run and appear.
+pub const PARTS: &[Part] = &[
+    Part {
+        name: "dataplane",
+        intro: DATAPLANE_SECTION,
+        figure: None,
+        goal: Some(TARGETS),
+    },
+    Part {
+        name: "etcd",
+        intro: ETCD_SECTION,
+        figure: None,
+        goal: Some(ETCD_TARGET),
+    },
+    Part {
+        name: "agent",
+        intro: AGENT_SECTION,
+        figure: None,
+        goal: Some(AGENT_TARGET),
+    },
+    Part {
+        name: "peers",
+        intro: PEERS_SECTION,
+        figure: Some("![CRR and RR against the number of policies, every dataplane](peers.svg)"),
+        goal: Some(PEERS_TARGETS),
+    },
+    Part {
+        name: "metrics",
+        intro: METRICS_SECTION,
+        figure: None,
+        goal: None,
+    },
+];
+
+/// The parts named in `names` (every part when empty); an unknown name is an error that
+/// lists the known ones.
+pub fn select(names: &[String]) -> Result<Vec<&'static Part>> {
+    if names.is_empty() {
+        return Ok(PARTS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            PARTS.iter().find(|p| p.name == name).with_context(|| {
+                format!(
+                    "no benchmark part `{name}`; the parts are {}",
+                    PARTS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+const DATAPLANE_SECTION: &str = "\
+## Per packet, compile and update
+
+\
+         `cargo xtask bench` (as root) rewrites this file. Per-packet costs are the kernel's own \
+         average over 1,000,000 BPF_PROG_TEST_RUN repeats; the empty program is measured in the \
+         same run. The established flow is a conntrack hit; the new flow is a packet the policy \
+         denies (no conntrack entry is made, so every repeat takes the whole lookup path). \
+         Compile and update times are wall-clock in the release build. An update is done as \
+         the agent does it: the compiler it keeps finds the change among all resources and \
+         applies it in place, the writer writes the entries that changed into the inactive \
+         slot, and the generation flips. \"One policy changed\" flips the action of the first \
+         ingress rule of each of the first 21 policies in turn (median, and the maximum: \
+         policies 0 and 15 select every endpoint of the node; policy 0's first rule, a `pass` \
+         from tier web, concerns a fifth of all peers, a new table for each of their peer \
+         groups; policy 15's, an `allow` from one app, concerns few peers, but each of their \
+         classes gets a new table of the whole program); \
+         \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map at the sizes the object declares (the agent's section below has them at the sizes the agent chooses).";
 
 const TARGETS: &str = "\
 Targets (issue 3): established at most the empty program + 60 ns, new flow at most the empty
@@ -45,7 +126,71 @@ the sizes the object declares, and at the sizes the agent chooses for three scal
 const AGENT_TARGET: &str = "Targets (issue 14): RSS at 10,000 endpoints and 1,000 policies at \
 most 256 MiB; maps at most 32 MiB when sized for 100 endpoints.";
 
-pub fn record(repo: &Path, table: &str, etcd_table: &str, agent_table: &str) -> Result<()> {
+const METRICS_SECTION: &str = "\
+## A metrics scrape
+
+The agent's `/metrics` reads the kernel's counters at scrape time. A full conntrack map \
+(filled from user space to its capacity; the LRU keeps what fits) is counted by the census \
+a scrape runs at most once per 30 s (`BPF_MAP_LOOKUP_BATCH`, 4,096 entries per call), \
+against a key-by-key walk (`BPF_MAP_GET_NEXT_KEY`, one call per entry): the census median \
+of 21 runs, the walk once. A scrape of a node with many endpoints and rule counters reads every counter \
+(summed over CPUs) and encodes the Prometheus text, median of 21 with the census cached, \
+and once with a census.";
+
+const PEERS_SECTION: &str = "\
+## Beside the peers: no policy, Felix-style iptables, nftables\n\n\
+`cargo xtask bench peers` runs real traffic through five dataplanes that enforce the same \
+v1 world, each on a node of its own: a router namespace with two workloads plumbed by \
+`palisade workload add` and an idle veth for every other endpoint of the node (100 at \
+1,000 and 10,000 policies), so that dispatch works at a node's scale. (a) enforces \
+nothing (no programs, no netfilter rules, kernel conntrack unused); (b) is a real \
+`palisade agent`; (c) is Felix 2.6.8's iptables + ipset rendering of the resources \
+(`peers/src/felix`: static raw, mangle, filter and nat chains, dispatch chains, endpoint, \
+policy and profile chains, marks, conntrack rules, hash comments) loaded with \
+`iptables-legacy-restore`, (c') the same through `iptables-nft-restore`; (d) is an \
+nftables ruleset as a careful nft user would write it (`peers/src/nft`: named sets, \
+verdict-map dispatch, one nft rule per v1 rule). Separate nodes, because a namespace \
+keeps its netfilter tables (and, with the nat table, conntrack) once they were used. \
+The world is the dataplane bench's generated cluster; the server is selected by about a \
+tenth of the policies, none of which decide its flows, and the policy that allows the \
+client comes last. Before measuring, each dataplane must connect the allowed ports and \
+refuse the denied ones.\n\n\
+Method: netperf's semantics in Rust (`tests/src/transactions.rs`): TCP_CRR (connect, \
+one byte each way, shutdown, wait for the close), TCP_RR (one byte each way on one \
+connection) and a UDP rate (one-byte datagrams on a flow whose first datagram was \
+answered; the rate is what the server received). Client and server run pinned to CPU 0 \
+(a veth delivers on the sending CPU, so the whole path runs there and 1/rate is its CPU \
+time), the harness and the agent on CPU 1. The client namespace reuses TIME_WAIT ports \
+(`tcp_tw_reuse=1`, ports 1024-65535); the netfilter nodes keep TIME_WAIT conntrack \
+entries 10 s and their conntrack table is flushed before each run. In each round every \
+dataplane runs every load once, in a random order; ratios are to (a) in the same round \
+(median and min..max of the rounds), which cancels slow drift. The noise table gives \
+each rate's spread over the rounds and the largest steal time seen; numbers taken while \
+other jobs ran on the machine are marked so below. Only IPv4 is loaded and measured. \
+`PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and `PALISADE_PEERS_SCALES` shorten a \
+run while developing. The plot (bench/peers.svg) shows CRR and RR against the number of \
+policies.";
+
+const PEERS_TARGETS: &str = "\
+Targets (issue 14): palisade at least 0.95x no policy in CRR, RR and UDP at every scale; \
+at least 3x Felix-style iptables in CRR at 1,000 policies and 10x at 10,000.";
+
+const PREAMBLE: &str = "\
+# Benchmarks
+
+`cargo xtask bench [PART...]` (as root, release build) rewrites the sections of the parts it \
+runs and keeps the others; each section says when and on what machine it was last run.";
+
+fn begin_marker(name: &str) -> String {
+    format!("<!-- bench:{name} -->")
+}
+
+fn end_marker(name: &str) -> String {
+    format!("<!-- /bench:{name} -->")
+}
+
+/// The kernel and CPUs, for the sections' "last run" line.
+fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -56,39 +201,107 @@ pub fn record(repo: &Path, table: &str, etcd_table: &str, agent_table: &str) -> 
         })
         .unwrap_or_else(|| "unknown".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let text = format!(
-        "# Benchmarks\n\n\
-         `cargo xtask bench` (as root) rewrites this file. Per-packet costs are the kernel's own \
-         average over 1,000,000 BPF_PROG_TEST_RUN repeats; the empty program is measured in the \
-         same run. The established flow is a conntrack hit; the new flow is a packet the policy \
-         denies (no conntrack entry is made, so every repeat takes the whole lookup path). \
-         Compile and update times are wall-clock in the release build. An update is done as \
-         the agent does it: the compiler it keeps finds the change among all resources and \
-         applies it in place, the writer writes the entries that changed into the inactive \
-         slot, and the generation flips. \"One policy changed\" flips the action of the first \
-         ingress rule of each of the first 21 policies in turn (median, and the maximum: \
-         policies 0 and 15 select every endpoint of the node; policy 0's first rule, a `pass` \
-         from tier web, concerns a fifth of all peers, a new table for each of their peer \
-         groups; policy 15's, an `allow` from one app, concerns few peers, but each of their \
-         classes gets a new table of the whole program); \
-         \"one endpoint added\" adds 21 endpoints on the node, one at a time. Map memory is the kernel's memlock accounting of every map at the sizes the object declares (the agent's section below has them at the sizes the agent chooses).\n\n\
-         Last run: kernel {}, {} x {}.\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n",
-        kernel.trim(),
-        cpus,
-        cpu,
-        table.trim_end(),
-        TARGETS,
-        ETCD_SECTION,
-        etcd_table.trim_end(),
-        ETCD_TARGET,
-        AGENT_SECTION,
-        agent_table.trim_end(),
-        AGENT_TARGET
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
+    format!(
+        "kernel {}, {cpus} x {cpu}, load average {load} when it ended",
+        kernel.trim()
+    )
+}
+
+/// The section of `part` with its results `table`.
+fn section(part: &Part, table: &str, when: &str) -> String {
+    let mut text = format!(
+        "{}\n{}\n\nLast run: {when}.\n\n{}\n",
+        begin_marker(part.name),
+        part.intro.trim_end(),
+        table.trim_end()
     );
+    if let Some(figure) = part.figure {
+        text.push_str(&format!("\n{figure}\n"));
+    }
+    if let Some(goal) = part.goal {
+        text.push_str(&format!("\n{}\n", goal.trim_end()));
+    }
+    text.push_str(&end_marker(part.name));
+    text.push('\n');
+    text
+}
+
+/// The section of `part` in the file's `text`, markers included, if it has one.
+fn existing_section<'t>(text: &'t str, part: &Part) -> Option<&'t str> {
+    let begin = text.find(&begin_marker(part.name))?;
+    let end_marker = end_marker(part.name);
+    let end = text[begin..].find(&end_marker)? + begin + end_marker.len();
+    let end = if text[end..].starts_with('\n') {
+        end + 1
+    } else {
+        end
+    };
+    Some(&text[begin..end])
+}
+
+/// Writes the results of the parts that ran (`results`: each part with its table) into
+/// bench/README.md, keeping the sections of the others.
+pub fn record(repo: &Path, results: &[(&Part, String)]) -> Result<()> {
     let dir = repo.join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("README.md");
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let old = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    let when = format!(
+        "{}, {}",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine()
+    );
+    let mut text = format!("{PREAMBLE}\n\n");
+    for part in PARTS {
+        match results.iter().find(|(p, _)| p.name == part.name) {
+            Some((part, table)) => text.push_str(&section(part, table, &when)),
+            None => match existing_section(&old, part) {
+                Some(kept) => text.push_str(kept),
+                None => continue,
+            },
+        }
+        text.push('\n');
+    }
+    std::fs::write(&path, text.trim_end().to_string() + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("bench: results kept in {}", path.display());
     Ok(())
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_some_parts_keeps_the_others() {
+        let etcd = &PARTS[1];
+        let metrics = &PARTS[3];
+        let old = format!(
+            "{PREAMBLE}\n\n{}\n{}",
+            section(etcd, "| old etcd |", "then"),
+            section(metrics, "| old metrics |", "then")
+        );
+        assert_eq!(
+            existing_section(&old, etcd),
+            Some(section(etcd, "| old etcd |", "then").as_str())
+        );
+        assert!(existing_section(&old, &PARTS[0]).is_none());
+        assert!(select(&["nope".to_string()]).is_err());
+        assert_eq!(select(&[]).map(|p| p.len()).ok(), Some(PARTS.len()));
+    }
 }

@@ -22,7 +22,8 @@ use crate::command;
 /// recommendation of `protobuf-compiler`, so `--no-install-recommends` leaves it out) for the
 /// etcd client crate, busybox and docker for container tests, iproute2 for namespaces and
 /// veths, debootstrap to make the node image's base where no registry is reachable,
-/// python3-venv for the Kubernetes schema validator's environment.
+/// python3-venv for the Kubernetes schema validator's environment,
+/// prometheus (the server and promtool) for the metrics tests.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "etcd-server",
@@ -36,6 +37,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     // Headless browser for the `matrix --html` page tests.
     "chromium",
+    "prometheus",
+    // The peers the bench measures palisade against, and their tests: Felix-style
+    // iptables (legacy and nf_tables) with ipsets, nftables, and conntrack to flush.
+    "iptables",
+    "ipset",
+    "nftables",
+    "conntrack",
 ];
 
 /// The Kubernetes manifest is validated offline against Kubernetes' own schemas, which this

@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::command;
 
@@ -77,6 +77,53 @@ impl Workspace {
         }
         eprintln!("test: testing the workspace");
         command::run(&mut cmd).context("tests failed")
+    }
+
+    /// Builds `palisade` once more with the map ABI one ahead (the `abi-next` feature), for
+    /// the upgrade test, as `palisade-abi-next` beside `palisade`: the same target
+    /// directory, so only palisade-common and the agent are compiled again. The normal
+    /// binary is built again after it (cargo puts both at the same path).
+    pub fn build_abi_next(&self, object: &Path) -> Result<PathBuf> {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.current_dir(&self.root)
+            .args([
+                "build",
+                "-p",
+                "palisade",
+                "--bin",
+                "palisade",
+                "--features",
+                "abi-next",
+            ])
+            .args(["--message-format", "json-render-diagnostics"])
+            .stderr(std::process::Stdio::inherit())
+            .env(OBJECT_ENV, object);
+        eprintln!(
+            "build: building palisade-abi-next (the map ABI one ahead, for the upgrade test)"
+        );
+        let messages = command::output(&mut cmd).context("cannot build palisade-abi-next")?;
+        let built = messages
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "palisade")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| anyhow!("cargo reported no palisade executable"))?;
+        let next = built.with_file_name("palisade-abi-next");
+        std::fs::copy(&built, &next)
+            .with_context(|| format!("cannot copy {} to {}", built.display(), next.display()))?;
+        let mut again = self.cargo("build", object);
+        command::run(&mut again).context("cannot build the workspace again")?;
+        // Cargo puts the normal binary back at `built` (asked, not assumed).
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        if read(&built)? == read(&next)? {
+            bail!(
+                "{} is still the abi-next build after building the workspace again",
+                built.display()
+            );
+        }
+        Ok(next)
     }
 
     /// `cargo bench -p palisade-tests --bench TARGET`, its standard output returned.

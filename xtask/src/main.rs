@@ -60,7 +60,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Build, then run `cargo test --workspace ARGS` as root (the privileged tests need it).
+    /// Build (also `palisade-abi-next`, the map ABI one ahead, for the upgrade test), then
+    /// run `cargo test --workspace ARGS` as root (the privileged tests need it).
     Test {
         /// Arguments for `cargo test`: `cargo xtask test -- -p palisade-tests -- --nocapture`.
         #[arg(last = true)]
@@ -74,10 +75,14 @@ enum Cmd {
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
     },
-    /// Measure per-packet cost, compile time, map size and update time, the time from an
-    /// etcd write to the agent's maps, and the agent's own memory, CPU and maps (release
-    /// build, as root); print the tables and keep them in bench/README.md.
-    Bench,
+    /// Measure per-packet cost, compile and update times, the time from an etcd write to
+    /// the agent's maps, the agent's own memory, CPU and maps, and a metrics scrape (release
+    /// build, as root); print the tables and keep them in bench/README.md. Name parts to run
+    /// only those (the file keeps the others' last results).
+    Bench {
+        /// Parts to run: dataplane, etcd, agent, peers, metrics (default: all).
+        parts: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +140,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let object = build(&repo, cargo::Profile::Dev)?;
             let workspace = Workspace::new(&repo);
+            // Before the image: building it leaves the normal binary in place again.
+            workspace.build_abi_next(&object)?;
             let binary = workspace.binary(cargo::Profile::Dev, "palisade")?;
             // The node container tests run this binary in the image, as users get it.
             let archive = image::build_for_tests(&repo, &binary)?;
@@ -169,19 +176,19 @@ fn run(cli: Cli) -> Result<()> {
                 built.size_bytes
             );
         }
-        Cmd::Bench => {
+        Cmd::Bench { parts } => {
             if !command::is_root() {
                 bail!("the benchmarks load eBPF programs, so they need root");
             }
+            let parts = bench::select(&parts)?;
             let object = build(&repo, cargo::Profile::Release)?;
             let workspace = Workspace::new(&repo);
-            let dataplane = workspace.bench(&object, bench::DATAPLANE)?;
-            print!("{dataplane}");
-            let etcd = workspace.bench(&object, bench::ETCD)?;
-            print!("{etcd}");
-            let agent = workspace.bench(&object, bench::AGENT)?;
-            print!("{agent}");
-            bench::record(&repo, &dataplane, &etcd, &agent)?;
+            // Each part is kept as soon as it ends: a long run that fails later keeps it.
+            for part in parts {
+                let table = workspace.bench(&object, part.name)?;
+                print!("{table}");
+                bench::record(&repo, &[(part, table)])?;
+            }
         }
     }
     Ok(())

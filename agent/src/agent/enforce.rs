@@ -15,19 +15,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use palisade_common::{HostAddrKey, HostAddrValue};
+use palisade_common::{HostAddrKey, HostAddrValue, map_names};
 
 use crate::agent::ResourceView;
 use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
-use crate::dataplane::attach::Attachments;
+use crate::dataplane::attach::{AttachMode, Attachments};
+use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
+use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::{WriteError, Writer};
 use crate::dataplane::{LoadedObject, rule_names};
 use crate::log;
 use crate::model::{Resource, ResourceKey};
+use crate::store::Revision;
+use crate::telemetry::Telemetry;
+use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
 
 /// An update that changes neither the image nor the bindings publishes nothing; events
 /// name outcomes of the image in force.
@@ -41,6 +46,8 @@ pub struct Enforcer {
     pub loaded: LoadedObject,
     pub writer: Writer,
     pub counters: CounterMaps,
+    /// Each endpoint's conntrack entries, against its budget.
+    pub conntrack: Conntrack,
     pub host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
     pub attachments: Attachments,
     pub outcomes: RecentOutcomes,
@@ -48,6 +55,12 @@ pub struct Enforcer {
     compiler: Compiler,
     /// Where the rule counter names go, for `palisade stats`.
     pub rule_names_path: PathBuf,
+    /// This run's pin directory.
+    pin_dir: PathBuf,
+    /// Pins of older map ABIs still enforcing, taken over after the first publish.
+    older: Vec<OlderAbi>,
+    /// Whether their conntrack entries were copied over.
+    older_carried: bool,
     /// The host's interfaces, by name.
     links: BTreeMap<String, u32>,
     view: Arc<ResourceView>,
@@ -64,6 +77,13 @@ pub struct Enforcer {
     /// What each interface this agent attached to was attached for (endpoint, name), to
     /// name them when enforcement stops.
     enforcing: BTreeMap<u32, (ResourceKey, String)>,
+    /// The revision whose policy this agent last put in force (published, or found
+    /// already there).
+    policy_revision: Option<Revision>,
+    /// Where to report what it does, if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
+    /// The rule counters' labels, as last reported (indexes are only ever appended).
+    rule_labels: Arc<[RuleLabels]>,
 }
 
 impl Enforcer {
@@ -73,10 +93,13 @@ impl Enforcer {
         loaded: LoadedObject,
         writer: Writer,
         counters: CounterMaps,
+        conntrack: Conntrack,
         host_addrs: BpfHashMap<MapData, HostAddrKey, HostAddrValue>,
         attachments: Attachments,
         capacities: Capacities,
         rule_names_path: PathBuf,
+        pin_dir: PathBuf,
+        older: Vec<OlderAbi>,
     ) -> Enforcer {
         let node_name = node.clone();
         Enforcer {
@@ -84,11 +107,15 @@ impl Enforcer {
             loaded,
             writer,
             counters,
+            conntrack,
             host_addrs,
             attachments,
             outcomes: RecentOutcomes::default(),
             compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
+            pin_dir,
+            older,
+            older_carried: false,
             links: BTreeMap::new(),
             view: Arc::new(ResourceView::default()),
             locals: BTreeMap::new(),
@@ -97,7 +124,17 @@ impl Enforcer {
             view_synced: false,
             links_synced: false,
             enforcing: BTreeMap::new(),
+            policy_revision: None,
+            telemetry: None,
+            rule_labels: Arc::from(Vec::new()),
         }
+    }
+
+    /// Reports compile and publish times, refusals and the state of enforcement to
+    /// `telemetry` from now on.
+    pub fn report_to(&mut self, telemetry: Arc<Telemetry>) {
+        self.telemetry = Some(telemetry);
+        self.report();
     }
 
     pub fn view_updated(&mut self, view: Arc<ResourceView>) {
@@ -159,6 +196,7 @@ impl Enforcer {
                 &[("address", &addr), ("error", &e)],
             );
         }
+        self.report();
     }
 
     fn is_local(&self, ifname: &str) -> bool {
@@ -172,20 +210,35 @@ impl Enforcer {
         let started = Instant::now();
         // Owned: publishing and attaching below need `self` mutably.
         let locals = self.locals.clone();
-        let ifindex_of: BTreeMap<ResourceKey, u32> = locals
-            .iter()
-            .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
-            .collect();
+        let ifindex_of = self.bound_interfaces();
 
+        let compiling = Instant::now();
         match self.compiler.update(&self.view.resources) {
-            Ok(changes) => self.publish(&changes, &ifindex_of, started),
-            Err(e) => log::error(
-                "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
-                &[("revision", &self.view.revision), ("error", &e)],
-            ),
+            Ok(changes) => {
+                let full = matches!(changes, Changes::All);
+                self.observe(|t| t.compiled(full, compiling.elapsed()));
+                if self.publish(&changes, &ifindex_of, started) {
+                    self.policy_revision = Some(self.view.revision);
+                }
+            }
+            Err(e) => {
+                self.observe(Telemetry::update_refused);
+                log::error(
+                    "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                    &[("revision", &self.view.revision), ("error", &e)],
+                )
+            }
         }
 
         let wanted: BTreeSet<u32> = ifindex_of.values().copied().collect();
+        if !self.older.is_empty() {
+            if self.published.is_none() {
+                // The older programs go on enforcing with their maps until the new maps
+                // hold a policy.
+                return;
+            }
+            self.carry_older_conntrack();
+        }
         for (key, ifindex) in &ifindex_of {
             if self.attachments.attached().any(|i| i == *ifindex) {
                 continue;
@@ -197,7 +250,13 @@ impl Enforcer {
                     &[("interface", &name), ("error", &e)],
                 );
             }
-            match self.attachments.attach(&mut self.loaded, name, *ifindex) {
+            if let Err(e) = self.conntrack.track_endpoint(*ifindex) {
+                log::warn(
+                    "cannot count an interface's conntrack entries; its flows have no budget",
+                    &[("interface", &name), ("error", &e)],
+                );
+            }
+            match self.attach(name, *ifindex) {
                 Ok(()) => {
                     log::info(
                         "enforcing on workload interface",
@@ -216,6 +275,13 @@ impl Enforcer {
                     &[("endpoint", key), ("interface", &name), ("error", &e)],
                 ),
             }
+        }
+        if !self.older.is_empty()
+            && wanted
+                .iter()
+                .all(|i| self.attachments.attached().any(|a| a == *i))
+        {
+            self.remove_older();
         }
         let stale: Vec<u32> = self
             .attachments
@@ -253,7 +319,14 @@ impl Enforcer {
             if let Err(e) = self.counters.forget_endpoint(ifindex) {
                 log::warn("cannot drop an interface's counters", &[("error", &e)]);
             }
+            if let Err(e) = self.conntrack.forget_endpoint(ifindex) {
+                log::warn(
+                    "cannot drop an interface's conntrack count",
+                    &[("error", &e)],
+                );
+            }
         }
+        self.report();
     }
 
     /// Defence in depth against a second writer of the maps (the host lock keeps other
@@ -295,22 +368,151 @@ impl Enforcer {
         }
     }
 
+    /// Attaches to a local interface: in TCX mode in the place of an older map ABI's
+    /// links, where there are any.
+    fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), crate::dataplane::Error> {
+        if self.attachments.mode() == AttachMode::Tcx {
+            for older in &self.older {
+                if older.move_links(&self.pin_dir, ifindex)? {
+                    return self
+                        .attachments
+                        .take_over_moved(&mut self.loaded, name, ifindex);
+                }
+            }
+        }
+        self.attachments.attach(&mut self.loaded, name, ifindex)
+    }
+
+    /// Copies the older map ABIs' conntrack entries into the new table, once, before the
+    /// first interface is taken over.
+    fn carry_older_conntrack(&mut self) {
+        if self.older_carried {
+            return;
+        }
+        self.older_carried = true;
+        // A generation no packet runs under: each carried flow is checked again.
+        let stale = self.writer.generation().wrapping_sub(1);
+        for older in &self.older {
+            match older.carry_conntrack(&mut self.conntrack, stale) {
+                Ok(carried) => log::info(
+                    "conntrack carried over from an older map ABI",
+                    &[("version", &older.version), ("flows", &carried)],
+                ),
+                Err(e) => log::warn(
+                    "cannot carry conntrack over from an older map ABI; its connections are \
+                     picked up by their next packets",
+                    &[("version", &older.version), ("error", &e)],
+                ),
+            }
+        }
+    }
+
+    /// Every local interface runs the new programs: what is left of the older map ABIs
+    /// goes.
+    fn remove_older(&mut self) {
+        let run_dir = self.rule_names_path.parent().map(std::path::Path::to_owned);
+        let mut kept = Vec::new();
+        for older in std::mem::take(&mut self.older) {
+            match older.remove() {
+                Ok(removed) => {
+                    if let Some(dir) = &run_dir {
+                        let _ =
+                            std::fs::remove_file(rule_names::path_of_version(dir, older.version));
+                    }
+                    log::info(
+                        "older map ABI removed",
+                        &[
+                            ("version", &older.version),
+                            ("links", &removed.links),
+                            ("filters", &removed.filters),
+                            ("pins", &older.dir.display()),
+                        ],
+                    );
+                }
+                Err(e) => {
+                    log::error(
+                        "cannot remove an older map ABI's pins and attachments",
+                        &[("version", &older.version), ("error", &e)],
+                    );
+                    kept.push(older);
+                }
+            }
+        }
+        self.older = kept;
+    }
+
+    /// The local endpoints whose interfaces the host has, with their indexes.
+    fn bound_interfaces(&self) -> BTreeMap<ResourceKey, u32> {
+        self.locals
+            .iter()
+            .filter_map(|(key, name)| self.links.get(name).map(|&i| (key.clone(), i)))
+            .collect()
+    }
+
+    fn observe(&self, what: impl FnOnce(&Telemetry)) {
+        if let Some(telemetry) = &self.telemetry {
+            what(telemetry);
+        }
+    }
+
+    /// Tells the telemetry where enforcement stands.
+    fn report(&mut self) {
+        let Some(telemetry) = &self.telemetry else {
+            return;
+        };
+        let bound = self.bound_interfaces();
+        let attached: BTreeSet<u32> = self.attachments.attached().collect();
+        let endpoints = self
+            .locals
+            .iter()
+            .map(|(key, interface)| {
+                let ifindex = bound.get(key).copied();
+                LocalEndpoint {
+                    name: match key {
+                        ResourceKey::WorkloadEndpoint { name, .. } => name.clone(),
+                        other => other.to_string(),
+                    },
+                    interface: interface.clone(),
+                    ifindex,
+                    attached: ifindex.is_some_and(|i| attached.contains(&i)),
+                }
+            })
+            .collect();
+        let counters = self.writer.rule_counters();
+        if counters.len() as usize != self.rule_labels.len() {
+            self.rule_labels = counters
+                .iter()
+                .map(|(index, rule)| RuleLabels::new(index, rule))
+                .collect();
+        }
+        let mut occupancy = self.writer.occupancy();
+        occupancy.push((map_names::HOST_ADDRS, self.host_addresses.len() as u64));
+        telemetry.enforcement(Enforcement {
+            policy_revision: self.policy_revision,
+            endpoints,
+            rules: Arc::clone(&self.rule_labels),
+            occupancy,
+        });
+    }
+
+    /// Publishes what the compiler holds; `true` if the maps hold it afterwards (also when
+    /// nothing needed writing).
     fn publish(
         &mut self,
         changes: &Changes,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         started: Instant,
-    ) {
+    ) -> bool {
         if self.compiler.image().is_none() {
-            return;
+            return false;
         }
         self.maps_moved();
         let Some(image) = self.compiler.image() else {
-            return;
+            return false;
         };
         let unchanged = matches!(changes, Changes::Keys(keys) if keys.is_empty());
         let outcomes = match &self.published {
-            Some(last) if unchanged && last.bindings == *ifindex_of => return,
+            Some(last) if unchanged && last.bindings == *ifindex_of => return true,
             // Outcomes are only appended between full compiles.
             Some(last)
                 if !matches!(changes, Changes::All)
@@ -323,11 +525,14 @@ impl Enforcer {
         let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
+        let publishing = Instant::now();
         match self
             .writer
             .publish_changes(image, changes, ifindex_of, zero_counters)
         {
             Ok(published) => {
+                let took = publishing.elapsed();
+                self.observe(|t| t.published(took));
                 let (bases, _) = self.writer.array_layout(self.writer.active_slot());
                 self.outcomes.published(
                     published.generation,
@@ -370,6 +575,7 @@ impl Enforcer {
                     bindings: ifindex_of.clone(),
                     outcomes,
                 });
+                true
             }
             // What does not fit may be the garbage of in-place updates (tables nothing uses
             // any more): a full compile drops it.
@@ -378,20 +584,30 @@ impl Enforcer {
             {
                 self.published = None;
                 self.compiler.forget();
+                let compiling = Instant::now();
                 match self.compiler.update(&self.view.resources) {
-                    Ok(changes) => self.publish(&changes, ifindex_of, started),
-                    Err(e) => log::error(
-                        "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
-                        &[("revision", &self.view.revision), ("error", &e)],
-                    ),
+                    Ok(changes) => {
+                        self.observe(|t| t.compiled(true, compiling.elapsed()));
+                        self.publish(&changes, ifindex_of, started)
+                    }
+                    Err(e) => {
+                        self.observe(Telemetry::update_refused);
+                        log::error(
+                            "POLICY UPDATE REFUSED: the new policy does not fit; the policy in force is unchanged",
+                            &[("revision", &self.view.revision), ("error", &e)],
+                        );
+                        false
+                    }
                 }
             }
             Err(e) => {
                 self.published = None;
+                self.observe(Telemetry::update_refused);
                 log::error(
                     "POLICY UPDATE REFUSED: cannot write the maps; the policy in force is unchanged",
                     &[("revision", &self.view.revision), ("error", &e)],
-                )
+                );
+                false
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, RingBuf};
 use clap::{Args, ValueEnum};
@@ -17,18 +18,27 @@ use super::docker_plugin::PluginFlags;
 use super::stop_signals::StopSignals;
 use crate::agent::{Enforcer, ResourceView, SyncEvent, follow};
 use crate::dataplane::attach::{AttachMode, Attachments};
+use crate::dataplane::conntrack::{self, Conntrack};
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::log_events;
 use crate::dataplane::host_lock;
 use crate::dataplane::links::{AddressEvent, LinkEvent, watch_addresses, watch_links};
 use crate::dataplane::map_memory;
 use crate::dataplane::map_sizes::{MapSizeOverride, MapSizes, SizeError, SizedFor};
+use crate::dataplane::older_abi::OlderAbi;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::writer::{PolicyMaps, Writer};
 use crate::docker::PluginServer;
 use crate::model::{Kind, Resource};
 use crate::store::etcd::{self, EtcdStore};
 use crate::store::{Datastore, StoreError};
+use crate::telemetry::health::{BEAT_INTERVAL, LIVENESS_TIMEOUT};
+use crate::telemetry::listen::{
+    DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS, ListenAddress, Listener,
+};
+use crate::telemetry::sample::Sampler;
+use crate::telemetry::server::TelemetryServer;
+use crate::telemetry::{Telemetry, listen, server};
 use crate::{dataplane, log};
 
 /// What happens to a workload's packets to the host itself once its egress policy allowed
@@ -112,6 +122,12 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub map_sizes: Vec<MapSizeOverride>,
+    /// How many conntrack entries (flows) each workload endpoint may hold, both directions
+    /// together; a new flow beyond it is dropped (`dropped_conntrack_budget`), so that no
+    /// workload can fill the table and evict others' flows. 0: no budget. Default: a quarter
+    /// of the conntrack table (`PAL_CT`'s size).
+    #[arg(long, env = "PALISADE_CONNTRACK_BUDGET")]
+    pub conntrack_budget: Option<u32>,
     /// Kernel-side debug logging through aya-log (costly; for debugging only).
     #[arg(long)]
     pub bpf_debug_log: bool,
@@ -119,6 +135,34 @@ pub struct AgentArgs {
     /// runs on its own, or on hosts without Docker).
     #[arg(long)]
     pub no_docker_plugin: bool,
+    /// Where to serve `/healthz` (the agent's loop is alive) and `/readyz` (the latest
+    /// policy is in force on every local endpoint), or `off`. Loopback unless configured.
+    #[arg(
+        long,
+        env = "PALISADE_HEALTH_ADDRESS",
+        default_value = DEFAULT_HEALTH_ADDRESS,
+        value_name = "ADDR:PORT|off"
+    )]
+    pub health_address: ListenAddress,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`. Loopback unless
+    /// configured; the same address as --health-address serves all three paths.
+    #[arg(
+        long,
+        env = "PALISADE_METRICS_ADDRESS",
+        default_value = DEFAULT_METRICS_ADDRESS,
+        value_name = "ADDR:PORT|off"
+    )]
+    pub metrics_address: ListenAddress,
+    /// Seconds the agent's main loop may go without turning before `/healthz` answers 503
+    /// (it turns at least once a second).
+    #[arg(
+        long,
+        env = "PALISADE_LIVENESS_TIMEOUT",
+        default_value_t = LIVENESS_TIMEOUT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(2..=3600)
+    )]
+    pub liveness_timeout: u64,
     #[command(flatten)]
     pub plugin: PluginFlags,
 }
@@ -158,17 +202,35 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         "agent starting",
         &[("node", &node), ("datastore", &datastore_url)],
     );
+    let telemetry = Arc::new(Telemetry::new(Duration::from_secs(args.liveness_timeout)));
     // Down at start is an outage like any other: the dataplane below adopts what the last
     // agent pinned and goes on enforcing it, and the follower retries until etcd answers.
     let mut degraded = false;
     if let Some(e) = down {
         degraded = true;
+        telemetry.datastore_degraded();
         log::warn(DEGRADED, &[("error", &e)]);
     }
+    // Bound before the dataplane is touched: an address in use is a configuration error.
+    let listeners = match listen::bind(args.health_address, args.metrics_address) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error("cannot serve health and metrics", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
     let mut enforcer = match start_dataplane(&args, &node, &sizes) {
         Ok(e) => e,
         Err(e) => {
             log::error("cannot set up the eBPF dataplane", &[("error", &e)]);
+            return ExitCode::FAILURE;
+        }
+    };
+    enforcer.report_to(Arc::clone(&telemetry));
+    let telemetry_server = match serve_telemetry(&args, listeners, &telemetry) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error("cannot serve health and metrics", &[("error", &e)]);
             return ExitCode::FAILURE;
         }
     };
@@ -216,9 +278,12 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     };
     let mut map_check = tokio::time::interval(MAP_CHECK_INTERVAL);
     map_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A loop that stops turning stops the beats, and /healthz says so.
+    let mut beats = tokio::time::interval(BEAT_INTERVAL);
     loop {
         tokio::select! {
             _ = map_check.tick() => enforcer.verify_maps(),
+            _ = beats.tick() => telemetry.beat(),
             event = rx.recv() => match event {
                 Some(SyncEvent::Updated(view)) => {
                     if degraded {
@@ -226,10 +291,12 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
                         degraded = false;
                     }
                     report(&view, &node);
+                    telemetry.datastore_in_sync(view.revision);
                     enforcer.view_updated(view);
                 }
                 Some(SyncEvent::Degraded(error)) => {
                     degraded = true;
+                    telemetry.datastore_degraded();
                     log::warn(DEGRADED, &[("error", &error)]);
                 }
                 None => break,
@@ -268,6 +335,7 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
         }
     }
     follower.abort();
+    drop(telemetry_server);
     let _ = stop_plugin.send(());
     if let Some(plugin) = plugin {
         let _ = plugin.await;
@@ -303,6 +371,27 @@ fn map_sizes(args: &AgentArgs) -> Result<MapSizes, SizeError> {
     MapSizes::for_scale(&scale)?.with_overrides(&args.map_sizes)
 }
 
+/// Serves health and metrics on `listeners` (none: nothing to serve), reading the
+/// counters from the maps the dataplane pinned.
+fn serve_telemetry(
+    args: &AgentArgs,
+    listeners: Vec<Listener>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<TelemetryServer>, Box<dyn std::error::Error>> {
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let sampler = match args.metrics_address {
+        ListenAddress::Off => None,
+        ListenAddress::At(_) => Some(Sampler::open(&dataplane::pin_dir(&args.bpffs))?),
+    };
+    Ok(Some(server::start(
+        listeners,
+        Arc::clone(telemetry),
+        sampler,
+    )?))
+}
+
 /// Mounts bpffs if needed, loads the embedded eBPF object (adopting pinned maps), pins its
 /// programs, adopts the pinned links, and starts reporting events.
 fn start_dataplane(
@@ -311,12 +400,20 @@ fn start_dataplane(
     sizes: &MapSizes,
 ) -> Result<Enforcer, Box<dyn std::error::Error>> {
     let dir = dataplane::ensure_pin_dir(&args.bpffs)?;
+    let older = OlderAbi::find(&args.bpffs)?;
+    for o in &older {
+        log::info(
+            "found the pins of an older map ABI; taking its interfaces over once the policy is published",
+            &[("version", &o.version), ("pins", &o.dir.display())],
+        );
+    }
     let mut loaded = dataplane::load_sized(dataplane::ebpf_object()?, Some(&dir), sizes)?;
     report_sizes(&loaded, &dir);
     loaded.pin_programs(&dir)?;
     let pinned = dataplane::program_pin_dir(&dir);
     log::info("eBPF programs loaded", &[("pinned", &pinned.display())]);
 
+    let sizes_made = loaded.sizes().clone();
     let ebpf = loaded.ebpf_mut();
     let policy_maps = PolicyMaps::take(ebpf)?;
     let mut writer = Writer::adopt(policy_maps)?;
@@ -332,6 +429,13 @@ fn start_dataplane(
     }
     let mask = (1u32 << args.drop_event_sampling) - 1;
     writer.set_switches(flags, mask)?;
+    let ct_table = sizes_made
+        .get(map_names::CT)
+        .unwrap_or(palisade_common::capacity::CT);
+    writer.set_ct_budget(
+        args.conntrack_budget
+            .unwrap_or_else(|| conntrack::default_budget(ct_table)),
+    )?;
     log::info(
         "maps adopted",
         &[
@@ -340,6 +444,8 @@ fn start_dataplane(
         ],
     );
     let counters = CounterMaps::take(ebpf)?;
+    let conntrack = Conntrack::take(ebpf)?;
+    spawn_conntrack_sweeper(&dir)?;
     let host_addrs = BpfHashMap::try_from(
         ebpf.take_map(map_names::HOST_ADDRS)
             .ok_or("the eBPF object has no PAL_HOST_ADDRS map")?,
@@ -373,10 +479,13 @@ fn start_dataplane(
         loaded,
         writer,
         counters,
+        conntrack,
         host_addrs,
         attachments,
         dataplane::slot_image::slot_capacities(loaded_sizes),
         rule_names::path_in(&args.run_dir),
+        dir.clone(),
+        older,
     );
     tokio::spawn(log_events(events, enforcer.outcomes.clone()));
     Ok(enforcer)
@@ -407,6 +516,32 @@ fn report_sizes(loaded: &dataplane::LoadedObject, dir: &std::path::Path) {
         ),
         Err(e) => log::warn("cannot read the maps' memory", &[("error", &e)]),
     }
+}
+
+/// Sweeps conntrack every [`conntrack::SWEEP_INTERVAL`] on a thread of its own (a full
+/// table takes a moment to read), with its own handles on the pinned maps.
+fn spawn_conntrack_sweeper(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut table = Conntrack::open_pinned(dir)?;
+    std::thread::Builder::new()
+        .name("conntrack-sweep".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(conntrack::SWEEP_INTERVAL);
+                match table.sweep(conntrack::monotonic_coarse_ns()) {
+                    Ok(swept) if swept.evicted > 0 => log::warn(
+                        "conntrack entries were evicted (the table is full); see `palisade stats`",
+                        &[
+                            ("evicted", &swept.evicted),
+                            ("live", &swept.live),
+                            ("expired", &swept.expired),
+                        ],
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log::warn("cannot sweep conntrack", &[("error", &e)]),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {

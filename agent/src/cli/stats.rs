@@ -1,6 +1,7 @@
 //! `palisade stats [ENDPOINT]`: what the programs counted on this host. Per workload endpoint
 //! and direction the packets and bytes allowed and denied; per policy/profile rule the new
-//! flows it decided; and the drop reasons and other kernel-side counters.
+//! flows it decided; per endpoint its conntrack entries, budget and evictions; and the drop
+//! reasons and other kernel-side counters.
 //!
 //! Reads the maps the agent pinned (it need not be running: the counters are in the
 //! kernel) and the rule names the agent wrote beside them.
@@ -9,11 +10,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use aya::maps::{Array, Map, MapData};
 use clap::Args;
-use palisade_common::STAT_NAMES;
+use palisade_common::{Config, STAT_NAMES, capacity, map_names};
 
 use crate::dataplane::attach::interface_index;
+use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
+use crate::dataplane::load::map_pin_dir;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
 use crate::dataplane::{BPFFS_ROOT, pin_dir};
 use crate::model::{Kind, Resource, WorkloadEndpoint};
@@ -36,10 +40,34 @@ pub struct StatsArgs {
 }
 
 pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
-    let counters = match CounterMaps::open_pinned(&pin_dir(&args.bpffs)) {
+    let pins = pin_dir(&args.bpffs);
+    let counters = match CounterMaps::open_pinned(&pins) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("palisade stats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conntrack = match Conntrack::open_pinned(&pins).and_then(|c| c.usage()) {
+        Ok(usage) => usage,
+        Err(e) => {
+            eprintln!("palisade stats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The table's size as made (`--map-size`, or the agent's sizing): the "(all)" row's budget.
+    let table_size = crate::dataplane::map_memory::pinned_maps_memory(&pins)
+        .ok()
+        .and_then(|maps| {
+            maps.iter()
+                .find(|m| m.name == palisade_common::map_names::CT)
+                .map(|m| m.max_entries)
+        })
+        .unwrap_or(capacity::CT);
+    let budget = match ct_budget(&pins) {
+        Ok(budget) => budget,
+        Err(e) => {
+            eprintln!("palisade stats: cannot read the conntrack budget: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -166,6 +194,52 @@ pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
     }
     print!("{}", render(&rules));
 
+    println!();
+    let mut flows = vec![
+        ["CONNTRACK", "INTERFACE", "ENTRIES", "BUDGET", "EVICTED"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let budget_text = if budget == 0 {
+        "none".to_string()
+    } else {
+        budget.to_string()
+    };
+    for (ifindex, usage) in &conntrack {
+        let Some((name, ifname)) = by_ifindex.get(ifindex) else {
+            continue;
+        };
+        if !wanted(name) {
+            continue;
+        }
+        flows.push(vec![
+            name.clone(),
+            ifname.clone(),
+            usage.entries.to_string(),
+            budget_text.clone(),
+            usage.evicted.to_string(),
+        ]);
+    }
+    if args.endpoint.is_none() {
+        // Every endpoint on the host, the table's size as its budget.
+        flows.push(vec![
+            "(all)".to_string(),
+            "-".to_string(),
+            conntrack
+                .values()
+                .map(|u| u.entries)
+                .sum::<u64>()
+                .to_string(),
+            table_size.to_string(),
+            conntrack
+                .values()
+                .map(|u| u.evicted)
+                .sum::<u64>()
+                .to_string(),
+        ]);
+    }
+    print!("{}", render(&flows));
+
     if args.endpoint.is_none() {
         println!();
         let reasons = match counters.reasons() {
@@ -182,4 +256,11 @@ pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
         print!("{}", render(&table));
     }
     ExitCode::SUCCESS
+}
+
+/// The budget the agent set (`PAL_CONFIG`).
+fn ct_budget(pins: &std::path::Path) -> Result<u32, Box<dyn std::error::Error>> {
+    let path = map_pin_dir(pins).join(map_names::CONFIG);
+    let config: Array<MapData, Config> = Array::try_from(Map::Array(MapData::from_pin(&path)?))?;
+    Ok(config.get(&0, 0)?.ct_budget)
 }

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
 use palisade_common::{
-    DIR_EGRESS, DROP_FRAGMENT, DROP_MALFORMED, DROP_NOT_LOCAL, DROP_POLICY, DROP_REVOKED,
-    DROP_SPOOFED, DROP_TCP_WITHOUT_FLOW, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_DROP,
-    EVENT_LOG, Event, FAMILY_V4, map_names,
+    DIR_EGRESS, DROP_CT_BUDGET, DROP_FRAGMENT, DROP_MALFORMED, DROP_NOT_LOCAL, DROP_POLICY,
+    DROP_REVOKED, DROP_SPOOFED, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_DROP, EVENT_LOG, Event,
+    FAMILY_V4, map_names,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -57,7 +57,7 @@ pub fn drop_reason_name(reason: u32) -> &'static str {
         DROP_REVOKED => "revoked by a policy change",
         DROP_TO_HOST => "workload to host",
         DROP_UNKNOWN_ETHERTYPE => "unknown ethertype",
-        DROP_TCP_WITHOUT_FLOW => "TCP without a connection",
+        DROP_CT_BUDGET => "conntrack budget used up",
         _ => "unknown",
     }
 }

@@ -67,7 +67,7 @@ struct Sizing {
 /// 129,300 at 10,000 endpoints); groups, tables, rows, cells and outcomes growing with the
 /// node's endpoints and the policies (up to 6,075 groups, 977 tables of a few protocols
 /// each, 106,638 cells and 14,444 outcomes at 10,000 policies).
-const SIZED: [Sizing; 15] = [
+const SIZED: [Sizing; 16] = [
     Sizing {
         name: map_names::LOCAL,
         shape: Shape::Slotted,
@@ -120,6 +120,11 @@ const SIZED: [Sizing; 15] = [
         name: map_names::CT,
         shape: Shape::Plain,
         entries: |s| (1024 * s.local_endpoints()).max(4096),
+    },
+    Sizing {
+        name: map_names::CT_USAGE,
+        shape: Shape::Plain,
+        entries: |s| 2 * s.local_endpoints().max(64),
     },
     Sizing {
         name: map_names::FRAGS,
@@ -206,6 +211,7 @@ impl MapSizes {
             (map_names::CELLS, capacity::CELLS),
             (map_names::OUTCOMES, capacity::OUTCOMES),
             (map_names::CT, capacity::CT),
+            (map_names::CT_USAGE, capacity::CT_USAGE),
             (map_names::FRAGS, capacity::FRAGS),
             (map_names::EP_STATS, capacity::EP_STATS),
             (map_names::RULE_STATS, capacity::RULE_STATS),

@@ -2,22 +2,28 @@
 //! maps (`object`, `load`, `bpffs`), sized at load time (`map_sizes`) and measured
 //! (`map_memory`); the compiled image as map entries (`slot_image`) and
 //! writing them incrementally and atomically (`writer`); attaching to workload veths
-//! (`attach`) and the netlink subscriptions that say when to (`links`); counters, events
-//! and kernel-side debug lines (`counters`, `rule_names`, `events`, `bpf_log`); the lock
-//! that keeps one palisade per dataplane (`host_lock`); what palisade left on a host, of
-//! any ABI version, found and removed (`remnants`).
+//! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
+//! and the sweep of expired flows (`conntrack`, over `map_batch`); taking over from an
+//! older map ABI (`older_abi`); counters, events and kernel-side debug lines (`counters`,
+//! `rule_names`, `events`, `bpf_log`); the lock that keeps one palisade per dataplane
+//! (`host_lock`); what palisade left on a host, of any ABI version, found and removed
+//! (`remnants`); counting the entries of the maps the kernel fills (`map_census`).
 
 pub mod attach;
 pub mod bpf_log;
 pub mod bpffs;
+pub mod conntrack;
 pub mod counters;
 pub mod events;
 pub mod host_lock;
 pub mod links;
 pub mod load;
+pub mod map_batch;
+pub mod map_census;
 pub mod map_memory;
 pub mod map_sizes;
 pub mod object;
+pub mod older_abi;
 pub mod remnants;
 pub mod rule_names;
 pub mod slot_image;

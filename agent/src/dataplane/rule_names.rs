@@ -13,10 +13,12 @@ use super::slot_image::RuleCounters;
 pub const DEFAULT_RUN_DIR: &str = "/run/palisade";
 
 pub fn path_in(run_dir: &Path) -> PathBuf {
-    run_dir.join(format!(
-        "rule-counters.v{}.json",
-        palisade_common::ABI_VERSION
-    ))
+    path_of_version(run_dir, palisade_common::ABI_VERSION)
+}
+
+/// Where an agent of map ABI `version` writes them.
+pub fn path_of_version(run_dir: &Path, version: u32) -> PathBuf {
+    run_dir.join(format!("rule-counters.v{version}.json"))
 }
 
 /// Whether `name` is a file the agent writes in its run directory (of any ABI version, or

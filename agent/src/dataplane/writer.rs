@@ -213,6 +213,33 @@ impl Writer {
         &self.counters
     }
 
+    /// The entries of each map this writer fills, both slots together (for the arrays:
+    /// the indexes in use), from its own record of what it wrote, so no map is read. The
+    /// arrays are left out while a slot's are unknown (adopted, not yet written).
+    pub fn occupancy(&self) -> Vec<(&'static str, u64)> {
+        let sum = |entries: fn(&SlotImage) -> usize| -> u64 {
+            self.slots.iter().map(|s| entries(&s.image) as u64).sum()
+        };
+        let mut occupancy = vec![
+            (map_names::CONFIG, 1),
+            (map_names::LOCAL, sum(|i| i.local.len())),
+            (map_names::REMOTE, sum(|i| i.remote.len())),
+            (map_names::LPM, sum(|i| i.lpm.len())),
+            (map_names::PEERS, sum(|i| i.peers.len())),
+            (map_names::POLICY, sum(|i| i.policy.len())),
+            (map_names::TABLE, sum(|i| i.table.len())),
+        ];
+        if self.slots.iter().all(|s| s.arrays_known) {
+            occupancy.extend([
+                (map_names::ROWS, sum(|i| i.rows.len())),
+                (map_names::CELLS, sum(|i| i.cells.len())),
+                (map_names::OUTCOMES, sum(|i| i.outcomes.len())),
+            ]);
+        }
+        occupancy.push((map_names::RULE_STATS, u64::from(self.counters.len())));
+        occupancy
+    }
+
     /// Changes the run-time switches (everything but the generation).
     pub fn set_switches(&mut self, flags: u32, drop_event_mask: u32) -> Result<(), WriteError> {
         let config = Config {
@@ -248,6 +275,15 @@ impl Writer {
             self.retired_at[s] = Some(Instant::now());
         }
         Ok(Some(found))
+    }
+
+    /// Sets how many conntrack entries each endpoint may hold (0: no budget).
+    pub fn set_ct_budget(&mut self, ct_budget: u32) -> Result<(), WriteError> {
+        let config = Config {
+            ct_budget,
+            ..self.config
+        };
+        self.write_config(config)
     }
 
     /// Writes `image` into the inactive slot and makes it the active one, comparing

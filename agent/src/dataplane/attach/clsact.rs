@@ -54,10 +54,6 @@ fn place(ifindex: u32, hook: &Hook) -> FilterPlace {
 
 impl ClsactFilters {
     pub fn open(loaded: &mut LoadedObject) -> Result<ClsactFilters, Error> {
-        let socket = TcSocket::open().map_err(|source| Error::Clsact {
-            what: "open a netlink socket".to_string(),
-            source,
-        })?;
         let mut our_maps = BTreeSet::new();
         for hook in &HOOKS {
             let program = loaded.program(hook.program)?;
@@ -74,6 +70,16 @@ impl ClsactFilters {
             })?;
             our_maps.extend(ids);
         }
+        ClsactFilters::of_maps(our_maps)
+    }
+
+    /// The filters whose programs use any of the maps `our_maps` (by id): an older map
+    /// ABI's, found by its pinned maps.
+    pub fn of_maps(our_maps: BTreeSet<u32>) -> Result<ClsactFilters, Error> {
+        let socket = TcSocket::open().map_err(|source| Error::Clsact {
+            what: "open a netlink socket".to_string(),
+            source,
+        })?;
         Ok(ClsactFilters { socket, our_maps })
     }
 

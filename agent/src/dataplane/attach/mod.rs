@@ -215,6 +215,22 @@ impl Attachments {
         Ok(())
     }
 
+    /// Attaches both programs to `ifname` (index `ifindex`) in the place of links pinned
+    /// under this run's pin directory by an agent of an older map ABI (moved there by
+    /// [`super::older_abi`]): TCX mode only, each link switched to the new program with one
+    /// `bpf_link_update`, so that the interface is never without a program.
+    pub fn take_over_moved(
+        &mut self,
+        loaded: &mut LoadedObject,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<(), Error> {
+        ensure_same_interface(ifname, ifindex)?;
+        self.tcx.take_over(loaded, ifname, ifindex)?;
+        self.attached.insert(ifindex);
+        Ok(())
+    }
+
     /// Takes both programs off the interface `ifindex`. Returns whether it had any.
     pub fn detach(&mut self, ifindex: u32) -> Result<bool, Error> {
         let had = match self.mode {

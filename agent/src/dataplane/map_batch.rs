@@ -1,0 +1,86 @@
+//! Reading a whole hash map with `BPF_MAP_LOOKUP_BATCH`, which aya 0.14 does not expose.
+//!
+//! Batches walk the map bucket by bucket, so entries the kernel deletes or inserts meanwhile
+//! (an LRU evicting under a flood) cannot restart the walk, as they can restart a walk by
+//! `BPF_MAP_GET_NEXT_KEY` (whose cursor is a key: a key that vanished sends it back to the
+//! first bucket). And it is one system call per few thousand entries instead of two per
+//! entry.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use aya::Pod;
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Entries asked for per call. A batch must hold at least the largest bucket; hash buckets
+/// hold a handful.
+const BATCH: u32 = 4096;
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Calls `visit` with every entry of the (not per-CPU) hash map `fd`, whose keys and
+/// values must be `K` and `V`. An entry inserted or deleted during the walk may or may not
+/// be visited; every other entry is visited once.
+pub fn for_each<K: Pod + Default, V: Pod + Default>(
+    fd: BorrowedFd<'_>,
+    mut visit: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    let mut keys = vec![K::default(); BATCH as usize];
+    let mut values = vec![V::default(); BATCH as usize];
+    // The hash map's cursor is a bucket index (u32), opaque to us.
+    let mut cursor = [0u8; 8];
+    let mut next = [0u8; 8];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { cursor.as_mut_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a complete `bpf_attr.batch`; `keys` and `values` hold `count`
+        // elements of the map's key and value sizes (the caller's types), and the cursors
+        // hold 8 bytes, more than the kernel's 4-byte bucket index.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        // ENOENT: the walk is over, and `count` still says what this last call found.
+        let over = rc < 0;
+        if over {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::ENOENT) {
+                return Err(error);
+            }
+        }
+        let found = attr.count.min(BATCH) as usize;
+        for (key, value) in keys.iter().zip(&values).take(found) {
+            visit(key, value);
+        }
+        if over {
+            return Ok(());
+        }
+        cursor = next;
+        first = false;
+    }
+}
