@@ -3,7 +3,7 @@
 //! ([`Build::full`]); [`super::incremental`] then changes it in place, recording which
 //! image entries it touched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -11,29 +11,34 @@ use std::rc::Rc;
 use crate::model::{Resource, ResourceKey};
 use crate::policy::Direction;
 
-use super::CompileError;
 use super::changes::ChangedKeys;
 use super::identity::{LocalId, LocalIds, LocalKey};
 use super::image::{GroupEntry, Image, PeerEntry, PeerGroup, TableId};
 use super::inputs::Inputs;
 use super::peer_classes::{self, PeerBit, RemoteSets};
-use super::peer_groups::{PeerGroups, changed_rules};
+use super::peer_groups::{ChangedRules, PeerGroups, changed_rules};
 use super::program::{Decided, Outcome, Program};
 use super::remote::{RemoteClasses, RemoteId};
 use super::rules::{CompiledRule, RuleId};
-use super::signature::{Bits, Family};
+use super::signature::{Bits, Family, Signature};
 use super::table::{self, OutcomeId, Table};
+use super::{CompileError, Map};
 
 pub(crate) struct Build {
     pub inputs: Inputs,
     pub remotes: RemoteClasses,
     sets: RemoteSets,
     /// Programs of different local IDs often read the same peer bits.
-    classes_of: HashMap<(Family, Vec<PeerBit>), Rc<Vec<Bits>>>,
+    classes_of: Map<(Family, Vec<PeerBit>), Rc<Vec<Bits>>>,
     tables: TableCache,
+    /// The class tables of each program set since the last [`Build::end_update`], by
+    /// family: local IDs with other labels often run the same program, and its classes'
+    /// tables are the same for all of them. Programs are long and seldom come back in a
+    /// later update, so this is emptied after each one.
+    program_tables: [Map<Program, Rc<Vec<TableId>>>; 2],
     pub locals: LocalIds,
     /// Per (local ID, direction): how its peers are grouped, to change in place.
-    peer_groups: HashMap<(LocalId, Direction), PeerGroups>,
+    peer_groups: Map<(LocalId, Direction), PeerGroups>,
     pub image: Image,
     /// What incremental changes touched since they were last taken; `None` while a full
     /// compile builds the image (everything is new then).
@@ -54,11 +59,11 @@ pub(crate) struct Sizes {
 #[derive(Default)]
 struct TableCache {
     /// By family.
-    compiled: [HashMap<Program, TableId>; 2],
+    compiled: [Map<Program, TableId>; 2],
     /// Where each distinct table and outcome is in the image.
-    table_index: HashMap<Table, u32>,
-    outcome_ids: HashMap<Decided, OutcomeId>,
-    outcome_index: HashMap<Outcome, u32>,
+    table_index: Map<Table, u32>,
+    outcome_ids: Map<Decided, OutcomeId>,
+    outcome_index: Map<Outcome, u32>,
 }
 
 impl TableCache {
@@ -137,7 +142,7 @@ fn count_bits<'a>(
 
 /// Stores each distinct value once, numbered in first-seen order (the compiler visits in
 /// a fixed order, so a full compile numbers deterministically).
-fn intern<T: Hash + Eq + Clone>(index: &mut HashMap<T, u32>, items: &mut Vec<T>, value: T) -> u32 {
+fn intern<T: Hash + Eq + Clone>(index: &mut Map<T, u32>, items: &mut Vec<T>, value: T) -> u32 {
     if let Some(&i) = index.get(&value) {
         return i;
     }
@@ -145,6 +150,54 @@ fn intern<T: Hash + Eq + Clone>(index: &mut HashMap<T, u32>, items: &mut Vec<T>,
     items.push(value.clone());
     index.insert(value, i);
     i
+}
+
+/// What the tables of a program's peer classes are made from.
+struct ClassTables<'a> {
+    inputs: &'a Inputs,
+    remotes: &'a RemoteClasses,
+    tables: &'a mut TableCache,
+    image: &'a mut Image,
+    family: Family,
+}
+
+impl ClassTables<'_> {
+    /// The table of each of `classes` under `program`. `previous`: the classes' tables
+    /// under an earlier program and the rules that alone tell the two apart; a class none
+    /// of those rules concerns keeps its table.
+    fn of(
+        &mut self,
+        program: &Program,
+        classes: &[Bits],
+        previous: Option<(&Vec<TableId>, &ChangedRules)>,
+    ) -> Vec<TableId> {
+        let inputs = self.inputs;
+        let holds =
+            |id: RuleId, sig: &Signature| inputs.rule(id).is_some_and(|r| r.peer().holds(sig));
+        classes
+            .iter()
+            .enumerate()
+            .map(|(i, class)| {
+                let sig = self.remotes.signature(peer_classes::first(class));
+                let kept = match (previous, sig) {
+                    (Some((before, changed)), Some(sig))
+                        if !changed
+                            .all()
+                            .any(|id| inputs.rule(id).is_none() || holds(id, sig)) =>
+                    {
+                        before.get(i).copied()
+                    }
+                    _ => None,
+                };
+                kept.unwrap_or_else(|| {
+                    let narrowed =
+                        program.narrowed(&inputs.rules, |id| sig.is_some_and(|sig| holds(id, sig)));
+                    self.tables
+                        .table_of(&inputs.rules, self.image, self.family, narrowed)
+                })
+            })
+            .collect()
+    }
 }
 
 impl Build {
@@ -168,8 +221,8 @@ impl Build {
             exact: std::mem::take(&mut remotes.exact),
             lpm: std::mem::take(&mut remotes.lpm),
             world: remotes.world,
-            peers: BTreeMap::new(),
-            groups: BTreeMap::new(),
+            peers: BTreeMap::default(),
+            groups: BTreeMap::default(),
             tables: Vec::new(),
             outcomes: Vec::new(),
         };
@@ -177,10 +230,11 @@ impl Build {
             inputs,
             remotes,
             sets,
-            classes_of: HashMap::new(),
+            classes_of: Map::default(),
             tables: TableCache::default(),
+            program_tables: Default::default(),
             locals,
-            peer_groups: HashMap::new(),
+            peer_groups: Map::default(),
             image,
             changes: None,
             fresh: Sizes {
@@ -196,7 +250,13 @@ impl Build {
             }
         }
         build.fresh = build.sizes();
+        build.end_update();
         Ok(build)
+    }
+
+    /// Forgets what only the update just made needed.
+    pub fn end_update(&mut self) {
+        self.program_tables = Default::default();
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -249,6 +309,7 @@ impl Build {
             sets,
             classes_of,
             tables,
+            program_tables,
             image,
             peer_groups,
             ..
@@ -269,7 +330,7 @@ impl Build {
                 counts
             }
             _ => {
-                let mut counts = BTreeMap::new();
+                let mut counts = BTreeMap::default();
                 let ids: Vec<RuleId> = program.rule_ids().collect();
                 count_bits(&mut counts, ids.iter(), inputs, true);
                 counts
@@ -287,32 +348,22 @@ impl Build {
             .as_ref()
             .zip(changed.as_ref())
             .map(|(g, changed)| (&g.class_tables, changed));
-        let class_tables: Vec<TableId> = classes
-            .iter()
-            .enumerate()
-            .map(|(i, class)| {
-                let sig = remotes.signature(peer_classes::first(class));
-                let kept = match (&previous, sig) {
-                    (Some((before, changed)), Some(sig))
-                        if !changed
-                            .all()
-                            .any(|id| inputs.rule(id).is_none_or(|r| r.peer().holds(sig))) =>
-                    {
-                        before.get(i).copied()
-                    }
-                    _ => None,
-                };
-                kept.unwrap_or_else(|| {
-                    let narrowed = program.narrowed(&inputs.rules, |id| {
-                        inputs
-                            .rule(id)
-                            .zip(sig)
-                            .is_some_and(|(rule, sig)| rule.peer().holds(sig))
-                    });
-                    tables.table_of(&inputs.rules, image, family, narrowed)
-                })
-            })
-            .collect();
+        let same_program = &mut program_tables[usize::from(family == Family::V6)];
+        let class_tables: Vec<TableId> = match same_program.get(&program) {
+            Some(class_tables) => class_tables.to_vec(),
+            None => {
+                let made = ClassTables {
+                    inputs,
+                    remotes,
+                    tables,
+                    image,
+                    family,
+                }
+                .of(&program, &classes, previous);
+                same_program.insert(program.clone(), Rc::new(made.clone()));
+                made
+            }
+        };
         let groups = match old {
             Some(mut groups) => {
                 groups.bit_counts = bit_counts;
@@ -407,7 +458,7 @@ impl Build {
     pub fn remove_local(&mut self, local: LocalId) {
         for direction in [Direction::Ingress, Direction::Egress] {
             self.peer_groups.remove(&(local, direction));
-            self.set_entries(local, direction, BTreeMap::new(), &[]);
+            self.set_entries(local, direction, BTreeMap::default(), &[]);
         }
     }
 

@@ -10,16 +10,17 @@
 //! between full compiles they are kept, handed out as keys appear and freed (for reuse)
 //! when their last endpoint address goes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::model::ResourceKey;
 
+use super::Map;
 use super::inputs::{Inputs, PolicyRules, Workload};
 use super::program::Program;
 use super::rules::RuleId;
-use super::signature::Family;
+use super::signature::{Family, Signature};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LocalId(pub u32);
@@ -44,12 +45,12 @@ pub(crate) struct LocalKey {
 pub(crate) struct LocalIds {
     /// Indexed by local ID; `None` for a free ID.
     keys: Vec<Option<LocalKey>>,
-    id_of: HashMap<LocalKey, LocalId>,
+    id_of: Map<LocalKey, LocalId>,
     /// Endpoint addresses using each ID.
     users: Vec<usize>,
     free: BTreeSet<LocalId>,
     /// Many endpoints share labels and profiles: their programs are found once.
-    programs_of: HashMap<LabelsAndProfiles, Rc<Programs>>,
+    programs_of: Map<LabelsAndProfiles, Rc<Programs>>,
 }
 
 /// What an endpoint's programs depend on.
@@ -63,20 +64,21 @@ impl LocalIds {
     ) -> (LocalIds, BTreeMap<(ResourceKey, IpAddr), LocalId>) {
         let mut ids = LocalIds {
             keys: Vec::new(),
-            id_of: HashMap::new(),
+            id_of: Map::default(),
             users: Vec::new(),
             free: BTreeSet::new(),
-            programs_of: HashMap::new(),
+            programs_of: Map::default(),
         };
-        let mut by_key: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::new();
+        let mut by_key: BTreeMap<LocalKey, Vec<(ResourceKey, IpAddr)>> = BTreeMap::default();
+        let mut local_keys = LocalKeys::default();
         for w in inputs.workloads.iter().filter(|w| include(&w.key)) {
             let programs = ids.programs(inputs, w);
             for &addr in &w.addrs {
-                let key = local_key(inputs, w, &programs, addr);
+                let key = local_keys.key(inputs, w, &programs, addr);
                 by_key.entry(key).or_default().push((w.key.clone(), addr));
             }
         }
-        let mut endpoints = BTreeMap::new();
+        let mut endpoints = BTreeMap::default();
         for (i, (key, users)) in by_key.into_iter().enumerate() {
             let id = LocalId(u32::try_from(i).unwrap_or(u32::MAX));
             ids.users.push(users.len());
@@ -117,6 +119,9 @@ impl LocalIds {
         fn selects(p: Option<&PolicyRules>, labels: &BTreeMap<String, String>) -> bool {
             p.is_some_and(|p| p.selector.matches(labels))
         }
+        // Endpoints with other labels often run the same programs: each is patched once,
+        // and the patched programs are shared.
+        let mut patched_of: Map<SameRules, Option<Rc<Programs>>> = Map::default();
         self.programs_of.retain(|(labels, _), programs| {
             let (was, is) = (selects(before, labels), selects(after, labels));
             if !was && !is {
@@ -128,9 +133,16 @@ impl LocalIds {
             if !(was && is && kept_place) {
                 return false;
             }
-            match programs.with_policy_replaced(inputs, &before.rules, &after.rules) {
+            let patched = patched_of
+                .entry(SameRules(Rc::clone(programs)))
+                .or_insert_with(|| {
+                    programs
+                        .with_policy_replaced(inputs, &before.rules, &after.rules)
+                        .map(Rc::new)
+                });
+            match patched {
                 Some(patched) => {
-                    *programs = Rc::new(patched);
+                    *programs = Rc::clone(patched);
                     true
                 }
                 None => false,
@@ -219,34 +231,67 @@ impl LocalIds {
     }
 }
 
-/// The local key of `w`'s address `addr`.
-pub(crate) fn local_key(
-    inputs: &Inputs,
-    w: &Workload,
-    programs: &Programs,
-    addr: IpAddr,
-) -> LocalKey {
-    let family = Family::of(addr);
-    let sig = inputs.universe.signature(
-        addr,
-        inputs.owners_of(addr),
-        &programs.label_tests,
-        &programs.cidrs,
-    );
-    let resolved = programs.programs.each_ref().map(|p| {
-        p.retain(|id| {
-            inputs
-                .rule(id)
-                .is_some_and(|r| r.applies_to_family(family) && r.local().holds(&sig))
-        })
-    });
-    LocalKey {
-        info: LocalInfo {
-            labels: w.labels.clone(),
-            profiles: w.profiles.clone(),
-            family,
-        },
-        programs: resolved,
+/// Local keys of endpoint addresses, for one pass over many endpoints: endpoints with
+/// other labels often run the same programs and their own addresses pass the same tests,
+/// so the programs are resolved once for each such pair.
+#[derive(Default)]
+pub(crate) struct LocalKeys {
+    resolved: Map<(SameRules, Family, Signature), [Program; 2]>,
+}
+
+impl LocalKeys {
+    /// The local key of `w`'s address `addr`.
+    pub fn key(
+        &mut self,
+        inputs: &Inputs,
+        w: &Workload,
+        programs: &Rc<Programs>,
+        addr: IpAddr,
+    ) -> LocalKey {
+        let family = Family::of(addr);
+        let sig = inputs.universe.signature(
+            addr,
+            inputs.owners_of(addr),
+            &programs.label_tests,
+            &programs.cidrs,
+        );
+        let resolved = self
+            .resolved
+            .entry((SameRules(Rc::clone(programs)), family, sig))
+            .or_insert_with_key(|(_, _, sig)| {
+                programs.programs.each_ref().map(|p| {
+                    p.retain(|id| {
+                        inputs
+                            .rule(id)
+                            .is_some_and(|r| r.applies_to_family(family) && r.local().holds(sig))
+                    })
+                })
+            });
+        LocalKey {
+            info: LocalInfo {
+                labels: w.labels.clone(),
+                profiles: w.profiles.clone(),
+                family,
+            },
+            programs: resolved.clone(),
+        }
+    }
+}
+
+/// Programs compared and hashed by their rules, not by where they are kept.
+pub(crate) struct SameRules(Rc<Programs>);
+
+impl PartialEq for SameRules {
+    fn eq(&self, other: &SameRules) -> bool {
+        Rc::ptr_eq(&self.0, &other.0) || self.0.programs == other.0.programs
+    }
+}
+
+impl Eq for SameRules {}
+
+impl std::hash::Hash for SameRules {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.programs.hash(state);
     }
 }
 
@@ -285,8 +330,10 @@ impl Programs {
     }
 
     fn with_tests(inputs: &Inputs, programs: [Program; 2]) -> Programs {
-        let mut label_tests = BTreeSet::new();
-        let mut cidrs = BTreeSet::new();
+        // Long programs test the same few things many times: one sort beats a tree insert
+        // per test.
+        let mut label_tests = Vec::new();
+        let mut cidrs = Vec::new();
         for rule in programs
             .iter()
             .flat_map(|p| p.rule_ids())
@@ -295,10 +342,14 @@ impl Programs {
             label_tests.extend(rule.local().label_tests());
             cidrs.extend(rule.local().cidrs());
         }
+        for tests in [&mut label_tests, &mut cidrs] {
+            tests.sort_unstable();
+            tests.dedup();
+        }
         Programs {
             programs,
-            label_tests: label_tests.into_iter().collect(),
-            cidrs: cidrs.into_iter().collect(),
+            label_tests,
+            cidrs,
         }
     }
 }

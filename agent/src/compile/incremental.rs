@@ -32,7 +32,7 @@ use super::Locals;
 use super::build::Build;
 use super::capacity::{Capacities, CompileError};
 use super::changes::{ChangedKeys, Changes};
-use super::identity::{LocalId, LocalKey, local_key};
+use super::identity::{LocalId, LocalKey, LocalKeys};
 use super::image::Image;
 use super::inputs::PolicyRules;
 
@@ -96,6 +96,7 @@ impl Compiler {
                         resources.get(key).map(|r| &**r),
                     )
                 });
+                build.end_update();
                 applied.is_ok()
             }
             _ => false,
@@ -286,10 +287,11 @@ fn rebind(build: &mut Build, index: usize) {
         return;
     };
     let programs = build.locals.programs(&build.inputs, w);
+    let mut local_keys = LocalKeys::default();
     let keys: Vec<_> = w
         .addrs
         .iter()
-        .map(|&addr| (addr, local_key(&build.inputs, w, &programs, addr)))
+        .map(|&addr| (addr, local_keys.key(&build.inputs, w, &programs, addr)))
         .collect();
     let endpoint = w.key.clone();
     for (addr, key) in keys {
@@ -390,13 +392,14 @@ fn rekey_locals(
     // By the local ID they have now: an ID whose users all get one new key keeps its
     // number, and only its entries that change are touched.
     let mut moving: BTreeMap<LocalId, Vec<(ResourceKey, IpAddr, LocalKey)>> = BTreeMap::new();
+    let mut local_keys = LocalKeys::default();
     for i in rebound {
         let Some(w) = build.inputs.workloads.get(i) else {
             continue;
         };
         let programs = build.locals.programs(&build.inputs, w);
         for &addr in &w.addrs {
-            let key = local_key(&build.inputs, w, &programs, addr);
+            let key = local_keys.key(&build.inputs, w, &programs, addr);
             if let Some(&id) = build.image.endpoints.get(&(w.key.clone(), addr)) {
                 moving
                     .entry(id)

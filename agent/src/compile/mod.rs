@@ -55,6 +55,12 @@ pub use table::{OutcomeId, RangeTable, Row, Table};
 
 use build::Build;
 
+/// The compiler's hash maps. Their keys are mostly programs (long lists of rule IDs) and
+/// tables, hashed several times per local ID on every change: foldhash hashes them far
+/// faster than std's SipHash. Its seeds are still random per process, and the keys come
+/// from the operator's resources, never from the network.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Which workload endpoints get local IDs (policy programs): every one, or only those of
 /// one node (what an agent enforces). Endpoints of every node are peers either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,14 +116,18 @@ impl Table {
 
 /// The starts of the ranges `[lo, hi]` cut `0..=max` into, including 0.
 pub(crate) fn range_starts(ranges: impl Iterator<Item = (u16, u16)>, max: u16) -> Vec<u16> {
-    let mut starts = BTreeSet::from([0]);
+    // Long programs repeat the same bounds many times: sorting a list once is far cheaper
+    // than a tree insert per bound.
+    let mut starts = vec![0];
     for (lo, hi) in ranges {
-        starts.insert(lo.min(max));
+        starts.push(lo.min(max));
         if hi < max {
-            starts.insert(hi + 1);
+            starts.push(hi + 1);
         }
     }
-    starts.into_iter().collect()
+    starts.sort_unstable();
+    starts.dedup();
+    starts
 }
 
 /// The table of a program whose address tests are all decided.

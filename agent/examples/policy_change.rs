@@ -1,0 +1,117 @@
+//! One policy changed at scale, the compiler alone: the dataplane bench's world and its
+//! changes (the first ingress rule of each of the first policies flips its action), timed
+//! per change without the map writes, to profile the compiler in isolation:
+//!
+//! ```sh
+//! cargo build --release -p palisade --example policy_change
+//! perf record -g target/release/examples/policy_change 10000 2000 10000
+//! ```
+//!
+//! Arguments: endpoints, label sets, policies (default 10000 2000 10000), how many rounds
+//! of the changes (default 1; each round's changed rule is new to the compiler, so no round
+//! finds the last one's tables), and optionally the one policy to change (e.g. `pol015`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
+
+#[path = "../tests/common/generated.rs"]
+mod generated;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade::compile::{Capacities, Compiler, Locals};
+use palisade::model::{Action, Resource, ResourceKey};
+
+/// The dataplane bench's: 100 endpoints on the node, 21 changes.
+const PER_NODE: usize = 100;
+const CHANGES: usize = 21;
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let only = (args.len() > 4).then(|| args.remove(4));
+    let args: Vec<usize> = args
+        .iter()
+        .map(|a| a.parse().expect("arguments are numbers"))
+        .collect();
+    let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
+    let (endpoints, label_sets, policies) = (arg(0, 10_000), arg(1, 2_000), arg(2, 10_000));
+    let rounds = arg(3, 1);
+    let resources = generated::generated_cluster(endpoints, label_sets, policies, "n", PER_NODE);
+    let mut current: BTreeMap<ResourceKey, Arc<Resource>> = resources
+        .into_iter()
+        .map(|r| (r.key(), Arc::new(r)))
+        .collect();
+    let mut compiler = Compiler::new(Locals::Node("n"), Capacities::UNLIMITED);
+    let started = Instant::now();
+    compiler.update(&current).unwrap();
+    eprintln!(
+        "node compile {:?}: {:?}",
+        started.elapsed(),
+        compiler.image().unwrap().stats()
+    );
+    let changed: Vec<ResourceKey> = current
+        .keys()
+        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
+        .take(CHANGES)
+        .filter(|k| {
+            only.as_ref()
+                .is_none_or(|name| matches!(k, ResourceKey::Policy { name: n } if n == name))
+        })
+        .cloned()
+        .collect();
+    let mut times: Vec<Duration> = Vec::new();
+    let mut cpu_times: Vec<Duration> = Vec::new();
+    for _ in 0..rounds {
+        for policy in &changed {
+            if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
+                && let Some(rule) = p.spec.ingress.first_mut()
+            {
+                rule.action = match rule.action {
+                    Action::Allow => Action::Deny,
+                    _ => Action::Allow,
+                };
+            }
+            let (started, cpu_started) = (Instant::now(), thread_cpu());
+            let changes = compiler.update(&current).unwrap();
+            let (took, cpu) = (started.elapsed(), thread_cpu() - cpu_started);
+            eprintln!("{policy}: {took:?}, CPU {cpu:?} ({})", describe(&changes));
+            times.push(took);
+            cpu_times.push(cpu);
+        }
+    }
+    times.sort();
+    cpu_times.sort();
+    eprintln!(
+        "median {:?}, max {:?} over {} changes; this thread's CPU time: median {:?}, max {:?}",
+        times[times.len() / 2],
+        times.last().unwrap(),
+        times.len(),
+        cpu_times[cpu_times.len() / 2],
+        cpu_times.last().unwrap(),
+    );
+}
+
+/// This thread's CPU time: on a machine others load, closer to what the change costs
+/// than the time on the clock.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn describe(changes: &palisade::compile::Changes) -> String {
+    match changes {
+        palisade::compile::Changes::All => "full compile".into(),
+        palisade::compile::Changes::Keys(keys) => format!(
+            "in place: {} peer entries, {} group entries, {} endpoints touched",
+            keys.peers.len(),
+            keys.groups.len(),
+            keys.endpoints.len()
+        ),
+    }
+}
