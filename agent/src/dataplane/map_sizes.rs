@@ -119,7 +119,10 @@ const SIZED: [Sizing; 16] = [
     Sizing {
         name: map_names::CT,
         shape: Shape::Plain,
-        entries: |s| (1024 * s.local_endpoints()).max(4096),
+        // A quarter is an endpoint's default conntrack budget, and a closed TCP flow holds
+        // its entry 10 s: the floor keeps a small node's workloads able to open some 800
+        // connections a second or more.
+        entries: |s| (1024 * s.local_endpoints()).max(65_536),
     },
     Sizing {
         name: map_names::CT_USAGE,
