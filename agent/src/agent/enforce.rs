@@ -534,8 +534,12 @@ impl Enforcer {
                 let took = publishing.elapsed();
                 self.observe(|t| t.published(took));
                 let (bases, _) = self.writer.array_layout(self.writer.active_slot());
-                self.outcomes
-                    .published(published.generation, bases.outcomes, &outcomes);
+                self.outcomes.published(
+                    published.generation,
+                    bases.outcomes,
+                    &outcomes,
+                    !matches!(changes, Changes::All),
+                );
                 if let Err(e) =
                     rule_names::write(&self.rule_names_path, self.writer.rule_counters())
                 {

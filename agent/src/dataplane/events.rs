@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::counters::CounterMaps;
 use super::kernel_clock::{KernelClock, unix_ns};
-use super::outcome_names::{self, GenerationNames, OutcomeName};
+use super::outcome_names::{self, GenerationNames, NamesCache, OutcomeName};
 use crate::compile::Outcome;
 use crate::flows::record::{Flow, FlowEvent, Lost, LostSource, Peer, StreamItem, Verdict};
 use crate::flows::{FlowHub, record::rfc3339_ns};
@@ -40,6 +40,8 @@ pub struct RecentOutcomes {
     /// The last generation found in neither place, so that a flood of its events does not
     /// read the directory once per event (this agent's own generations are in memory).
     missing: Arc<Mutex<Option<u32>>>,
+    /// The names of the last published outcomes, extended publish by publish.
+    cache: Arc<Mutex<NamesCache>>,
 }
 
 /// How many generations are kept in memory.
@@ -51,14 +53,18 @@ impl RecentOutcomes {
             inner: Arc::default(),
             run_dir,
             missing: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
     /// `generation` is in force, its outcomes from index `base` of `PAL_OUTCOMES` on.
-    pub fn published(&self, generation: u32, base: u32, outcomes: &[Outcome]) {
-        let names = Arc::new(GenerationNames::of(generation, base, outcomes));
+    /// `appended`: `outcomes` extend those of the last publish (no full compile since).
+    pub fn published(&self, generation: u32, base: u32, outcomes: &[Outcome], appended: bool) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.update(outcomes, appended);
+        let names = Arc::new(cache.generation(generation, base));
         if let Some(dir) = &self.run_dir
-            && let Err(e) = outcome_names::write(dir, &names)
+            && let Err(e) = outcome_names::write(dir, generation, base, &cache)
         {
             log::warn(
                 "cannot write the outcome names; an agent started later names this \

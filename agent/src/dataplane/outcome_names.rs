@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,63 +44,120 @@ impl OutcomeName {
 }
 
 /// The names of one generation's outcomes; `PAL_OUTCOMES` index `base + i` is `outcomes[i]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Generations share the names they have in common.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationNames {
     pub generation: u32,
     pub base: u32,
-    pub outcomes: Vec<OutcomeName>,
+    pub outcomes: Vec<Arc<OutcomeName>>,
 }
 
 impl GenerationNames {
-    pub fn of(generation: u32, base: u32, outcomes: &[Outcome]) -> GenerationNames {
-        GenerationNames {
-            generation,
-            base,
-            outcomes: outcomes.iter().map(OutcomeName::of).collect(),
-        }
-    }
-
     /// The name of `PAL_OUTCOMES` index `outcome`, if it is one of this generation's.
     pub fn name(&self, outcome: u32) -> Option<&OutcomeName> {
         outcome
             .checked_sub(self.base)
             .and_then(|i| self.outcomes.get(i as usize))
+            .map(|name| &**name)
     }
+}
+
+/// The names of the outcomes last published, and their lines in a names file. Between
+/// full compiles outcomes are only appended, so a publish names (and serialises) only the
+/// new ones: naming tens of thousands of outcomes on every policy change would cost
+/// seconds at 10,000 policies.
+#[derive(Debug, Default)]
+pub struct NamesCache {
+    names: Vec<Arc<OutcomeName>>,
+    lines: Vec<u8>,
+}
+
+impl NamesCache {
+    /// Brings the cache to `outcomes`. `appended`: they extend the outcomes of the last
+    /// call (no full compile since), so only the new ones are named.
+    pub fn update(&mut self, outcomes: &[Outcome], appended: bool) {
+        // A cheap check on the promise: the ends of what is cached are still the same.
+        let same_ends = |i: usize| {
+            outcomes.get(i).map(OutcomeName::of).as_ref() == self.names.get(i).map(|n| &**n)
+        };
+        let kept = appended
+            && outcomes.len() >= self.names.len()
+            && (self.names.is_empty() || (same_ends(0) && same_ends(self.names.len() - 1)));
+        if !kept {
+            self.names.clear();
+            self.lines.clear();
+        }
+        for outcome in &outcomes[self.names.len()..] {
+            let name = OutcomeName::of(outcome);
+            // A struct of strings always serialises.
+            if serde_json::to_writer(&mut self.lines, &name).is_ok() {
+                self.lines.push(b'\n');
+            }
+            self.names.push(Arc::new(name));
+        }
+    }
+
+    pub fn generation(&self, generation: u32, base: u32) -> GenerationNames {
+        GenerationNames {
+            generation,
+            base,
+            outcomes: self.names.clone(),
+        }
+    }
+}
+
+/// A names file's first line; each later line is one outcome's [`OutcomeName`].
+#[derive(Serialize, Deserialize)]
+struct Header {
+    generation: u32,
+    base: u32,
 }
 
 const PREFIX: &str = "outcomes.v";
 
 pub fn path_of(run_dir: &Path, generation: u32) -> PathBuf {
     run_dir.join(format!(
-        "{PREFIX}{}.g{generation}.json",
+        "{PREFIX}{}.g{generation}.jsonl",
         palisade_common::ABI_VERSION
     ))
 }
 
 /// Whether `name` is such a file (of any ABI version, or left half-written).
 pub fn is_written_by_agent(name: &str) -> bool {
-    name.strip_prefix(PREFIX)
-        .is_some_and(|rest| rest.ends_with(".json") || rest.ends_with(".json.tmp"))
+    name.strip_prefix(PREFIX).is_some_and(|rest| {
+        [".json", ".json.tmp", ".jsonl", ".jsonl.tmp"]
+            .iter()
+            .any(|end| rest.ends_with(end))
+    })
 }
 
-/// Writes `names` atomically and removes the files of generations other than it and the
-/// one before it (events of older ones can no longer be in the ring buffer unread: the
-/// writer reuses a slot only after the generation before).
-pub fn write(run_dir: &Path, names: &GenerationNames) -> std::io::Result<()> {
+/// Writes the names of generation `generation` (`cache`'s, from `PAL_OUTCOMES` index
+/// `base`) atomically and removes the files of generations other than it and the one
+/// before it (events of older ones can no longer be in the ring buffer unread: the writer
+/// reuses a slot only after the generation before).
+pub fn write(
+    run_dir: &Path,
+    generation: u32,
+    base: u32,
+    cache: &NamesCache,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(run_dir)?;
-    let path = path_of(run_dir, names.generation);
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    serde_json::to_writer(&mut file, names).map_err(std::io::Error::other)?;
+    let path = path_of(run_dir, generation);
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    serde_json::to_writer(&mut file, &Header { generation, base })
+        .map_err(std::io::Error::other)?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
+    file.write_all(&cache.lines)?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    let keep = [path, path_of(run_dir, names.generation.wrapping_sub(1))];
+    let keep = [path, path_of(run_dir, generation.wrapping_sub(1))];
     let this_abi = format!("{PREFIX}{}.g", palisade_common::ABI_VERSION);
     for entry in std::fs::read_dir(run_dir)?.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&this_abi) && name.ends_with(".json") && !keep.contains(&entry.path()) {
+        if name.starts_with(&this_abi) && name.ends_with(".jsonl") && !keep.contains(&entry.path())
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -108,12 +166,28 @@ pub fn write(run_dir: &Path, names: &GenerationNames) -> std::io::Result<()> {
 
 pub fn read(run_dir: &Path, generation: u32) -> std::io::Result<GenerationNames> {
     let path = path_of(run_dir, generation);
-    let bytes = std::fs::read(&path)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let text = std::fs::read_to_string(&path)?;
+    let invalid = |line: usize, e: serde_json::Error| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
+            format!("{} line {line}: {e}", path.display()),
         )
+    };
+    let mut lines = text.lines();
+    let header: Header =
+        serde_json::from_str(lines.next().unwrap_or_default()).map_err(|e| invalid(1, e))?;
+    let outcomes = lines
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str::<OutcomeName>(line)
+                .map(Arc::new)
+                .map_err(|e| invalid(i + 2, e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(GenerationNames {
+        generation: header.generation,
+        base: header.base,
+        outcomes,
     })
 }
 
@@ -125,19 +199,74 @@ mod tests {
         GenerationNames {
             generation,
             base: 100,
-            outcomes: vec![OutcomeName {
+            outcomes: vec![Arc::new(OutcomeName {
                 rule: format!("policy p ingress rule {generation} (deny)"),
                 owner: Some("p".to_string()),
                 logged: vec![],
-            }],
+            })],
         }
+    }
+
+    fn cache_of(names: &GenerationNames) -> NamesCache {
+        let mut cache = NamesCache::default();
+        for name in &names.outcomes {
+            serde_json::to_writer(&mut cache.lines, &**name).unwrap();
+            cache.lines.push(b'\n');
+            cache.names.push(Arc::clone(name));
+        }
+        cache
+    }
+
+    fn missing(profile: &str) -> Outcome {
+        Outcome {
+            verdict: crate::policy::Verdict::Deny,
+            reason: crate::policy::Reason::MissingProfile(profile.to_string()),
+            logged: vec![],
+        }
+    }
+
+    fn rules(cache: &NamesCache) -> Vec<String> {
+        cache.names.iter().map(|n| n.rule.clone()).collect()
+    }
+
+    #[test]
+    fn a_publish_names_only_the_outcomes_appended_since_the_last() {
+        let (a, b, c) = (missing("a"), missing("b"), missing("c"));
+        let mut cache = NamesCache::default();
+        cache.update(&[a.clone(), b.clone()], true);
+        let first = Arc::clone(&cache.names[0]);
+        cache.update(&[a.clone(), b.clone(), c.clone()], true);
+        assert_eq!(cache.names.len(), 3);
+        assert!(Arc::ptr_eq(&first, &cache.names[0]), "named again");
+        assert_eq!(
+            String::from_utf8(cache.lines.clone())
+                .unwrap()
+                .lines()
+                .count(),
+            3
+        );
+        // A full compile starts over; so does a list whose ends differ from the cache's.
+        cache.update(&[c.clone()], false);
+        assert_eq!(
+            rules(&cache),
+            rules(&{
+                let mut fresh = NamesCache::default();
+                fresh.update(&[c.clone()], false);
+                fresh
+            })
+        );
+        cache.update(&[b.clone(), a.clone()], true);
+        assert_eq!(cache.names.len(), 2);
+        assert_eq!(cache.names[0].rule, OutcomeName::of(&b).rule);
+        let generation = cache.generation(7, 40);
+        assert_eq!(generation.name(41).unwrap().rule, OutcomeName::of(&a).rule);
     }
 
     #[test]
     fn keeps_the_generation_and_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         for g in 1..=4 {
-            write(dir.path(), &names(g)).unwrap();
+            write(dir.path(), g, 100, &cache_of(&names(g))).unwrap();
         }
         assert!(read(dir.path(), 2).is_err());
         assert_eq!(read(dir.path(), 3).unwrap(), names(3));
