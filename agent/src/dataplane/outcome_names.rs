@@ -246,12 +246,12 @@ mod tests {
             3
         );
         // A full compile starts over; so does a list whose ends differ from the cache's.
-        cache.update(&[c.clone()], false);
+        cache.update(std::slice::from_ref(&c), false);
         assert_eq!(
             rules(&cache),
             rules(&{
                 let mut fresh = NamesCache::default();
-                fresh.update(&[c.clone()], false);
+                fresh.update(std::slice::from_ref(&c), false);
                 fresh
             })
         );
