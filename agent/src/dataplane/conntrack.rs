@@ -263,3 +263,26 @@ pub fn monotonic_coarse_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
     (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use palisade_common::{CT_TIMEOUT_TCP_NS, CtValue, ct_expired};
+
+    const TCP: u8 = 6;
+
+    fn seen_at(last_seen_ns: u64) -> CtValue {
+        CtValue {
+            last_seen_ns,
+            ..CtValue::default()
+        }
+    }
+
+    #[test]
+    fn an_entry_seen_after_the_sweep_took_its_time_is_live() {
+        let now = 1_000 * CT_TIMEOUT_TCP_NS;
+        // Refreshed by a packet while the sweep walked the table.
+        assert!(!ct_expired(&seen_at(now + 5_000_000), TCP, now));
+        assert!(!ct_expired(&seen_at(now - CT_TIMEOUT_TCP_NS), TCP, now));
+        assert!(ct_expired(&seen_at(now - CT_TIMEOUT_TCP_NS - 1), TCP, now));
+    }
+}
