@@ -380,12 +380,12 @@ pub fn ct_timeout_ns(value: &CtValue, protocol: u8) -> u64 {
 
 /// Whether the entry `value` of a flow of `protocol` has expired at `now_ns` (the clock of
 /// [`CtValue::last_seen_ns`]): the programs treat it as absent, and the agent's sweep
-/// deletes it. An entry seen after `now_ns` (by another CPU, or by the programs while the
-/// agent's sweep walks the table with the time it took at its start) is live: a wrapping
-/// difference would call the busiest flows expired and cut them.
+/// deletes it. The age is signed: an entry seen after `now_ns` (by another CPU, or by the
+/// programs while the agent's sweep walks the table with the time it took at its start) is
+/// live; an unsigned difference would call the busiest flows expired and cut them.
 #[inline(always)]
 pub fn ct_expired(value: &CtValue, protocol: u8, now_ns: u64) -> bool {
-    now_ns.saturating_sub(value.last_seen_ns) > ct_timeout_ns(value, protocol)
+    (now_ns.wrapping_sub(value.last_seen_ns) as i64) > ct_timeout_ns(value, protocol) as i64
 }
 
 const IPPROTO_TCP: u8 = 6;

@@ -244,7 +244,8 @@ fn expired(flow: &Flow, protocol: u8, now: u64) -> bool {
     } else {
         CT_TIMEOUT_OTHER_NS
     };
-    now.wrapping_sub(flow.last_seen) > timeout
+    // Signed, as the programs: a flow seen after `now` is live.
+    (now.wrapping_sub(flow.last_seen) as i64) > timeout as i64
 }
 
 /// Whether a packet continues a live flow rather than starting a new one over its key.
