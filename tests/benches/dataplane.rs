@@ -156,6 +156,27 @@ fn find_flow(
 /// Workloads per node: the agent compiles local IDs for its own node's endpoints only.
 const PER_NODE: usize = 100;
 
+/// What the verifier walked in each program, and how long loading the object took (its
+/// maps adopted or made, both programs verified): the agent pays it at every start.
+fn report_verified(name: &str, load: Duration, loaded: &mut LoadedObject) {
+    let counts: Vec<String> = dataplane::PROGRAMS
+        .iter()
+        .map(|program| {
+            let count = loaded
+                .program(program)
+                .unwrap()
+                .info()
+                .unwrap()
+                .verified_instruction_count();
+            format!("{program} {}", count.unwrap_or_default())
+        })
+        .collect();
+    eprintln!(
+        "bench:   {name}: verified instructions {}; loaded in {load:?}",
+        counts.join(", ")
+    );
+}
+
 fn median(mut samples: Vec<u128>) -> u128 {
     samples.sort_unstable();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
@@ -221,7 +242,9 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     // name and adopt them: the same world and the same conntrack entry for every object.
     let bpffs = PrivateBpffs::mount();
     let pins = bpffs.path().join("bench");
+    let started = Instant::now();
     let mut loaded = dataplane::load(object, Some(&pins)).unwrap();
+    report_verified("this build", started.elapsed(), &mut loaded);
     let maps = PolicyMaps::take(loaded.ebpf_mut()).unwrap();
     let mut writer = Writer::adopt(maps).unwrap();
 
@@ -271,8 +294,11 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     let mut others: Vec<LoadedObject> = baselines
         .iter()
         .map(|baseline| {
-            dataplane::load(&baseline.object, Some(&pins))
-                .unwrap_or_else(|e| panic!("load the baseline {}: {e}", baseline.name))
+            let started = Instant::now();
+            let mut other = dataplane::load(&baseline.object, Some(&pins))
+                .unwrap_or_else(|e| panic!("load the baseline {}: {e}", baseline.name));
+            report_verified(&baseline.name, started.elapsed(), &mut other);
+            other
         })
         .collect();
     // The first run admits the flow; every repeat after is a conntrack hit, for every
@@ -466,7 +492,10 @@ fn main() {
     println!("| scale | object | established (conntrack hit) | new flow (denied) |");
     println!("|---|---|---|---|");
     for r in &rows {
-        let this = ("this build".to_string(), (r.established_ns, r.new_denied_ns));
+        let this = (
+            "this build".to_string(),
+            (r.established_ns, r.new_denied_ns),
+        );
         let others = baselines
             .iter()
             .map(|b| b.name.clone())
