@@ -190,13 +190,7 @@ pub enum Opened {
 /// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
 /// request does, so a reply without one is decided by policy every time.
 #[inline(always)]
-pub fn open(
-    key: &CtKey,
-    packet: &Packet,
-    direction: u8,
-    generation: u32,
-    budget: u32,
-) -> Opened {
+pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget: u32) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
         L4Kind::Icmp => (packet.l4.a as u8, packet.l4.b as u8),

@@ -208,26 +208,14 @@ fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config) -
     let Some(key) = key else {
         return true;
     };
-    conntrack::open(
-        key,
-        packet,
-        direction,
-        config.generation,
-        config.ct_budget,
-    ) == Opened::Yes
+    conntrack::open(key, packet, direction, config.generation, config.ct_budget) == Opened::Yes
 }
 
 /// A live (or revoked) flow last decided under another generation: its opening packet, as
 /// it was, is decided again under the current one. Allowed, the flow goes on (a revoked
 /// one is live again); denied, it is (or stays) revoked.
 #[inline(always)]
-fn recheck(
-    key: &CtKey,
-    entry: &Entry,
-    packet: &Packet,
-    config: &Config,
-    local: &Local,
-) -> Verdict {
+fn recheck(key: &CtKey, entry: &Entry, packet: &Packet, config: &Config, local: &Local) -> Verdict {
     let (a, b) = conntrack::original_table_keys(key, &entry.value);
     let original = Query {
         slot: local.slot,
