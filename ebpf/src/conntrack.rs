@@ -18,6 +18,7 @@ use palisade_common::{
 };
 
 use crate::{
+    clock,
     maps::{PAL_CT, PAL_CT_USAGE},
     parse::{
         L4Kind, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_FIN, TCP_RST,
@@ -41,6 +42,9 @@ pub struct Entry {
     /// its entry expired, or the packet starts a new flow over it: then the packet is
     /// judged as if there were none, and a new entry takes its place.
     pub holds: bool,
+    /// The time the entry was judged at (0 when there is none): the clock is read only
+    /// for packets that have an entry, and once.
+    pub now: u64,
 }
 
 impl Entry {
@@ -55,6 +59,7 @@ impl Entry {
             last_seen_ns: 0,
         },
         holds: false,
+        now: 0,
     };
 
     #[inline(always)]
@@ -104,33 +109,47 @@ pub fn key_of(ifindex: u32, direction: u8, packet: &Packet) -> Option<CtKey> {
 /// The entry that holds the packet (see [`Entry::holds`]). A revoked entry holds every
 /// packet of its key until it expires.
 #[inline(always)]
-pub fn lookup(key: &CtKey, packet: &Packet, direction: u8, now: u64) -> Entry {
+pub fn lookup(key: &CtKey, packet: &Packet, direction: u8) -> Entry {
     let Some(at) = PAL_CT.get_ptr_mut(key) else {
         return Entry::NONE;
     };
     // SAFETY: a value pointer from a successful lookup, copied at once.
     let value = unsafe { *at };
+    let now = clock::now();
     let holds = !ct_expired(&value, packet.protocol, now)
         && (value.flags & CT_REVOKED != 0 || continues(&value, packet, direction));
-    Entry { at, value, holds }
+    Entry {
+        at,
+        value,
+        holds,
+        now,
+    }
 }
 
 /// Records a packet of a flow found allowed under `generation` (a revoked one is live
 /// again).
 #[inline(always)]
-pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
+pub fn refresh(entry: &Entry, packet: &Packet, generation: u32) {
     let Some(at) = NonNull::new(entry.at) else {
         return;
     };
     let closing = if is_closing(packet) { CT_CLOSING } else { 0 };
     let flags = (entry.value.flags & !CT_REVOKED) | closing;
+    let value = &entry.value;
     let at = at.as_ptr();
     // SAFETY: `at` comes from `lookup` in this run of the program. Another CPU may write
     // the same entry at once; both write the same kind of news, so either result is fine.
+    // Only what changed is written: the coarse clock moves once a tick, so most packets
+    // of a busy flow leave the entry's cache line clean (both directions of a flow, on
+    // different CPUs, read it).
     unsafe {
-        (*at).last_seen_ns = now;
-        (*at).generation = generation;
-        if (*at).flags != flags {
+        if value.last_seen_ns != entry.now {
+            (*at).last_seen_ns = entry.now;
+        }
+        if value.generation != generation {
+            (*at).generation = generation;
+        }
+        if value.flags != flags {
             (*at).flags = flags;
         }
     }
@@ -140,7 +159,7 @@ pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, now: u64) {
 /// revocation only: a flow that stays denied across generations stays cut for
 /// `CT_TIMEOUT_REVOKED_NS` from the cut, not from the last packet.
 #[inline(always)]
-pub fn revoke(entry: &Entry, generation: u32, now: u64) {
+pub fn revoke(entry: &Entry, generation: u32) {
     let Some(at) = NonNull::new(entry.at) else {
         return;
     };
@@ -151,7 +170,7 @@ pub fn revoke(entry: &Entry, generation: u32, now: u64) {
     unsafe {
         (*at).flags |= CT_REVOKED;
         if !was_revoked {
-            (*at).last_seen_ns = now;
+            (*at).last_seen_ns = entry.now;
         }
         (*at).generation = generation;
     }
@@ -171,14 +190,7 @@ pub enum Opened {
 /// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
 /// request does, so a reply without one is decided by policy every time.
 #[inline(always)]
-pub fn open(
-    key: &CtKey,
-    packet: &Packet,
-    direction: u8,
-    generation: u32,
-    now: u64,
-    budget: u32,
-) -> Opened {
+pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget: u32) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
         L4Kind::Icmp => (packet.l4.a as u8, packet.l4.b as u8),
@@ -193,7 +205,7 @@ pub fn open(
         flags: if is_closing(packet) { CT_CLOSING } else { 0 },
         icmp_type,
         icmp_code,
-        last_seen_ns: now,
+        last_seen_ns: clock::now(),
     };
     // Whether the key is new is the map's to say (`BPF_NOEXIST`), not the lookup's: the
     // lookup's answer, carried down here, would double the verifier's paths through policy.

@@ -104,10 +104,9 @@ fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -
 #[inline(always)]
 fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
     let direction = subject.direction;
-    let now = clock::now();
     let key = conntrack::key_of(subject.ifindex, direction, packet);
     let entry = match &key {
-        Some(key) => conntrack::lookup(key, packet, direction, now),
+        Some(key) => conntrack::lookup(key, packet, direction),
         None => Entry::NONE,
     };
     if entry.holds && entry.value.generation == config.generation {
@@ -118,7 +117,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         // The entry was admitted (or re-checked) under this generation, so its local
         // address passed the identity check in this very slot, which the agent never
         // changes while packets use it. The key holds that address and the ifindex.
-        conntrack::refresh(&entry, packet, config.generation, now);
+        conntrack::refresh(&entry, packet, config.generation);
         return Verdict::pass(STAT_CT_ESTABLISHED);
     }
     let local = match local_of(packet, config, subject) {
@@ -128,7 +127,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     if entry.holds
         && let Some(key) = &key
     {
-        return recheck(key, &entry, packet, config, &local, now);
+        return recheck(key, &entry, packet, config, &local);
     }
     // A new flow, or a TCP segment of a connection conntrack lost (evicted, or left in an
     // older ABI's maps): either way the packet is judged like the first of a flow in the
@@ -153,7 +152,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     };
     let admission = admission::admit(&query, from_host, config.flags);
     if admission.from_host {
-        if !track(key.as_ref(), packet, direction, config, now) {
+        if !track(key.as_ref(), packet, direction, config) {
             return Verdict::drop(DROP_CT_BUDGET);
         }
         events::flow_allowed(
@@ -180,7 +179,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         }
         return Verdict::drop_by(admission.reason, decision.outcome);
     }
-    if !track(key.as_ref(), packet, direction, config, now) {
+    if !track(key.as_ref(), packet, direction, config) {
         return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
     }
     // Told apart only now: a flag known all through the policy lookup would have the
@@ -205,32 +204,18 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
 /// Opens the entry of a flow admission allowed (untracked packets have no key); false when
 /// the endpoint's conntrack budget is used up.
 #[inline(always)]
-fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config, now: u64) -> bool {
+fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config) -> bool {
     let Some(key) = key else {
         return true;
     };
-    conntrack::open(
-        key,
-        packet,
-        direction,
-        config.generation,
-        now,
-        config.ct_budget,
-    ) == Opened::Yes
+    conntrack::open(key, packet, direction, config.generation, config.ct_budget) == Opened::Yes
 }
 
 /// A live (or revoked) flow last decided under another generation: its opening packet, as
 /// it was, is decided again under the current one. Allowed, the flow goes on (a revoked
 /// one is live again); denied, it is (or stays) revoked.
 #[inline(always)]
-fn recheck(
-    key: &CtKey,
-    entry: &Entry,
-    packet: &Packet,
-    config: &Config,
-    local: &Local,
-    now: u64,
-) -> Verdict {
+fn recheck(key: &CtKey, entry: &Entry, packet: &Packet, config: &Config, local: &Local) -> Verdict {
     let (a, b) = conntrack::original_table_keys(key, &entry.value);
     let original = Query {
         slot: local.slot,
@@ -248,10 +233,10 @@ fn recheck(
         entry.value.origin == DIR_INGRESS && admission::is_host_addr(key.family, &key.remote_addr);
     let admission = admission::admit(&original, opened_by_host, config.flags);
     if admission.allowed {
-        conntrack::refresh(entry, packet, config.generation, now);
+        conntrack::refresh(entry, packet, config.generation);
         return Verdict::pass(STAT_CT_RECHECKED);
     }
-    conntrack::revoke(entry, config.generation, now);
+    conntrack::revoke(entry, config.generation);
     Verdict::drop_by(DROP_REVOKED, admission.decision.outcome)
 }
 

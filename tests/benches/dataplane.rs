@@ -2,7 +2,9 @@
 //!
 //! - per packet, through BPF_PROG_TEST_RUN (the kernel's own average over many repeats),
 //!   beside an empty TC program in the same run: an established flow (conntrack hit) and a
-//!   new flow the policy denies (so no entry is made and every repeat takes the full path);
+//!   new flow the policy denies (so no entry is made and every repeat takes the full path),
+//!   the median of interleaved rounds; with `PALISADE_DATAPLANE_BASELINE`, other builds'
+//!   objects on the same maps and packets in the same rounds;
 //! - the full compile, the entries and kernel memory of the maps;
 //! - one policy changed and one endpoint added, as the agent does it: the compiler it keeps
 //!   finds the change among all resources, compiles it in place, and the writer writes
@@ -24,17 +26,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade::compile::{Capacities, Compiler, Locals, compile_for};
+use palisade::dataplane::conntrack::Conntrack;
+use palisade::dataplane::counters::CounterMaps;
 use palisade::dataplane::writer::{PolicyMaps, Writer};
 use palisade::dataplane::{self, LoadedObject};
 use palisade::model::Action;
 use palisade::model::{Resource, ResourceKey};
 use palisade::policy::{Direction, Model, PROTO_TCP, Packet, Verdict};
 use palisade_common::program_names;
+use palisade_tests::agent_process::PrivateBpffs;
 use palisade_tests::bpf_run::{SkbContext, run_repeated};
 use palisade_tests::packet::Frame;
 use palisade_tests::require_root;
 
 const REPEAT: u32 = 1_000_000;
+/// Per-packet runs are repeated in rounds, every program once per round in turn, and the
+/// median taken: other work on the machine then falls on all of them alike.
+const ROUNDS: usize = 5;
+/// Paths of other builds' eBPF objects (comma-separated) to measure per packet beside this
+/// one, e.g. the object of the commit a change is compared against.
+const BASELINE_VARIABLE: &str = "PALISADE_DATAPLANE_BASELINE";
 const UPLINK: u32 = 1;
 
 struct Scale {
@@ -48,6 +59,8 @@ struct Row {
     empty_ns: u128,
     established_ns: u128,
     new_denied_ns: u128,
+    /// For each baseline object: established and new flow (denied), in the same rounds.
+    baselines: Vec<(u128, u128)>,
     compile: Duration,
     node_compile: Duration,
     entries: usize,
@@ -143,7 +156,57 @@ fn find_flow(
 /// Workloads per node: the agent compiles local IDs for its own node's endpoints only.
 const PER_NODE: usize = 100;
 
-fn measure(scale: &Scale, ifindex: u32) -> Row {
+/// What the verifier walked in each program, and how long loading the object took (its
+/// maps adopted or made, both programs verified): the agent pays it at every start.
+fn report_verified(name: &str, load: Duration, loaded: &mut LoadedObject) {
+    let counts: Vec<String> = dataplane::PROGRAMS
+        .iter()
+        .map(|program| {
+            let count = loaded
+                .program(program)
+                .unwrap()
+                .info()
+                .unwrap()
+                .verified_instruction_count();
+            format!("{program} {}", count.unwrap_or_default())
+        })
+        .collect();
+    eprintln!(
+        "bench:   {name}: verified instructions {}; loaded in {load:?}",
+        counts.join(", ")
+    );
+}
+
+fn median(mut samples: Vec<u128>) -> u128 {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Another build's eBPF object, measured per packet beside this one.
+struct Baseline {
+    name: String,
+    object: Vec<u8>,
+}
+
+/// The objects [`BASELINE_VARIABLE`] names, each called by its file name.
+fn baselines() -> Vec<Baseline> {
+    let Ok(paths) = std::env::var(BASELINE_VARIABLE) else {
+        return Vec::new();
+    };
+    paths
+        .split(',')
+        .filter(|path| !path.is_empty())
+        .map(|path| Baseline {
+            name: std::path::Path::new(path)
+                .file_name()
+                .map_or(path.to_string(), |name| name.to_string_lossy().into_owned()),
+            object: std::fs::read(path)
+                .unwrap_or_else(|e| panic!("{BASELINE_VARIABLE}: cannot read {path}: {e}")),
+        })
+        .collect()
+}
+
+fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     eprintln!(
         "bench: {} endpoints, {} label sets, {} policies",
         scale.endpoints, scale.label_sets, scale.policies
@@ -175,7 +238,13 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
     );
 
     let object = dataplane::ebpf_object().expect("run through `cargo xtask bench`");
-    let mut loaded = dataplane::load(object, None).unwrap();
+    // Pinned on a private bpffs, so that baseline objects loaded after it find its maps by
+    // name and adopt them: the same world and the same conntrack entry for every object.
+    let bpffs = PrivateBpffs::mount();
+    let pins = bpffs.path().join("bench");
+    let started = Instant::now();
+    let mut loaded = dataplane::load(object, Some(&pins)).unwrap();
+    report_verified("this build", started.elapsed(), &mut loaded);
     let maps = PolicyMaps::take(loaded.ebpf_mut()).unwrap();
     let mut writer = Writer::adopt(maps).unwrap();
 
@@ -189,6 +258,16 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         .unwrap();
     let entries = published.written;
     let memory_mib = maps_memory() as f64 / (1024.0 * 1024.0);
+    // What the agent does when it attaches to the endpoint's veth: its packets are
+    // counted, and its flows against its conntrack budget.
+    CounterMaps::take(loaded.ebpf_mut())
+        .unwrap()
+        .track_endpoint(ifindex)
+        .unwrap();
+    Conntrack::take(loaded.ebpf_mut())
+        .unwrap()
+        .track_endpoint(ifindex)
+        .unwrap();
 
     let peers: Vec<IpAddr> = endpoints
         .iter()
@@ -212,14 +291,52 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         .expect("the object's empty program")
         .load()
         .unwrap();
-    let (_, empty_ns) = run(&mut loaded, program_names::EMPTY, &allowed, ctx);
-    // The first run admits the flow; every repeat after is a conntrack hit.
+    let mut others: Vec<LoadedObject> = baselines
+        .iter()
+        .map(|baseline| {
+            let started = Instant::now();
+            let mut other = dataplane::load(&baseline.object, Some(&pins))
+                .unwrap_or_else(|e| panic!("load the baseline {}: {e}", baseline.name));
+            report_verified(&baseline.name, started.elapsed(), &mut other);
+            other
+        })
+        .collect();
+    // The first run admits the flow; every repeat after is a conntrack hit, for every
+    // object (they share the entry).
     let (verdict, _) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
     assert_eq!(verdict, 0, "the allowed flow was not allowed");
-    let (verdict, established_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
-    assert_eq!(verdict, 0);
-    let (verdict, new_denied_ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, ctx);
-    assert_eq!(verdict, 2, "the denied flow was not denied");
+    let mut empty = Vec::new();
+    let mut established = Vec::new();
+    let mut new_denied = Vec::new();
+    let mut other_established = vec![Vec::new(); others.len()];
+    let mut other_new_denied = vec![Vec::new(); others.len()];
+    for _ in 0..ROUNDS {
+        empty.push(run(&mut loaded, program_names::EMPTY, &allowed, ctx).1);
+        let (verdict, ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
+        assert_eq!(verdict, 0);
+        established.push(ns);
+        let (verdict, ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, ctx);
+        assert_eq!(verdict, 2, "the denied flow was not denied");
+        new_denied.push(ns);
+        for (i, other) in others.iter_mut().enumerate() {
+            let name = &baselines[i].name;
+            let (verdict, ns) = run(other, program_names::FROM_WORKLOAD, &allowed, ctx);
+            assert_eq!(verdict, 0, "{name}: the established flow was not allowed");
+            other_established[i].push(ns);
+            let (verdict, ns) = run(other, program_names::FROM_WORKLOAD, &denied, ctx);
+            assert_eq!(verdict, 2, "{name}: the denied flow was not denied");
+            other_new_denied[i].push(ns);
+        }
+    }
+    drop(others);
+    let empty_ns = median(empty);
+    let established_ns = median(established);
+    let new_denied_ns = median(new_denied);
+    let baselines = other_established
+        .into_iter()
+        .zip(other_new_denied)
+        .map(|(established, denied)| (median(established), median(denied)))
+        .collect();
 
     // One policy changed: its first ingress rule's action flips. The first policies select
     // every local endpoint of the node: the most work a policy change can be.
@@ -282,6 +399,7 @@ fn measure(scale: &Scale, ifindex: u32) -> Row {
         empty_ns,
         established_ns,
         new_denied_ns,
+        baselines,
         compile,
         node_compile,
         entries,
@@ -335,7 +453,11 @@ fn main() {
             policies: 10_000,
         },
     ];
-    let rows: Vec<Row> = scales.iter().map(|s| measure(s, ifindex)).collect();
+    let baselines = baselines();
+    let rows: Vec<Row> = scales
+        .iter()
+        .map(|s| measure(s, ifindex, &baselines))
+        .collect();
     println!(
         "| scale | empty program | established (conntrack hit) | new flow (denied) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added |"
     );
@@ -358,5 +480,33 @@ fn main() {
             r.endpoint_added.median().as_secs_f64() * 1e3,
             r.endpoint_added.max().as_secs_f64() * 1e3,
         );
+    }
+    if baselines.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Beside other builds ({BASELINE_VARIABLE}), on the same maps and packets, in the same rounds:"
+    );
+    println!();
+    println!("| scale | object | established (conntrack hit) | new flow (denied) |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        let this = (
+            "this build".to_string(),
+            (r.established_ns, r.new_denied_ns),
+        );
+        let others = baselines
+            .iter()
+            .map(|b| b.name.clone())
+            .zip(r.baselines.iter().copied());
+        for (name, (established, denied)) in std::iter::once(this).chain(others) {
+            println!(
+                "| {} | {name} | {established} ns (+{}) | {denied} ns (+{}) |",
+                r.scale,
+                established.saturating_sub(r.empty_ns),
+                denied.saturating_sub(r.empty_ns),
+            );
+        }
     }
 }

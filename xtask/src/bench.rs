@@ -78,9 +78,14 @@ const DATAPLANE_SECTION: &str = "\
 
 \
          `cargo xtask bench` (as root) rewrites this file. Per-packet costs are the kernel's own \
-         average over 1,000,000 BPF_PROG_TEST_RUN repeats; the empty program is measured in the \
-         same run. The established flow is a conntrack hit; the new flow is a packet the policy \
-         denies (no conntrack entry is made, so every repeat takes the whole lookup path). \
+         average over 1,000,000 BPF_PROG_TEST_RUN repeats, the median of 5 rounds in which the \
+         empty program and both packets take turns. The established flow is a conntrack hit; \
+         the new flow is a packet the policy denies (no conntrack entry is made, so every repeat \
+         takes the whole lookup path, and, as by the agent's default, every drop is reported \
+         as an event). The endpoint's counters and conntrack budget entries exist, as the agent \
+         makes them when it attaches. `PALISADE_DATAPLANE_BASELINE=PATH[,PATH..]` measures \
+         other builds' eBPF objects beside this one in the same rounds, on the same maps and \
+         packets (a table of its own, below the first). \
          Compile and update times are wall-clock in the release build. An update is done as \
          the agent does it: the compiler it keeps finds the change among all resources and \
          applies it in place, the writer writes the entries that changed into the inactive \
