@@ -10,6 +10,11 @@
 //! Arguments: endpoints, label sets, policies (default 10000 2000 10000), how many rounds
 //! of the changes (default 1; each round's changed rule is new to the compiler, so no round
 //! finds the last one's tables), and optionally the one policy to change (e.g. `pol015`).
+//!
+//! `PALISADE_CHANGE=port` makes the peers bench's change instead (`cargo xtask bench peers`,
+//! "updates side by side"): each of the first ten policies that select the node's first
+//! endpoint gets a new port in its allowed TCP rule, so every peer class of that endpoint's
+//! program gets new tables.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
 
 #[path = "../tests/common/generated.rs"]
@@ -20,11 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade::compile::{Capacities, Compiler, Locals};
-use palisade::model::{Action, Resource, ResourceKey};
+use palisade::model::labels::effective_labels_by_name;
+use palisade::model::{Action, Port, Profile, Protocol, Resource, ResourceKey};
+use palisade::selector::Selector;
 
 /// The dataplane bench's: 100 endpoints on the node, 21 changes.
 const PER_NODE: usize = 100;
 const CHANGES: usize = 21;
+/// The peers bench's: 10 changes.
+const PEERS_CHANGES: usize = 10;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,10 +58,19 @@ fn main() {
         started.elapsed(),
         compiler.image().unwrap().stats()
     );
+    let new_port = std::env::var("PALISADE_CHANGE").is_ok_and(|v| v == "port");
+    let selects_first_local = first_local_labels(&current);
     let changed: Vec<ResourceKey> = current
-        .keys()
-        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
-        .take(CHANGES)
+        .iter()
+        .filter(|(_, r)| match &***r {
+            Resource::Policy(p) if new_port => Selector::parse(&p.spec.selector)
+                .unwrap()
+                .matches(&selects_first_local),
+            Resource::Policy(_) => true,
+            _ => false,
+        })
+        .map(|(k, _)| k)
+        .take(if new_port { PEERS_CHANGES } else { CHANGES })
         .filter(|k| {
             only.as_ref()
                 .is_none_or(|name| matches!(k, ResourceKey::Policy { name: n } if n == name))
@@ -61,9 +79,30 @@ fn main() {
         .collect();
     let mut times: Vec<Duration> = Vec::new();
     let mut cpu_times: Vec<Duration> = Vec::new();
-    for _ in 0..rounds {
-        for policy in &changed {
-            if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
+    for round in 0..rounds {
+        for (i, policy) in changed.iter().enumerate() {
+            let port = 20_000 + u16::try_from(round * changed.len() + i).unwrap();
+            if new_port
+                && let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
+            {
+                // As the peers bench's `with_new_port`.
+                let rule = p
+                    .spec
+                    .ingress
+                    .iter_mut()
+                    .find(|r| {
+                        r.action == Action::Allow
+                            && r.protocol == Some(Protocol::Name("tcp".into()))
+                    })
+                    .expect("the generator's allowed TCP rule");
+                rule.destination.ports = vec![
+                    Port::single(port),
+                    Port {
+                        min: 9000,
+                        max: 9100,
+                    },
+                ];
+            } else if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
                 && let Some(rule) = p.spec.ingress.first_mut()
             {
                 rule.action = match rule.action {
@@ -89,6 +128,28 @@ fn main() {
         cpu_times[cpu_times.len() / 2],
         cpu_times.last().unwrap(),
     );
+}
+
+/// The effective labels of node `n`'s first endpoint (the peers bench's server has them).
+fn first_local_labels(
+    resources: &BTreeMap<ResourceKey, Arc<Resource>>,
+) -> BTreeMap<String, String> {
+    let profiles: BTreeMap<String, Profile> = resources
+        .values()
+        .filter_map(|r| match &**r {
+            Resource::Profile(p) => Some((p.metadata.name.clone(), p.clone())),
+            _ => None,
+        })
+        .collect();
+    resources
+        .values()
+        .find_map(|r| match &**r {
+            Resource::WorkloadEndpoint(w) if w.metadata.node == "n" => Some(
+                effective_labels_by_name(&w.metadata.labels, &w.spec.profiles, &profiles),
+            ),
+            _ => None,
+        })
+        .expect("an endpoint on node n")
 }
 
 /// This thread's CPU time: on a machine others load, closer to what the change costs
