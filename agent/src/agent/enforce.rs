@@ -18,7 +18,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_common::{HostAddrKey, HostAddrValue, map_names};
 
 use crate::agent::ResourceView;
-use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
+use crate::compile::{Capacities, Changes, Compiler, Locals};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
@@ -34,11 +34,9 @@ use crate::store::Revision;
 use crate::telemetry::Telemetry;
 use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
 
-/// An update that changes neither the image nor the bindings publishes nothing; events
-/// name outcomes of the image in force.
+/// An update that changes neither the image nor the bindings publishes nothing.
 struct LastPublish {
     bindings: BTreeMap<ResourceKey, u32>,
-    outcomes: Arc<[Outcome]>,
 }
 
 pub struct Enforcer {
@@ -511,17 +509,12 @@ impl Enforcer {
             return false;
         };
         let unchanged = matches!(changes, Changes::Keys(keys) if keys.is_empty());
-        let outcomes = match &self.published {
-            Some(last) if unchanged && last.bindings == *ifindex_of => return true,
-            // Outcomes are only appended between full compiles.
-            Some(last)
-                if !matches!(changes, Changes::All)
-                    && last.outcomes.len() == image.outcomes.len() =>
-            {
-                Arc::clone(&last.outcomes)
-            }
-            _ => Arc::from(image.outcomes.as_slice()),
-        };
+        if let Some(last) = &self.published
+            && unchanged
+            && last.bindings == *ifindex_of
+        {
+            return true;
+        }
         let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
@@ -537,7 +530,7 @@ impl Enforcer {
                 self.outcomes.published(
                     published.generation,
                     bases.outcomes,
-                    &outcomes,
+                    &image.outcomes,
                     !matches!(changes, Changes::All),
                 );
                 if let Err(e) =
@@ -574,7 +567,6 @@ impl Enforcer {
                 );
                 self.published = Some(LastPublish {
                     bindings: ifindex_of.clone(),
-                    outcomes,
                 });
                 true
             }
