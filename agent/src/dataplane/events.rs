@@ -29,8 +29,8 @@ use crate::flows::record::{Flow, FlowEvent, Lost, LostSource, Peer, StreamItem, 
 use crate::flows::{FlowHub, record::rfc3339_ns};
 use crate::log;
 
-/// The outcome names of the generations events may still refer to: the two last
-/// published in memory, older ones (an earlier agent's) read from the run directory on
+/// The outcome names of the generations events may still refer to: the last three
+/// (published by this agent, or read back) in memory, older ones (an earlier agent's) read from the run directory on
 /// demand. Shared between the writer's side and the event reader.
 #[derive(Clone)]
 pub struct RecentOutcomes {
@@ -44,7 +44,9 @@ pub struct RecentOutcomes {
     cache: Arc<Mutex<NamesCache>>,
 }
 
-/// How many generations are kept in memory.
+/// How many generations are kept in memory: the one in force and the two before it (their
+/// events may still wait in the ring buffer), or generations read back from an earlier
+/// agent's files while this agent has published fewer.
 const KEPT: usize = 3;
 
 impl RecentOutcomes {
