@@ -23,7 +23,9 @@ use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
+use crate::dataplane::names_writer::NamesWriter;
 use crate::dataplane::older_abi::OlderAbi;
+use crate::dataplane::rule_names::RuleNamesCache;
 use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::{WriteError, Writer};
@@ -53,6 +55,10 @@ pub struct Enforcer {
     compiler: Compiler,
     /// Where the rule counter names go, for `palisade stats`.
     pub rule_names_path: PathBuf,
+    /// Their file's contents, named rule by rule as counters are added.
+    rule_names: RuleNamesCache,
+    /// Writes the name files off this loop; `None` if its thread could not start.
+    name_files: Option<NamesWriter>,
     /// This run's pin directory.
     pin_dir: PathBuf,
     /// Pins of older map ABIs still enforcing, taken over after the first publish.
@@ -100,6 +106,16 @@ impl Enforcer {
         older: Vec<OlderAbi>,
     ) -> Enforcer {
         let node_name = node.clone();
+        let name_files = NamesWriter::start()
+            .inspect_err(|e| {
+                log::error(
+                    "cannot start the name files' writer; `palisade stats` shows indexes \
+                     instead of rule names",
+                    &[("error", &e)],
+                )
+            })
+            .ok();
+        let run_dir = rule_names_path.parent().map(PathBuf::from);
         Enforcer {
             node,
             loaded,
@@ -108,9 +124,11 @@ impl Enforcer {
             conntrack,
             host_addrs,
             attachments,
-            outcomes: RecentOutcomes::new(rule_names_path.parent().map(PathBuf::from)),
+            outcomes: RecentOutcomes::new(run_dir, name_files.as_ref().map(NamesWriter::handle)),
             compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
+            rule_names: RuleNamesCache::default(),
+            name_files,
             pin_dir,
             older,
             older_carried: false,
@@ -533,13 +551,11 @@ impl Enforcer {
                     &image.outcomes,
                     !matches!(changes, Changes::All),
                 );
-                if let Err(e) =
-                    rule_names::write(&self.rule_names_path, self.writer.rule_counters())
-                {
-                    log::warn(
-                        "cannot write the rule counter names; `palisade stats` will show indexes",
-                        &[("path", &self.rule_names_path.display()), ("error", &e)],
-                    );
+                self.rule_names.update(self.writer.rule_counters());
+                if let Some(files) = &self.name_files {
+                    files
+                        .handle()
+                        .rules(self.rule_names_path.clone(), self.rule_names.file_bytes());
                 }
                 let stats = image.stats();
                 log::info(

@@ -23,6 +23,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::counters::CounterMaps;
 use super::kernel_clock::{KernelClock, unix_ns};
+use super::names_writer::NamesHandle;
 use super::outcome_names::{self, GenerationNames, NamesCache, OutcomeName};
 use crate::compile::Outcome;
 use crate::flows::record::{Flow, FlowEvent, Lost, LostSource, Peer, StreamItem, Verdict};
@@ -42,6 +43,8 @@ pub struct RecentOutcomes {
     missing: Arc<Mutex<Option<u32>>>,
     /// The names of the last published outcomes, extended publish by publish.
     cache: Arc<Mutex<NamesCache>>,
+    /// Writes the files in `run_dir`.
+    files: Option<NamesHandle>,
 }
 
 /// How many generations are kept in memory: the one in force and the two before it (their
@@ -50,12 +53,14 @@ pub struct RecentOutcomes {
 const KEPT: usize = 3;
 
 impl RecentOutcomes {
-    pub fn new(run_dir: Option<PathBuf>) -> RecentOutcomes {
+    /// `files`: writes the names into `run_dir` (`None`: memory only).
+    pub fn new(run_dir: Option<PathBuf>, files: Option<NamesHandle>) -> RecentOutcomes {
         RecentOutcomes {
             inner: Arc::default(),
             run_dir,
             missing: Arc::default(),
             cache: Arc::default(),
+            files,
         }
     }
 
@@ -65,14 +70,8 @@ impl RecentOutcomes {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.update(outcomes, appended);
         let names = Arc::new(cache.generation(generation, base));
-        if let Some(dir) = &self.run_dir
-            && let Err(e) = outcome_names::write(dir, generation, base, &cache)
-        {
-            log::warn(
-                "cannot write the outcome names; an agent started later names this \
-                 generation's events `-`",
-                &[("dir", &dir.display()), ("error", &e)],
-            );
+        if let (Some(dir), Some(files)) = (&self.run_dir, &self.files) {
+            files.outcomes(dir.clone(), generation, base, cache.lines().to_vec());
         }
         self.keep(names);
     }
