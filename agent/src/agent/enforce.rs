@@ -18,12 +18,14 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_common::{HostAddrKey, HostAddrValue, map_names};
 
 use crate::agent::ResourceView;
-use crate::compile::{Capacities, Changes, Compiler, Locals, Outcome};
+use crate::compile::{Capacities, Changes, Compiler, Locals};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
 use crate::dataplane::events::RecentOutcomes;
+use crate::dataplane::names_writer::NamesWriter;
 use crate::dataplane::older_abi::OlderAbi;
+use crate::dataplane::rule_names::RuleNamesCache;
 use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::{WriteError, Writer};
@@ -34,11 +36,9 @@ use crate::store::Revision;
 use crate::telemetry::Telemetry;
 use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
 
-/// An update that changes neither the image nor the bindings publishes nothing; events
-/// name outcomes of the image in force.
+/// An update that changes neither the image nor the bindings publishes nothing.
 struct LastPublish {
     bindings: BTreeMap<ResourceKey, u32>,
-    outcomes: Arc<[Outcome]>,
 }
 
 pub struct Enforcer {
@@ -55,6 +55,10 @@ pub struct Enforcer {
     compiler: Compiler,
     /// Where the rule counter names go, for `palisade stats`.
     pub rule_names_path: PathBuf,
+    /// Their file's contents, named rule by rule as counters are added.
+    rule_names: RuleNamesCache,
+    /// Writes the name files off this loop; `None` if its thread could not start.
+    name_files: Option<NamesWriter>,
     /// This run's pin directory.
     pin_dir: PathBuf,
     /// Pins of older map ABIs still enforcing, taken over after the first publish.
@@ -102,6 +106,16 @@ impl Enforcer {
         older: Vec<OlderAbi>,
     ) -> Enforcer {
         let node_name = node.clone();
+        let name_files = NamesWriter::start()
+            .inspect_err(|e| {
+                log::error(
+                    "cannot start the name files' writer; `palisade stats` shows indexes \
+                     instead of rule names",
+                    &[("error", &e)],
+                )
+            })
+            .ok();
+        let run_dir = rule_names_path.parent().map(PathBuf::from);
         Enforcer {
             node,
             loaded,
@@ -110,9 +124,11 @@ impl Enforcer {
             conntrack,
             host_addrs,
             attachments,
-            outcomes: RecentOutcomes::new(rule_names_path.parent().map(PathBuf::from)),
+            outcomes: RecentOutcomes::new(run_dir, name_files.as_ref().map(NamesWriter::handle)),
             compiler: Compiler::new(Locals::Node(&node_name), capacities),
             rule_names_path,
+            rule_names: RuleNamesCache::default(),
+            name_files,
             pin_dir,
             older,
             older_carried: false,
@@ -511,17 +527,12 @@ impl Enforcer {
             return false;
         };
         let unchanged = matches!(changes, Changes::Keys(keys) if keys.is_empty());
-        let outcomes = match &self.published {
-            Some(last) if unchanged && last.bindings == *ifindex_of => return true,
-            // Outcomes are only appended between full compiles.
-            Some(last)
-                if !matches!(changes, Changes::All)
-                    && last.outcomes.len() == image.outcomes.len() =>
-            {
-                Arc::clone(&last.outcomes)
-            }
-            _ => Arc::from(image.outcomes.as_slice()),
-        };
+        if let Some(last) = &self.published
+            && unchanged
+            && last.bindings == *ifindex_of
+        {
+            return true;
+        }
         let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
@@ -537,16 +548,14 @@ impl Enforcer {
                 self.outcomes.published(
                     published.generation,
                     bases.outcomes,
-                    &outcomes,
+                    &image.outcomes,
                     !matches!(changes, Changes::All),
                 );
-                if let Err(e) =
-                    rule_names::write(&self.rule_names_path, self.writer.rule_counters())
-                {
-                    log::warn(
-                        "cannot write the rule counter names; `palisade stats` will show indexes",
-                        &[("path", &self.rule_names_path.display()), ("error", &e)],
-                    );
+                self.rule_names.update(self.writer.rule_counters());
+                if let Some(files) = &self.name_files {
+                    files
+                        .handle()
+                        .rules(self.rule_names_path.clone(), self.rule_names.file_bytes());
                 }
                 let stats = image.stats();
                 log::info(
@@ -574,7 +583,6 @@ impl Enforcer {
                 );
                 self.published = Some(LastPublish {
                     bindings: ifindex_of.clone(),
-                    outcomes,
                 });
                 true
             }

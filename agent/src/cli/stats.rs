@@ -10,15 +10,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, MapData};
 use clap::Args;
 use palisade_common::{Config, STAT_NAMES, capacity, map_names};
 
 use crate::dataplane::attach::interface_index;
 use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::counters::CounterMaps;
-use crate::dataplane::load::map_pin_dir;
 use crate::dataplane::rule_names::{self, DEFAULT_RUN_DIR};
+use crate::dataplane::typed_map;
 use crate::dataplane::{BPFFS_ROOT, pin_dir};
 use crate::model::{Kind, Resource, WorkloadEndpoint};
 
@@ -260,7 +260,6 @@ pub async fn run(args: StatsArgs, url: &str) -> ExitCode {
 
 /// The budget the agent set (`PAL_CONFIG`).
 fn ct_budget(pins: &std::path::Path) -> Result<u32, Box<dyn std::error::Error>> {
-    let path = map_pin_dir(pins).join(map_names::CONFIG);
-    let config: Array<MapData, Config> = Array::try_from(Map::Array(MapData::from_pin(&path)?))?;
+    let config: Array<MapData, Config> = typed_map::open_pinned(pins, map_names::CONFIG)?;
     Ok(config.get(&0, 0)?.ct_budget)
 }

@@ -18,11 +18,11 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
+use aya::maps::{HashMap, IterableMap, MapData, MapError};
 use palisade_common::{CtKey, CtUsage, CtUsageKey, CtValue, ct_expired, map_names};
 
-use super::load::map_pin_dir;
 use super::map_batch;
+use super::typed_map::{self, MapOpenError};
 
 /// The default of `palisade agent --conntrack-budget` for a table of `table_entries` flows
 /// (`PAL_CT`'s size as made): a quarter of it, so that it takes four workloads flooding at
@@ -40,17 +40,8 @@ const BPF_EXIST: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
-    #[error("palisade's eBPF object has no map `{0}`; is the object stale?")]
-    MissingMap(&'static str),
-    #[error(
-        "cannot open the pinned map {path}: {source}\nhint: is `palisade agent` running (or has \
-         it run) on this host, with the same --bpffs?"
-    )]
-    Pinned {
-        path: std::path::PathBuf,
-        #[source]
-        source: MapError,
-    },
+    #[error(transparent)]
+    Open(#[from] MapOpenError),
     #[error("cannot {action} map `{name}`: {source}")]
     Map {
         action: &'static str,
@@ -94,33 +85,17 @@ pub struct Swept {
 impl Conntrack {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Conntrack, ConntrackError> {
-        fn one<M: TryFrom<Map, Error = MapError>>(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<M, ConntrackError> {
-            let map = ebpf
-                .take_map(name)
-                .ok_or(ConntrackError::MissingMap(name))?;
-            M::try_from(map).map_err(map_err("use", name))
-        }
         Ok(Conntrack {
-            flows: one(ebpf, map_names::CT)?,
-            usage: one(ebpf, map_names::CT_USAGE)?,
+            flows: typed_map::take(ebpf, map_names::CT)?,
+            usage: typed_map::take(ebpf, map_names::CT_USAGE)?,
         })
     }
 
     /// Opens the maps an agent pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Conntrack, ConntrackError> {
-        let dir = map_pin_dir(pin_dir);
-        let open = |name: &'static str| -> Result<MapData, ConntrackError> {
-            let path = dir.join(name);
-            MapData::from_pin(&path).map_err(|source| ConntrackError::Pinned { path, source })
-        };
         Ok(Conntrack {
-            flows: HashMap::try_from(Map::LruHashMap(open(map_names::CT)?))
-                .map_err(map_err("use", map_names::CT))?,
-            usage: HashMap::try_from(Map::HashMap(open(map_names::CT_USAGE)?))
-                .map_err(map_err("use", map_names::CT_USAGE))?,
+            flows: typed_map::open_pinned(pin_dir, map_names::CT)?,
+            usage: typed_map::open_pinned(pin_dir, map_names::CT_USAGE)?,
         })
     }
 

@@ -6,24 +6,15 @@ use std::path::Path;
 
 use aya::Pod;
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use palisade_common::{Counter, EndpointStats, EndpointStatsKey, RuleStats, STAT_COUNT, map_names};
 
-use super::load::map_pin_dir;
+use super::typed_map::{self, MapOpenError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
-    #[error("palisade's eBPF object has no map `{0}`; is the object stale?")]
-    MissingMap(&'static str),
-    #[error(
-        "cannot open the pinned map {path}: {source}\nhint: is `palisade agent` running (or has \
-         it run) on this host, with the same --bpffs?"
-    )]
-    Pinned {
-        path: std::path::PathBuf,
-        #[source]
-        source: MapError,
-    },
+    #[error(transparent)]
+    Open(#[from] MapOpenError),
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(String),
     #[error("cannot {action} map `{name}`: {source}")]
@@ -52,34 +43,19 @@ fn map_err(action: &'static str, name: &'static str) -> impl Fn(MapError) -> Cou
 impl CounterMaps {
     /// Takes the counter maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<CounterMaps, CounterError> {
-        fn one<M: TryFrom<Map, Error = MapError>>(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<M, CounterError> {
-            let map = ebpf.take_map(name).ok_or(CounterError::MissingMap(name))?;
-            M::try_from(map).map_err(map_err("use", name))
-        }
         Ok(CounterMaps {
-            endpoints: one(ebpf, map_names::EP_STATS)?,
-            rules: one(ebpf, map_names::RULE_STATS)?,
-            reasons: one(ebpf, map_names::STATS)?,
+            endpoints: typed_map::take(ebpf, map_names::EP_STATS)?,
+            rules: typed_map::take(ebpf, map_names::RULE_STATS)?,
+            reasons: typed_map::take(ebpf, map_names::STATS)?,
         })
     }
 
     /// Opens the maps an agent pinned under `pin_dir` (for `palisade stats`).
     pub fn open_pinned(pin_dir: &Path) -> Result<CounterMaps, CounterError> {
-        let dir = map_pin_dir(pin_dir);
-        let open = |name: &'static str| -> Result<MapData, CounterError> {
-            let path = dir.join(name);
-            MapData::from_pin(&path).map_err(|source| CounterError::Pinned { path, source })
-        };
         Ok(CounterMaps {
-            endpoints: PerCpuHashMap::try_from(Map::PerCpuHashMap(open(map_names::EP_STATS)?))
-                .map_err(map_err("use", map_names::EP_STATS))?,
-            rules: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::RULE_STATS)?))
-                .map_err(map_err("use", map_names::RULE_STATS))?,
-            reasons: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::STATS)?))
-                .map_err(map_err("use", map_names::STATS))?,
+            endpoints: typed_map::open_pinned(pin_dir, map_names::EP_STATS)?,
+            rules: typed_map::open_pinned(pin_dir, map_names::RULE_STATS)?,
+            reasons: typed_map::open_pinned(pin_dir, map_names::STATS)?,
         })
     }
 

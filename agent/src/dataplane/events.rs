@@ -23,14 +23,15 @@ use tokio::io::unix::AsyncFd;
 
 use super::counters::CounterMaps;
 use super::kernel_clock::{KernelClock, unix_ns};
+use super::names_writer::NamesHandle;
 use super::outcome_names::{self, GenerationNames, NamesCache, OutcomeName};
 use crate::compile::Outcome;
 use crate::flows::record::{Flow, FlowEvent, Lost, LostSource, Peer, StreamItem, Verdict};
 use crate::flows::{FlowHub, record::rfc3339_ns};
 use crate::log;
 
-/// The outcome names of the generations events may still refer to: the two last
-/// published in memory, older ones (an earlier agent's) read from the run directory on
+/// The outcome names of the generations events may still refer to: the last three
+/// (published by this agent, or read back) in memory, older ones (an earlier agent's) read from the run directory on
 /// demand. Shared between the writer's side and the event reader.
 #[derive(Clone)]
 pub struct RecentOutcomes {
@@ -42,18 +43,24 @@ pub struct RecentOutcomes {
     missing: Arc<Mutex<Option<u32>>>,
     /// The names of the last published outcomes, extended publish by publish.
     cache: Arc<Mutex<NamesCache>>,
+    /// Writes the files in `run_dir`.
+    files: Option<NamesHandle>,
 }
 
-/// How many generations are kept in memory.
+/// How many generations are kept in memory: the one in force and the two before it (their
+/// events may still wait in the ring buffer), or generations read back from an earlier
+/// agent's files while this agent has published fewer.
 const KEPT: usize = 3;
 
 impl RecentOutcomes {
-    pub fn new(run_dir: Option<PathBuf>) -> RecentOutcomes {
+    /// `files`: writes the names into `run_dir` (`None`: memory only).
+    pub fn new(run_dir: Option<PathBuf>, files: Option<NamesHandle>) -> RecentOutcomes {
         RecentOutcomes {
             inner: Arc::default(),
             run_dir,
             missing: Arc::default(),
             cache: Arc::default(),
+            files,
         }
     }
 
@@ -63,14 +70,8 @@ impl RecentOutcomes {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.update(outcomes, appended);
         let names = Arc::new(cache.generation(generation, base));
-        if let Some(dir) = &self.run_dir
-            && let Err(e) = outcome_names::write(dir, generation, base, &cache)
-        {
-            log::warn(
-                "cannot write the outcome names; an agent started later names this \
-                 generation's events `-`",
-                &[("dir", &dir.display()), ("error", &e)],
-            );
+        if let (Some(dir), Some(files)) = (&self.run_dir, &self.files) {
+            files.outcomes(dir.clone(), generation, base, cache.lines().to_vec());
         }
         self.keep(names);
     }

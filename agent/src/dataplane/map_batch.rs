@@ -20,15 +20,40 @@ const BATCH: u32 = 4096;
 /// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
 #[repr(C)]
 #[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+pub(super) struct BatchAttr {
+    pub in_batch: u64,
+    pub out_batch: u64,
+    pub keys: u64,
+    pub values: u64,
+    pub count: u32,
+    pub map_fd: u32,
+    pub elem_flags: u64,
+    pub flags: u64,
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` call; on return `attr.count` says how many entries it
+/// gave, also with the error `ENOENT` (the last batch).
+///
+/// # Safety
+/// `attr.keys` and `attr.values` must point to room for `attr.count` keys and values of
+/// the map's sizes, and `attr.in_batch` (unless 0) and `attr.out_batch` to a cursor of at
+/// least the map's key size and 8 bytes, all live for the call.
+pub(super) unsafe fn lookup_batch(attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: the caller vouches for the buffers; the size passed keeps the kernel from
+    // reading past the batch prefix of `union bpf_attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Calls `visit` with every entry of the (not per-CPU) hash map `fd`, whose keys and
@@ -54,24 +79,16 @@ pub fn for_each<K: Pod + Default, V: Pod + Default>(
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a complete `bpf_attr.batch`; `keys` and `values` hold `count`
-        // elements of the map's key and value sizes (the caller's types), and the cursors
-        // hold 8 bytes, more than the kernel's 4-byte bucket index.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
+        // SAFETY: `keys` and `values` hold `count` elements of the map's key and value
+        // sizes (the caller's types), and the cursors hold 8 bytes, more than the kernel's
+        // 4-byte bucket index.
+        let result = unsafe { lookup_batch(&mut attr) };
         // ENOENT: the walk is over, and `count` still says what this last call found.
-        let over = rc < 0;
-        if over {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::ENOENT) {
-                return Err(error);
-            }
+        let over = result.is_err();
+        if let Err(error) = result
+            && error.raw_os_error() != Some(libc::ENOENT)
+        {
+            return Err(error);
         }
         let found = attr.count.min(BATCH) as usize;
         for (key, value) in keys.iter().zip(&values).take(found) {

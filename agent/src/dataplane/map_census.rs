@@ -10,25 +10,11 @@ use std::path::Path;
 
 use aya::maps::{MapData, MapError};
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+use super::map_batch::{BatchAttr, lookup_batch};
 
 /// Entries asked for per call. A hash bucket is returned whole, so a call may need more
 /// room than this when a bucket is larger (`ENOSPC`): the batch then grows.
 const BATCH: u32 = 4096;
-
-/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 /// A hash map opened for counting.
 pub struct Census {
@@ -79,19 +65,9 @@ impl Census {
                 map_fd: fd,
                 ..BatchAttr::default()
             };
-            // SAFETY: `attr` is a complete `union bpf_attr` batch prefix whose buffers hold
-            // `count` keys and values of the map's sizes and a position, all live for the
-            // call; its size is passed, so the kernel reads no further.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
-                    &mut attr as *mut BatchAttr,
-                    std::mem::size_of::<BatchAttr>(),
-                )
-            };
-            if rc < 0 {
-                let error = io::Error::last_os_error();
+            // SAFETY: the buffers hold `count` keys and values of the map's sizes, and the
+            // positions room for a key and 8 bytes, all live for the call.
+            if let Err(error) = unsafe { lookup_batch(&mut attr) } {
                 match error.raw_os_error() {
                     // The last batch: `count` says how many it held.
                     Some(libc::ENOENT) => return Ok(total + u64::from(attr.count)),

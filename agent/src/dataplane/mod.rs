@@ -5,9 +5,10 @@
 //! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
 //! and the sweep of expired flows (`conntrack`, over `map_batch`); taking over from an
 //! older map ABI (`older_abi`); counters, events and kernel-side debug lines (`counters`,
-//! `rule_names`, `events`, `outcome_names`, `kernel_clock`, `bpf_log`); the lock that keeps one palisade per dataplane
+//! `rule_names`, `events`, `outcome_names` written by `names_writer`, `kernel_clock`, `bpf_log`); the lock that keeps one palisade per dataplane
 //! (`host_lock`); what palisade left on a host, of any ABI version, found and removed
-//! (`remnants`); counting the entries of the maps the kernel fills (`map_census`).
+//! (`remnants`); counting the entries of the maps the kernel fills (`map_census`); a map as
+//! its aya type, taken from the object or opened from its pin (`typed_map`).
 
 pub mod attach;
 pub mod bpf_log;
@@ -23,12 +24,14 @@ pub mod map_batch;
 pub mod map_census;
 pub mod map_memory;
 pub mod map_sizes;
+pub mod names_writer;
 pub mod object;
 pub mod older_abi;
 pub mod outcome_names;
 pub mod remnants;
 pub mod rule_names;
 pub mod slot_image;
+pub mod typed_map;
 pub mod writer;
 
 pub use attach::{Adopted, AttachMode, Attachments, interface_pin_dir, link_pin_dir};

@@ -97,6 +97,11 @@ impl NamesCache {
         }
     }
 
+    /// The names file's lines after its header: one [`OutcomeName`] per line.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
     pub fn generation(&self, generation: u32, base: u32) -> GenerationNames {
         GenerationNames {
             generation,
@@ -131,16 +136,14 @@ pub fn is_written_by_agent(name: &str) -> bool {
     })
 }
 
-/// Writes the names of generation `generation` (`cache`'s, from `PAL_OUTCOMES` index
-/// `base`) atomically and removes the files of generations other than it and the one
+/// Writes the names of generation `generation` (`lines`, a [`NamesCache`]'s, from
+/// `PAL_OUTCOMES` index `base`) atomically and removes the files of generations other than it and the one
 /// before it (events of older ones can no longer be in the ring buffer unread: the writer
 /// reuses a slot only after the generation before).
-pub fn write(
-    run_dir: &Path,
-    generation: u32,
-    base: u32,
-    cache: &NamesCache,
-) -> std::io::Result<()> {
+///
+/// Not synced to the disk: the events they name (in the ring buffer) do not survive a
+/// reboot, only the agent process.
+pub fn write(run_dir: &Path, generation: u32, base: u32, lines: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(run_dir)?;
     let path = path_of(run_dir, generation);
     let tmp = path.with_extension("jsonl.tmp");
@@ -148,8 +151,8 @@ pub fn write(
     serde_json::to_writer(&mut file, &Header { generation, base })
         .map_err(std::io::Error::other)?;
     file.write_all(b"\n")?;
-    file.write_all(&cache.lines)?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    file.write_all(lines)?;
+    file.into_inner().map_err(|e| e.into_error())?;
     std::fs::rename(&tmp, &path)?;
     let keep = [path, path_of(run_dir, generation.wrapping_sub(1))];
     let this_abi = format!("{PREFIX}{}.g", palisade_common::ABI_VERSION);
@@ -266,7 +269,7 @@ mod tests {
     fn keeps_the_generation_and_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         for g in 1..=4 {
-            write(dir.path(), g, 100, &cache_of(&names(g))).unwrap();
+            write(dir.path(), g, 100, cache_of(&names(g)).lines()).unwrap();
         }
         assert!(read(dir.path(), 2).is_err());
         assert_eq!(read(dir.path(), 3).unwrap(), names(3));

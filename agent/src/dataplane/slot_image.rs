@@ -95,7 +95,7 @@ impl RuleCounters {
         }
     }
 
-    fn index_of(&mut self, rule: &RuleRef) -> Result<u32, EncodeError> {
+    pub(super) fn index_of(&mut self, rule: &RuleRef) -> Result<u32, EncodeError> {
         if let Some(&i) = self.index.get(rule) {
             return Ok(i);
         }

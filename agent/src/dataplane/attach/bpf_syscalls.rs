@@ -1,8 +1,9 @@
-//! The bpf(2) commands aya 0.14 does not expose: opening a pinned link and detaching it
-//! from its hook (TCX), and the map ids of a program known only by its id (clsact: whose
-//! filter is whose); for finding and removing what any palisade left (`remnants`): the
-//! TCX programs and links on an interface, a program's name, a pinned object's id, and
-//! detaching a link or a TCX program by id.
+//! The bpf(2) commands aya 0.14 does not expose: opening a pinned link, detaching it from
+//! its hook and asking which interface it is attached to (TCX; none: defunct), and the map
+//! ids of a program known only by its id (clsact: whose filter is whose); for finding and
+//! removing what any palisade left (`remnants`): the TCX programs and links on an
+//! interface, a program's name, a pinned object's id, and detaching a link or a TCX
+//! program by id.
 
 use std::ffi::CString;
 use std::io;
@@ -83,6 +84,21 @@ struct ObjInfoPrefix {
     object_type: u32,
     id: u32,
 }
+
+/// `struct bpf_link_info` up to its `tcx` member (the union is 8-byte aligned).
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    padding: u32,
+    ifindex: u32,
+    attach_type: u32,
+}
+
+/// `enum bpf_link_type`: a TCX link.
+const BPF_LINK_TYPE_TCX: u32 = 11;
 
 /// `union bpf_attr` for BPF_PROG_QUERY (Linux 6.6 and later: with link ids).
 #[repr(C)]
@@ -262,6 +278,25 @@ pub fn pinned_object_id(path: &Path) -> io::Result<u32> {
     let mut info = ObjInfoPrefix::default();
     object_info(&pinned(path)?, &mut info)?;
     Ok(info.id)
+}
+
+/// The index of the interface the TCX link pinned at `path` is attached to; 0 for a link
+/// that was detached (defunct: `bpftool link detach`, or its hook was torn down) but is
+/// still pinned. `InvalidData` if the pin is not a TCX link.
+pub fn tcx_link_ifindex(path: &Path) -> io::Result<u32> {
+    let mut info = TcxLinkInfo::default();
+    object_info(&pinned(path)?, &mut info)?;
+    if info.link_type != BPF_LINK_TYPE_TCX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a TCX link (link type {})",
+                path.display(),
+                info.link_type
+            ),
+        ));
+    }
+    Ok(info.ifindex)
 }
 
 /// Detaches the link `link_id` from its hook, wherever it is pinned or held. `NotFound`

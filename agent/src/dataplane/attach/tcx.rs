@@ -13,6 +13,7 @@ use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 
 use super::{HOOKS, Hook, bpf_syscalls, ensure_same_interface};
 use crate::dataplane::{Error, LoadedObject};
+use crate::log;
 
 /// Where the links of the pin directory `dir` are pinned: `<dir>/links`.
 pub fn link_pin_dir(dir: &Path) -> PathBuf {
@@ -70,8 +71,11 @@ impl TcxLinks {
         attached
     }
 
-    /// Switches the pinned links of `ifindex` to `loaded`'s programs (a hook whose pin is
-    /// missing, left by a crash half way through an attach, is attached afresh).
+    /// Switches the pinned links of `ifindex` to `loaded`'s programs. A hook whose pin is
+    /// missing (left by a crash half way through an attach) is attached afresh; so is one
+    /// whose pinned link is defunct (detached by someone else, e.g. `bpftool link detach`:
+    /// no update can bring it back), after its pin is removed and a warning names the
+    /// interface.
     pub fn take_over(
         &self,
         loaded: &mut LoadedObject,
@@ -81,6 +85,21 @@ impl TcxLinks {
         let dir = self.dir(ifindex);
         for hook in &HOOKS {
             let path = dir.join(hook.pin);
+            if path.exists() && is_defunct(&path)? {
+                log::warn(
+                    "a pinned TCX link was detached from its interface; attaching afresh",
+                    &[
+                        ("interface", &ifname),
+                        ("ifindex", &ifindex),
+                        ("hook", &hook.pin),
+                        ("pin", &path.display()),
+                    ],
+                );
+                std::fs::remove_file(&path).map_err(|source| Error::RemovePin {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             let pinned = match PinnedLink::from_pin(&path) {
                 Ok(pinned) => pinned,
                 Err(_) if !path.exists() => {
@@ -176,6 +195,13 @@ fn attach_and_pin(
         source: io::Error::other(e),
     })?;
     Ok(())
+}
+
+/// Whether the TCX link pinned at `path` is attached to no interface any more.
+fn is_defunct(path: &Path) -> Result<bool, Error> {
+    bpf_syscalls::tcx_link_ifindex(path)
+        .map(|ifindex| ifindex == 0)
+        .map_err(|e| adopt_error(path, e))
 }
 
 fn adopt_error(path: &Path, error: impl std::fmt::Display) -> Error {
