@@ -8,7 +8,8 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns};
 use palisade_common::{
-    Addr, CONFIG_ALLOW_EVENTS, Config, EVENT_ALLOW, EVENT_LOG, Event, STAT_EVENTS_LOST,
+    Addr, CONFIG_ALLOW_EVENTS, Config, EVENT_ALLOW, EVENT_LOG, EVENT_WAKEUP_MASK, Event,
+    STAT_EVENTS_LOST,
 };
 
 use crate::{counters, maps::PAL_EVENTS, parse::Packet};
@@ -96,5 +97,13 @@ pub fn report(kind: u8, subject: &Subject, packet: Option<&Packet>, reason: u32,
         // SAFETY: a helper without arguments or preconditions.
         time_ns: unsafe { bpf_ktime_get_boot_ns() },
     });
-    entry.submit(0);
+    entry.submit(if sampled(EVENT_WAKEUP_MASK) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    });
 }
+
+/// `bpf_ringbuf_submit` flags: see [`EVENT_WAKEUP_MASK`] for why most events wake nobody.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;

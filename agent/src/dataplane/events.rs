@@ -16,7 +16,8 @@ use aya::maps::{MapData, RingBuf};
 use palisade_common::{
     DIR_EGRESS, DROP_CT_BUDGET, DROP_FRAGMENT, DROP_MALFORMED, DROP_NOT_LOCAL, DROP_POLICY,
     DROP_REVOKED, DROP_SPOOFED, DROP_TO_HOST, DROP_UNKNOWN_ETHERTYPE, EVENT_ALLOW, EVENT_DROP,
-    EVENT_LOG, Event, FAMILY_V4, STAT_EVENTS_LOST, STAT_HOST_TO_WORKLOAD, map_names,
+    EVENT_LOG, EVENT_POLL_INTERVAL_MS, Event, FAMILY_V4, STAT_EVENTS_LOST, STAT_HOST_TO_WORKLOAD,
+    map_names,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -196,7 +197,8 @@ impl LossWatch {
 }
 
 /// Reads `PAL_EVENTS` until the map goes away: each event is logged (drops and `log` hits)
-/// and pushed to `hub`; losses are looked for every [`CHECK_INTERVAL`] (`counters`: the
+/// and pushed to `hub`, when the ring wakes the reader and every `EVENT_POLL_INTERVAL_MS`;
+/// losses are looked for every [`CHECK_INTERVAL`] (`counters`: the
 /// pinned counter maps, `None` if they cannot be opened).
 pub async fn read_events(
     ring: RingBuf<MapData>,
@@ -221,6 +223,10 @@ pub async fn read_events(
     let mut losses = LossWatch::new(counters);
     let mut checks = tokio::time::interval(CHECK_INTERVAL);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Most events are submitted without waking this reader (`EVENT_WAKEUP_MASK`): they
+    // are read at the next poll.
+    let mut polls = tokio::time::interval(Duration::from_millis(EVENT_POLL_INTERVAL_MS));
+    polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = checks.tick() => {
@@ -229,6 +235,7 @@ pub async fn read_events(
                     hub.push(StreamItem::Lost(lost));
                 }
             }
+            _ = polls.tick() => drain(fd.get_mut(), &outcomes, &hub, &clock),
             readable = fd.readable_mut() => {
                 let mut guard = match readable {
                     Ok(g) => g,
@@ -237,20 +244,30 @@ pub async fn read_events(
                         return;
                     }
                 };
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if item.len() < size_of::<Event>() {
-                        continue;
-                    }
-                    // SAFETY: records are `Event`s written by the program; length checked.
-                    let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-                    if let Some(flow) = flow_of(&event, &outcomes, &clock) {
-                        report(&flow);
-                        hub.push(StreamItem::Flow(Box::new(flow)));
-                    }
-                }
+                drain(guard.get_inner_mut(), &outcomes, &hub, &clock);
                 guard.clear_ready();
             }
+        }
+    }
+}
+
+/// Reads every event the ring buffer holds: each is logged (drops and `log` hits) and
+/// pushed to `hub`.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    outcomes: &RecentOutcomes,
+    hub: &FlowHub,
+    clock: &KernelClock,
+) {
+    while let Some(item) = ring.next() {
+        if item.len() < size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: records are `Event`s written by the program; length checked.
+        let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+        if let Some(flow) = flow_of(&event, outcomes, clock) {
+            report(&flow);
+            hub.push(StreamItem::Flow(Box::new(flow)));
         }
     }
 }
