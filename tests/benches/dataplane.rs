@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: what palisade costs, measured on this machine.
 //!
 //! - per packet, through BPF_PROG_TEST_RUN (the kernel's own average over many repeats),
-//!   beside an empty TC program in the same run: an established flow (conntrack hit) and a
-//!   new flow the policy denies (so no entry is made and every repeat takes the full path),
-//!   the median of interleaved rounds; with `PALISADE_DATAPLANE_BASELINE`, other builds'
+//!   beside an empty TC program in the same run: an established flow (conntrack hit), a
+//!   new flow the policy denies (so no entry is made and every repeat takes the full path)
+//!   and a new flow the policy allows over the closing entry of its own 4-tuple (what
+//!   TCP_CRR with port reuse does: every repeat asks policy, reopens the entry and reports
+//!   the flow), the median of interleaved rounds; with `PALISADE_DATAPLANE_BASELINE`, other builds'
 //!   objects on the same maps and packets in the same rounds;
 //! - the full compile, the entries and kernel memory of the maps;
 //! - one policy changed and one endpoint added, as the agent does it: the compiler it keeps
@@ -20,7 +22,7 @@ mod generated;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,10 +35,10 @@ use palisade::dataplane::{self, LoadedObject};
 use palisade::model::Action;
 use palisade::model::{Resource, ResourceKey};
 use palisade::policy::{Direction, Model, PROTO_TCP, Packet, Verdict};
-use palisade_common::program_names;
+use palisade_common::{CONFIG_ALLOW_EVENTS, program_names};
 use palisade_tests::agent_process::PrivateBpffs;
 use palisade_tests::bpf_run::{SkbContext, run_repeated};
-use palisade_tests::packet::Frame;
+use palisade_tests::packet::{Frame, TCP_FIN, TCP_SYN};
 use palisade_tests::require_root;
 
 const REPEAT: u32 = 1_000_000;
@@ -59,8 +61,10 @@ struct Row {
     empty_ns: u128,
     established_ns: u128,
     new_denied_ns: u128,
-    /// For each baseline object: established and new flow (denied), in the same rounds.
-    baselines: Vec<(u128, u128)>,
+    new_allowed_ns: u128,
+    /// For each baseline object: established, new flow (denied) and new flow (allowed), in
+    /// the same rounds.
+    baselines: Vec<PerPacket>,
     compile: Duration,
     node_compile: Duration,
     entries: usize,
@@ -68,6 +72,9 @@ struct Row {
     policy_change: Samples,
     endpoint_added: Samples,
 }
+
+/// One object's per-packet medians: established, new flow (denied), new flow (allowed).
+type PerPacket = (u128, u128, u128);
 
 /// How many changes of each kind are timed.
 const CHANGES: usize = 21;
@@ -268,6 +275,8 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
         .unwrap()
         .track_endpoint(ifindex)
         .unwrap();
+    // The agent's default switches: every drop and every allowed new flow is reported.
+    writer.set_switches(CONFIG_ALLOW_EVENTS, 0, 0).unwrap();
 
     let peers: Vec<IpAddr> = endpoints
         .iter()
@@ -283,6 +292,15 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     };
     let allowed = Frame::for_keys(local, allowed_peer, PROTO_TCP, 40000, allowed_port).build();
     let denied = Frame::for_keys(local, denied_peer, PROTO_TCP, 40001, denied_port).build();
+    // A SYN that also carries FIN: it starts a flow over its key's closing entry (a bare SYN
+    // does not continue a closing flow) and leaves the entry closing again, so every repeat
+    // is a new allowed flow over an existing key, as under TCP_CRR with port reuse.
+    let reopening = Frame::tcp(
+        SocketAddr::new(local, 40002),
+        SocketAddr::new(allowed_peer, allowed_port),
+        TCP_SYN | TCP_FIN,
+    )
+    .build();
 
     loaded
         .ebpf_mut()
@@ -308,8 +326,10 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     let mut empty = Vec::new();
     let mut established = Vec::new();
     let mut new_denied = Vec::new();
+    let mut new_allowed = Vec::new();
     let mut other_established = vec![Vec::new(); others.len()];
     let mut other_new_denied = vec![Vec::new(); others.len()];
+    let mut other_new_allowed = vec![Vec::new(); others.len()];
     for _ in 0..ROUNDS {
         empty.push(run(&mut loaded, program_names::EMPTY, &allowed, ctx).1);
         let (verdict, ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &allowed, ctx);
@@ -318,6 +338,9 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
         let (verdict, ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &denied, ctx);
         assert_eq!(verdict, 2, "the denied flow was not denied");
         new_denied.push(ns);
+        let (verdict, ns) = run(&mut loaded, program_names::FROM_WORKLOAD, &reopening, ctx);
+        assert_eq!(verdict, 0, "the reopened flow was not allowed");
+        new_allowed.push(ns);
         for (i, other) in others.iter_mut().enumerate() {
             let name = &baselines[i].name;
             let (verdict, ns) = run(other, program_names::FROM_WORKLOAD, &allowed, ctx);
@@ -326,16 +349,23 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
             let (verdict, ns) = run(other, program_names::FROM_WORKLOAD, &denied, ctx);
             assert_eq!(verdict, 2, "{name}: the denied flow was not denied");
             other_new_denied[i].push(ns);
+            let (verdict, ns) = run(other, program_names::FROM_WORKLOAD, &reopening, ctx);
+            assert_eq!(verdict, 0, "{name}: the reopened flow was not allowed");
+            other_new_allowed[i].push(ns);
         }
     }
     drop(others);
     let empty_ns = median(empty);
     let established_ns = median(established);
     let new_denied_ns = median(new_denied);
+    let new_allowed_ns = median(new_allowed);
     let baselines = other_established
         .into_iter()
         .zip(other_new_denied)
-        .map(|(established, denied)| (median(established), median(denied)))
+        .zip(other_new_allowed)
+        .map(|((established, denied), allowed)| {
+            (median(established), median(denied), median(allowed))
+        })
         .collect();
 
     // One policy changed: its first ingress rule's action flips. The first policies select
@@ -399,6 +429,7 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
         empty_ns,
         established_ns,
         new_denied_ns,
+        new_allowed_ns,
         baselines,
         compile,
         node_compile,
@@ -459,18 +490,20 @@ fn main() {
         .map(|s| measure(s, ifindex, &baselines))
         .collect();
     println!(
-        "| scale | empty program | established (conntrack hit) | new flow (denied) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added |"
+        "| scale | empty program | established (conntrack hit) | new flow (denied) | new flow (allowed, over a closing entry) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {:.0} ms | {} | {:.1} MiB | {:.1} ms (max {:.1}) | {:.2} ms (max {:.2}) |",
+            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {:.0} ms | {} | {:.1} MiB | {:.1} ms (max {:.1}) | {:.2} ms (max {:.2}) |",
             r.scale,
             r.empty_ns,
             r.established_ns,
             r.established_ns.saturating_sub(r.empty_ns),
             r.new_denied_ns,
             r.new_denied_ns.saturating_sub(r.empty_ns),
+            r.new_allowed_ns,
+            r.new_allowed_ns.saturating_sub(r.empty_ns),
             r.compile.as_secs_f64() * 1e3,
             r.node_compile.as_secs_f64() * 1e3,
             r.entries,
@@ -489,23 +522,26 @@ fn main() {
         "Beside other builds ({BASELINE_VARIABLE}), on the same maps and packets, in the same rounds:"
     );
     println!();
-    println!("| scale | object | established (conntrack hit) | new flow (denied) |");
-    println!("|---|---|---|---|");
+    println!(
+        "| scale | object | established (conntrack hit) | new flow (denied) | new flow (allowed, over a closing entry) |"
+    );
+    println!("|---|---|---|---|---|");
     for r in &rows {
         let this = (
             "this build".to_string(),
-            (r.established_ns, r.new_denied_ns),
+            (r.established_ns, r.new_denied_ns, r.new_allowed_ns),
         );
         let others = baselines
             .iter()
             .map(|b| b.name.clone())
             .zip(r.baselines.iter().copied());
-        for (name, (established, denied)) in std::iter::once(this).chain(others) {
+        for (name, (established, denied, allowed)) in std::iter::once(this).chain(others) {
             println!(
-                "| {} | {name} | {established} ns (+{}) | {denied} ns (+{}) |",
+                "| {} | {name} | {established} ns (+{}) | {denied} ns (+{}) | {allowed} ns (+{}) |",
                 r.scale,
                 established.saturating_sub(r.empty_ns),
                 denied.saturating_sub(r.empty_ns),
+                allowed.saturating_sub(r.empty_ns),
             );
         }
     }

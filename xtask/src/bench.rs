@@ -82,7 +82,13 @@ const DATAPLANE_SECTION: &str = "\
          empty program and both packets take turns. The established flow is a conntrack hit; \
          the new flow is a packet the policy denies (no conntrack entry is made, so every repeat \
          takes the whole lookup path, and, as by the agent's default, every drop is reported \
-         as an event). The endpoint's counters and conntrack budget entries exist, as the agent \
+         as an event). The allowed new flow is what TCP_CRR with port reuse makes of most \
+         connections: a SYN of a 4-tuple whose closing entry is still in the conntrack table \
+         (the packet also carries FIN, so that it leaves the entry closing and every repeat \
+         starts the flow again): policy allows it, the entry is reopened and, as by the \
+         agent's default, the flow is reported as an event. The bench reads no events, so \
+         once the ring buffer is full the reports of both new-flow rows are counted lost \
+         instead. The endpoint's counters and conntrack budget entries exist, as the agent \
          makes them when it attaches. `PALISADE_DATAPLANE_BASELINE=PATH[,PATH..]` measures \
          other builds' eBPF objects beside this one in the same rounds, on the same maps and \
          packets (a table of its own, below the first). \
