@@ -207,10 +207,18 @@ pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget
         icmp_code,
         last_seen_ns: clock::now(),
     };
-    // Whether the key is new is the map's to say (`BPF_NOEXIST`), not the lookup's: the
-    // lookup's answer, carried down here, would double the verifier's paths through policy.
-    // Failures other than EEXIST (a transient -EBUSY of the LRU) only mean that the next
-    // packet asks policy again.
+    // A key that has an entry (a closing or expired flow's: under TCP_CRR with port reuse,
+    // most connections') is reopened where it is. An update of the LRU map would pop a free
+    // node, lock the bucket and give the old node back under the LRU's global lock, each
+    // time. The lookup is asked again here rather than carried down from `lookup`: its
+    // answer, known all through policy, would double the verifier's paths there.
+    if let Some(at) = PAL_CT.get_ptr_mut(key) {
+        reopen(at, &value);
+        return Opened::Yes;
+    }
+    // Whether the key is new is still the map's to say (`BPF_NOEXIST`): another CPU may
+    // have made it since. Failures other than EEXIST (a transient -EBUSY of the LRU) only
+    // mean that the next packet asks policy again.
     let Some(usage) = PAL_CT_USAGE.get_ptr_mut(CtUsageKey {
         ifindex: key.ifindex,
     }) else {
@@ -245,6 +253,25 @@ pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget
         }
     }
     Opened::Yes
+}
+
+/// Writes a new flow's `value` over the entry at `at`, the flow's own key's. Another CPU
+/// may read the entry meanwhile: what makes it live for the new flow goes last (the flags
+/// first, so that no reader sees a revoked flow's flag with a fresh clock), and any mix a
+/// reader sees either holds its packet as the old or the new flow would, or sends it to
+/// policy.
+#[inline(always)]
+fn reopen(at: *mut CtValue, value: &CtValue) {
+    // SAFETY: a value pointer from a successful lookup in this run of the program; the
+    // volatile writes keep their order.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*at).flags, value.flags);
+        core::ptr::write_volatile(&raw mut (*at).origin, value.origin);
+        core::ptr::write_volatile(&raw mut (*at).icmp_type, value.icmp_type);
+        core::ptr::write_volatile(&raw mut (*at).icmp_code, value.icmp_code);
+        core::ptr::write_volatile(&raw mut (*at).last_seen_ns, value.last_seen_ns);
+        core::ptr::write_volatile(&raw mut (*at).generation, value.generation);
+    }
 }
 
 /// `bpf_map_update_elem` flags.
