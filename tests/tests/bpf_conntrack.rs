@@ -732,6 +732,55 @@ fn fin_and_rst_close_a_flow_and_a_bare_syn_reopens_it_through_policy() {
 }
 
 #[test]
+fn a_connection_over_a_closing_flows_tuple_takes_its_entry_over_within_the_budget() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 0, DIR_INGRESS, 2, ALLOW);
+    // A budget of one flow, used up by the first connection.
+    dp.set_config(Config {
+        ct_budget: 1,
+        ..Config::default()
+    });
+    dp.ct_usage_entry(IFINDEX);
+    let peer_syn = Frame::tcp(sock(PEER_V4, 40000), sock(WORKLOAD_V4, 80), TCP_SYN).build();
+    expect(&mut dp, DIR_INGRESS, &peer_syn, true, "the peer's SYN");
+    let rst = Frame::tcp(sock(WORKLOAD_V4, 80), sock(PEER_V4, 40000), TCP_RST).build();
+    expect(&mut dp, DIR_EGRESS, &rst, true, "the workload's RST");
+    let (_, closed) = only_entry(&mut dp);
+    assert_eq!(
+        (closed.origin, closed.flags & CT_CLOSING),
+        (DIR_INGRESS, CT_CLOSING)
+    );
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 1);
+    // Long enough ago that the new flow's clock differs (the programs' clock is coarse).
+    age_entries(&mut dp, 0);
+    let aged = only_entry(&mut dp).1.last_seen_ns;
+
+    // The workload now connects from the same tuple: a new flow of its own, which takes the
+    // closing entry over although the budget is used up, and counts nothing new.
+    let syn = Frame::tcp(sock(WORKLOAD_V4, 80), sock(PEER_V4, 40000), TCP_SYN).build();
+    let before = dp.stats();
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &syn,
+        true,
+        "a SYN over the closing flow",
+    );
+    assert_eq!(dp.stats_grown(&before, STAT_CT_NEW), 1);
+    let (_, reopened) = only_entry(&mut dp);
+    assert_eq!(reopened.origin, DIR_EGRESS, "the new flow's opener");
+    assert_eq!(reopened.flags, 0, "neither closing nor revoked");
+    assert!(reopened.last_seen_ns > aged, "the new flow's clock");
+    assert_eq!(dp.ct_usage(IFINDEX).entries, 1);
+    let syn_ack = Frame::tcp(sock(PEER_V4, 40000), sock(WORKLOAD_V4, 80), SYN_ACK).build();
+    let before = dp.stats();
+    expect(&mut dp, DIR_INGRESS, &syn_ack, true, "its answer");
+    assert_eq!(dp.stats_grown(&before, STAT_CT_ESTABLISHED), 1);
+}
+
+#[test]
 fn flows_the_host_opened_stay_open_under_a_new_generation() {
     require_root();
     let host = IpAddr::V4(Ipv4Addr::new(10, 65, 255, 254));
