@@ -350,6 +350,12 @@ impl Scene {
         self.agent.as_mut().expect("the agent was started")
     }
 
+    /// The host-side interface of each workload, in order (owned: tests go on to stop
+    /// and start the agent, which needs the scene mutably).
+    pub fn interfaces(&self) -> Vec<String> {
+        self.workloads.iter().map(|w| w.interface.clone()).collect()
+    }
+
     /// Waits until the agent enforces the store's current revision on every workload.
     pub fn wait_for_enforcement(&mut self) {
         let revision = self.store.revision();

@@ -84,11 +84,7 @@ fn clsact_mode_enforces_like_trace_and_removes_filters_with_their_workload() {
         .wait_for(&["attachments adopted", "mode=clsact", "interfaces=0"]);
     scene.store.apply(POLICY);
     scene.wait_for_enforcement();
-    let interfaces: Vec<String> = scene
-        .workloads
-        .iter()
-        .map(|w| w.interface.clone())
-        .collect();
+    let interfaces = scene.interfaces();
     for interface in &interfaces {
         scene.agent().wait_for_ever_said(&[
             "enforcing on workload interface",

@@ -33,11 +33,7 @@ fn upgrade(mode: &str, ips: [&str; 2]) {
     scene.agent = Some(scene.home.start(&["--attach-mode", mode]));
     scene.store.apply(steady_traffic::POLICY);
     scene.wait_for_enforcement();
-    let interfaces: Vec<String> = scene
-        .workloads
-        .iter()
-        .map(|w| w.interface.clone())
-        .collect();
+    let interfaces = scene.interfaces();
     let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
     let root = scene.home.bpffs.path().join("palisade");
     let (older, newer) = (

@@ -32,11 +32,7 @@ fn an_agent_replaces_a_detached_pinned_link_and_enforces() {
     scene.agent = Some(scene.home.start(&["--attach-mode", "tcx"]));
     scene.store.apply(steady_traffic::POLICY);
     scene.wait_for_enforcement();
-    let interfaces: Vec<String> = scene
-        .workloads
-        .iter()
-        .map(|w| w.interface.clone())
-        .collect();
+    let interfaces = scene.interfaces();
     let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
     assert_enforcing_in("tcx", &interfaces, scene.home.bpffs.path());
     let status = scene.agent.take().expect("the agent").terminate();

@@ -551,11 +551,12 @@ impl Enforcer {
                     &image.outcomes,
                     !matches!(changes, Changes::All),
                 );
-                self.rule_names.update(self.writer.rule_counters());
-                if let Some(files) = &self.name_files {
+                if self.rule_names.update(self.writer.rule_counters())
+                    && let Some(files) = &self.name_files
+                {
                     files
                         .handle()
-                        .rules(self.rule_names_path.clone(), self.rule_names.file_bytes());
+                        .rules(self.rule_names_path.clone(), self.rule_names.elements());
                 }
                 let stats = image.stats();
                 log::info(

@@ -3,6 +3,7 @@
 
 mod enforce;
 mod sync;
+mod views;
 
 pub use enforce::Enforcer;
 pub use sync::{ResourceView, SyncEvent, follow};

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::views::Views;
 use crate::model::{Kind, Resource, ResourceKey};
 use crate::store::{Change, Datastore, Revision, StoreError};
 
@@ -29,7 +30,7 @@ impl ResourceView {
         self.resources.keys().filter(|k| k.kind() == kind).count()
     }
 
-    fn apply(&mut self, change: Change) {
+    pub(super) fn apply(&mut self, change: Change) {
         self.revision = change.revision();
         match change {
             Change::Put { resource, .. } => {
@@ -58,7 +59,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Follows `store` until `events` is closed, sending a view after every change.
 pub async fn follow(store: Arc<dyn Datastore>, events: mpsc::Sender<SyncEvent>) {
-    let mut view = ResourceView::default();
+    let mut views = Views::default();
     let mut retry = RETRY_MIN;
     let mut need_snapshot = true;
     let mut degraded = false;
@@ -68,7 +69,7 @@ pub async fn follow(store: Arc<dyn Datastore>, events: mpsc::Sender<SyncEvent>) 
             degraded: &mut degraded,
             retry: &mut retry,
         };
-        match sync_once(&*store, &mut view, &events, round).await {
+        match sync_once(&*store, &mut views, &events, round).await {
             Ok(()) => return, // receiver gone
             Err(StoreError::Compacted { .. }) => {
                 // Not a failure of the datastore: the history we would resume from is
@@ -107,12 +108,12 @@ struct Round<'a> {
 /// is gone; `Err` when the snapshot or the watch failed.
 async fn sync_once(
     store: &dyn Datastore,
-    view: &mut ResourceView,
+    views: &mut Views,
     events: &mpsc::Sender<SyncEvent>,
     round: Round<'_>,
 ) -> Result<(), StoreError> {
     if *round.need_snapshot {
-        if snapshot(store, view, events).await? {
+        if snapshot(store, views, events).await? {
             *round.degraded = false;
         }
         *round.need_snapshot = false;
@@ -120,24 +121,24 @@ async fn sync_once(
             return Ok(());
         }
     }
-    let mut watch = store.watch(view.revision).await?;
+    let mut watch = store.watch(views.current().revision).await?;
     *round.retry = RETRY_MIN;
     if std::mem::take(round.degraded)
         && events
-            .send(SyncEvent::Updated(Arc::new(view.clone())))
+            .send(SyncEvent::Updated(Arc::clone(views.current())))
             .await
             .is_err()
     {
         return Ok(());
     }
     while let Some(change) = watch.recv().await {
-        view.apply(change?);
         // Send one view per burst of changes, not one per change.
+        let mut burst = vec![change?];
         while let Ok(next) = watch.try_recv() {
-            view.apply(next?);
+            burst.push(next?);
         }
         if events
-            .send(SyncEvent::Updated(Arc::new(view.clone())))
+            .send(SyncEvent::Updated(views.apply(burst)))
             .await
             .is_err()
         {
@@ -151,7 +152,7 @@ async fn sync_once(
 /// (`true` if sent).
 async fn snapshot(
     store: &dyn Datastore,
-    view: &mut ResourceView,
+    views: &mut Views,
     events: &mpsc::Sender<SyncEvent>,
 ) -> Result<bool, StoreError> {
     let snapshot = store.list(None).await?;
@@ -165,15 +166,16 @@ async fn snapshot(
     };
     // A resync that finds what we already have says nothing new: the dataplane keeps
     // its state, nothing is flushed. (The very first snapshot is always sent.)
+    let view = views.current();
     if fresh.resources != view.resources || view.revision == 0 {
-        *view = fresh;
+        views.reset(fresh);
         // A closed receiver is noticed by the caller.
         let _ = events
-            .send(SyncEvent::Updated(Arc::new(view.clone())))
+            .send(SyncEvent::Updated(Arc::clone(views.current())))
             .await;
         Ok(true)
     } else {
-        view.revision = fresh.revision;
+        views.resynced(fresh.revision);
         Ok(false)
     }
 }

@@ -16,6 +16,7 @@ pub mod bpffs;
 pub mod conntrack;
 pub mod counters;
 pub mod events;
+pub mod growing_bytes;
 pub mod host_lock;
 pub mod kernel_clock;
 pub mod links;

@@ -14,21 +14,22 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
+use super::growing_bytes::BytesSnapshot;
 use super::{outcome_names, rule_names};
 use crate::log;
 
 enum Job {
-    /// The whole rule names file, as [`rule_names::RuleNamesCache`] made it.
+    /// The rule names file's array elements, as [`rule_names::RuleNamesCache`] made them.
     Rules {
         path: PathBuf,
-        bytes: Vec<u8>,
+        elements: BytesSnapshot,
     },
     /// One generation's outcome names file.
     Outcomes {
         run_dir: PathBuf,
         generation: u32,
         base: u32,
-        lines: Vec<u8>,
+        lines: BytesSnapshot,
     },
     Stop,
 }
@@ -40,11 +41,11 @@ pub struct NamesHandle {
 }
 
 impl NamesHandle {
-    pub fn rules(&self, path: PathBuf, bytes: Vec<u8>) {
-        self.send(Job::Rules { path, bytes });
+    pub fn rules(&self, path: PathBuf, elements: BytesSnapshot) {
+        self.send(Job::Rules { path, elements });
     }
 
-    pub fn outcomes(&self, run_dir: PathBuf, generation: u32, base: u32, lines: Vec<u8>) {
+    pub fn outcomes(&self, run_dir: PathBuf, generation: u32, base: u32, lines: BytesSnapshot) {
         self.send(Job::Outcomes {
             run_dir,
             generation,
@@ -105,8 +106,8 @@ fn write_all(queue: Receiver<Job>) {
         let last_rules = jobs.iter().rposition(|j| matches!(j, Job::Rules { .. }));
         for (i, job) in jobs.into_iter().enumerate() {
             match job {
-                Job::Rules { path, bytes } if Some(i) == last_rules => {
-                    if let Err(e) = rule_names::write_bytes(&path, &bytes) {
+                Job::Rules { path, elements } if Some(i) == last_rules => {
+                    if let Err(e) = rule_names::write(&path, &elements) {
                         log::warn(
                             "cannot write the rule counter names; `palisade stats` will show \
                              indexes",
@@ -150,10 +151,17 @@ mod tests {
         for generation in 1..=3u32 {
             handle.rules(
                 rules.clone(),
-                format!("[{{\"index\":0,\"rule\":\"g{generation}\"}}]\n").into_bytes(),
+                format!("{{\"index\":0,\"rule\":\"g{generation}\"}}")
+                    .into_bytes()
+                    .into(),
             );
             let line = format!("{{\"rule\":\"g{generation}\",\"owner\":null,\"logged\":[]}}\n");
-            handle.outcomes(dir.path().to_owned(), generation, 10, line.into_bytes());
+            handle.outcomes(
+                dir.path().to_owned(),
+                generation,
+                10,
+                line.into_bytes().into(),
+            );
         }
         drop(writer);
         assert_eq!(rule_names::read(&rules).unwrap()[0].rule, "g3");
@@ -163,6 +171,6 @@ mod tests {
         }
         assert!(outcome_names::read(dir.path(), 1).is_err(), "kept too many");
         // A handle outliving the writer only warns.
-        handle.rules(rules, Vec::new());
+        handle.rules(rules, BytesSnapshot::default());
     }
 }

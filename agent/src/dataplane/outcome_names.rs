@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::growing_bytes::{BytesSnapshot, GrowingBytes};
 use crate::compile::Outcome;
 use crate::policy::RuleOwner;
 
@@ -69,7 +70,7 @@ impl GenerationNames {
 #[derive(Debug, Default)]
 pub struct NamesCache {
     names: Vec<Arc<OutcomeName>>,
-    lines: Vec<u8>,
+    lines: GrowingBytes,
 }
 
 impl NamesCache {
@@ -90,16 +91,18 @@ impl NamesCache {
         for outcome in &outcomes[self.names.len()..] {
             let name = OutcomeName::of(outcome);
             // A struct of strings always serialises.
-            if serde_json::to_writer(&mut self.lines, &name).is_ok() {
-                self.lines.push(b'\n');
+            let lines = self.lines.open();
+            if serde_json::to_writer(&mut *lines, &name).is_ok() {
+                lines.push(b'\n');
             }
             self.names.push(Arc::new(name));
         }
     }
 
-    /// The names file's lines after its header: one [`OutcomeName`] per line.
-    pub fn lines(&self) -> &[u8] {
-        &self.lines
+    /// The names file's lines after its header: one [`OutcomeName`] per line. Shared,
+    /// not copied: the writer thread gets them on every publish.
+    pub fn lines(&mut self) -> BytesSnapshot {
+        self.lines.snapshot()
     }
 
     pub fn generation(&self, generation: u32, base: u32) -> GenerationNames {
@@ -143,7 +146,12 @@ pub fn is_written_by_agent(name: &str) -> bool {
 ///
 /// Not synced to the disk: the events they name (in the ring buffer) do not survive a
 /// reboot, only the agent process.
-pub fn write(run_dir: &Path, generation: u32, base: u32, lines: &[u8]) -> std::io::Result<()> {
+pub fn write(
+    run_dir: &Path,
+    generation: u32,
+    base: u32,
+    lines: &BytesSnapshot,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(run_dir)?;
     let path = path_of(run_dir, generation);
     let tmp = path.with_extension("jsonl.tmp");
@@ -151,7 +159,7 @@ pub fn write(run_dir: &Path, generation: u32, base: u32, lines: &[u8]) -> std::i
     serde_json::to_writer(&mut file, &Header { generation, base })
         .map_err(std::io::Error::other)?;
     file.write_all(b"\n")?;
-    file.write_all(lines)?;
+    lines.write_to(&mut file)?;
     file.into_inner().map_err(|e| e.into_error())?;
     std::fs::rename(&tmp, &path)?;
     let keep = [path, path_of(run_dir, generation.wrapping_sub(1))];
@@ -213,8 +221,8 @@ mod tests {
     fn cache_of(names: &GenerationNames) -> NamesCache {
         let mut cache = NamesCache::default();
         for name in &names.outcomes {
-            serde_json::to_writer(&mut cache.lines, &**name).unwrap();
-            cache.lines.push(b'\n');
+            serde_json::to_writer(&mut *cache.lines.open(), &**name).unwrap();
+            cache.lines.open().push(b'\n');
             cache.names.push(Arc::clone(name));
         }
         cache
@@ -242,7 +250,7 @@ mod tests {
         assert_eq!(cache.names.len(), 3);
         assert!(Arc::ptr_eq(&first, &cache.names[0]), "named again");
         assert_eq!(
-            String::from_utf8(cache.lines.clone())
+            String::from_utf8(cache.lines().to_vec())
                 .unwrap()
                 .lines()
                 .count(),
@@ -269,7 +277,7 @@ mod tests {
     fn keeps_the_generation_and_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         for g in 1..=4 {
-            write(dir.path(), g, 100, cache_of(&names(g)).lines()).unwrap();
+            write(dir.path(), g, 100, &cache_of(&names(g)).lines()).unwrap();
         }
         assert!(read(dir.path(), 2).is_err());
         assert_eq!(read(dir.path(), 3).unwrap(), names(3));

@@ -1,10 +1,12 @@
 //! Which rule each `PAL_RULE_STATS` index counts, written by the agent after every publish
 //! so that `palisade stats` (another process) can name the rules.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::growing_bytes::{BytesSnapshot, GrowingBytes};
 use super::slot_image::RuleCounters;
 
 /// The default place: beside other run-time state, not in bpffs (which holds only BPF
@@ -38,17 +40,20 @@ pub struct RuleName {
 
 /// The rule names file's contents, kept up to date publish by publish: counter indexes
 /// are only ever appended (never reused while the agent runs), so only new rules are named
-/// and serialised.
+/// and serialised, and the file needs writing again only when one was.
 #[derive(Debug, Default)]
 pub struct RuleNamesCache {
     named: u32,
     /// The JSON array's elements so far, comma-separated.
-    elements: Vec<u8>,
+    elements: GrowingBytes,
+    /// Whether [`RuleNamesCache::elements`] was called since the contents last changed.
+    taken: bool,
 }
 
 impl RuleNamesCache {
-    /// Names the rules `counters` added since the last call.
-    pub fn update(&mut self, counters: &RuleCounters) {
+    /// Names the rules `counters` added since the last call; `true` when the file's
+    /// contents are not those last taken (so it needs writing).
+    pub fn update(&mut self, counters: &RuleCounters) -> bool {
         if counters.len() < self.named {
             *self = RuleNamesCache::default();
         }
@@ -58,35 +63,40 @@ impl RuleNamesCache {
                 rule: rule.to_string(),
             };
             if !self.elements.is_empty() {
-                self.elements.push(b',');
+                self.elements.open().push(b',');
             }
             // A struct of a number and a string always serialises.
-            if serde_json::to_writer(&mut self.elements, &name).is_ok() {
+            if serde_json::to_writer(&mut *self.elements.open(), &name).is_ok() {
                 self.named = index + 1;
+                self.taken = false;
             }
         }
+        !self.taken
     }
 
-    /// The whole file: a JSON array of [`RuleName`]s and a newline.
-    pub fn file_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.elements.len() + 3);
-        bytes.push(b'[');
-        bytes.extend_from_slice(&self.elements);
-        bytes.extend_from_slice(b"]\n");
-        bytes
+    /// The elements of the file's JSON array so far ([`write`] makes the file of them),
+    /// shared rather than copied.
+    pub fn elements(&mut self) -> BytesSnapshot {
+        self.taken = true;
+        self.elements.snapshot()
     }
 }
 
-/// Replaces the file at `path` with `bytes` atomically (write beside, then rename).
+/// Replaces the file at `path` with the JSON array of `elements` (comma-separated
+/// [`RuleName`]s) atomically (write beside, then rename).
 ///
 /// Not synced to the disk: the names only need to outlive the agent process, not the
 /// machine, as the counters they name (pinned maps) do not survive a reboot either.
-pub fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write(path: &Path, elements: &BytesSnapshot) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    file.write_all(b"[")?;
+    elements.write_to(&mut file)?;
+    file.write_all(b"]\n")?;
+    file.into_inner().map_err(|e| e.into_error())?;
     std::fs::rename(&tmp, path)
 }
 
@@ -113,9 +123,10 @@ mod tests {
         let path = path_in(dir.path());
         let mut cache = RuleNamesCache::default();
         let counters = RuleCounters::new(8);
-        cache.update(&counters);
-        write_bytes(&path, &cache.file_bytes()).unwrap();
+        assert!(cache.update(&counters), "never written");
+        write(&path, &cache.elements()).unwrap();
         assert_eq!(read(&path).unwrap(), vec![]);
+        assert!(!cache.update(&counters), "nothing new to write");
         let mut counters = counters;
         for index in 0..3 {
             counters
@@ -126,10 +137,16 @@ mod tests {
                     action: Action::Allow,
                 })
                 .unwrap();
-            cache.update(&counters);
+            assert!(cache.update(&counters), "a rule added");
+            if index == 1 {
+                // Written in between: later elements extend what was taken.
+                write(&path, &cache.elements()).unwrap();
+                assert_eq!(read(&path).unwrap().len(), 2);
+            }
         }
-        cache.update(&counters);
-        write_bytes(&path, &cache.file_bytes()).unwrap();
+        assert!(cache.update(&counters), "added since last taken");
+        write(&path, &cache.elements()).unwrap();
+        assert!(!cache.update(&counters), "nothing new to write");
         let expected: Vec<RuleName> = counters
             .iter()
             .map(|(index, rule)| RuleName {
