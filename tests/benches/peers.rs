@@ -916,10 +916,18 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     };
     let relative = ["--percentage", "relative", "--sort", "sym"];
     let self_share = kernel_rows(report(&[&["--no-children"][..], &relative].concat()), 0);
+    // The programs' kernel symbols are `bpf_prog_<tag>_palisade_{from,to}_wl`; a bare
+    // `palisade_` would also match the harness's own frames (`palisade_tests::...`), at the
+    // root of every call chain.
     let under_programs = kernel_rows(
         report(
             &[
-                &["--no-children", "--parent", "palisade_", "--exclude-other"][..],
+                &[
+                    "--no-children",
+                    "--parent",
+                    "_palisade_(from|to)_wl",
+                    "--exclude-other",
+                ][..],
                 &relative,
             ]
             .concat(),
