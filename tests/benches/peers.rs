@@ -14,8 +14,10 @@
 //! flows, so every dataplane walks them; the client is in tier api and env dev, which few
 //! policies select (and which no `pass` rule of the world's names); the policy that allows
 //! the client's flows comes last in order. Both add no rules a node of the world does not
-//! already have, but the last policy's. Before measuring, every dataplane
-//! must connect the allowed ports and refuse the denied ones.
+//! already have, but the last policy's. Two more worlds have the pilot's shape: the
+//! same 1,000 or 10,000 policies, each now selecting the server (still none deciding its
+//! flows), so all of them stand in front of the allow; they are in the tables, not the plot. Before
+//! measuring, every dataplane must connect the allowed ports and refuse the denied ones.
 //!
 //! Then rounds: in each, the dataplanes in a random order, each through TCP_CRR, TCP_RR
 //! and the UDP rate (`palisade_tests::transactions`), client and server on one CPU, the
@@ -28,7 +30,8 @@
 //!
 //! Prints Markdown; `cargo xtask bench peers` keeps it in bench/README.md and the plot in
 //! bench/peers.svg. `PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and
-//! `PALISADE_PEERS_SCALES` (e.g. `10,1000`) shorten a run while developing;
+//! `PALISADE_PEERS_SCALES` (e.g. `10,1000`; `1000-in-front` is the pilot's shape) shorten
+//! a run while developing;
 //! `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves out the netfilter dataplanes;
 //! `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary (with its
 //! own eBPF object), to every round, so that a change to the programs is measured paired
@@ -176,29 +179,56 @@ struct Scale {
     endpoints: usize,
     label_sets: usize,
     policies: usize,
+    /// The pilot's shape rather than the generated world's: every policy selects the
+    /// server (none decides its flows), so all of them stand in front of the allow.
+    all_in_front: bool,
 }
 
-const SCALES: [Scale; 3] = [
+const SCALES: [Scale; 5] = [
     Scale {
         endpoints: 10,
         label_sets: 10,
         policies: 10,
+        all_in_front: false,
     },
     Scale {
         endpoints: 1_000,
         label_sets: 200,
         policies: 1_000,
+        all_in_front: false,
     },
     Scale {
         endpoints: 10_000,
         label_sets: 2_000,
         policies: 10_000,
+        all_in_front: false,
+    },
+    Scale {
+        endpoints: 1_000,
+        label_sets: 200,
+        policies: 1_000,
+        all_in_front: true,
+    },
+    Scale {
+        endpoints: 10_000,
+        label_sets: 2_000,
+        policies: 10_000,
+        all_in_front: true,
     },
 ];
 
 impl Scale {
     fn label(&self) -> String {
-        format!("{} policies, {} endpoints", self.policies, self.endpoints)
+        format!("{} policies, {} endpoints", self.key(), self.endpoints)
+    }
+
+    /// How `PALISADE_PEERS_SCALES` names the scale, and the tables' "policies" column.
+    fn key(&self) -> String {
+        if self.all_in_front {
+            format!("{}-in-front", self.policies)
+        } else {
+            self.policies.to_string()
+        }
     }
 
     /// The generator's apps (`label_sets / 10`).
@@ -233,13 +263,15 @@ impl Plan {
             Ok(list) => list
                 .split(',')
                 .map(|p| {
-                    let policies: usize = p.trim().parse().unwrap_or_else(|_| {
-                        panic!("PALISADE_PEERS_SCALES: {p} is not a number of policies")
-                    });
                     *SCALES
                         .iter()
-                        .find(|s| s.policies == policies)
-                        .unwrap_or_else(|| panic!("no scale with {policies} policies"))
+                        .find(|s| s.key() == p.trim())
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "PALISADE_PEERS_SCALES: no scale `{p}`; they are {}",
+                                SCALES.map(|s| s.key()).join(", ")
+                            )
+                        })
                 })
                 .collect(),
             Err(_) => SCALES.to_vec(),
@@ -378,7 +410,7 @@ fn main() {
                 .map(|n| (n.variant, cpu_profile(n, plan.duration)))
                 .collect(),
         ));
-        if scale.policies >= 1_000 {
+        if scale.policies >= 1_000 && !scale.all_in_front {
             updates.push((index, update_times(&store, &mut nodes, &selecting)));
         }
         for node in &mut nodes {
@@ -426,10 +458,15 @@ fn world(scale: &Scale) -> Vec<Resource> {
         PER_NODE,
     );
     for resource in &mut world {
-        if let Resource::WorkloadEndpoint(w) = resource
-            && w.metadata.node == NODE
-        {
-            w.spec.interface_name = host_interface_name(&w.metadata.name);
+        match resource {
+            Resource::WorkloadEndpoint(w) if w.metadata.node == NODE => {
+                w.spec.interface_name = host_interface_name(&w.metadata.name);
+            }
+            // The generated rules stay: none of them matches the client's flows.
+            Resource::Policy(p) if scale.all_in_front => {
+                p.spec.selector = "peers == 'server'".into();
+            }
+            _ => {}
         }
     }
     let allow = json!({"apiVersion": "v1", "kind": "policy",
@@ -981,7 +1018,7 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[CpuProfiles]) {
             .collect();
         println!(
             "{} policies: {}.\n",
-            plan.scales[*index].policies,
+            plan.scales[*index].key(),
             summary.join("; ")
         );
         let header: String = columns
@@ -1255,7 +1292,7 @@ impl Report<'_> {
         println!("|---|---|---|---|---|---|---|---|");
         for (index, scale) in scales.iter().enumerate() {
             for &variant in &self.plan.variants {
-                let mut row = format!("| {} | {} |", scale.policies, variant.name());
+                let mut row = format!("| {} | {} |", scale.key(), variant.name());
                 for kind in Kind::ALL {
                     let rate = median(&mut self.rates(index, variant, kind));
                     let mut ratios = self.ratios(index, variant, kind);
@@ -1275,7 +1312,7 @@ impl Report<'_> {
         println!("|---|---|---|---|---|---|---|");
         for (index, scale) in scales.iter().enumerate() {
             for &variant in &self.plan.variants {
-                let mut row = format!("| {} | {} |", scale.policies, variant.name());
+                let mut row = format!("| {} | {} |", scale.key(), variant.name());
                 for kind in Kind::ALL {
                     let (lo, hi) = min_max(&self.rates(index, variant, kind));
                     row += &format!(" {:.0}% |", (hi / lo - 1.0) * 100.0);
@@ -1300,7 +1337,7 @@ impl Report<'_> {
             for (variant, what) in loaded {
                 println!(
                     "| {} | {selecting} | {} | {what} |",
-                    scales[*index].policies,
+                    scales[*index].key(),
                     variant.name()
                 );
             }
@@ -1324,7 +1361,7 @@ impl Report<'_> {
                 let runs = median(&mut row.runs_per_transaction.clone());
                 println!(
                     "| {} | {} | {} | {} | {ns:.0} ({lo:.0}..{hi:.0}) | {runs:.2} | {:.0} | {} |",
-                    scales[*index].policies,
+                    scales[*index].key(),
                     row.variant.name(),
                     row.kind.name(),
                     row.program,
@@ -1365,7 +1402,8 @@ impl Report<'_> {
         }
     }
 
-    /// CRR and RR against the number of policies, a line per dataplane.
+    /// CRR and RR against the number of policies, a line per dataplane, over the generated
+    /// worlds (the all-in-front world is in the tables only).
     fn plot(&self, path: &Path) {
         let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
         root.fill(&WHITE).unwrap();
@@ -1381,6 +1419,7 @@ impl Report<'_> {
                         .scales
                         .iter()
                         .enumerate()
+                        .filter(|(_, s)| !s.all_in_front)
                         .map(|(i, s)| (s.policies as f64, median(&mut self.rates(i, v, kind))))
                         .filter(|(_, r)| r.is_finite())
                         .collect();

@@ -164,7 +164,11 @@ verdict-map dispatch, one nft rule per v1 rule). Separate nodes, because a names
 keeps its netfilter tables (and, with the nat table, conntrack) once they were used. \
 The world is the dataplane bench's generated cluster; the server is selected by about a \
 tenth of the policies, none of which decide its flows, and the policy that allows the \
-client comes last. Before measuring, each dataplane must connect the allowed ports and \
+client comes last. The rows `1000-in-front` and `10000-in-front` have the shape of the \
+issue's pilot: the same 1,000 or 10,000 policies, each rewritten to select the server \
+(their rules unchanged, so still none decides its flows), all in front of the allow; they \
+are in the tables, not in the plot. \
+Before measuring, each dataplane must connect the allowed ports and \
 refuse the denied ones.\n\n\
 Method: netperf's semantics in Rust (`tests/src/transactions.rs`): TCP_CRR (connect, \
 one byte each way, shutdown, wait for the close), TCP_RR (one byte each way on one \
@@ -178,8 +182,8 @@ dataplane runs every load once, in a random order; ratios are to (a) in the same
 (median and min..max of the rounds), which cancels slow drift. The noise table gives \
 each rate's spread over the rounds and the largest steal time seen; numbers taken while \
 other jobs ran on the machine are marked so below. Only IPv4 is loaded and measured. \
-`PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and `PALISADE_PEERS_SCALES` shorten a \
-run while developing; `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves dataplanes \
+`PALISADE_PEERS_ROUNDS`, `PALISADE_PEERS_SECONDS` and `PALISADE_PEERS_SCALES` (e.g. \
+`10,1000,1000-in-front`) shorten a run while developing; `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves dataplanes \
 out, and `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary, to \
 every round, so that a change to the programs is measured paired against the build it \
 changes. palisade's conntrack table is sized for the load (`--map-size PAL_CT=524288`, so \
