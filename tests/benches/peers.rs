@@ -817,8 +817,9 @@ struct CpuProfile {
     self_share: Vec<(f64, String)>,
     /// The share under each stage of the path (callees included).
     inclusive: Vec<(f64, String)>,
-    /// Kernel symbols by their own samples taken under palisade's programs: the programs
-    /// and the helpers and map code they call.
+    /// Kernel symbols by their own samples taken under palisade's programs (the programs
+    /// and the helpers and map code they call), as `symbol (program)`: CPU nanoseconds per
+    /// transaction.
     under_programs: Vec<(f64, String)>,
 }
 
@@ -919,22 +920,34 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     // The programs' kernel symbols are `bpf_prog_<tag>_palisade_{from,to}_wl`; a bare
     // `palisade_` would also match the harness's own frames (`palisade_tests::...`), at the
     // root of every call chain.
-    let under_programs = kernel_rows(
-        report(
-            &[
-                &[
-                    "--no-children",
-                    "--parent",
-                    "_palisade_(from|to)_wl",
-                    "--exclude-other",
-                ][..],
-                &relative,
-            ]
-            .concat(),
-        ),
-        0,
-    )
-    .into_iter()
+    // Counted in samples, not shares: with `--exclude-other` a share is of the samples
+    // under the programs, not of the transaction's. Lines are `share% samples [k] symbol
+    // parent`, one per symbol and program it ran under.
+    let transactions = (outcome.count as f64).max(1.0);
+    let under_programs = report(&[
+        "--no-children",
+        "-n",
+        "--parent",
+        "_palisade_(from|to)_wl",
+        "--exclude-other",
+        "--sort",
+        "sym",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let samples = fields.next()?.parse::<f64>().ok()?;
+        if fields.next()? != "[k]" {
+            return None;
+        }
+        let symbol = fields.next()?;
+        let program = fields.next()?;
+        let program = ["palisade_from_wl", "palisade_to_wl"]
+            .into_iter()
+            .find(|p| program.ends_with(p))?;
+        let ns = samples * SAMPLE_NS as f64 / transactions;
+        Some((ns, format!("`{symbol}` ({program})")))
+    })
     .take(25)
     .collect();
     let all_inclusive = kernel_rows(report(&[&["--children"][..], &relative].concat()), 1);
@@ -951,7 +964,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         .collect();
     CpuProfile {
         rate: outcome.rate(),
-        ns_per_transaction: samples * SAMPLE_NS as f64 / (outcome.count as f64).max(1.0),
+        ns_per_transaction: samples * SAMPLE_NS as f64 / transactions,
         self_share: self_share.into_iter().take(20).collect(),
         inclusive,
         under_programs,
@@ -1028,8 +1041,8 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[CpuProfiles]) {
                 short(*variant)
             );
             println!("|---|---|");
-            for (share, symbol) in &profile.under_programs {
-                println!("| `{symbol}` | {:.2} |", us(*share, profile));
+            for (ns, symbol) in &profile.under_programs {
+                println!("| {symbol} | {:.2} |", ns / 1e3);
             }
         }
         println!();
