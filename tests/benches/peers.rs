@@ -84,13 +84,15 @@ const WARMUP: Duration = Duration::from_millis(500);
 /// Policy changes timed per dataplane and scale.
 const CHANGES: usize = 10;
 /// palisade's conntrack table (`PAL_CT`) on its nodes. Every CRR connection leaves a
-/// closing entry on each workload's interface for `CT_TIMEOUT_CLOSING_NS` (10 s), and it
-/// counts against the workload's budget (a quarter of the table by default) until the
-/// agent's next sweep: at this bench's ~9,000 connections/s a workload holds up to ~90,000
-/// flows and more, where the worlds' own sizing gives a budget of 2,560 (10 policies) or
-/// 65,536 (1,000 and 10,000), and new connections beyond it are dropped. A budget of
-/// 131,072 holds the load; it is still enforced.
-const CT_FOR_LOAD: u32 = 524_288;
+/// closing entry on each workload's interface for `CT_TIMEOUT_CLOSING_NS` (10 s, and until
+/// the agent's next sweep deletes it), keyed by the client's port. The kernel hands out the
+/// client's ports in turn (the even ones of 1024-65535 first), so a port comes back after
+/// some 32,000 connections and reopens its entry in place: a workload holds about one
+/// entry per port (~30,000 measured at ~12,000 connections/s). That is over the budget of
+/// the 10-policy world's own sizing (65,536 entries, a quarter each), beyond which new
+/// connections are dropped. This size is the 1,000- and 10,000-policy worlds' own (256
+/// local endpoints or more): each workload's budget, 65,536, holds the load twice over.
+const CT_FOR_LOAD: u32 = 262_144;
 /// Kernel conntrack's TIME_WAIT in the netfilter nodes: a CRR run leaves an entry per
 /// connection, 120 s by default, which would fill the table over a run.
 const TIME_WAIT_SECONDS: &str = "10";
@@ -854,8 +856,9 @@ struct CpuProfile {
     self_share: Vec<(f64, String)>,
     /// The share under each stage of the path (callees included).
     inclusive: Vec<(f64, String)>,
-    /// Kernel symbols by their own samples taken under palisade's programs: the programs
-    /// and the helpers and map code they call.
+    /// Kernel symbols by their own samples taken under palisade's programs (the programs
+    /// and the helpers and map code they call), as `symbol (program)`: CPU nanoseconds per
+    /// transaction.
     under_programs: Vec<(f64, String)>,
 }
 
@@ -956,22 +959,34 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
     // The programs' kernel symbols are `bpf_prog_<tag>_palisade_{from,to}_wl`; a bare
     // `palisade_` would also match the harness's own frames (`palisade_tests::...`), at the
     // root of every call chain.
-    let under_programs = kernel_rows(
-        report(
-            &[
-                &[
-                    "--no-children",
-                    "--parent",
-                    "_palisade_(from|to)_wl",
-                    "--exclude-other",
-                ][..],
-                &relative,
-            ]
-            .concat(),
-        ),
-        0,
-    )
-    .into_iter()
+    // Counted in samples, not shares: with `--exclude-other` a share is of the samples
+    // under the programs, not of the transaction's. Lines are `share% samples [k] symbol
+    // parent`, one per symbol and program it ran under.
+    let transactions = (outcome.count as f64).max(1.0);
+    let under_programs = report(&[
+        "--no-children",
+        "-n",
+        "--parent",
+        "_palisade_(from|to)_wl",
+        "--exclude-other",
+        "--sort",
+        "sym",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let samples = fields.next()?.parse::<f64>().ok()?;
+        if fields.next()? != "[k]" {
+            return None;
+        }
+        let symbol = fields.next()?;
+        let program = fields.next()?;
+        let program = ["palisade_from_wl", "palisade_to_wl"]
+            .into_iter()
+            .find(|p| program.ends_with(p))?;
+        let ns = samples * SAMPLE_NS as f64 / transactions;
+        Some((ns, format!("`{symbol}` ({program})")))
+    })
     .take(25)
     .collect();
     let all_inclusive = kernel_rows(report(&[&["--children"][..], &relative].concat()), 1);
@@ -988,7 +1003,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         .collect();
     CpuProfile {
         rate: outcome.rate(),
-        ns_per_transaction: samples * SAMPLE_NS as f64 / (outcome.count as f64).max(1.0),
+        ns_per_transaction: samples * SAMPLE_NS as f64 / transactions,
         self_share: self_share.into_iter().take(20).collect(),
         inclusive,
         under_programs,
@@ -1065,8 +1080,8 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[CpuProfiles]) {
                 short(*variant)
             );
             println!("|---|---|");
-            for (share, symbol) in &profile.under_programs {
-                println!("| `{symbol}` | {:.2} |", us(*share, profile));
+            for (ns, symbol) in &profile.under_programs {
+                println!("| {symbol} | {:.2} |", ns / 1e3);
             }
         }
         println!();

@@ -186,11 +186,12 @@ other jobs ran on the machine are marked so below. Only IPv4 is loaded and measu
 `10,1000,1000-in-front`) shorten a run while developing; `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves dataplanes \
 out, and `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary, to \
 every round, so that a change to the programs is measured paired against the build it \
-changes. palisade's conntrack table is sized for the load (`--map-size PAL_CT=524288`, so \
-each workload's budget is 131,072 flows): every CRR connection leaves a closing entry for \
-10 s, so ~9,000 connections/s need ~90,000, over the default budget of the worlds' own \
-sizing (2,560 flows at 10 policies, 65,536 at 1,000 and 10,000), beyond which new \
-connections are dropped. palisade's programs are timed by the kernel's run-time statistics \
+changes. palisade's conntrack table is sized for the load (`--map-size PAL_CT=262144`, the \
+1,000- and 10,000-policy worlds' own size, so each workload's budget is 65,536 flows): \
+every CRR connection leaves a closing entry for 10 s keyed by the client's port, and the \
+client's ports come round again after ~32,000 connections (a port that comes back \
+reopens its entry), so a workload holds ~30,000 entries, over the 10-policy world's own \
+budget (16,384), beyond which new connections are dropped. palisade's programs are timed by the kernel's run-time statistics \
 (`BPF_ENABLE_STATS`, on only for those runs), each load once per round. The plot (bench/peers.svg) shows CRR and RR against the number of \
 policies.";
 
