@@ -316,8 +316,11 @@ mod tests {
         )
     }
 
-    fn program() -> impl Strategy<Value = (Vec<String>, Option<Vec<usize>>, Vec<Option<Vec<usize>>>)>
-    {
+    /// Rules as JSON, the policies' rule indexes (if any policy applies), and the profiles'
+    /// (`None`: a missing profile).
+    type Lists = (Vec<String>, Option<Vec<usize>>, Vec<Option<Vec<usize>>>);
+
+    fn program() -> impl Strategy<Value = Lists> {
         let ids = prop::collection::vec(0usize..12, 0..10);
         (
             prop::collection::vec(rule(), 12),
