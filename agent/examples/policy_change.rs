@@ -14,7 +14,8 @@
 //! `PALISADE_CHANGE=port` makes the peers bench's change instead (`cargo xtask bench peers`,
 //! "updates side by side"): each of the first ten policies that select the node's first
 //! endpoint gets a new port in its allowed TCP rule, so every peer class of that endpoint's
-//! program gets new tables.
+//! program gets new tables. `PALISADE_CHANGE=etcd` makes the etcd bench's changes
+//! (`cargo xtask bench etcd`): 200 new ports, in every seventh policy of all of them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
 
 #[path = "../tests/common/generated.rs"]
@@ -34,6 +35,8 @@ const PER_NODE: usize = 100;
 const CHANGES: usize = 21;
 /// The peers bench's: 10 changes.
 const PEERS_CHANGES: usize = 10;
+/// The etcd bench's: 200 changes.
+const ETCD_CHANGES: usize = 200;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,11 +70,14 @@ fn main() {
     let copy = current.clone();
     eprintln!("a copy of the resource map: {:?}", started.elapsed());
     drop(copy);
-    let new_port = std::env::var("PALISADE_CHANGE").is_ok_and(|v| v == "port");
+    let mode = std::env::var("PALISADE_CHANGE").unwrap_or_default();
+    let etcd = mode == "etcd";
+    let new_port = mode == "port" || etcd;
     let selects_first_local = first_local_labels(&current);
     let changed: Vec<ResourceKey> = current
         .iter()
         .filter(|(_, r)| match &***r {
+            Resource::Policy(_) if etcd => true,
             Resource::Policy(p) if new_port => Selector::parse(&p.spec.selector)
                 .unwrap()
                 .matches(&selects_first_local),
@@ -79,13 +85,27 @@ fn main() {
             _ => false,
         })
         .map(|(k, _)| k)
-        .take(if new_port { PEERS_CHANGES } else { CHANGES })
+        .take(if etcd {
+            usize::MAX
+        } else if new_port {
+            PEERS_CHANGES
+        } else {
+            CHANGES
+        })
         .filter(|k| {
             only.as_ref()
                 .is_none_or(|name| matches!(k, ResourceKey::Policy { name: n } if n == name))
         })
         .cloned()
         .collect();
+    // The etcd bench's: 200 changes spread over the policies (every seventh, wrapping).
+    let changed: Vec<ResourceKey> = if etcd {
+        (0..ETCD_CHANGES)
+            .filter_map(|c| changed.get((c * 7) % changed.len().max(1)).cloned())
+            .collect()
+    } else {
+        changed
+    };
     let mut times: Vec<Duration> = Vec::new();
     let mut cpu_times: Vec<Duration> = Vec::new();
     for round in 0..rounds {

@@ -133,6 +133,25 @@ fn main() {
         compile_ms.push(fields.0);
         publish_ms.push(fields.1);
     }
+    // Which changes made the tail: the agent's own lines for the slowest (how they
+    // compiled, what they wrote).
+    let log = agent.log();
+    let slowest = publish_ms.iter().copied().max().unwrap_or(0);
+    let full = log
+        .lines()
+        .filter(|l| l.contains("policy published") && l.contains("compiled=full"))
+        .count();
+    eprintln!("bench: etcd: {full} publishes compiled in full (the first one included)");
+    for line in log.lines().filter(|l| l.contains("policy published")) {
+        let total = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total_ms="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if total * 2 >= slowest.max(1) && total >= 10 {
+            eprintln!("bench: etcd: slow publish: {line}");
+        }
+    }
     assert!(agent.terminate().success());
 
     samples.sort();

@@ -202,8 +202,8 @@ impl ClassTables<'_> {
 
 impl Build {
     /// Compiles `resources`, with local IDs for the endpoints `include` names.
-    pub fn full(
-        resources: impl IntoIterator<Item = Resource>,
+    pub fn full<R: std::borrow::Borrow<Resource>>(
+        resources: impl IntoIterator<Item = R>,
         include: impl Fn(&ResourceKey) -> bool,
     ) -> Result<Build, CompileError> {
         let inputs = Inputs::gather(resources)?;

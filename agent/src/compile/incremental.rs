@@ -119,7 +119,7 @@ impl Compiler {
         self.build = None;
         let node = self.node.clone();
         let include = |key: &ResourceKey| Locals::from(node.as_deref()).includes(key);
-        let build = Build::full(self.resources.values().map(|r| (**r).clone()), include)?;
+        let build = Build::full(self.resources.values().map(|r| &**r), include)?;
         let exceeded = self.capacities.check(&build.image.stats());
         if !exceeded.is_empty() {
             return Err(CompileError::Capacity(exceeded));
@@ -248,7 +248,7 @@ fn endpoint_changed(
         build.inputs.remove_owner(w);
     }
     let added = match new {
-        Some(Resource::WorkloadEndpoint(w)) => Some(build.inputs.workload(key.clone(), w.clone())),
+        Some(Resource::WorkloadEndpoint(w)) => Some(build.inputs.workload(key.clone(), w)),
         _ => None,
     };
     let old_addrs: BTreeSet<IpAddr> = removed.iter().flat_map(|w| w.addrs.clone()).collect();

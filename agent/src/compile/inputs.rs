@@ -2,6 +2,7 @@
 //! profiles, workload endpoints with their effective labels, and the owners of every
 //! endpoint address. Mirrors `policy::index::Model::new`, which is the definition.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -59,24 +60,30 @@ pub(crate) fn dir_index(direction: Direction) -> usize {
 impl Inputs {
     /// Fails only on two resources with the same key: which one counts would depend on
     /// input order, and the image must not.
-    pub fn gather(resources: impl IntoIterator<Item = Resource>) -> Result<Inputs, CompileError> {
+    pub fn gather<R: Borrow<Resource>>(
+        resources: impl IntoIterator<Item = R>,
+    ) -> Result<Inputs, CompileError> {
+        // Borrowed, not copied: an agent's full compile reads resources it keeps shared,
+        // and only profiles are kept whole.
+        let resources: Vec<R> = resources.into_iter().collect();
         let mut seen = BTreeSet::new();
         let mut raw_profiles = BTreeMap::new();
         let mut policies = Vec::new();
         let mut workloads = Vec::new();
         let mut hosts = Vec::new();
-        for resource in resources {
+        for resource in &resources {
+            let resource: &Resource = resource.borrow();
             let key = resource.key();
             if !seen.insert(key.clone()) {
                 return Err(CompileError::DuplicateResource(key));
             }
             // Invalid resources are treated as deleted, as Felix does.
-            if validate(&resource).is_err() {
+            if validate(resource).is_err() {
                 continue;
             }
             match resource {
                 Resource::Profile(p) => {
-                    raw_profiles.insert(p.metadata.name.clone(), p);
+                    raw_profiles.insert(p.metadata.name.clone(), p.clone());
                 }
                 // Untracked and preDNAT policies never apply to workload endpoints.
                 Resource::Policy(p) if !p.spec.do_not_track && !p.spec.pre_dnat => policies.push(p),
@@ -102,7 +109,7 @@ impl Inputs {
             owners: BTreeMap::new(),
             raw_profiles: BTreeMap::new(),
         };
-        for policy in &policies {
+        for policy in policies {
             if let Some(compiled) = inputs.compile_policy(policy, |_, _, _| None) {
                 inputs.policies.push(compiled);
             }
@@ -131,7 +138,7 @@ impl Inputs {
     }
 
     /// What the compiler keeps of a (valid) workload endpoint.
-    pub fn workload(&self, key: ResourceKey, w: WorkloadEndpoint) -> Workload {
+    pub fn workload(&self, key: ResourceKey, w: &WorkloadEndpoint) -> Workload {
         Workload {
             labels: effective_labels_by_name(
                 &w.metadata.labels,
@@ -139,7 +146,7 @@ impl Inputs {
                 &self.raw_profiles,
             ),
             key,
-            profiles: w.spec.profiles,
+            profiles: w.spec.profiles.clone(),
             addrs: w.spec.ip_networks.iter().map(|n| n.addr()).collect(),
         }
     }

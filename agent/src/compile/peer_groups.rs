@@ -101,8 +101,32 @@ impl PeerGroups {
     /// group.
     pub fn refine(&mut self, program: Program, class_tables: Vec<TableId>) -> Vec<usize> {
         self.program = program;
+        // Most groups' classes still share one table: such a group only takes that table,
+        // and needs no count of its peers. Only the groups whose classes now differ are
+        // split below.
+        let mut shared: Vec<Shared> = vec![Shared::NoClass; self.group_tables.len()];
+        for (group, table) in self.class_groups.iter().zip(&class_tables) {
+            match shared.get_mut(group.0 as usize) {
+                Some(s @ Shared::NoClass) => *s = Shared::One(*table),
+                Some(s @ Shared::One(_)) if *s != Shared::One(*table) => *s = Shared::Differ,
+                _ => {}
+            }
+        }
+        for (slot, s) in self.group_tables.iter_mut().zip(&shared) {
+            if let Shared::One(table) = s {
+                *slot = *table;
+            }
+        }
+        let splits = |group: PeerGroup| {
+            shared
+                .get(group.0 as usize)
+                .is_none_or(|s| *s == Shared::Differ)
+        };
         let mut parts: BTreeMap<(PeerGroup, TableId), (usize, Vec<usize>)> = BTreeMap::new();
         for (i, (class, table)) in self.classes.iter().zip(&class_tables).enumerate() {
+            if !splits(self.class_groups[i]) {
+                continue;
+            }
             let part = parts.entry((self.class_groups[i], *table)).or_default();
             part.0 += class.count_ones();
             part.1.push(i);
@@ -136,6 +160,14 @@ impl PeerGroups {
         self.class_tables = class_tables;
         moved
     }
+}
+
+/// What the classes of one group have in common, as [`PeerGroups::refine`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    NoClass,
+    One(TableId),
+    Differ,
 }
 
 /// The rules one program has and the other has not, when that is all that tells them

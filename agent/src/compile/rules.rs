@@ -151,6 +151,18 @@ impl L4Match {
     /// Whether a packet of `family` and `protocol` with these L4 fields passes. Ports count
     /// only on TCP and UDP, ICMP fields only on the ICMP of the packet's family.
     pub fn matches(&self, family: Family, protocol: u8, l4: L4) -> bool {
+        let dst = match l4 {
+            L4::Ports { dst, .. } if matches!(protocol, PROTO_TCP | PROTO_UDP) => Some(dst),
+            _ => None,
+        };
+        self.matches_but_dst_port(family, protocol, l4)
+            && ports_match(&self.dst_ports, &self.dst_not_ports, dst)
+    }
+
+    /// [`L4Match::matches`] without the destination port criteria (whatever `l4`'s
+    /// destination port is): [`super::table_row`] tests those for a whole row of
+    /// destination ports at once.
+    pub fn matches_but_dst_port(&self, family: Family, protocol: u8, l4: L4) -> bool {
         if self.protocol.is_some_and(|p| p != protocol)
             || self.not_protocol.is_some_and(|p| p == protocol)
         {
@@ -167,14 +179,11 @@ impl L4Match {
         {
             return false;
         }
-        let (src, dst) = match l4 {
-            L4::Ports { src, dst } if matches!(protocol, PROTO_TCP | PROTO_UDP) => {
-                (Some(src), Some(dst))
-            }
-            _ => (None, None),
+        let src = match l4 {
+            L4::Ports { src, .. } if matches!(protocol, PROTO_TCP | PROTO_UDP) => Some(src),
+            _ => None,
         };
         ports_match(&self.src_ports, &self.src_not_ports, src)
-            && ports_match(&self.dst_ports, &self.dst_not_ports, dst)
     }
 
     /// Whether the rule has no L4 criteria at all.

@@ -19,6 +19,7 @@ use crate::policy::{L4, PROTO_TCP, PROTO_UDP};
 use super::program::{Decided, Program};
 use super::rules::CompiledRule;
 use super::signature::Family;
+use super::table_row::run_row;
 
 /// Index into [`super::Image::outcomes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,11 +57,22 @@ impl RangeTable {
         b_starts: &[u16],
         mut outcome: impl FnMut(u16, u16) -> OutcomeId,
     ) -> RangeTable {
+        RangeTable::build_by_rows(a_starts, b_starts, |a| {
+            b_starts.iter().map(|&b| outcome(a, b)).collect()
+        })
+    }
+
+    /// [`RangeTable::build`], given each row's outcomes at once (`row(a)`: one per
+    /// `b_starts`, in order).
+    pub fn build_by_rows(
+        a_starts: &[u16],
+        b_starts: &[u16],
+        mut row: impl FnMut(u16) -> Vec<OutcomeId>,
+    ) -> RangeTable {
         let mut rows: Vec<Row> = Vec::new();
         for &a in a_starts {
             let mut cells: Vec<(u16, OutcomeId)> = Vec::new();
-            for &b in b_starts {
-                let o = outcome(a, b);
+            for (&b, o) in b_starts.iter().zip(row(a)) {
                 if cells.last().is_none_or(|&(_, last)| last != o) {
                     cells.push((b, o));
                 }
@@ -116,17 +128,31 @@ impl Table {
 
 /// The starts of the ranges `[lo, hi]` cut `0..=max` into, including 0.
 pub(crate) fn range_starts(ranges: impl Iterator<Item = (u16, u16)>, max: u16) -> Vec<u16> {
-    // Long programs repeat the same bounds many times: sorting a list once is far cheaper
-    // than a tree insert per bound.
-    let mut starts = vec![0];
+    // Long programs repeat the same bounds many times: a bit per value of the domain
+    // (8 KiB for ports) takes them in any order and gives them back sorted, once each,
+    // cheaper than sorting the list of bounds.
+    let mut seen = vec![0u64; (usize::from(max) + 1).div_ceil(64)];
+    let mut mark = |v: u16| {
+        if let Some(word) = seen.get_mut(usize::from(v) / 64) {
+            *word |= 1 << (v % 64);
+        }
+    };
+    mark(0);
     for (lo, hi) in ranges {
-        starts.push(lo.min(max));
+        mark(lo.min(max));
         if hi < max {
-            starts.push(hi + 1);
+            mark(hi + 1);
         }
     }
-    starts.sort_unstable();
-    starts.dedup();
+    let mut starts = Vec::new();
+    for (i, &word) in seen.iter().enumerate() {
+        let mut rest = word;
+        while rest != 0 {
+            let bit = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            starts.extend(u16::try_from(i * 64 + bit).ok());
+        }
+    }
     starts
 }
 
@@ -158,15 +184,24 @@ pub(crate) fn build_table(
         let used: Vec<&CompiledRule> = used.iter().copied().filter(|r| admits(r)).collect();
         let mut run = |l4| intern(program.run(rules, family, protocol, l4));
         let table = if protocol == PROTO_TCP || protocol == PROTO_UDP {
-            let port_ranges = |pick: fn(&CompiledRule) -> [&Vec<crate::model::Port>; 2]| {
-                let ranges = used
-                    .iter()
-                    .flat_map(|r| pick(r).into_iter().flatten().map(|p| (p.min, p.max)));
-                range_starts(ranges, u16::MAX)
-            };
-            let src = port_ranges(|r| [&r.l4.src_ports, &r.l4.src_not_ports]);
-            let dst = port_ranges(|r| [&r.l4.dst_ports, &r.l4.dst_not_ports]);
-            RangeTable::build(&src, &dst, |s, d| run(L4::Ports { src: s, dst: d }))
+            // One plain pass over the rules for both keys: long programs have hundreds.
+            let (mut src, mut dst) = (Vec::new(), Vec::new());
+            for r in &used {
+                for p in r.l4.src_ports.iter().chain(&r.l4.src_not_ports) {
+                    src.push((p.min, p.max));
+                }
+                for p in r.l4.dst_ports.iter().chain(&r.l4.dst_not_ports) {
+                    dst.push((p.min, p.max));
+                }
+            }
+            let src = range_starts(src.into_iter(), u16::MAX);
+            let dst = range_starts(dst.into_iter(), u16::MAX);
+            RangeTable::build_by_rows(&src, &dst, |s| {
+                run_row(&program, rules, family, protocol, s, &dst)
+                    .into_iter()
+                    .map(&mut *intern)
+                    .collect()
+            })
         } else if protocol == icmp {
             let fields = || {
                 used.iter()
