@@ -22,6 +22,7 @@ use super::remote::{RemoteClasses, RemoteId};
 use super::rules::{CompiledRule, RuleId};
 use super::signature::{Bits, Family, Signature};
 use super::table::{self, OutcomeId, Table};
+use super::table_ids::TableIds;
 use super::{CompileError, Map};
 
 pub(crate) struct Build {
@@ -43,7 +44,7 @@ pub(crate) struct Build {
     /// What incremental changes touched since they were last taken; `None` while a full
     /// compile builds the image (everything is new then).
     pub changes: Option<ChangedKeys>,
-    /// Sizes right after the full compile: garbage (rules, tables and outcomes nothing
+    /// Sizes right after the full compile: garbage (rules and outcomes nothing
     /// refers to any more) is measured against them.
     pub fresh: Sizes,
 }
@@ -58,12 +59,18 @@ pub(crate) struct Sizes {
 /// Tables and outcomes already made: the same narrowed program gives the same table.
 #[derive(Default)]
 struct TableCache {
-    /// By family.
-    compiled: [Map<Program, TableId>; 2],
-    /// Where each distinct table and outcome is in the image.
+    /// By family; with the table ID's epoch when it was cached (the ID may have been freed
+    /// and given to another table since).
+    compiled: [Map<Program, (TableId, u32)>; 2],
+    /// Where each distinct live table is in the image.
     table_index: Map<Table, u32>,
     outcome_ids: Map<Decided, OutcomeId>,
     outcome_index: Map<Outcome, u32>,
+    ids: TableIds,
+    /// How many programs and decisions the caches held after the full compile: in-place
+    /// updates add entries that are seldom asked for again, so the caches are emptied
+    /// when they have grown far past that.
+    cached_at_full: usize,
 }
 
 impl TableCache {
@@ -71,12 +78,15 @@ impl TableCache {
         &mut self,
         rules: &[CompiledRule],
         image: &mut Image,
+        touched: Option<&mut BTreeSet<TableId>>,
         family: Family,
         program: Program,
     ) -> TableId {
         let compiled = &mut self.compiled[usize::from(family == Family::V6)];
-        if let Some(id) = compiled.get(&program) {
-            return *id;
+        if let Some(&(id, epoch)) = compiled.get(&program)
+            && self.ids.epoch(id.0) == epoch
+        {
+            return id;
         }
         let (outcome_ids, outcome_index) = (&mut self.outcome_ids, &mut self.outcome_index);
         let outcomes = &mut image.outcomes;
@@ -88,9 +98,37 @@ impl TableCache {
             outcome_ids.insert(decided, id);
             id
         });
-        let id = TableId(intern(&mut self.table_index, &mut image.tables, table));
-        compiled.insert(program, id);
-        id
+        let id = match self.table_index.get(&table) {
+            Some(&id) => id,
+            None => {
+                let id = self.ids.allocate();
+                match image.tables.get_mut(id as usize) {
+                    Some(free) => *free = Some(table.clone()),
+                    None => image.tables.push(Some(table.clone())),
+                }
+                self.table_index.insert(table, id);
+                if let Some(touched) = touched {
+                    touched.insert(TableId(id));
+                }
+                id
+            }
+        };
+        compiled.insert(program, (TableId(id), self.ids.epoch(id)));
+        TableId(id)
+    }
+
+    fn cached(&self) -> usize {
+        self.compiled.iter().map(Map::len).sum::<usize>() + self.outcome_ids.len()
+    }
+
+    /// Empties the program and decision caches once in-place updates have grown them far
+    /// past what the full compile needed. They are only caches: what they held is made
+    /// again when asked for, to the same IDs (tables and outcomes are found by content).
+    fn bound_caches(&mut self) {
+        if self.cached() > 2 * self.cached_at_full + 4096 {
+            self.compiled = Default::default();
+            self.outcome_ids = Map::default();
+        }
     }
 }
 
@@ -158,6 +196,7 @@ struct ClassTables<'a> {
     remotes: &'a RemoteClasses,
     tables: &'a mut TableCache,
     image: &'a mut Image,
+    touched: Option<&'a mut BTreeSet<TableId>>,
     family: Family,
 }
 
@@ -192,8 +231,13 @@ impl ClassTables<'_> {
                 kept.unwrap_or_else(|| {
                     let narrowed =
                         program.narrowed(&inputs.rules, |id| sig.is_some_and(|sig| holds(id, sig)));
-                    self.tables
-                        .table_of(&inputs.rules, self.image, self.family, narrowed)
+                    self.tables.table_of(
+                        &inputs.rules,
+                        self.image,
+                        self.touched.as_deref_mut(),
+                        self.family,
+                        narrowed,
+                    )
                 })
             })
             .collect()
@@ -249,14 +293,30 @@ impl Build {
                 build.add_local(id, key);
             }
         }
-        build.fresh = build.sizes();
         build.end_update();
+        build.fresh = build.sizes();
+        build.tables.cached_at_full = build.tables.cached();
         Ok(build)
     }
 
-    /// Forgets what only the update just made needed.
+    /// Forgets what only the update just made needed, and frees the tables no group entry
+    /// refers to any more (their IDs, and the writer their cells, are reused).
     pub fn end_update(&mut self) {
         self.program_tables = Default::default();
+        for id in self.tables.ids.sweep() {
+            if let Some(table) = self
+                .image
+                .tables
+                .get_mut(id as usize)
+                .and_then(Option::take)
+            {
+                self.tables.table_index.remove(&table);
+            }
+            if let Some(changes) = self.changes.as_mut() {
+                changes.tables.insert(TableId(id));
+            }
+        }
+        self.tables.bound_caches();
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -312,6 +372,7 @@ impl Build {
             program_tables,
             image,
             peer_groups,
+            changes,
             ..
         } = self;
         let old = peer_groups
@@ -357,6 +418,7 @@ impl Build {
                     remotes,
                     tables,
                     image,
+                    touched: changes.as_mut().map(|c| &mut c.tables),
                     family,
                 }
                 .of(&program, &classes, previous);
@@ -444,6 +506,16 @@ impl Build {
 
     /// Gives a peer group its table (`None`: no such group).
     fn set_group(&mut self, entry: GroupEntry, table: Option<TableId>) {
+        let held = self.image.groups.get(&entry).copied();
+        if held == table {
+            return;
+        }
+        if let Some(table) = table {
+            self.tables.ids.refer(table.0);
+        }
+        if let Some(held) = held {
+            self.tables.ids.unrefer(held.0);
+        }
         let touched = self.changes.as_mut().map(|c| &mut c.groups);
         set_entry(&mut self.image.groups, touched, entry, table);
     }

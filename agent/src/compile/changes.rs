@@ -6,16 +6,18 @@ use std::net::IpAddr;
 
 use crate::model::ResourceKey;
 
-use super::image::{GroupEntry, PeerEntry};
+use super::image::{GroupEntry, PeerEntry, TableId};
 
-/// Entries of [`super::Image`] touched, by map. Tables and outcomes are only ever
-/// appended between full compiles, so the writer needs no list of them.
+/// Entries of [`super::Image`] touched, by map. Outcomes are only ever appended between
+/// full compiles, so the writer needs no list of them; table IDs are reused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangedKeys {
     pub endpoints: BTreeSet<(ResourceKey, IpAddr)>,
     pub exact: BTreeSet<IpAddr>,
     pub peers: BTreeSet<PeerEntry>,
     pub groups: BTreeSet<GroupEntry>,
+    /// Table IDs given a new table or freed.
+    pub tables: BTreeSet<TableId>,
 }
 
 impl ChangedKeys {
@@ -24,10 +26,15 @@ impl ChangedKeys {
             && self.exact.is_empty()
             && self.peers.is_empty()
             && self.groups.is_empty()
+            && self.tables.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.endpoints.len() + self.exact.len() + self.peers.len() + self.groups.len()
+        self.endpoints.len()
+            + self.exact.len()
+            + self.peers.len()
+            + self.groups.len()
+            + self.tables.len()
     }
 }
 
@@ -36,7 +43,7 @@ impl ChangedKeys {
 pub enum Changes {
     /// Renumbered: a full compile. Everything must be compared.
     All,
-    /// Only these entries, plus tables and outcomes appended.
+    /// Only these entries and tables, plus outcomes appended.
     Keys(ChangedKeys),
 }
 
@@ -57,6 +64,7 @@ impl Changes {
                 mine.exact.extend(theirs.exact.iter().copied());
                 mine.peers.extend(theirs.peers.iter().copied());
                 mine.groups.extend(theirs.groups.iter().copied());
+                mine.tables.extend(theirs.tables.iter().copied());
             }
         }
     }

@@ -53,7 +53,9 @@ pub struct Image {
     /// Only remote IDs outside group 0.
     pub peers: BTreeMap<PeerEntry, PeerGroup>,
     pub groups: BTreeMap<GroupEntry, TableId>,
-    pub tables: Vec<Table>,
+    /// Indexed by table ID; `None`: a free ID (a table in-place updates stopped using),
+    /// which a later table takes.
+    pub tables: Vec<Option<Table>>,
     pub outcomes: Vec<Outcome>,
 }
 
@@ -82,10 +84,18 @@ impl Image {
             lpm_entries: self.lpm.len(),
             peer_entries: self.peers.len(),
             group_entries: self.groups.len(),
-            tables: self.tables.len(),
-            table_rows: self.tables.iter().map(Table::cell_count).sum(),
+            tables: self.live_tables().count(),
+            table_rows: self.live_tables().map(|(_, t)| t.cell_count()).sum(),
             outcomes: self.outcomes.len(),
         }
+    }
+
+    /// The tables in use, by ID.
+    pub fn live_tables(&self) -> impl Iterator<Item = (TableId, &Table)> {
+        self.tables.iter().enumerate().filter_map(|(i, t)| {
+            let id = TableId(u32::try_from(i).unwrap_or(u32::MAX));
+            t.as_ref().map(|t| (id, t))
+        })
     }
 
     /// A canonical byte encoding of the whole image: equal images, equal bytes. (Not the
@@ -140,6 +150,11 @@ impl Image {
         }
         e.len(self.tables.len());
         for t in &self.tables {
+            let Some(t) = t else {
+                e.u8(0);
+                continue;
+            };
+            e.u8(1);
             e.u32(t.other.0);
             e.len(t.protocols.len());
             for (proto, rt) in &t.protocols {

@@ -16,8 +16,11 @@
 //!
 //! Everything else (profiles created, deleted or relabelled, host endpoints, new label tests or CIDRs, an address with
 //! several owners, a lot of changes at once, too much garbage) compiles in full, which
-//! renumbers everything. In place, IDs are stable: local IDs are reused once free, tables
-//! and outcomes are only appended. The result is the same policy as a full compile; the
+//! renumbers everything. In place, IDs are stable: local IDs and table IDs are reused once
+//! free (a table once no group entry refers to it, [`super::table_ids`]), so steady churn
+//! keeps the image's tables near a full compile's; outcomes (one per distinct verdict and
+//! rule) and compiled rules are only appended. The result is the same policy as a full
+//! compile; the
 //! differential test `tests/compile_incremental.rs` holds the two together.
 
 use std::cmp::Ordering;
@@ -178,8 +181,10 @@ fn diff(
     }
 }
 
-/// Rules, tables and outcomes nothing refers to any more stay until a full compile;
-/// one comes when they are as many again as a full compile makes.
+/// A safety net: freed tables are reused, so steady churn keeps their count near a full
+/// compile's; rules and outcomes, only appended, grow by what changes bring that is new
+/// (a changed rule, a new verdict for a rule). When any is as many again as a full
+/// compile makes, a full compile drops what nothing refers to any more.
 fn too_much_garbage(build: &Build) -> bool {
     let now = build.sizes();
     let fresh = build.fresh;

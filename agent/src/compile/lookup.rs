@@ -51,7 +51,7 @@ impl Image {
             .copied()
             .unwrap_or(PeerGroup::DEFAULT);
         let table = self.groups.get(&(local, direction, group))?;
-        let table = self.tables.get(table.0 as usize)?;
+        let table = self.tables.get(table.0 as usize)?.as_ref()?;
         let protocol = packet.protocol;
         let (a, b) = if protocol == PROTO_TCP || protocol == PROTO_UDP {
             let L4::Ports { src, dst } = packet.l4 else {

@@ -39,6 +39,7 @@ mod remote;
 mod rules;
 mod signature;
 mod table;
+mod table_ids;
 mod table_row;
 
 use crate::model::{Resource, ResourceKey};

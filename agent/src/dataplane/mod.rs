@@ -1,7 +1,8 @@
 //! The eBPF dataplane, user-space side: the embedded object and loading it with its pinned
 //! maps (`object`, `load`, `bpffs`), sized at load time (`map_sizes`) and measured
 //! (`map_memory`); the compiled image as map entries (`slot_image`) and
-//! writing them incrementally and atomically (`writer`); attaching to workload veths
+//! writing them incrementally and atomically (`writer`), reusing the array space of freed
+//! tables (`table_layout`, `array_space`); attaching to workload veths
 //! (`attach`) and the netlink subscriptions that say when to (`links`); conntrack budgets
 //! and the sweep of expired flows (`conntrack`, over `map_batch`); taking over from an
 //! older map ABI (`older_abi`); counters, events and kernel-side debug lines (`counters`,
@@ -10,6 +11,7 @@
 //! (`remnants`); counting the entries of the maps the kernel fills (`map_census`); a map as
 //! its aya type, taken from the object or opened from its pin (`typed_map`).
 
+pub mod array_space;
 pub mod attach;
 pub mod bpf_log;
 pub mod bpffs;
@@ -32,6 +34,7 @@ pub mod outcome_names;
 pub mod remnants;
 pub mod rule_names;
 pub mod slot_image;
+pub mod table_layout;
 pub mod typed_map;
 pub mod writer;
 

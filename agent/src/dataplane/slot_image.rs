@@ -2,6 +2,7 @@
 //! `palisade_common` for the layout). Pure: the same image, bindings and slot give the same
 //! entries, which is what lets [`super::writer`] write only the difference.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -14,8 +15,8 @@ use palisade_common::{
 };
 
 use crate::compile::{
-    Capacities, GroupEntry, Image, LocalId, Outcome as CompiledOutcome, PeerEntry, PeerGroup,
-    RangeTable, RemoteId, Table, TableId,
+    Capacities, GroupEntry, Image, LocalId, Outcome as CompiledOutcome, OutcomeId, PeerEntry,
+    PeerGroup, RangeTable, RemoteId, Table, TableId,
 };
 use crate::model::ResourceKey;
 
@@ -233,8 +234,8 @@ pub fn encode(
         let (key, value) = policy_entry(slot, *entry, *table);
         out.policy.insert(key, value);
     }
-    for (table_id, table) in image.tables.iter().enumerate() {
-        let entries = push_table(&mut out, slot, table_id, table, bases);
+    for (table_id, table) in image.live_tables() {
+        let entries = push_table(&mut out, slot, table_id.0 as usize, table, bases);
         out.table.extend(entries);
     }
     for outcome in &image.outcomes {
@@ -307,12 +308,7 @@ pub fn push_table(
     bases: ArrayBases,
 ) -> Vec<(TableKey, TableValue)> {
     let table_id = count(table_id);
-    let other = RangeTable::single(table.other);
-    table
-        .protocols
-        .iter()
-        .map(|(p, t)| (u16::from(*p), t))
-        .chain([(PROTOCOL_OTHER, &other)])
+    by_protocol(table)
         .map(|(protocol, ranges)| {
             let key = TableKey {
                 slot,
@@ -320,9 +316,29 @@ pub fn push_table(
                 protocol,
                 table_id,
             };
-            (key, push_ranges(out, ranges, bases))
+            (key, push_ranges(out, &ranges, bases))
         })
         .collect()
+}
+
+/// The range tables of `table` by `PAL_TABLE` protocol: those it lists, then
+/// [`PROTOCOL_OTHER`] for every other protocol.
+pub fn by_protocol(table: &Table) -> impl Iterator<Item = (u16, Cow<'_, RangeTable>)> {
+    table
+        .protocols
+        .iter()
+        .map(|(p, t)| (u16::from(*p), Cow::Borrowed(t)))
+        .chain([(PROTOCOL_OTHER, Cow::Owned(RangeTable::single(table.other)))])
+}
+
+/// A `PAL_CELLS` entry: where one range of key `b` starts and its outcome.
+pub fn cell(start: u16, outcome: OutcomeId, bases: ArrayBases) -> Cell {
+    Cell {
+        start,
+        _pad: 0,
+        // Absolute: the slot's outcomes start at its base.
+        outcome: bases.outcomes.saturating_add(outcome.0),
+    }
 }
 
 /// Appends an outcome, giving its rule (and the `log` rules it passed) counters.
@@ -379,12 +395,7 @@ fn push_ranges(out: &mut SlotImage, ranges: &RangeTable, bases: ArrayBases) -> T
     for row in &ranges.rows {
         let first_cell = index(bases.cells, out.cells.len());
         for &(start, outcome) in &row.cells {
-            out.cells.push(Cell {
-                start,
-                _pad: 0,
-                // Absolute: the slot's outcomes start at its base.
-                outcome: bases.outcomes.saturating_add(outcome.0),
-            });
+            out.cells.push(cell(start, outcome, bases));
         }
         out.rows.push(Row {
             start: row.start,
@@ -399,10 +410,10 @@ fn push_ranges(out: &mut SlotImage, ranges: &RangeTable, bases: ArrayBases) -> T
     }
 }
 
-fn index(base: u32, offset: usize) -> u32 {
+pub fn index(base: u32, offset: usize) -> u32 {
     base.saturating_add(count(offset))
 }
 
-fn count(n: usize) -> u32 {
+pub fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -30,8 +30,9 @@ use crate::model::ResourceKey;
 
 use super::slot_image::{
     ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, check_limits, encode,
-    local_entry, peer_entry, policy_entry, push_outcome, push_table, remote_entry,
+    local_entry, peer_entry, policy_entry, push_outcome, remote_entry,
 };
+use super::table_layout::{SlotTables, TableWrites, lay_out};
 
 /// How long a retired slot is left alone before it is written again.
 pub const RETIRE_GRACE: Duration = Duration::from_millis(2);
@@ -134,8 +135,9 @@ struct SlotState {
     bindings: BTreeMap<ResourceKey, u32>,
     /// The `PAL_LOCAL` key of each bound endpoint address in the slot.
     endpoint_keys: BTreeMap<(ResourceKey, IpAddr), LocalKey>,
-    /// How many of the image's tables and outcomes the slot holds.
-    tables: usize,
+    /// Where the slot's tables are in its arrays, and the holes freed tables left.
+    tables: SlotTables,
+    /// How many of the image's outcomes the slot holds.
     outcomes: usize,
 }
 
@@ -147,7 +149,7 @@ impl SlotState {
             behind: Changes::All,
             bindings: BTreeMap::new(),
             endpoint_keys: BTreeMap::new(),
-            tables: 0,
+            tables: SlotTables::default(),
             outcomes: 0,
         }
     }
@@ -306,7 +308,8 @@ impl Writer {
     /// Writes `image` into the inactive slot and makes it the active one. `changes` says
     /// what changed since the image of the last publish (the compiler's report): the slot
     /// is brought up to date by writing only the entries changed since it was last written,
-    /// and the tables and outcomes appended since. On error the policy in force is unchanged
+    /// the tables given new IDs or freed since (laid out in the holes freed tables left, see
+    /// [`super::table_layout`]) and the outcomes appended since. On error the policy in force is unchanged
     /// (the inactive slot may be half-written, which nothing reads, and is known to need
     /// rewriting).
     ///
@@ -402,9 +405,24 @@ impl Writer {
         let s = usize::from(slot);
         let mut state =
             std::mem::replace(&mut self.slots[s], SlotState::unknown(SlotImage::default()));
+        let (bases, limits) = (self.bases(slot), self.limits);
         let written = match std::mem::take(&mut state.behind) {
             Changes::Keys(keys) if state.arrays_known => {
-                self.write_slot_changes(slot, image, ifindex_of, &keys, state, stats)?
+                let tables = &keys.tables;
+                match lay_out(
+                    image,
+                    slot,
+                    tables,
+                    &state.image,
+                    &state.tables,
+                    bases,
+                    limits,
+                ) {
+                    Some(tables) => self
+                        .write_slot_changes(slot, image, ifindex_of, &keys, tables, state, stats)?,
+                    // The holes are too small for the new tables: packed again, they fit.
+                    None => self.write_slot_in_full(slot, image, ifindex_of, state, stats)?,
+                }
             }
             _ => self.write_slot_in_full(slot, image, ifindex_of, state, stats)?,
         };
@@ -479,24 +497,27 @@ impl Writer {
             })
             .collect();
         Ok(SlotState {
+            tables: SlotTables::packed(&new),
             image: new,
             arrays_known: true,
             behind: Changes::default(),
             bindings: ifindex_of.clone(),
             endpoint_keys,
-            tables: image.tables.len(),
             outcomes: image.outcomes.len(),
         })
     }
 
-    /// Writes the entries `keys` names (and those of endpoints bound differently), then the
-    /// tables and outcomes the slot does not have yet.
+    /// Writes the changed tables where `tables` laid them out, the outcomes the slot does
+    /// not have yet, then the entries `keys` names (and those of endpoints bound
+    /// differently).
+    #[allow(clippy::too_many_arguments)] // one step of write_slot, split out to be read
     fn write_slot_changes(
         &mut self,
         slot: u8,
         image: &Image,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
         keys: &ChangedKeys,
+        tables: TableWrites,
         mut state: SlotState,
         stats: &mut Published,
     ) -> Result<SlotState, WriteError> {
@@ -504,20 +525,48 @@ impl Writer {
         let record = &mut state.image;
 
         // Tables and outcomes first: nothing refers to them until the entries below do.
-        let (rows, cells, outcomes) =
-            (record.rows.len(), record.cells.len(), record.outcomes.len());
-        let mut tables = Entries::default();
-        for (i, table) in image.tables.iter().enumerate().skip(state.tables) {
-            for (key, value) in push_table(record, slot, i, table, bases) {
-                tables.touch(key, record.table.get(&key).copied(), Some(value));
-            }
-        }
+        let outcomes = record.outcomes.len();
         for outcome in image.outcomes.iter().skip(state.outcomes) {
             push_outcome(record, outcome, &mut self.counters)?;
         }
         check_limits(record, self.limits)?;
         let m = &mut self.maps;
-        sync_arrays(m, bases, None, record, [rows, cells, outcomes], stats)?;
+        let TableWrites {
+            rows,
+            cells,
+            entries,
+            layout,
+        } = tables;
+        set_array(
+            &mut m.cells,
+            map_names::CELLS,
+            bases.cells,
+            &mut record.cells,
+            cells,
+            stats,
+        )?;
+        set_array(
+            &mut m.rows,
+            map_names::ROWS,
+            bases.rows,
+            &mut record.rows,
+            rows,
+            stats,
+        )?;
+        sync_array(
+            &mut m.outcomes,
+            map_names::OUTCOMES,
+            bases.outcomes,
+            None,
+            &record.outcomes,
+            outcomes,
+            stats,
+        )?;
+        state.tables = layout;
+        let mut tables = Entries::default();
+        for (key, value) in entries {
+            tables.touch(key, record.table.get(&key).copied(), value);
+        }
         tables.write(&mut m.table, map_names::TABLE, &mut record.table, stats)?;
 
         Entries::of_touched(&keys.exact, &image.exact, &record.remote, |addr, id| {
@@ -565,7 +614,6 @@ impl Writer {
 
         state.behind = Changes::default();
         state.bindings = ifindex_of.clone();
-        state.tables = image.tables.len();
         state.outcomes = image.outcomes.len();
         Ok(state)
     }
@@ -869,6 +917,35 @@ fn sync_arrays(
         outcomes,
         stats,
     )
+}
+
+/// Writes `entries` (slot-relative index, value) into the slot's share of an array map and
+/// its record `held`, skipping those it already holds.
+fn set_array<V: Pod + PartialEq>(
+    map: &mut Array<MapData, V>,
+    name: &'static str,
+    base: u32,
+    held: &mut Vec<V>,
+    entries: Vec<(usize, V)>,
+    stats: &mut Published,
+) -> Result<(), WriteError> {
+    for (i, v) in entries {
+        if held.get(i) == Some(&v) {
+            continue;
+        }
+        let index = base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+        map.set(index, v, 0).map_err(|source| WriteError::Map {
+            action: "write",
+            name,
+            source,
+        })?;
+        if held.len() <= i {
+            held.resize(i + 1, v);
+        }
+        held[i] = v;
+        stats.written += 1;
+    }
+    Ok(())
 }
 
 /// Writes the entries of `new` from index `from` on that differ from `old` (all of them
