@@ -5,20 +5,26 @@
 //! compile can follow). After every update:
 //! - the image, looked up as the kernel will, gives the reference evaluator's decision for
 //!   every local endpoint address, both directions, random packets and peers;
-//! - an update made in place touched (reported) every entry that differs from the image
-//!   before it, and only appended tables and outcomes: what the writer relies on to write
-//!   only the difference.
+//! - an update made in place touched (reported) every entry and table that differs from the
+//!   image before it, and only appended outcomes: what the writer relies on to write only
+//!   the difference;
+//! - the tables in use are exactly those group entries name: freed ones are free.
+//!
+//! And a long steady churn of in-place changes never compiles in full: freed tables are
+//! reused, the image stays near a full compile's size, and ends up deciding as one does.
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use common::random_world::*;
-use palisade::compile::{Capacities, ChangedKeys, Changes, Compiler, Image, Locals};
+use palisade::compile::{
+    Capacities, ChangedKeys, Changes, Compiler, Image, Locals, TableId, compile_for,
+};
 use palisade::model::{Resource, ResourceKey};
 use palisade::policy::{Direction, Model};
 
@@ -52,6 +58,7 @@ fn in_place_updates_agree_with_the_evaluator_and_report_what_they_touched() {
                     only_reported_entries_differ(&before, image, keys, what);
                 }
             }
+            live_tables_are_those_groups_name(image, what);
             counts.cases += agrees_with_the_evaluator(&mut rng, &resources, image, locals, what);
             before = image.clone();
         }
@@ -60,6 +67,121 @@ fn in_place_updates_agree_with_the_evaluator_and_report_what_they_touched() {
     assert!(counts.cases >= 100_000, "{counts:?}");
     // Most changes must have been made in place, or this tests the full compile again.
     assert!(counts.in_place >= 2 * counts.full, "{counts:?}");
+}
+
+#[test]
+fn steady_churn_reuses_freed_tables_and_never_compiles_in_full() {
+    let mut rng = Rng(0x1AC0_0003);
+    let (mut changes_made, mut largest) = (0, 0.0f64);
+    for world_no in 0..4 {
+        let locals = if world_no % 2 == 0 {
+            Locals::All
+        } else {
+            Locals::Node(NODE)
+        };
+        let mut world = World::new(world(&mut rng));
+        world.only_workload_policies();
+        world.add_templates(&mut rng, 6);
+        let mut compiler = Compiler::new(locals, Capacities::UNLIMITED);
+        let mut resources = world.resources();
+        compiler.update(&resources).unwrap();
+        let mut before = compiler.image().unwrap().clone();
+        for step in 0..1500 {
+            let what = world.churn(&mut rng, 30, 20);
+            resources = world.resources();
+            let changes = compiler.update(&resources).unwrap();
+            let image = compiler.image().unwrap();
+            let Changes::Keys(keys) = &changes else {
+                panic!("world {world_no} step {step}: {what} compiled in full");
+            };
+            only_reported_entries_differ(&before, image, keys, what);
+            live_tables_are_those_groups_name(image, what);
+            changes_made += 1;
+            if step % 25 == 24 {
+                let full = compile_for(
+                    resources.values().map(|r| (**r).clone()),
+                    &Capacities::UNLIMITED,
+                    locals,
+                )
+                .unwrap();
+                let (kept, fresh) = (image.stats(), full.stats());
+                // In place, peer groups only split and the IDs of tables freed are kept
+                // for reuse, so the image is somewhat larger than a fresh one; appending
+                // tables made it grow by every change.
+                let bound = |fresh: usize| 2 * fresh + 64;
+                assert!(
+                    kept.table_rows <= bound(fresh.table_rows)
+                        && image.tables.len() <= bound(fresh.tables),
+                    "world {world_no} step {step}: {} table IDs, {kept:?}, fresh {fresh:?}",
+                    image.tables.len()
+                );
+                largest = largest.max(kept.table_rows as f64 / fresh.table_rows.max(1) as f64);
+            }
+            if step % 100 == 99 {
+                agrees_with_the_evaluator(&mut rng, &resources, image, locals, what);
+            }
+            before = image.clone();
+        }
+        let full = compile_for(
+            resources.values().map(|r| (**r).clone()),
+            &Capacities::UNLIMITED,
+            locals,
+        )
+        .unwrap();
+        decide_alike(
+            &mut rng,
+            &resources,
+            compiler.image().unwrap(),
+            &full,
+            locals,
+        );
+    }
+    eprintln!(
+        "{changes_made} changes in place; table cells at most {largest:.2} x a full compile's"
+    );
+}
+
+/// Every local endpoint address's decisions, by `kept` (made in place) and `full`, agree.
+fn decide_alike(
+    rng: &mut Rng,
+    resources: &BTreeMap<ResourceKey, Arc<Resource>>,
+    kept: &Image,
+    full: &Image,
+    locals: Locals<'_>,
+) {
+    let mut cases = 0;
+    for resource in resources.values() {
+        let Resource::WorkloadEndpoint(endpoint) = &**resource else {
+            continue;
+        };
+        let key = endpoint.key();
+        for net in &endpoint.spec.ip_networks {
+            let own = net.addr();
+            let (a, b) = (kept.local_id_of(&key, own), full.local_id_of(&key, own));
+            assert_eq!(a.is_some(), b.is_some(), "{key} {own}: local in one only");
+            let (Some(a), Some(b)) = (a, b) else {
+                continue;
+            };
+            for direction in [Direction::Ingress, Direction::Egress] {
+                for _ in 0..20 {
+                    let peer = rng.pick(&peers(own.is_ipv4()));
+                    let packet = random_packet(rng, own, peer, direction);
+                    let decision = |image: &Image, id| {
+                        image
+                            .lookup(id, peer, direction, &packet)
+                            .map(|o| o.to_decision())
+                    };
+                    assert_eq!(
+                        decision(kept, a),
+                        decision(full, b),
+                        "{key} {direction} {packet}"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert!(cases > 0 || matches!(locals, Locals::Node(_)));
 }
 
 #[derive(Default, Debug)]
@@ -152,10 +274,13 @@ fn only_reported_entries_differ(before: &Image, after: &Image, touched: &Changed
         |k| touched.groups.contains(k),
         what,
     );
-    assert!(
-        after.tables.starts_with(&before.tables),
-        "after {what}: tables renumbered"
-    );
+    for i in 0..before.tables.len().max(after.tables.len()) {
+        assert!(
+            before.tables.get(i) == after.tables.get(i)
+                || touched.tables.contains(&TableId(i as u32)),
+            "after {what}: table {i} changed unreported"
+        );
+    }
     assert!(
         after.outcomes.starts_with(&before.outcomes),
         "after {what}: outcomes renumbered"
@@ -165,6 +290,13 @@ fn only_reported_entries_differ(before: &Image, after: &Image, touched: &Changed
         (&after.lpm, after.world, after.remote_ids),
         "after {what}: remote classes changed in place"
     );
+}
+
+/// A mark over the image: the tables in use are the ones group entries name, no more.
+fn live_tables_are_those_groups_name(image: &Image, what: &str) {
+    let named: BTreeSet<TableId> = image.groups.values().copied().collect();
+    let live: BTreeSet<TableId> = image.live_tables().map(|(id, _)| id).collect();
+    assert_eq!(live, named, "after {what}: tables in use");
 }
 
 fn assert_differ_only<K: Ord + Debug, V: PartialEq + Debug>(

@@ -463,12 +463,131 @@ impl World {
         }
     }
 
+    /// Makes every policy apply to workload endpoints in both directions (no `doNotTrack`,
+    /// no `preDNAT`, no `types`): the rules of the others (of a direction) are not
+    /// compiled for workloads, so one of them added to a workload policy brings tests only
+    /// a full compile classifies.
+    /// Invalid policies (treated as deleted, their rules never compiled) are left out.
+    pub fn only_workload_policies(&mut self) {
+        for i in self.of_kind("policy") {
+            if let Some(spec) = self.values[i]["spec"].as_object_mut() {
+                spec.remove("doNotTrack");
+                spec.remove("preDNAT");
+                spec.remove("types");
+            }
+        }
+        self.values.retain(|v| {
+            v["kind"] != "policy"
+                || to_resources(std::slice::from_ref(v))
+                    .iter()
+                    .all(|r| validate::validate(r).is_ok())
+        });
+    }
+
+    /// Adds `n` endpoints on fresh addresses of both families with random labels: the
+    /// label sets [`World::churn`] gives the endpoints it adds or relabels. Made before the
+    /// first compile, they make sure those endpoints' remote classes exist (an endpoint of
+    /// a new remote class needs a full compile).
+    pub fn add_templates(&mut self, rng: &mut Rng, n: usize) {
+        for k in 0..n {
+            let m = self.fresh();
+            let nets = json!([
+                format!("10.0.{}.{}/32", 3 + m / 250, 1 + m % 250),
+                format!("fd00::3:{m:x}/128")
+            ]);
+            self.values
+                .push(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+                "metadata": {"name": format!("tmpl{k}"), "node": rng.pick(&["n", "m"]),
+                             "orchestrator": "o", "workload": format!("tw{k}"),
+                             "labels": labels(rng)},
+                "spec": {"interfaceName": format!("calitmpl{k}"), "ipNetworks": nets,
+                         "profiles": []}}));
+        }
+    }
+
+    /// Makes one random change of the kinds steady churn brings, all of which the compiler
+    /// an agent keeps applies in place, keeping the world near `endpoints` endpoints added
+    /// by churn and `policies` policies: endpoints come (on fresh addresses, with the
+    /// labels of a template, [`World::add_templates`]), go and change labels; policy rules
+    /// change action, come (rules other policies have) and go; selectors and orders change;
+    /// policies go and come back under names from a fixed pool (so rule names, and the
+    /// outcomes they make, do not grow without end).
+    pub fn churn(&mut self, rng: &mut Rng, endpoints: usize, policies: usize) -> &'static str {
+        let named = |prefix: &str| -> Vec<usize> {
+            self.of_kind("workloadEndpoint")
+                .into_iter()
+                .filter(|&i| {
+                    self.values[i]["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .collect()
+        };
+        let (templates, added) = (named("tmpl"), named("new"));
+        let pols = self.of_kind("policy");
+        let roll = rng.below(100);
+        let template_labels = |world: &World, rng: &mut Rng| match templates.is_empty() {
+            true => labels(rng),
+            false => world.values[rng.pick(&templates)]["metadata"]["labels"].clone(),
+        };
+        if roll < 15 && !added.is_empty() {
+            let i = added[rng.below(added.len())];
+            self.values[i]["metadata"]["labels"] = template_labels(self, rng);
+            "endpoint labels changed"
+        } else if roll < 30 {
+            if added.len() > endpoints {
+                self.values.remove(added[rng.below(added.len())]);
+                return "endpoint removed";
+            }
+            let labels = template_labels(self, rng);
+            let n = self.fresh();
+            let nets = self.fresh_networks(rng);
+            self.values
+                .push(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+                "metadata": {"name": format!("new{n}"), "node": rng.pick(&["n", "n", "m"]),
+                             "orchestrator": "o", "workload": format!("nw{n}"),
+                             "labels": labels},
+                "spec": {"interfaceName": format!("calinew{n}"), "ipNetworks": nets,
+                         "profiles": []}}));
+            "endpoint added"
+        } else if roll < 40 && !pols.is_empty() {
+            if pols.len() >= policies {
+                self.values.remove(rng.pick(&pols));
+                return "policy removed";
+            }
+            let mut copy = self.values[rng.pick(&pols)].clone();
+            let name = format!("pooled{}", rng.below(policies));
+            if self
+                .values
+                .iter()
+                .any(|v| v["metadata"]["name"] == name.as_str())
+            {
+                return "nothing";
+            }
+            copy["metadata"]["name"] = json!(name);
+            copy["spec"]["order"] = json!(rng.below(12));
+            self.values.push(copy);
+            "policy added under a pooled name"
+        } else if !pols.is_empty() {
+            let i = rng.pick(&pols);
+            // Rules, selector, order: not removed or copied under a fresh name (above).
+            self.change_policy_by(rng, i, 6)
+        } else {
+            "nothing"
+        }
+    }
+
     fn change_policy(&mut self, rng: &mut Rng, i: usize) -> &'static str {
+        self.change_policy_by(rng, i, 8)
+    }
+
+    /// One of the first `kinds` kinds of policy change (8: any).
+    fn change_policy_by(&mut self, rng: &mut Rng, i: usize, kinds: usize) -> &'static str {
         let direction = rng.pick(&["ingress", "egress"]);
         let count = self.values[i]["spec"][direction]
             .as_array()
             .map_or(0, Vec::len);
-        match rng.below(8) {
+        match rng.below(kinds) {
             0 | 1 if count > 0 => {
                 let r = rng.below(count);
                 self.values[i]["spec"][direction][r]["action"] =
@@ -516,6 +635,7 @@ impl World {
                 self.values.remove(i);
                 "policy removed"
             }
+            _ if kinds <= 6 => "nothing",
             _ => {
                 let mut copy = self.values[i].clone();
                 copy["metadata"]["name"] = json!(format!("copy{}", self.fresh()));
