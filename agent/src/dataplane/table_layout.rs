@@ -48,19 +48,20 @@ pub struct TableWrites {
 }
 
 /// Lays out the tables `changed` (given a new table, or freed) of `image` in `slot`,
-/// whose record is `held` and layout `layout`. `None` when they do not fit the slot's
-/// arrays as they are (holes too small): a full write packs them again.
+/// whose record is `held` and layout `layout` (taken, not copied: it lists every table of
+/// the slot). `None` when they do not fit the slot's arrays as they are (holes too small):
+/// a full write packs them again.
 pub fn lay_out(
     image: &Image,
     slot: u8,
     changed: &BTreeSet<TableId>,
     held: &SlotImage,
-    layout: &SlotTables,
+    layout: SlotTables,
     bases: ArrayBases,
     limits: ArrayLimits,
 ) -> Option<TableWrites> {
     let mut out = TableWrites {
-        layout: layout.clone(),
+        layout,
         ..TableWrites::default()
     };
     // Everything changed gives its space back first: new tables may take any of it.

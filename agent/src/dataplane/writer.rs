@@ -408,16 +408,8 @@ impl Writer {
         let (bases, limits) = (self.bases(slot), self.limits);
         let written = match std::mem::take(&mut state.behind) {
             Changes::Keys(keys) if state.arrays_known => {
-                let tables = &keys.tables;
-                match lay_out(
-                    image,
-                    slot,
-                    tables,
-                    &state.image,
-                    &state.tables,
-                    bases,
-                    limits,
-                ) {
+                let (changed, layout) = (&keys.tables, std::mem::take(&mut state.tables));
+                match lay_out(image, slot, changed, &state.image, layout, bases, limits) {
                     Some(tables) => self
                         .write_slot_changes(slot, image, ifindex_of, &keys, tables, state, stats)?,
                     // The holes are too small for the new tables: packed again, they fit.
