@@ -27,7 +27,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade::compile::{Capacities, Compiler, Locals, compile_for};
+use palisade::compile::{Capacities, Changes, Compiler, Locals, compile_for};
 use palisade::dataplane::conntrack::Conntrack;
 use palisade::dataplane::counters::CounterMaps;
 use palisade::dataplane::writer::{PolicyMaps, Writer};
@@ -71,6 +71,9 @@ struct Row {
     memory_mib: f64,
     policy_change: Samples,
     endpoint_added: Samples,
+    churn: Samples,
+    /// How many of the churn's updates compiled in full.
+    churn_full: usize,
 }
 
 /// One object's per-packet medians: established, new flow (denied), new flow (allowed).
@@ -78,6 +81,11 @@ type PerPacket = (u128, u128, u128);
 
 /// How many changes of each kind are timed.
 const CHANGES: usize = 21;
+
+/// How many policy changes the steady churn makes: far more than in-place updates once
+/// took before the garbage they left forced a full compile (every few dozen at 10,000
+/// policies).
+const CHURN: usize = 300;
 
 /// Durations of repeated changes.
 struct Samples(Vec<Duration>);
@@ -91,6 +99,13 @@ impl Samples {
 
     fn max(&self) -> Duration {
         self.0.iter().max().copied().unwrap_or_default()
+    }
+
+    fn p99(&self) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        let at = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
+        sorted.get(at).copied().unwrap_or_default()
     }
 }
 
@@ -411,6 +426,50 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
             &bindings,
         ));
     }
+    // Steady churn: policies picked at random (a fixed sequence) get a random ingress rule's
+    // action flipped, one change at a time.
+    let all_policies: Vec<ResourceKey> = current
+        .keys()
+        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
+        .cloned()
+        .collect();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n.max(1) as u64) as usize
+    };
+    let (mut churn, mut churn_full) = (Samples(Vec::new()), 0);
+    for _ in 0..CHURN {
+        let policy = &all_policies[next(all_policies.len())];
+        if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
+            && !p.spec.ingress.is_empty()
+        {
+            let at = next(p.spec.ingress.len());
+            let rule = &mut p.spec.ingress[at];
+            rule.action = match rule.action {
+                Action::Allow => Action::Deny,
+                _ => Action::Allow,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let started = Instant::now();
+        let changes = compiler.update(&current).unwrap();
+        let image = compiler.image().unwrap();
+        writer
+            .publish_changes(image, &changes, &bindings, |_| Ok(()))
+            .unwrap();
+        churn.0.push(started.elapsed());
+        churn_full += usize::from(matches!(changes, Changes::All));
+    }
+    eprintln!(
+        "bench:   churn of {CHURN} policy changes: median {:?}, p99 {:?}, max {:?}, {churn_full} in full; {:?}",
+        churn.median(),
+        churn.p99(),
+        churn.max(),
+        compiler.image().unwrap().stats()
+    );
     eprintln!(
         "bench:   policy changed {:?} (max {:?}), endpoint added {:?} (max {:?})",
         policy_change.median(),
@@ -437,6 +496,8 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
         memory_mib,
         policy_change,
         endpoint_added,
+        churn,
+        churn_full,
     }
 }
 
@@ -490,12 +551,12 @@ fn main() {
         .map(|s| measure(s, ifindex, &baselines))
         .collect();
     println!(
-        "| scale | empty program | established (conntrack hit) | new flow (denied) | new flow (allowed, over a closing entry) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added |"
+        "| scale | empty program | established (conntrack hit) | new flow (denied) | new flow (allowed, over a closing entry) | full compile (all local) | node compile ({PER_NODE} local) | map entries | map memory | one policy changed | one endpoint added | {CHURN} policy changes in a row: p99 (max), compiled in full |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {:.0} ms | {} | {:.1} MiB | {:.1} ms (max {:.1}) | {:.2} ms (max {:.2}) |",
+            "| {} | {} ns | {} ns (+{}) | {} ns (+{}) | {} ns (+{}) | {:.0} ms | {:.0} ms | {} | {:.1} MiB | {:.1} ms (max {:.1}) | {:.2} ms (max {:.2}) | {:.1} ms ({:.1}), {} |",
             r.scale,
             r.empty_ns,
             r.established_ns,
@@ -512,6 +573,9 @@ fn main() {
             r.policy_change.max().as_secs_f64() * 1e3,
             r.endpoint_added.median().as_secs_f64() * 1e3,
             r.endpoint_added.max().as_secs_f64() * 1e3,
+            r.churn.p99().as_secs_f64() * 1e3,
+            r.churn.max().as_secs_f64() * 1e3,
+            r.churn_full,
         );
     }
     if baselines.is_empty() {
