@@ -293,9 +293,10 @@ impl Build {
                 build.add_local(id, key);
             }
         }
+        // Measured before the end of the update, which bounds the caches by it.
+        build.tables.cached_at_full = build.tables.cached();
         build.end_update();
         build.fresh = build.sizes();
-        build.tables.cached_at_full = build.tables.cached();
         Ok(build)
     }
 
