@@ -456,11 +456,30 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
         std::thread::sleep(Duration::from_millis(5));
         let started = Instant::now();
         let changes = compiler.update(&current).unwrap();
+        let compiled = started.elapsed();
         let image = compiler.image().unwrap();
-        writer
+        let published = writer
             .publish_changes(image, &changes, &bindings, |_| Ok(()))
             .unwrap();
-        churn.0.push(started.elapsed());
+        let took = started.elapsed();
+        churn.0.push(took);
+        // Where the slowest go: the compiler or the writer, and how much each touched.
+        if took > Duration::from_millis(50) {
+            let touched = match &changes {
+                Changes::All => "all".to_string(),
+                Changes::Keys(keys) => format!(
+                    "{} peers, {} groups, {} tables",
+                    keys.peers.len(),
+                    keys.groups.len(),
+                    keys.tables.len()
+                ),
+            };
+            eprintln!(
+                "bench:     slow change of {policy}: compile {compiled:?}, total {took:?}; \
+                 touched {touched}; {} written, {} deleted",
+                published.written, published.deleted
+            );
+        }
         churn_full += usize::from(matches!(changes, Changes::All));
     }
     eprintln!(
