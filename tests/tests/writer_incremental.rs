@@ -4,7 +4,9 @@
 //! publish, what the kernel maps hold for the active slot (read back with the bpf syscall)
 //! must equal the full encoding of the same image: every hash and LPM entry, every array
 //! entry in use. `bpf_differential` holds the full encoding against the evaluator with real
-//! packets, so equal maps mean the same verdicts.
+//! packets, so equal maps mean the same verdicts. Between publishes, now and then, the
+//! slot a flip retired is caught up (`Writer::catch_up`, as the agent does once its grace
+//! period is over): it must then hold the same, and the next publish still be right.
 //!
 //! Privileged: run through `cargo xtask test` as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing unwrap is a failing test
@@ -33,7 +35,7 @@ fn in_place_writes_leave_the_maps_as_a_full_write_would() {
     let mut writer = Writer::adopt(maps).expect("adopt fresh maps");
 
     let mut rng = Rng(0x1AC0_0002);
-    let (mut in_place, mut full, mut written) = (0, 0, 0);
+    let (mut in_place, mut full, mut written, mut caught_up) = (0, 0, 0, 0);
     let mut next_ifindex = 100;
     for _ in 0..40 {
         let mut world = World::new(world(&mut rng));
@@ -56,27 +58,54 @@ fn in_place_writes_leave_the_maps_as_a_full_write_would() {
                 .unwrap();
             written += published.written + published.deleted;
 
-            let slot = writer.active_slot();
-            let (bases, limits) = writer.array_layout(slot);
-            let mut counters = writer.rule_counters().clone();
-            let want = encode(image, slot, &bindings, bases, limits, &mut counters).unwrap();
-            let held = writer.held(slot).unwrap();
-            assert_eq!(held.local, want.local, "PAL_LOCAL after step {step}");
-            assert_eq!(held.remote, want.remote, "PAL_REMOTE after step {step}");
-            assert_eq!(held.lpm, want.lpm, "PAL_LPM after step {step}");
-            assert_eq!(held.peers, want.peers, "PAL_PEERS after step {step}");
-            assert_eq!(held.policy, want.policy, "PAL_POLICY after step {step}");
-            assert_eq!(held.table, want.table, "PAL_TABLE after step {step}");
-            assert_eq!(held.rows, want.rows, "PAL_ROWS after step {step}");
-            assert_eq!(held.cells, want.cells, "PAL_CELLS after step {step}");
-            assert_eq!(
-                held.outcomes, want.outcomes,
-                "PAL_OUTCOMES after step {step}"
-            );
+            let active = writer.active_slot();
+            assert_holds(&writer, active, image, &bindings, &format!("step {step}"));
+            if writer.catch_up_due().is_none() {
+                // Nothing behind: the retired slot already holds this image.
+                let what = format!("step {step}, nothing to catch up");
+                assert_holds(&writer, 1 - active, image, &bindings, &what);
+            } else if rng.chance(50) {
+                writer.catch_up(image, &bindings).unwrap();
+                caught_up += 1;
+                assert_eq!(writer.catch_up_due(), None, "caught up (step {step})");
+                assert_eq!(writer.active_slot(), active, "a catch-up flips nothing");
+                let what = format!("the catch-up after step {step}");
+                assert_holds(&writer, 1 - active, image, &bindings, &what);
+                assert_holds(&writer, active, image, &bindings, &what);
+            }
         }
     }
-    eprintln!("{in_place} publishes in place, {full} in full, {written} entries written");
+    eprintln!(
+        "{in_place} publishes in place, {full} in full, {caught_up} catch-ups, {written} \
+         entries written"
+    );
     assert!(in_place >= 2 * full, "{in_place} in place, {full} in full");
+}
+
+/// What the kernel maps hold for `slot` is the full encoding of `image` with `bindings`.
+fn assert_holds(
+    writer: &Writer,
+    slot: u8,
+    image: &palisade::compile::Image,
+    bindings: &BTreeMap<ResourceKey, u32>,
+    when: &str,
+) {
+    let (bases, limits) = writer.array_layout(slot);
+    let mut counters = writer.rule_counters().clone();
+    let want = encode(image, slot, bindings, bases, limits, &mut counters).unwrap();
+    let held = writer.held(slot).unwrap();
+    assert_eq!(held.local, want.local, "PAL_LOCAL, slot {slot}, {when}");
+    assert_eq!(held.remote, want.remote, "PAL_REMOTE, slot {slot}, {when}");
+    assert_eq!(held.lpm, want.lpm, "PAL_LPM, slot {slot}, {when}");
+    assert_eq!(held.peers, want.peers, "PAL_PEERS, slot {slot}, {when}");
+    assert_eq!(held.policy, want.policy, "PAL_POLICY, slot {slot}, {when}");
+    assert_eq!(held.table, want.table, "PAL_TABLE, slot {slot}, {when}");
+    assert_eq!(held.rows, want.rows, "PAL_ROWS, slot {slot}, {when}");
+    assert_eq!(held.cells, want.cells, "PAL_CELLS, slot {slot}, {when}");
+    assert_eq!(
+        held.outcomes, want.outcomes,
+        "PAL_OUTCOMES, slot {slot}, {when}"
+    );
 }
 
 /// Binds this node's endpoints to interfaces as an agent would find them: most keep their

@@ -354,6 +354,30 @@ impl Enforcer {
         self.report();
     }
 
+    /// When the maps' inactive slot is due to be brought up to the last publish
+    /// ([`Enforcer::catch_up`]), if it is behind.
+    pub fn catch_up_due(&self) -> Option<Instant> {
+        self.published.as_ref()?;
+        self.writer.catch_up_due()
+    }
+
+    /// Writes the last publish into the slot packets no longer use, so that the next
+    /// change has only itself to write before its flip (see [`crate::dataplane::writer`]).
+    pub fn catch_up(&mut self) {
+        let (Some(last), Some(image)) = (&self.published, self.compiler.image()) else {
+            return;
+        };
+        if let Err(e) = self.writer.catch_up(image, &last.bindings) {
+            log::warn(
+                "cannot bring the inactive slot of the policy maps up to date; the next \
+                 change writes it in full",
+                &[("error", &e)],
+            );
+        }
+        // The map occupancy counts both slots.
+        self.report();
+    }
+
     /// Defence in depth against a second writer of the maps (the host lock keeps other
     /// agents of this release and later ones out; an older release or a tool does not
     /// take it): if the pinned generation is not the one this agent wrote last, it says so
@@ -645,12 +669,9 @@ impl Enforcer {
 
 /// Interface names of `node`'s workload endpoints.
 fn local_interfaces(view: &ResourceView, node: &str) -> BTreeMap<ResourceKey, String> {
-    view.resources
-        .values()
-        .filter_map(|r| match &**r {
-            Resource::WorkloadEndpoint(w) if w.metadata.node == node => {
-                Some((w.key(), w.spec.interface_name.clone()))
-            }
+    view.workload_endpoints_on(node)
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => Some((w.key(), w.spec.interface_name.clone())),
             _ => None,
         })
         .collect()
