@@ -21,11 +21,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use aya::Pod;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, MapError, PerCpuArray,
+};
+use aya::sys::SyscallError;
 use palisade_common::{
     Cell, Config, LocalKey, LocalValue, LpmData, Outcome, PeerKey, PeerValue, PolicyKey,
     PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, TableKey, TableValue, map_names,
@@ -34,6 +38,7 @@ use palisade_common::{
 use crate::compile::{ChangedKeys, Changes, Image, PeerGroup, RemoteId, TableId};
 use crate::model::ResourceKey;
 
+use super::map_batch;
 use super::slot_image::{
     ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, check_limits, encode,
     local_entry, peer_entry, policy_entry, push_outcome, push_table, remote_entry,
@@ -803,6 +808,28 @@ fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     Ok(out)
 }
 
+/// Writes `entries` into `map` in one batch.
+fn write_batch<K: Pod, V: Pod>(
+    map: &MapData,
+    name: &'static str,
+    (keys, values): (Vec<K>, Vec<V>),
+    stats: &mut Published,
+) -> Result<(), WriteError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    map_batch::update(map.fd().as_fd(), &keys, &values).map_err(|io_error| WriteError::Map {
+        action: "write",
+        name,
+        source: MapError::SyscallError(SyscallError {
+            call: "bpf_map_update_batch",
+            io_error,
+        }),
+    })?;
+    stats.written += keys.len();
+    Ok(())
+}
+
 /// Inserts what is new or changed, then deletes what is gone.
 fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
     map: &mut BpfHashMap<MapData, K, V>,
@@ -811,16 +838,12 @@ fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
     new: &HashMap<K, V>,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            map.insert(k, v, 0).map_err(|source| WriteError::Map {
-                action: "write",
-                name,
-                source,
-            })?;
-            stats.written += 1;
-        }
-    }
+    let changed = new
+        .iter()
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .unzip();
+    write_batch(map.map(), name, changed, stats)?;
     for k in old.keys().filter(|k| !new.contains_key(k)) {
         match map.remove(k) {
             Ok(()) | Err(MapError::KeyNotFound) => stats.deleted += 1,
@@ -920,17 +943,17 @@ fn sync_array<V: Pod + PartialEq>(
     from: usize,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
-    for (i, v) in new.iter().enumerate().skip(from) {
-        if old.and_then(|o| o.get(i)) == Some(v) {
-            continue;
-        }
-        let index = base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
-        map.set(index, v, 0).map_err(|source| WriteError::Map {
-            action: "write",
-            name,
-            source,
-        })?;
-        stats.written += 1;
-    }
-    Ok(())
+    let changed = new
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter(|&(i, v)| old.and_then(|o| o.get(i)) != Some(v))
+        .map(|(i, v)| {
+            (
+                base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                *v,
+            )
+        })
+        .unzip();
+    write_batch(map.map(), name, changed, stats)
 }
