@@ -364,6 +364,13 @@ impl Enforcer {
     /// Writes the last publish into the slot packets no longer use, so that the next
     /// change has only itself to write before its flip (see [`crate::dataplane::writer`]).
     pub fn catch_up(&mut self) {
+        // Another writer may have flipped since, making the slot this agent retired the
+        // one packets use: as in `verify_maps`, the maps are then written afresh.
+        if self.maps_moved() {
+            self.published = None;
+            self.reconcile();
+            return;
+        }
         let (Some(last), Some(image)) = (&self.published, self.compiler.image()) else {
             return;
         };
