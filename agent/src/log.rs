@@ -27,6 +27,16 @@ pub fn emit(level: Level, message: &str, fields: &[(&str, &dyn std::fmt::Display
     eprintln!("{}", line(SystemTime::now(), level, message, fields));
 }
 
+/// A duration as a log field: milliseconds with one decimal (`12.3`), fine enough for a
+/// step of a few hundred microseconds to show.
+pub struct Millis(pub std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}", self.0.as_secs_f64() * 1e3)
+    }
+}
+
 fn line(
     now: SystemTime,
     level: Level,
@@ -99,5 +109,12 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn millis_keep_a_tenth() {
+        assert_eq!(Millis(Duration::from_micros(12_345)).to_string(), "12.3");
+        assert_eq!(Millis(Duration::from_micros(40)).to_string(), "0.0");
+        assert_eq!(Millis(Duration::from_secs(2)).to_string(), "2000.0");
     }
 }

@@ -130,33 +130,33 @@ fn main() {
         let fields = published.get(revision).unwrap_or_else(|| {
             panic!("the agent said nothing about publishing revision {revision}")
         });
-        compile_ms.push(fields.0);
-        publish_ms.push(fields.1);
+        compile_ms.push(fields.compile);
+        publish_ms.push(fields.flip);
     }
     // Which changes made the tail: the agent's own lines for the slowest (how they
     // compiled, what they wrote).
     let log = agent.log();
-    let slowest = publish_ms.iter().copied().max().unwrap_or(0);
+    let slowest = publish_ms.iter().copied().fold(0.0, f64::max);
     let full = log
         .lines()
         .filter(|l| l.contains("policy published") && l.contains("compiled=full"))
         .count();
     eprintln!("bench: etcd: {full} publishes compiled in full (the first one included)");
     for line in log.lines().filter(|l| l.contains("policy published")) {
-        let total = line
+        let flip = line
             .split_whitespace()
-            .find_map(|f| f.strip_prefix("total_ms="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if total * 2 >= slowest.max(1) && total >= 10 {
+            .find_map(|f| f.strip_prefix("flip_ms="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if flip * 2.0 >= slowest.max(1.0) && flip >= 10.0 {
             eprintln!("bench: etcd: slow publish: {line}");
         }
     }
     assert!(agent.terminate().success());
 
     samples.sort();
-    compile_ms.sort();
-    publish_ms.sort();
+    compile_ms.sort_by(f64::total_cmp);
+    publish_ms.sort_by(f64::total_cmp);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     eprintln!(
         "bench: etcd write -> maps updated over {CHANGES} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

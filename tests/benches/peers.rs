@@ -33,6 +33,9 @@
 //! `PALISADE_PEERS_SCALES` (e.g. `10,1000`; `1000-in-front` is the pilot's shape) shorten
 //! a run while developing;
 //! `PALISADE_PEERS_VARIANTS` (e.g. `none,palisade`) leaves out the netfilter dataplanes;
+//! `PALISADE_PEERS_ONLY=updates` measures only the policy changes (no traffic rounds, no
+//! profiles, no plot) and `PALISADE_PEERS_CHANGES` sets how many (10 by default; more to
+//! profile the agent through them);
 //! `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary (with its
 //! own eBPF object), to every round, so that a change to the programs is measured paired
 //! against the build it changes.
@@ -53,7 +56,9 @@ use palisade::store::{Datastore as Store, Op};
 use palisade_common::program_names;
 use palisade_peers::felix::{self, Config};
 use palisade_peers::{Family, View, nft};
-use palisade_tests::agent_process::{AgentHome, AgentProcess, line_has, published_times};
+use palisade_tests::agent_process::{
+    AgentHome, AgentProcess, PublishTimes, line_has, published_times,
+};
 use palisade_tests::netfilter::{
     Backend, apply_felix_update, apply_nft_update, flush_conntrack, load_felix, load_nft,
 };
@@ -81,7 +86,7 @@ const UDP_ALLOWED: u16 = 7101;
 const TCP_DENIED: u16 = 7200;
 const UDP_DENIED: u16 = 7201;
 const WARMUP: Duration = Duration::from_millis(500);
-/// Policy changes timed per dataplane and scale.
+/// Policy changes timed per dataplane and scale, unless `PALISADE_PEERS_CHANGES` says.
 const CHANGES: usize = 10;
 /// palisade's conntrack table (`PAL_CT`) on its nodes. Every CRR connection leaves a
 /// closing entry on each workload's interface for `CT_TIMEOUT_CLOSING_NS` (10 s, and until
@@ -248,6 +253,10 @@ struct Plan {
     variants: Vec<Variant>,
     /// The `palisade` binary of (b0), when it is measured.
     baseline: Option<PathBuf>,
+    /// Only the policy changes are measured (`PALISADE_PEERS_ONLY=updates`).
+    updates_only: bool,
+    /// Policy changes timed per dataplane and scale.
+    changes: usize,
 }
 
 impl Plan {
@@ -316,7 +325,14 @@ impl Plan {
                 }
                 Err(_) => Variant::ALL.into_iter().filter(|&v| wanted(v)).collect(),
             };
+        let updates_only = match std::env::var("PALISADE_PEERS_ONLY") {
+            Ok(part) if part == "updates" => true,
+            Ok(part) => panic!("PALISADE_PEERS_ONLY={part}: the only part is `updates`"),
+            Err(_) => false,
+        };
         Plan {
+            updates_only,
+            changes: number("PALISADE_PEERS_CHANGES", CHANGES as u64) as usize,
             rounds: number("PALISADE_PEERS_ROUNDS", 5) as usize,
             duration: Duration::from_secs(number("PALISADE_PEERS_SECONDS", 3)),
             scales,
@@ -402,18 +418,23 @@ fn main() {
             eprintln!("peers:   {}: {}", node.variant.name(), node.loaded);
         }
         setups.push((index, selecting.len(), nodes_loaded(&nodes)));
-        samples.extend(rounds(&plan, index, &nodes));
-        profiles.push((index, bpf_profile(&plan, &nodes)));
-        cpu_profiles.push((
-            index,
-            nodes
-                .iter()
-                .filter(|n| n.variant == Variant::NoPolicy || n.variant.is_palisade())
-                .map(|n| (n.variant, cpu_profile(n, plan.duration)))
-                .collect(),
-        ));
+        if !plan.updates_only {
+            samples.extend(rounds(&plan, index, &nodes));
+            profiles.push((index, bpf_profile(&plan, &nodes)));
+            cpu_profiles.push((
+                index,
+                nodes
+                    .iter()
+                    .filter(|n| n.variant == Variant::NoPolicy || n.variant.is_palisade())
+                    .map(|n| (n.variant, cpu_profile(n, plan.duration)))
+                    .collect(),
+            ));
+        }
         if scale.policies >= 1_000 && !scale.all_in_front {
-            updates.push((index, update_times(&store, &mut nodes, &selecting)));
+            updates.push((
+                index,
+                update_times(&store, &mut nodes, &selecting, plan.changes),
+            ));
         }
         for node in &mut nodes {
             if let Some((agent, home)) = node.agent.take() {
@@ -429,6 +450,9 @@ fn main() {
         samples: &samples,
     };
     report.print(&setups, &profiles, &updates, started.elapsed());
+    if plan.updates_only {
+        return;
+    }
     print_cpu_profiles(&plan, &cpu_profiles);
     let plot = repo_root().join("bench").join("peers.svg");
     report.plot(&plot);
@@ -1093,9 +1117,8 @@ fn print_cpu_profiles(plan: &Plan, profiles: &[CpuProfiles]) {
 struct UpdateTimes {
     /// Variant -> (samples in ms, what they measure).
     times: BTreeMap<Variant, (Vec<f64>, &'static str)>,
-    /// palisade's own compile, and compile + write + flip, from its log (ms).
-    agent_compile: Vec<f64>,
-    agent_total: Vec<f64>,
+    /// What palisade's agent says each change took (its log).
+    agent: Vec<PublishTimes>,
     /// How many of palisade's changes the agent compiled in full rather than in place.
     full_compiles: usize,
     /// The Felix and nft renderings' own time (not counted above: Felix computes its
@@ -1103,7 +1126,12 @@ struct UpdateTimes {
     render_ms: Vec<f64>,
 }
 
-fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> UpdateTimes {
+fn update_times(
+    store: &Datastore,
+    nodes: &mut [Node],
+    selecting: &[String],
+    changes: usize,
+) -> UpdateTimes {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1113,9 +1141,9 @@ fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> 
         .unwrap();
     let mut current = store.resources();
     let mut times: BTreeMap<Variant, (Vec<f64>, &'static str)> = BTreeMap::new();
-    let (mut agent_compile, mut agent_total, mut render_ms) = (vec![], vec![], vec![]);
+    let mut render_ms = vec![];
     let mut revisions = Vec::new();
-    for change in 0..CHANGES {
+    for change in 0..changes {
         let name = &selecting[change % selecting.len()];
         let index = current
             .iter()
@@ -1199,6 +1227,14 @@ fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> 
     agent.wait_for_ever_said(&["policy published", &format!("revision={last}")]);
     let log = agent.log();
     let published = published_times(&log);
+    // What each change cost the agent, step by step, for whoever reads the run's output.
+    for line in log
+        .lines()
+        .filter(|l| l.contains("policy published"))
+        .skip(1)
+    {
+        eprintln!("peers:   {line}");
+    }
     let full_compiles = revisions
         .iter()
         .filter(|r| {
@@ -1210,15 +1246,10 @@ fn update_times(store: &Datastore, nodes: &mut [Node], selecting: &[String]) -> 
             })
         })
         .count();
-    for revision in &revisions {
-        let (compile, total) = published[revision];
-        agent_compile.push(compile as f64);
-        agent_total.push(total as f64);
-    }
+    let agent = revisions.iter().map(|r| published[r]).collect();
     UpdateTimes {
         times,
-        agent_compile,
-        agent_total,
+        agent,
         full_compiles,
         render_ms,
     }
@@ -1294,6 +1325,23 @@ impl Report<'_> {
         updates: &[(usize, UpdateTimes)],
         took: Duration,
     ) {
+        if self.plan.updates_only {
+            println!(
+                "Policy changes only (PALISADE_PEERS_ONLY=updates), {:.0} min in all.\n",
+                took.as_secs_f64() / 60.0
+            );
+        } else {
+            self.print_traffic(took);
+        }
+        self.print_setups(setups);
+        if !self.plan.updates_only {
+            self.print_profiles(profiles);
+        }
+        self.print_updates(updates);
+    }
+
+    /// The rates, their ratios to (a) and their noise.
+    fn print_traffic(&self, took: Duration) {
         let scales = &self.plan.scales;
         println!(
             "{} rounds of {} s per dataplane and load, {:.0} min in all.\n",
@@ -1343,6 +1391,10 @@ impl Report<'_> {
                 println!("{row}");
             }
         }
+    }
+
+    fn print_setups(&self, setups: &[Loaded]) {
+        let scales = &self.plan.scales;
         println!(
             "\nThe worlds as each dataplane holds them (policies that select the server, all ahead of the allowing one):\n"
         );
@@ -1357,6 +1409,10 @@ impl Report<'_> {
                 );
             }
         }
+    }
+
+    fn print_profiles(&self, profiles: &[(usize, BpfProfile)]) {
+        let scales = &self.plan.scales;
         println!(
             "\npalisade's programs under real traffic (the kernel's run-time statistics, `BPF_ENABLE_STATS`, on only for these runs: one run of each load per round{}); median and min..max of the rounds, and the instructions the verifier walked for each program:\n",
             if self.plan.baseline.is_some() {
@@ -1385,8 +1441,13 @@ impl Report<'_> {
                 );
             }
         }
+    }
+
+    fn print_updates(&self, updates: &[(usize, UpdateTimes)]) {
+        let scales = &self.plan.scales;
+        let changes = self.plan.changes;
         println!(
-            "\nOne policy changed (a policy that selects the server gets a new port), {CHANGES} times in each dataplane: median (max), ms.\n"
+            "\nOne policy changed (a policy that selects the server gets a new port), {changes} times in each dataplane: median (max), ms.\n"
         );
         println!("| policies | dataplane | what is timed | one policy changed |");
         println!("|---|---|---|---|");
@@ -1401,14 +1462,17 @@ impl Report<'_> {
                     median(&mut samples)
                 );
             }
-            let mut compile = update.agent_compile.clone();
-            let mut total = update.agent_total.clone();
+            let step = |of: fn(&PublishTimes) -> f64| {
+                median(&mut update.agent.iter().map(of).collect::<Vec<f64>>())
+            };
             let mut render = update.render_ms.clone();
             println!(
-                "| {policies} | (b) palisade | the agent's log: its compile / its total (compile, write, flip, then the rule-name file); {} of {CHANGES} compiled in full | {:.0} / {:.0} |",
+                "| {policies} | (b) palisade | the agent's log: its compile / its write, up to the flip / its reconcile's start to the flip / to its log line (after naming the new outcomes and rules); {} of {changes} compiled in full | {:.1} / {:.1} / {:.1} / {:.1} |",
                 update.full_compiles,
-                median(&mut compile),
-                median(&mut total)
+                step(|t| t.compile),
+                step(|t| t.write),
+                step(|t| t.flip),
+                step(|t| t.total)
             );
             println!(
                 "| {policies} | (c), (c'), (d) | rendering the new policy in full (this generator; Felix computes changes incrementally) | {:.0} |",

@@ -218,10 +218,22 @@ impl PinnedConfig {
     }
 }
 
-/// The agent's "policy published" lines by revision: (compile_ms, total_ms), the time of
-/// its compile and of compile, write and flip.
-pub fn published_times(log: &str) -> std::collections::BTreeMap<u64, (u64, u64)> {
-    let field = |line: &str, name: &str| -> Option<u64> {
+/// What one "policy published" line of the agent says it took, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PublishTimes {
+    /// The compiler alone.
+    pub compile: f64,
+    /// Writing the inactive slot, up to and with the generation flip.
+    pub write: f64,
+    /// From the start of the agent's reconcile to the flip (bindings, compile, write).
+    pub flip: f64,
+    /// To the log line: the flip, then naming the new outcomes and rules.
+    pub total: f64,
+}
+
+/// The agent's "policy published" lines by revision, with the times they report.
+pub fn published_times(log: &str) -> std::collections::BTreeMap<u64, PublishTimes> {
+    let field = |line: &str, name: &str| -> Option<f64> {
         line.split_whitespace()
             .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
             .and_then(|v| v.parse().ok())
@@ -230,8 +242,13 @@ pub fn published_times(log: &str) -> std::collections::BTreeMap<u64, (u64, u64)>
         .filter(|l| l.contains("policy published"))
         .filter_map(|l| {
             Some((
-                field(l, "revision")?,
-                (field(l, "compile_ms")?, field(l, "total_ms")?),
+                field(l, "revision")? as u64,
+                PublishTimes {
+                    compile: field(l, "compile_ms")?,
+                    write: field(l, "write_ms")?,
+                    flip: field(l, "flip_ms")?,
+                    total: field(l, "total_ms")?,
+                },
             ))
         })
         .collect()

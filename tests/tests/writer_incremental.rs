@@ -8,6 +8,10 @@
 //! the full encoding against the evaluator with real packets, so equal maps mean the same
 //! verdicts.
 //!
+//! Between publishes, now and then, the slot a flip retired is caught up
+//! (`Writer::catch_up`, as the agent does once its grace period is over): it must then hold
+//! the same, and the next publish still be right.
+//!
 //! And a long steady churn, on maps whose arrays hold only about twice what a full compile
 //! of the world needs, stays in place: freed tables' rows and cells are reused.
 //!
@@ -39,7 +43,7 @@ fn in_place_writes_leave_the_maps_as_a_full_write_would() {
     let mut writer = Writer::adopt(maps).expect("adopt fresh maps");
 
     let mut rng = Rng(0x1AC0_0002);
-    let (mut in_place, mut full, mut written) = (0, 0, 0);
+    let (mut in_place, mut full, mut written, mut caught_up) = (0, 0, 0, 0);
     let mut next_ifindex = 100;
     for _ in 0..40 {
         let mut world = World::new(world(&mut rng));
@@ -62,10 +66,27 @@ fn in_place_writes_leave_the_maps_as_a_full_write_would() {
                 .unwrap();
             written += published.written + published.deleted;
 
-            assert_active_slot_is(&writer, image, &bindings, &format!("step {step}"));
+            let active = writer.active_slot();
+            assert_holds(&writer, active, image, &bindings, &format!("step {step}"));
+            if writer.catch_up_due().is_none() {
+                // Nothing behind: the retired slot already holds this image.
+                let what = format!("step {step}, nothing to catch up");
+                assert_holds(&writer, 1 - active, image, &bindings, &what);
+            } else if rng.chance(50) {
+                writer.catch_up(image, &bindings).unwrap();
+                caught_up += 1;
+                assert_eq!(writer.catch_up_due(), None, "caught up (step {step})");
+                assert_eq!(writer.active_slot(), active, "a catch-up flips nothing");
+                let what = format!("the catch-up after step {step}");
+                assert_holds(&writer, 1 - active, image, &bindings, &what);
+                assert_holds(&writer, active, image, &bindings, &what);
+            }
         }
     }
-    eprintln!("{in_place} publishes in place, {full} in full, {written} entries written");
+    eprintln!(
+        "{in_place} publishes in place, {full} in full, {caught_up} catch-ups, {written} \
+         entries written"
+    );
     assert!(in_place >= 2 * full, "{in_place} in place, {full} in full");
 }
 
@@ -122,7 +143,20 @@ fn steady_churn_stays_in_place_and_reuses_the_arrays() {
         writer
             .publish_changes(image, &changes, &bindings, |_| Ok(()))
             .unwrap_or_else(|e| panic!("step {step}: {what}: {e}"));
-        assert_active_slot_is(&writer, image, &bindings, &format!("step {step}: {what}"));
+        let active = writer.active_slot();
+        assert_holds(
+            &writer,
+            active,
+            image,
+            &bindings,
+            &format!("step {step}: {what}"),
+        );
+        // As the agent does, most of the time: the retired slot takes the same change.
+        if writer.catch_up_due().is_some() && rng.chance(50) {
+            writer.catch_up(image, &bindings).unwrap();
+            let what = format!("the catch-up after step {step}");
+            assert_holds(&writer, 1 - active, image, &bindings, &what);
+        }
     }
     let (_, limits) = writer.array_layout(writer.active_slot());
     eprintln!(
@@ -137,15 +171,16 @@ fn steady_churn_stays_in_place_and_reuses_the_arrays() {
     );
 }
 
-/// What the kernel maps hold for the active slot is what the full encoding of `image`
-/// says, every table resolved through its rows to its cells.
-fn assert_active_slot_is(
+/// What the kernel maps hold for `slot` is what the full encoding of `image` says, every
+/// table resolved through its rows to its cells.
+fn assert_holds(
     writer: &Writer,
+    slot: u8,
     image: &Image,
     bindings: &BTreeMap<ResourceKey, u32>,
-    at: &str,
+    when: &str,
 ) {
-    let slot = writer.active_slot();
+    let at = format!("slot {slot}, {when}");
     let (bases, limits) = writer.array_layout(slot);
     let mut counters = writer.rule_counters().clone();
     let want = encode(image, slot, bindings, bases, limits, &mut counters).unwrap();

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_common::{HostAddrKey, HostAddrValue, map_names};
@@ -30,7 +30,7 @@ use crate::dataplane::slot_image::EncodeError;
 use crate::dataplane::slot_image::{addr_bytes, family_of};
 use crate::dataplane::writer::{WriteError, Writer};
 use crate::dataplane::{LoadedObject, rule_names};
-use crate::log;
+use crate::log::{self, Millis};
 use crate::model::{Resource, ResourceKey};
 use crate::store::Revision;
 use crate::telemetry::Telemetry;
@@ -39,6 +39,14 @@ use crate::telemetry::status::{Enforcement, LocalEndpoint, RuleLabels};
 /// An update that changes neither the image nor the bindings publishes nothing.
 struct LastPublish {
     bindings: BTreeMap<ResourceKey, u32>,
+}
+
+/// How far one reconcile got, for its publish's log line.
+#[derive(Clone, Copy)]
+struct Timing {
+    started: Instant,
+    /// The compiler's own time (both compiles, when an in-place one did not fit).
+    compiled: Duration,
 }
 
 pub struct Enforcer {
@@ -231,9 +239,10 @@ impl Enforcer {
         let compiling = Instant::now();
         match self.compiler.update(&self.view.resources) {
             Ok(changes) => {
+                let compiled = compiling.elapsed();
                 let full = matches!(changes, Changes::All);
-                self.observe(|t| t.compiled(full, compiling.elapsed()));
-                if self.publish(&changes, &ifindex_of, started) {
+                self.observe(|t| t.compiled(full, compiled));
+                if self.publish(&changes, &ifindex_of, Timing { started, compiled }) {
                     self.policy_revision = Some(self.view.revision);
                 }
             }
@@ -342,6 +351,37 @@ impl Enforcer {
                 );
             }
         }
+        self.report();
+    }
+
+    /// When the maps' inactive slot is due to be brought up to the last publish
+    /// ([`Enforcer::catch_up`]), if it is behind.
+    pub fn catch_up_due(&self) -> Option<Instant> {
+        self.published.as_ref()?;
+        self.writer.catch_up_due()
+    }
+
+    /// Writes the last publish into the slot packets no longer use, so that the next
+    /// change has only itself to write before its flip (see [`crate::dataplane::writer`]).
+    pub fn catch_up(&mut self) {
+        // Another writer may have flipped since, making the slot this agent retired the
+        // one packets use: as in `verify_maps`, the maps are then written afresh.
+        if self.maps_moved() {
+            self.published = None;
+            self.reconcile();
+            return;
+        }
+        let (Some(last), Some(image)) = (&self.published, self.compiler.image()) else {
+            return;
+        };
+        if let Err(e) = self.writer.catch_up(image, &last.bindings) {
+            log::warn(
+                "cannot bring the inactive slot of the policy maps up to date; the next \
+                 change writes it in full",
+                &[("error", &e)],
+            );
+        }
+        // The map occupancy counts both slots.
         self.report();
     }
 
@@ -517,11 +557,12 @@ impl Enforcer {
         &mut self,
         changes: &Changes,
         ifindex_of: &BTreeMap<ResourceKey, u32>,
-        started: Instant,
+        timing: Timing,
     ) -> bool {
         if self.compiler.image().is_none() {
             return false;
         }
+        let writing = Instant::now();
         self.maps_moved();
         let Some(image) = self.compiler.image() else {
             return false;
@@ -533,17 +574,16 @@ impl Enforcer {
         {
             return true;
         }
-        let compiled = started.elapsed();
         let counters = &mut self.counters;
         let zero_counters = |indexes| counters.zero_rules(indexes).map_err(|e| e.to_string());
-        let publishing = Instant::now();
         match self
             .writer
             .publish_changes(image, changes, ifindex_of, zero_counters)
         {
             Ok(published) => {
-                let took = publishing.elapsed();
-                self.observe(|t| t.published(took));
+                let written = writing.elapsed();
+                let flipped = timing.started.elapsed();
+                self.observe(|t| t.published(written));
                 let (bases, _) = self.writer.array_layout(self.writer.active_slot());
                 self.outcomes.published(
                     published.generation,
@@ -578,8 +618,14 @@ impl Enforcer {
                         ("tables", &stats.tables),
                         ("written", &published.written),
                         ("deleted", &published.deleted),
-                        ("compile_ms", &compiled.as_millis()),
-                        ("total_ms", &started.elapsed().as_millis()),
+                        // The compiler alone; the maps checked, the inactive slot written,
+                        // new counters zeroed and the generation flipped; from the start
+                        // of the reconcile (endpoint bindings, compile, write) to the flip;
+                        // to this line (the new outcomes and rules named, after the flip).
+                        ("compile_ms", &Millis(timing.compiled)),
+                        ("write_ms", &Millis(written)),
+                        ("flip_ms", &Millis(flipped)),
+                        ("total_ms", &Millis(timing.started.elapsed())),
                     ],
                 );
                 self.published = Some(LastPublish {
@@ -597,8 +643,13 @@ impl Enforcer {
                 let compiling = Instant::now();
                 match self.compiler.update(&self.view.resources) {
                     Ok(changes) => {
-                        self.observe(|t| t.compiled(true, compiling.elapsed()));
-                        self.publish(&changes, ifindex_of, started)
+                        let compiled = compiling.elapsed();
+                        self.observe(|t| t.compiled(true, compiled));
+                        let timing = Timing {
+                            compiled: timing.compiled + compiled,
+                            ..timing
+                        };
+                        self.publish(&changes, ifindex_of, timing)
                     }
                     Err(e) => {
                         self.observe(Telemetry::update_refused);
@@ -625,12 +676,9 @@ impl Enforcer {
 
 /// Interface names of `node`'s workload endpoints.
 fn local_interfaces(view: &ResourceView, node: &str) -> BTreeMap<ResourceKey, String> {
-    view.resources
-        .values()
-        .filter_map(|r| match &**r {
-            Resource::WorkloadEndpoint(w) if w.metadata.node == node => {
-                Some((w.key(), w.spec.interface_name.clone()))
-            }
+    view.workload_endpoints_on(node)
+        .filter_map(|r| match r {
+            Resource::WorkloadEndpoint(w) => Some((w.key(), w.spec.interface_name.clone())),
             _ => None,
         })
         .collect()

@@ -30,6 +30,27 @@ impl ResourceView {
         self.resources.keys().filter(|k| k.kind() == kind).count()
     }
 
+    /// The workload endpoints on `node`, found as the range of keys they have (keys sort
+    /// by kind, then node) rather than by looking at every resource: on each change, at
+    /// 10,000 endpoints, that look cost the agent a millisecond or two before its compile.
+    pub fn workload_endpoints_on<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = &'a Resource> {
+        let first = ResourceKey::WorkloadEndpoint {
+            node: node.to_string(),
+            orchestrator: String::new(),
+            workload: String::new(),
+            name: String::new(),
+        };
+        self.resources
+            .range(first..)
+            .take_while(move |(key, _)| {
+                matches!(key, ResourceKey::WorkloadEndpoint { node: n, .. } if n == node)
+            })
+            .map(|(_, resource)| &**resource)
+    }
+
     pub(super) fn apply(&mut self, change: Change) {
         self.revision = change.revision();
         match change {
@@ -177,5 +198,53 @@ async fn snapshot(
     } else {
         views.resynced(fresh.revision);
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{WorkloadEndpoint, WorkloadEndpointMetadata, WorkloadEndpointSpec};
+
+    fn endpoint(node: &str, workload: &str, name: &str) -> Resource {
+        Resource::WorkloadEndpoint(WorkloadEndpoint {
+            metadata: WorkloadEndpointMetadata {
+                name: name.to_string(),
+                node: node.to_string(),
+                orchestrator: "k8s".to_string(),
+                workload: workload.to_string(),
+                ..Default::default()
+            },
+            spec: WorkloadEndpointSpec::default(),
+        })
+    }
+
+    #[test]
+    fn a_nodes_workload_endpoints_are_those_whose_metadata_names_it() {
+        let mut view = ResourceView::default();
+        let resources = [
+            endpoint("a", "w1", "e1"),
+            endpoint("a", "w2", "e2"),
+            endpoint("ab", "w0", "e0"),
+            endpoint("", "w0", "e0"),
+            endpoint("b", "w1", "e1"),
+        ];
+        for (i, resource) in resources.into_iter().enumerate() {
+            view.apply(Change::Put {
+                revision: i as u64 + 1,
+                resource,
+            });
+        }
+        for node in ["a", "ab", "b", "", "c", "aa"] {
+            let expected: Vec<&Resource> = view
+                .resources
+                .values()
+                .map(|r| &**r)
+                .filter(|r| matches!(r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
+                .collect();
+            let found: Vec<&Resource> = view.workload_endpoints_on(node).collect();
+            assert_eq!(found, expected, "node {node:?}");
+        }
+        assert_eq!(view.workload_endpoints_on("a").count(), 2);
     }
 }

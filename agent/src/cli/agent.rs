@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, RingBuf};
 use clap::{Args, ValueEnum};
@@ -289,8 +289,13 @@ pub async fn run(args: AgentArgs, datastore_url: String) -> ExitCode {
     // A loop that stops turning stops the beats, and /healthz says so.
     let mut beats = tokio::time::interval(BEAT_INTERVAL);
     loop {
+        // Once the slot a flip retired may be written, the last publish goes into it too,
+        // unless the next change comes first (whose publish then writes both).
+        let catch_up = enforcer.catch_up_due();
+        let due = tokio::time::Instant::from_std(catch_up.unwrap_or_else(Instant::now));
         tokio::select! {
             _ = map_check.tick() => enforcer.verify_maps(),
+            _ = tokio::time::sleep_until(due), if catch_up.is_some() => enforcer.catch_up(),
             _ = beats.tick() => telemetry.beat(),
             event = rx.recv() => match event {
                 Some(SyncEvent::Updated(view)) => {
@@ -586,11 +591,7 @@ fn spawn_conntrack_sweeper(dir: &std::path::Path) -> Result<(), Box<dyn std::err
 }
 
 fn report(view: &Arc<ResourceView>, node: &str) {
-    let local = view
-        .resources
-        .values()
-        .filter(|r| matches!(&***r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
-        .count();
+    let local = view.workload_endpoints_on(node).count();
     log::info(
         "policy view updated",
         &[
@@ -607,12 +608,7 @@ fn report(view: &Arc<ResourceView>, node: &str) {
 /// A profile that local endpoints list but that does not exist denies all their traffic
 /// (as in Calico); say so on every update, since deleting a profile in use is allowed.
 fn warn_missing_profiles(view: &ResourceView, node: &str) {
-    let local: Vec<&Resource> = view
-        .resources
-        .values()
-        .map(|r| &**r)
-        .filter(|r| matches!(r, Resource::WorkloadEndpoint(w) if w.metadata.node == node))
-        .collect();
+    let local: Vec<&Resource> = view.workload_endpoints_on(node).collect();
     let listed: std::collections::BTreeSet<&str> = local
         .iter()
         .filter_map(|r| match r {

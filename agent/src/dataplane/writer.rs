@@ -7,6 +7,12 @@
 //! is not written again until [`RETIRE_GRACE`] has passed, which is far longer than any
 //! packet takes in the program that read the old generation.
 //!
+//! Each image is written into both slots: before its flip into the inactive one, and
+//! after the grace period, by [`Writer::catch_up`], into the one just retired, so that the
+//! next change has only itself to write before its flip. Left to the next publish, the
+//! retired slot's catching up doubled the writing on the way to that flip (at 10,000
+//! policies some 6,000 map writes instead of 3,000 per policy changed).
+//!
 //! After a restart the maps are adopted, not cleared: the active slot stays as the earlier
 //! agent left it, so enforcement never stops; the inactive slot's hash entries are read
 //! back (so stale ones get deleted); its arrays count as unknown and are written in full.
@@ -15,11 +21,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use aya::Pod;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, MapError, PerCpuArray,
+};
+use aya::sys::SyscallError;
 use palisade_common::{
     Cell, Config, LocalKey, LocalValue, LpmData, Outcome, PeerKey, PeerValue, PolicyKey,
     PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, TableKey, TableValue, map_names,
@@ -28,6 +38,7 @@ use palisade_common::{
 use crate::compile::{ChangedKeys, Changes, Image, PeerGroup, RemoteId, TableId};
 use crate::model::ResourceKey;
 
+use super::map_batch;
 use super::slot_image::{
     ArrayBases, ArrayLimits, EncodeError, LpmKey, RuleCounters, SlotImage, check_limits, encode,
     local_entry, peer_entry, policy_entry, push_outcome, remote_entry,
@@ -328,12 +339,7 @@ impl Writer {
         }
         let slot = 1 - self.active_slot();
         let s = usize::from(slot);
-        if let Some(retired) = self.retired_at[s] {
-            let since = retired.elapsed();
-            if since < RETIRE_GRACE {
-                std::thread::sleep(RETIRE_GRACE - since);
-            }
-        }
+        self.wait_out_grace(s);
         let mut stats = Published::default();
         // Written before the flip; a failure leaves the slot unknown.
         if let Err(e) = self.write_slot(slot, image, ifindex_of, &mut stats) {
@@ -352,25 +358,63 @@ impl Writer {
         })?;
         self.retired_at[retiring] = Some(Instant::now());
         stats.generation = self.config.generation;
-        self.catch_up(retiring, image, ifindex_of);
         Ok(stats)
     }
 
-    /// After a full write the retired slot is behind by everything, and the next change
-    /// would have to write it in full: it is brought up to `image` now (after the grace
-    /// period), so that the next change writes only itself. A failure here changes nothing
-    /// in force; the next publish writes that slot in full.
-    fn catch_up(&mut self, slot: usize, image: &Image, ifindex_of: &BTreeMap<ResourceKey, u32>) {
-        if !matches!(self.slots[slot].behind, Changes::All) {
-            return;
+    /// When the inactive slot may be brought up to the last publish ([`Writer::catch_up`]:
+    /// once its grace period is over), if it is behind it; `None` when it is not, or when
+    /// the maps hold no publish of this writer (after adoption, a failed write, or another
+    /// writer's).
+    pub fn catch_up_due(&self) -> Option<Instant> {
+        let active = &self.slots[usize::from(self.active_slot())];
+        let s = usize::from(1 - self.active_slot());
+        let inactive = &self.slots[s];
+        let nothing_behind = |state: &SlotState| {
+            state.arrays_known && matches!(&state.behind, Changes::Keys(k) if k.is_empty())
+        };
+        // Each slot lays its tables out in its own holes, so their layouts may differ;
+        // the changed table IDs are in `behind`.
+        let level = nothing_behind(inactive)
+            && inactive.outcomes == active.outcomes
+            && inactive.bindings == active.bindings;
+        if !nothing_behind(active) || level {
+            return None;
         }
-        std::thread::sleep(RETIRE_GRACE);
-        let slot = u8::from(slot == 1);
-        if self
-            .write_slot(slot, image, ifindex_of, &mut Published::default())
-            .is_err()
-        {
-            self.forget_slot(usize::from(slot));
+        Some(self.retired_at[s].map_or_else(Instant::now, |at| at + RETIRE_GRACE))
+    }
+
+    /// Writes `image` with `ifindex_of`, those of the last publish, into the inactive
+    /// slot, so that the next publish writes only what changes after it. Nothing in force
+    /// changes: packets read the other slot (waits out the grace period if called before
+    /// [`Writer::catch_up_due`]). On error the slot is known to need writing in full, as
+    /// after a failed publish, and the policy in force is the same.
+    pub fn catch_up(
+        &mut self,
+        image: &Image,
+        ifindex_of: &BTreeMap<ResourceKey, u32>,
+    ) -> Result<Published, WriteError> {
+        let slot = 1 - self.active_slot();
+        let s = usize::from(slot);
+        self.wait_out_grace(s);
+        let mut stats = Published {
+            generation: self.config.generation,
+            ..Published::default()
+        };
+        if let Err(e) = self.write_slot(slot, image, ifindex_of, &mut stats) {
+            self.forget_slot(s);
+            return Err(e);
+        }
+        Ok(stats)
+    }
+
+    /// Sleeps until slot `s` may be written, if it was retired less than [`RETIRE_GRACE`]
+    /// ago.
+    fn wait_out_grace(&self, s: usize) {
+        if let Some(retired) = self.retired_at[s] {
+            let since = retired.elapsed();
+            if since < RETIRE_GRACE {
+                std::thread::sleep(RETIRE_GRACE - since);
+            }
         }
     }
 
@@ -805,6 +849,28 @@ fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     Ok(out)
 }
 
+/// Writes `entries` into `map` in one batch.
+fn write_batch<K: Pod, V: Pod>(
+    map: &MapData,
+    name: &'static str,
+    (keys, values): (Vec<K>, Vec<V>),
+    stats: &mut Published,
+) -> Result<(), WriteError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    map_batch::update(map.fd().as_fd(), &keys, &values).map_err(|io_error| WriteError::Map {
+        action: "write",
+        name,
+        source: MapError::SyscallError(SyscallError {
+            call: "bpf_map_update_batch",
+            io_error,
+        }),
+    })?;
+    stats.written += keys.len();
+    Ok(())
+}
+
 /// Inserts what is new or changed, then deletes what is gone.
 fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
     map: &mut BpfHashMap<MapData, K, V>,
@@ -813,16 +879,12 @@ fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
     new: &HashMap<K, V>,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            map.insert(k, v, 0).map_err(|source| WriteError::Map {
-                action: "write",
-                name,
-                source,
-            })?;
-            stats.written += 1;
-        }
-    }
+    let changed = new
+        .iter()
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .unzip();
+    write_batch(map.map(), name, changed, stats)?;
     for k in old.keys().filter(|k| !new.contains_key(k)) {
         match map.remove(k) {
             Ok(()) | Err(MapError::KeyNotFound) => stats.deleted += 1,
@@ -951,17 +1013,17 @@ fn sync_array<V: Pod + PartialEq>(
     from: usize,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
-    for (i, v) in new.iter().enumerate().skip(from) {
-        if old.and_then(|o| o.get(i)) == Some(v) {
-            continue;
-        }
-        let index = base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
-        map.set(index, v, 0).map_err(|source| WriteError::Map {
-            action: "write",
-            name,
-            source,
-        })?;
-        stats.written += 1;
-    }
-    Ok(())
+    let changed = new
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter(|&(i, v)| old.and_then(|o| o.get(i)) != Some(v))
+        .map(|(i, v)| {
+            (
+                base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                *v,
+            )
+        })
+        .unzip();
+    write_batch(map.map(), name, changed, stats)
 }
