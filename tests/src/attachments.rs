@@ -137,6 +137,14 @@ fn tc_show(ifname: &str, hook: &str) -> Vec<serde_json::Value> {
 }
 
 /// The (priority, kind) of every filter on `hook` of `ifname`, whoever put it there.
+/// Whether `ifname` has a clsact qdisc (palisade adds it at an interface's first attach in
+/// either mode, so that a later switch to clsact mode never creates one under traffic).
+pub fn has_clsact_qdisc(ifname: &str) -> bool {
+    run_ok("tc", &["qdisc", "show", "dev", ifname])
+        .lines()
+        .any(|line| line.starts_with("qdisc clsact "))
+}
+
 pub fn tc_filter_kinds(ifname: &str, hook: &str) -> std::collections::BTreeSet<(u64, String)> {
     tc_show(ifname, hook)
         .iter()

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use palisade_tests::agent_process::AgentProcess;
-use palisade_tests::attachments::assert_enforcing_in;
+use palisade_tests::attachments::{assert_enforcing_in, has_clsact_qdisc};
 use palisade_tests::matrix::Scene;
 use palisade_tests::steady_traffic::{
     self, SteadyTraffic, TCP_PORTS, UDP_PORTS, client_and_server,
@@ -95,6 +95,14 @@ fn kill_and_restart(modes: [&str; 3], ips: [&str; 2]) {
             .wait_for_ever_said(&["enforcing on workload interface", &interface, &mode]);
     }
     assert_enforcing_in(modes[0], &interfaces(&scene), scene.home.bpffs.path());
+    for interface in interfaces(&scene) {
+        assert!(
+            has_clsact_qdisc(interface),
+            "{interface} has no clsact qdisc after its first attach in {} mode: a switch to \
+             clsact mode would have to create one under traffic, which drops packets",
+            modes[0]
+        );
+    }
     let agent = scene.agent.take().expect("the agent");
 
     let traffic = SteadyTraffic::start(&scene);
@@ -106,6 +114,7 @@ fn kill_and_restart(modes: [&str; 3], ips: [&str; 2]) {
     thread::sleep(PHASE);
     let gap_after_kill = killed..Instant::now();
     let (agent, took_kill) = restart(&mut scene, modes[1], modes[0]);
+    let back_after_kill = Instant::now();
     thread::sleep(PHASE);
 
     // SIGTERM: the agent stops and leaves everything pinned, as after kill -9.
@@ -118,15 +127,22 @@ fn kill_and_restart(modes: [&str; 3], ips: [&str; 2]) {
     thread::sleep(PHASE);
     let gap_after_term = terminated..Instant::now();
     let (agent, took_term) = restart(&mut scene, modes[2], modes[1]);
+    let back_after_term = Instant::now();
     scene.agent = Some(agent);
     thread::sleep(PHASE);
 
     let report = traffic.stop(&scene);
     let in_gaps =
         report.datagrams_arrived_in(&gap_after_kill) + report.datagrams_arrived_in(&gap_after_term);
+    let at = |instant: Instant| instant.duration_since(report.started);
     report.check(&format!(
         "restart {modes:?}: agents up again {took_kill:?} after kill -9 and {took_term:?} \
-         after SIGTERM; {in_gaps} datagrams arrived while no agent ran"
+         after SIGTERM; {in_gaps} datagrams arrived while no agent ran; after the first \
+         datagram: kill -9 at {:?}, agent back at {:?}, SIGTERM at {:?}, agent back at {:?}",
+        at(killed),
+        at(back_after_kill),
+        at(terminated),
+        at(back_after_term),
     ));
     assert!(
         report.datagrams_arrived_in(&gap_after_kill) > 0

@@ -83,16 +83,24 @@ impl ClsactFilters {
         Ok(ClsactFilters { socket, our_maps })
     }
 
-    /// Puts `loaded`'s programs on `ifindex`: adds the clsact qdisc if it is missing, then
-    /// creates each filter, or switches it to the new program where it exists. On failure
-    /// whatever was there stays (an adopted interface keeps being enforced).
-    pub fn replace(&self, loaded: &mut LoadedObject, ifindex: u32) -> Result<(), Error> {
+    /// Adds the clsact qdisc to `ifindex` if it is missing. Creating a qdisc deactivates
+    /// the device for an RCU grace period, and packets sent to it meanwhile are dropped
+    /// (the kernel's `qdisc_graft`); done at an interface's first attach in either mode, it
+    /// keeps later switches between modes from ever creating one under live traffic.
+    pub fn add_qdisc(&self, ifindex: u32) -> Result<(), Error> {
         self.socket
             .add_clsact(ifindex)
             .map_err(|source| Error::Clsact {
                 what: format!("add the clsact qdisc to interface {ifindex}"),
                 source,
-            })?;
+            })
+    }
+
+    /// Puts `loaded`'s programs on `ifindex`: adds the clsact qdisc if it is missing, then
+    /// creates each filter, or switches it to the new program where it exists. On failure
+    /// whatever was there stays (an adopted interface keeps being enforced).
+    pub fn replace(&self, loaded: &mut LoadedObject, ifindex: u32) -> Result<(), Error> {
+        self.add_qdisc(ifindex)?;
         for hook in &HOOKS {
             let program = loaded.program(hook.program)?;
             let fd = program.fd().map_err(|source| Error::ProgramType {
