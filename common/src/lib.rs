@@ -52,7 +52,7 @@ pub const ABI_VERSION: u32 = if cfg!(feature = "abi-next") {
 };
 
 /// The ABI of this source tree (what [`ABI_VERSION`] is without `abi-next`).
-pub const RELEASED_ABI_VERSION: u32 = 4;
+pub const RELEASED_ABI_VERSION: u32 = 5;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -70,6 +70,7 @@ pub mod map_names {
     pub const CT: &str = "PAL_CT";
     pub const FRAGS: &str = "PAL_FRAGS";
     pub const EP_STATS: &str = "PAL_EP_STATS";
+    pub const EP_INDEX: &str = "PAL_EP_INDEX";
     pub const RULE_STATS: &str = "PAL_RULE_STATS";
     pub const STATS: &str = "PAL_STATS";
     pub const EVENTS: &str = "PAL_EVENTS";
@@ -77,9 +78,9 @@ pub mod map_names {
     pub const CT_USAGE: &str = "PAL_CT_USAGE";
 
     /// Every map, in the order the README lists them.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         CONFIG, LOCAL, REMOTE, LPM, PEERS, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, CT_USAGE,
-        FRAGS, EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
+        FRAGS, EP_INDEX, EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
     ];
 }
 
@@ -95,9 +96,11 @@ pub mod capacity {
     pub const CELLS: u32 = 2 * 262_144;
     pub const OUTCOMES: u32 = 2 * 16_384;
     pub const CT: u32 = 262_144;
-    /// One entry per attached host veth, like `EP_STATS`.
+    /// One entry per attached host veth, like `EP_INDEX`.
     pub const CT_USAGE: u32 = 8_192;
     pub const FRAGS: u32 = 16_384;
+    pub const EP_INDEX: u32 = 8_192;
+    /// One slot per `EP_INDEX` entry.
     pub const EP_STATS: u32 = 8_192;
     pub const RULE_STATS: u32 = 65_536;
     /// Bytes; a power of two and a multiple of the page size.
@@ -346,6 +349,12 @@ pub struct CtValue {
     /// CLOCK_MONOTONIC of the last packet, at tick resolution (`bpf_ktime_get_coarse_ns`);
     /// for a revoked flow, of the revocation.
     pub last_seen_ns: u64,
+    /// The `PAL_EP_STATS` index of the endpoint behind the key's ifindex when the flow was
+    /// last decided (opened or re-checked), or [`ENDPOINT_NONE`]: packets of the flow
+    /// count there without asking `PAL_EP_INDEX`. An endpoint's index changes only when it
+    /// is attached afresh, and that comes with a new generation, which re-decides the flow.
+    pub endpoint: u32,
+    pub _pad: u32,
 }
 
 /// A FIN or RST was seen: the entry expires after [`CT_TIMEOUT_CLOSING_NS`].
@@ -455,14 +464,29 @@ pub struct HostAddrValue {
     pub present: u32,
 }
 
-/// `PAL_EP_STATS` key: one entry per attached host veth, created by the agent.
+/// `PAL_EP_INDEX` key: one entry per attached host veth, created by the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct EndpointStatsKey {
+pub struct EndpointIndexKey {
     pub ifindex: u32,
 }
 
-/// `PAL_EP_STATS` value (per CPU), directions from the workload's point of view.
+/// `PAL_EP_INDEX` value: the endpoint's slot in `PAL_EP_STATS`. The agent hands indexes
+/// out when it attaches (zeroing the slot first) and takes them back when the interface
+/// goes; a per-CPU array rather than a per-CPU hash keyed by ifindex, so that a packet of
+/// a known flow (which carries the index in [`CtValue::endpoint`]) counts without a hash
+/// lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointIndex {
+    pub index: u32,
+}
+
+/// [`CtValue::endpoint`] of a flow whose interface had no `PAL_EP_INDEX` entry.
+pub const ENDPOINT_NONE: u32 = u32::MAX;
+
+/// `PAL_EP_STATS` value (per CPU, at the endpoint's [`EndpointIndex`]), directions from
+/// the workload's point of view.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndpointStats {
@@ -652,7 +676,8 @@ mod pod {
     unsafe impl aya::Pod for CtUsage {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
-    unsafe impl aya::Pod for EndpointStatsKey {}
+    unsafe impl aya::Pod for EndpointIndexKey {}
+    unsafe impl aya::Pod for EndpointIndex {}
     unsafe impl aya::Pod for EndpointStats {}
     unsafe impl aya::Pod for RuleStats {}
     unsafe impl aya::Pod for Counter {}
@@ -674,7 +699,7 @@ const _: () = {
     assert!(core::mem::size_of::<Cell>() == 8);
     assert!(core::mem::size_of::<Outcome>() == 8);
     assert!(core::mem::size_of::<CtKey>() == 44);
-    assert!(core::mem::size_of::<CtValue>() == 16);
+    assert!(core::mem::size_of::<CtValue>() == 24);
     assert!(core::mem::size_of::<CtUsage>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 44);
     assert!(core::mem::size_of::<FragValue>() == 16);

@@ -14,7 +14,8 @@
 use core::ptr::NonNull;
 
 use palisade_common::{
-    CT_CLOSING, CT_REVOKED, CtKey, CtUsageKey, CtValue, DIR_EGRESS, FAMILY_V4, ct_expired,
+    CT_CLOSING, CT_REVOKED, CtKey, CtUsageKey, CtValue, DIR_EGRESS, ENDPOINT_NONE, FAMILY_V4,
+    ct_expired,
 };
 
 use crate::{
@@ -57,6 +58,8 @@ impl Entry {
             icmp_type: 0,
             icmp_code: 0,
             last_seen_ns: 0,
+            endpoint: ENDPOINT_NONE,
+            _pad: 0,
         },
         holds: false,
         now: 0,
@@ -127,9 +130,9 @@ pub fn lookup(key: &CtKey, packet: &Packet, direction: u8) -> Entry {
 }
 
 /// Records a packet of a flow found allowed under `generation` (a revoked one is live
-/// again).
+/// again), of the endpoint at `PAL_EP_STATS[endpoint]`.
 #[inline(always)]
-pub fn refresh(entry: &Entry, packet: &Packet, generation: u32) {
+pub fn refresh(entry: &Entry, packet: &Packet, generation: u32, endpoint: u32) {
     let Some(at) = NonNull::new(entry.at) else {
         return;
     };
@@ -151,6 +154,9 @@ pub fn refresh(entry: &Entry, packet: &Packet, generation: u32) {
         }
         if value.flags != flags {
             (*at).flags = flags;
+        }
+        if value.endpoint != endpoint {
+            (*at).endpoint = endpoint;
         }
     }
 }
@@ -188,9 +194,17 @@ pub enum Opened {
 /// Starts tracking a flow policy allowed (in place of a stale entry of the same key, if
 /// there is one). A new key is counted against the budget of the endpoint behind
 /// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
-/// request does, so a reply without one is decided by policy every time.
+/// request does, so a reply without one is decided by policy every time. `endpoint`: the
+/// `PAL_EP_STATS` index the flow's packets count at.
 #[inline(always)]
-pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget: u32) -> Opened {
+pub fn open(
+    key: &CtKey,
+    packet: &Packet,
+    direction: u8,
+    generation: u32,
+    budget: u32,
+    endpoint: u32,
+) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
         L4Kind::Icmp => (packet.l4.a as u8, packet.l4.b as u8),
@@ -206,6 +220,8 @@ pub fn open(key: &CtKey, packet: &Packet, direction: u8, generation: u32, budget
         icmp_type,
         icmp_code,
         last_seen_ns: clock::now(),
+        endpoint,
+        _pad: 0,
     };
     // A key that has an entry (a closing or expired flow's: under TCP_CRR with port reuse,
     // most connections') is reopened where it is. An update of the LRU map would pop a free
@@ -269,6 +285,7 @@ fn reopen(at: *mut CtValue, value: &CtValue) {
         core::ptr::write_volatile(&raw mut (*at).origin, value.origin);
         core::ptr::write_volatile(&raw mut (*at).icmp_type, value.icmp_type);
         core::ptr::write_volatile(&raw mut (*at).icmp_code, value.icmp_code);
+        core::ptr::write_volatile(&raw mut (*at).endpoint, value.endpoint);
         core::ptr::write_volatile(&raw mut (*at).last_seen_ns, value.last_seen_ns);
         core::ptr::write_volatile(&raw mut (*at).generation, value.generation);
     }

@@ -1,8 +1,8 @@
 //! Counters, all per CPU (plain adds, no atomics; the agent sums the CPUs).
 
-use palisade_common::{DIR_EGRESS, EndpointStatsKey, NO_RULE};
+use palisade_common::{DIR_EGRESS, ENDPOINT_NONE, EndpointIndexKey, NO_RULE};
 
-use crate::maps::{PAL_EP_STATS, PAL_RULE_STATS, PAL_STATS};
+use crate::maps::{PAL_EP_INDEX, PAL_EP_STATS, PAL_RULE_STATS, PAL_STATS};
 
 /// `PAL_STATS[stat]` += 1.
 #[inline(always)]
@@ -13,15 +13,26 @@ pub fn count(stat: u32) {
     }
 }
 
-/// Every packet on the host veth `ifindex`, in `direction` from the workload's point of
-/// view. The agent creates the entry when it attaches; until then nothing is counted.
+/// The `PAL_EP_STATS` index of the endpoint behind the host veth `ifindex`, or
+/// [`ENDPOINT_NONE`] before the agent attached it.
 #[inline(always)]
-pub fn count_endpoint(ifindex: u32, direction: u8, allowed: bool, bytes: u32) {
-    let Some(stats) = PAL_EP_STATS.get_ptr_mut(EndpointStatsKey { ifindex }) else {
+pub fn endpoint_index(ifindex: u32) -> u32 {
+    match PAL_EP_INDEX.get_ptr(EndpointIndexKey { ifindex }) {
+        // SAFETY: a value pointer from a successful lookup; read at once, by copy.
+        Some(value) => unsafe { (*value).index },
+        None => ENDPOINT_NONE,
+    }
+}
+
+/// Every packet of the endpoint at `PAL_EP_STATS[index]`, in `direction` from the
+/// workload's point of view. [`ENDPOINT_NONE`] is past the array's end: not counted.
+#[inline(always)]
+pub fn count_endpoint(index: u32, direction: u8, allowed: bool, bytes: u32) {
+    let Some(stats) = PAL_EP_STATS.get_ptr_mut(index) else {
         return;
     };
     let bytes = u64::from(bytes);
-    // SAFETY: this CPU's value of a per-CPU hash entry, which only this program run writes.
+    // SAFETY: this CPU's slot of a per-CPU array, which only this program run writes.
     let stats = unsafe { &mut *stats };
     let (packets, total) = match (direction == DIR_EGRESS, allowed) {
         (true, true) => (

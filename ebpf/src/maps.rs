@@ -6,14 +6,14 @@
 //! the slotted ones work, is documented once, in `palisade_common`.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use palisade_common::{
-    Cell, Config, Counter, CtKey, CtUsage, CtUsageKey, CtValue, EndpointStats, EndpointStatsKey,
-    Event, FragKey, FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue, LpmData, Outcome,
-    PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
-    TableKey, TableValue, capacity,
+    Cell, Config, Counter, CtKey, CtUsage, CtUsageKey, CtValue, EndpointIndex, EndpointIndexKey,
+    EndpointStats, Event, FragKey, FragValue, HostAddrKey, HostAddrValue, LocalKey, LocalValue,
+    LpmData, Outcome, PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row,
+    RuleStats, STAT_COUNT, TableKey, TableValue, capacity,
 };
 
 #[btf_map]
@@ -63,13 +63,17 @@ pub static PAL_CT_USAGE: HashMap<CtUsageKey, CtUsage, { capacity::CT_USAGE as us
 pub static PAL_FRAGS: LruHashMap<FragKey, FragValue, { capacity::FRAGS as usize }> =
     LruHashMap::new();
 
-/// Per CPU, so counting needs no atomic operations; the agent sums the CPUs.
+/// Each attached host veth's slot in `PAL_EP_STATS` (the agent creates the entry when it
+/// attaches).
 #[btf_map]
-pub static PAL_EP_STATS: PerCpuHashMap<
-    EndpointStatsKey,
-    EndpointStats,
-    { capacity::EP_STATS as usize },
-> = PerCpuHashMap::new();
+pub static PAL_EP_INDEX: HashMap<EndpointIndexKey, EndpointIndex, { capacity::EP_INDEX as usize }> =
+    HashMap::new();
+
+/// Per CPU, so counting needs no atomic operations; the agent sums the CPUs. An array, so
+/// that a packet whose conntrack entry carries the index counts with an inlined lookup.
+#[btf_map]
+pub static PAL_EP_STATS: PerCpuArray<EndpointStats, { capacity::EP_STATS as usize }> =
+    PerCpuArray::new();
 
 #[btf_map]
 pub static PAL_RULE_STATS: PerCpuArray<RuleStats, { capacity::RULE_STATS as usize }> =

@@ -7,9 +7,9 @@
 use aya_ebpf::programs::TcContext;
 use palisade_common::{
     CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_CT_BUDGET, DROP_NOT_LOCAL,
-    DROP_REVOKED, DROP_SPOOFED, EVENT_DROP, EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED,
-    STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED, STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD,
-    STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
+    DROP_REVOKED, DROP_SPOOFED, ENDPOINT_NONE, EVENT_DROP, EVENT_LOG, OUTCOME_LOG,
+    STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED, STAT_FRAGMENTS,
+    STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
 
 use crate::{
@@ -117,8 +117,10 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         // The entry was admitted (or re-checked) under this generation, so its local
         // address passed the identity check in this very slot, which the agent never
         // changes while packets use it. The key holds that address and the ifindex.
-        conntrack::refresh(&entry, packet, config.generation);
-        return Verdict::pass(STAT_CT_ESTABLISHED);
+        // The entry also knows where the endpoint counts: no `PAL_EP_INDEX` lookup.
+        let endpoint = entry.value.endpoint;
+        conntrack::refresh(&entry, packet, config.generation, endpoint);
+        return Verdict::pass_of(STAT_CT_ESTABLISHED, endpoint);
     }
     let local = match local_of(packet, config, subject) {
         Ok(local) => local,
@@ -151,8 +153,10 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         b,
     };
     let admission = admission::admit(&query, from_host, config.flags);
+    // Looked up after policy, not carried through it (see `verdict::Verdict::endpoint`).
     if admission.from_host {
-        if !track(key.as_ref(), packet, direction, config) {
+        let endpoint = counters::endpoint_index(subject.ifindex);
+        if !track(key.as_ref(), packet, direction, config, endpoint) {
             return Verdict::drop(DROP_CT_BUDGET);
         }
         events::flow_allowed(
@@ -163,7 +167,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
             u32::MAX,
             false,
         );
-        return Verdict::pass(STAT_HOST_TO_WORKLOAD);
+        return Verdict::pass_of(STAT_HOST_TO_WORKLOAD, endpoint);
     }
     let decision = &admission.decision;
     counters::count_rule(decision.rule_counter, subject.len);
@@ -179,7 +183,8 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         }
         return Verdict::drop_by(admission.reason, decision.outcome);
     }
-    if !track(key.as_ref(), packet, direction, config) {
+    let endpoint = counters::endpoint_index(subject.ifindex);
+    if !track(key.as_ref(), packet, direction, config, endpoint) {
         return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
     }
     // Told apart only now: a flag known all through the policy lookup would have the
@@ -198,17 +203,31 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         decision.outcome,
         decision.flags & OUTCOME_LOG != 0,
     );
-    Verdict::pass(stat)
+    Verdict::pass_of(stat, endpoint)
 }
 
-/// Opens the entry of a flow admission allowed (untracked packets have no key); false when
-/// the endpoint's conntrack budget is used up.
+/// Opens the entry of a flow admission allowed (untracked packets have no key), for the
+/// endpoint at `PAL_EP_STATS[endpoint]`; false when the endpoint's conntrack budget is used
+/// up.
 #[inline(always)]
-fn track(key: Option<&CtKey>, packet: &Packet, direction: u8, config: &Config) -> bool {
+fn track(
+    key: Option<&CtKey>,
+    packet: &Packet,
+    direction: u8,
+    config: &Config,
+    endpoint: u32,
+) -> bool {
     let Some(key) = key else {
         return true;
     };
-    conntrack::open(key, packet, direction, config.generation, config.ct_budget) == Opened::Yes
+    conntrack::open(
+        key,
+        packet,
+        direction,
+        config.generation,
+        config.ct_budget,
+        endpoint,
+    ) == Opened::Yes
 }
 
 /// A live (or revoked) flow last decided under another generation: its opening packet, as
@@ -233,8 +252,11 @@ fn recheck(key: &CtKey, entry: &Entry, packet: &Packet, config: &Config, local: 
         entry.value.origin == DIR_INGRESS && admission::is_host_addr(key.family, &key.remote_addr);
     let admission = admission::admit(&original, opened_by_host, config.flags);
     if admission.allowed {
-        conntrack::refresh(entry, packet, config.generation);
-        return Verdict::pass(STAT_CT_RECHECKED);
+        // Looked up again: the endpoint may have been attached afresh since the entry
+        // was written, with another index.
+        let endpoint = counters::endpoint_index(key.ifindex);
+        conntrack::refresh(entry, packet, config.generation, endpoint);
+        return Verdict::pass_of(STAT_CT_RECHECKED, endpoint);
     }
     conntrack::revoke(entry, config.generation);
     Verdict::drop_by(DROP_REVOKED, admission.decision.outcome)
@@ -249,12 +271,12 @@ fn finish(
     packet: Option<&Packet>,
     verdict: &Verdict,
 ) {
-    counters::count_endpoint(
-        subject.ifindex,
-        subject.direction,
-        verdict.pass,
-        subject.len,
-    );
+    let endpoint = if verdict.endpoint == ENDPOINT_NONE {
+        counters::endpoint_index(subject.ifindex)
+    } else {
+        verdict.endpoint
+    };
+    counters::count_endpoint(endpoint, subject.direction, verdict.pass, subject.len);
     if verdict.pass {
         if verdict.stat != NO_STAT {
             counters::count(verdict.stat);

@@ -1,6 +1,7 @@
 //! What happens to a packet, and which `PAL_STATS` counter says why.
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
+use palisade_common::ENDPOINT_NONE;
 
 /// [`Verdict::stat`] of a pass that has no counter of its own.
 pub const NO_STAT: u32 = u32::MAX;
@@ -14,6 +15,10 @@ pub struct Verdict {
     pub stat: u32,
     /// The absolute `PAL_OUTCOMES` index that decided, or `u32::MAX`.
     pub outcome: u32,
+    /// The endpoint's `PAL_EP_STATS` index where the way to the verdict learnt it (from
+    /// the flow's conntrack entry, or looked up to open one); [`ENDPOINT_NONE`] otherwise,
+    /// and the counting looks it up.
+    pub endpoint: u32,
 }
 
 impl Verdict {
@@ -23,6 +28,16 @@ impl Verdict {
             pass: true,
             stat,
             outcome: u32::MAX,
+            endpoint: ENDPOINT_NONE,
+        }
+    }
+
+    /// A pass of the endpoint at `PAL_EP_STATS[endpoint]`.
+    #[inline(always)]
+    pub fn pass_of(stat: u32, endpoint: u32) -> Self {
+        Self {
+            endpoint,
+            ..Self::pass(stat)
         }
     }
 
@@ -38,6 +53,7 @@ impl Verdict {
             pass: false,
             stat: reason,
             outcome,
+            endpoint: ENDPOINT_NONE,
         }
     }
 

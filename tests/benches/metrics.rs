@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use palisade::dataplane::map_census::Census;
 use palisade::dataplane::{ensure_pin_dir, map_pin_dir};
@@ -15,7 +15,7 @@ use palisade::telemetry::exposition::{Format, Scrape, render};
 use palisade::telemetry::sample::Sampler;
 use palisade::telemetry::status::{DatastoreState, Enforcement, LocalEndpoint, RuleLabels, Status};
 use palisade_common::{
-    CtKey, CtValue, EndpointStats, EndpointStatsKey, FAMILY_V4, capacity, map_names,
+    CtKey, CtValue, EndpointIndex, EndpointIndexKey, EndpointStats, FAMILY_V4, capacity, map_names,
 };
 use palisade_tests::agent_process::PrivateBpffs;
 use palisade_tests::bpf_maps::Dataplane;
@@ -110,20 +110,32 @@ fn main() {
     assert_eq!(walked as u64, entries, "the walk and the census disagree");
     eprintln!("bench: census of {entries} conntrack entries {batched:?}, key walk {walk:?}");
 
-    let mut counters: PerCpuHashMap<&mut MapData, EndpointStatsKey, EndpointStats> =
-        PerCpuHashMap::try_from(
+    let cpus = nr_cpus().expect("the CPU count");
+    for i in 0..ENDPOINTS {
+        let values = PerCpuValues::try_from(vec![EndpointStats::default(); cpus]).unwrap();
+        let mut counters: PerCpuArray<&mut MapData, EndpointStats> = PerCpuArray::try_from(
             dataplane
                 .ebpf()
                 .map_mut(map_names::EP_STATS)
                 .expect("PAL_EP_STATS"),
         )
-        .expect("PAL_EP_STATS as a per-CPU hash map");
-    let cpus = nr_cpus().expect("the CPU count");
-    for i in 0..ENDPOINTS {
-        let values = PerCpuValues::try_from(vec![EndpointStats::default(); cpus]).unwrap();
-        counters
-            .insert(EndpointStatsKey { ifindex: 1_000 + i }, values, 0)
-            .expect("an endpoint's counters");
+        .expect("PAL_EP_STATS as a per-CPU array");
+        counters.set(i, values, 0).expect("an endpoint's counters");
+        let mut indexes: HashMap<&mut MapData, EndpointIndexKey, EndpointIndex> =
+            HashMap::try_from(
+                dataplane
+                    .ebpf()
+                    .map_mut(map_names::EP_INDEX)
+                    .expect("PAL_EP_INDEX"),
+            )
+            .expect("PAL_EP_INDEX as a hash map");
+        indexes
+            .insert(
+                EndpointIndexKey { ifindex: 1_000 + i },
+                EndpointIndex { index: i },
+                0,
+            )
+            .expect("an endpoint's index");
     }
 
     let mut sampler = Sampler::open(&pin_dir).expect("a sampler");

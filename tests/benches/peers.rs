@@ -805,12 +805,32 @@ struct BpfRow {
     verified: Option<u32>,
 }
 
+/// The pin directory of a node's agent: this build's map ABI's, or, for a baseline of
+/// another ABI, the one it made (each node has a bpffs of its own).
+fn agent_pin_dir(bpffs: &Path) -> PathBuf {
+    let own = palisade::dataplane::pin_dir(bpffs);
+    if own.exists() {
+        return own;
+    }
+    let root = palisade::dataplane::lock_dir(bpffs);
+    std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.parse::<u32>().is_ok())
+        })
+        .unwrap_or_else(|| panic!("no pin directory of any ABI under {}", root.display()))
+}
+
 fn bpf_profile(plan: &Plan, nodes: &[Node]) -> BpfProfile {
     let palisades: Vec<&Node> = nodes.iter().filter(|n| n.variant.is_palisade()).collect();
     let names = [program_names::FROM_WORKLOAD, program_names::TO_WORKLOAD];
     let info = |node: &Node, name: &str| {
         let (_, home) = node.agent.as_ref().expect("palisade's agent");
-        let pins = palisade::dataplane::pin_dir(home.bpffs.path());
+        let pins = agent_pin_dir(home.bpffs.path());
         let path = palisade::dataplane::program_pin_dir(&pins).join(name);
         aya::programs::ProgramInfo::from_pin(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -9,20 +9,18 @@ use std::{net::IpAddr, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
-        lpm_trie::Key,
-    },
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf, lpm_trie::Key},
     programs::SchedClassifier,
     util::nr_cpus,
 };
 use palisade::dataplane::{self, LoadedObject};
 use palisade_common::{
     Addr, Cell, Config, Counter, CtKey, CtUsage, CtUsageKey, CtValue, DIR_EGRESS, DIR_INGRESS,
-    EndpointStats, EndpointStatsKey, Event, FAMILY_V4, FAMILY_V6, HostAddrKey, HostAddrValue,
-    LPM_HEADER_BITS, LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome, PROTOCOL_OTHER,
-    PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row, RuleStats, STAT_COUNT,
-    TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY, capacity, map_names, program_names,
+    EndpointIndex, EndpointIndexKey, EndpointStats, Event, FAMILY_V4, FAMILY_V6, HostAddrKey,
+    HostAddrValue, LPM_HEADER_BITS, LocalKey, LocalValue, LpmData, NO_RULE, OUTCOME_LOG, Outcome,
+    PROTOCOL_OTHER, PeerKey, PeerValue, PolicyKey, PolicyValue, RemoteKey, RemoteValue, Row,
+    RuleStats, STAT_COUNT, TableKey, TableValue, VERDICT_ALLOW, VERDICT_DENY, capacity, map_names,
+    program_names,
 };
 
 use crate::bpf_run::{self, SkbContext};
@@ -329,16 +327,50 @@ impl Dataplane {
         self.hash_insert(map_names::HOST_ADDRS, key, HostAddrValue { present: 1 });
     }
 
-    /// Creates `ifindex`'s endpoint counters (zero), as the agent does when it attaches.
+    /// Creates `ifindex`'s endpoint counters (zero) at the next free index, as the agent
+    /// does when it attaches (the tests never free one).
     pub fn endpoint_stats_entry(&mut self, ifindex: u32) {
+        if self.endpoint_index(ifindex).is_some() {
+            return;
+        }
+        let index = {
+            let indexes: HashMap<_, EndpointIndexKey, EndpointIndex> =
+                HashMap::try_from(map(self.ebpf(), map_names::EP_INDEX))
+                    .unwrap_or_else(|err| panic!("PAL_EP_INDEX: {err}"));
+            indexes.keys().count() as u32
+        };
+        self.set_endpoint_index(ifindex, index);
+    }
+
+    /// Gives `ifindex` the counters at `PAL_EP_STATS[index]`, zeroed first: what the agent
+    /// does when it attaches an interface afresh.
+    pub fn set_endpoint_index(&mut self, ifindex: u32, index: u32) {
         let cpus = nr_cpus().unwrap_or_else(|(what, err)| panic!("{what}: {err}"));
         let values = PerCpuValues::try_from(vec![EndpointStats::default(); cpus])
             .unwrap_or_else(|err| panic!("{err}"));
-        let mut hash: PerCpuHashMap<_, EndpointStatsKey, EndpointStats> =
-            PerCpuHashMap::try_from(map(self.ebpf(), map_names::EP_STATS))
+        let mut array: PerCpuArray<_, EndpointStats> =
+            PerCpuArray::try_from(map(self.ebpf(), map_names::EP_STATS))
                 .unwrap_or_else(|err| panic!("PAL_EP_STATS: {err}"));
-        hash.insert(EndpointStatsKey { ifindex }, values, 0)
-            .unwrap_or_else(|err| panic!("cannot write PAL_EP_STATS: {err}"));
+        array
+            .set(index, values, 0)
+            .unwrap_or_else(|err| panic!("cannot write PAL_EP_STATS[{index}]: {err}"));
+        self.hash_insert(
+            map_names::EP_INDEX,
+            EndpointIndexKey { ifindex },
+            EndpointIndex { index },
+        );
+    }
+
+    /// `PAL_EP_INDEX[ifindex]`: where the endpoint counts in `PAL_EP_STATS`.
+    pub fn endpoint_index(&mut self, ifindex: u32) -> Option<u32> {
+        let indexes: HashMap<_, EndpointIndexKey, EndpointIndex> =
+            HashMap::try_from(map(self.ebpf(), map_names::EP_INDEX))
+                .unwrap_or_else(|err| panic!("PAL_EP_INDEX: {err}"));
+        match indexes.get(&EndpointIndexKey { ifindex }, 0) {
+            Ok(EndpointIndex { index }) => Some(index),
+            Err(aya::maps::MapError::KeyNotFound) => None,
+            Err(err) => panic!("PAL_EP_INDEX[{ifindex}]: {err}"),
+        }
     }
 
     /// `PAL_STATS`, summed over the CPUs, indexed by `STAT_*`.
@@ -362,23 +394,36 @@ impl Dataplane {
         now[index as usize] - before[index as usize]
     }
 
-    /// `PAL_EP_STATS[ifindex]`, one value per CPU; `None` when there is no entry.
+    /// The counters of the endpoint behind `ifindex`, one value per CPU; `None` when it has
+    /// no index.
     pub fn endpoint_stats_per_cpu(&mut self, ifindex: u32) -> Option<Vec<EndpointStats>> {
-        let hash: PerCpuHashMap<_, EndpointStatsKey, EndpointStats> =
-            PerCpuHashMap::try_from(map(self.ebpf(), map_names::EP_STATS))
-                .unwrap_or_else(|err| panic!("PAL_EP_STATS: {err}"));
-        match hash.get(&EndpointStatsKey { ifindex }, 0) {
-            Ok(values) => Some(values.iter().copied().collect()),
-            Err(aya::maps::MapError::KeyNotFound) => None,
-            Err(err) => panic!("PAL_EP_STATS[{ifindex}]: {err}"),
-        }
+        let index = self.endpoint_index(ifindex)?;
+        Some(self.endpoint_stats_at_per_cpu(index))
     }
 
-    /// `PAL_EP_STATS[ifindex]`, summed over the CPUs.
+    /// `PAL_EP_STATS[index]`, one value per CPU.
+    pub fn endpoint_stats_at_per_cpu(&mut self, index: u32) -> Vec<EndpointStats> {
+        let array: PerCpuArray<_, EndpointStats> =
+            PerCpuArray::try_from(map(self.ebpf(), map_names::EP_STATS))
+                .unwrap_or_else(|err| panic!("PAL_EP_STATS: {err}"));
+        let values = array
+            .get(&index, 0)
+            .unwrap_or_else(|err| panic!("PAL_EP_STATS[{index}]: {err}"));
+        values.iter().copied().collect()
+    }
+
+    /// `PAL_EP_STATS[index]`, summed over the CPUs.
+    pub fn endpoint_stats_at(&mut self, index: u32) -> EndpointStats {
+        self.endpoint_stats_at_per_cpu(index)
+            .into_iter()
+            .fold(EndpointStats::default(), |sum, cpu| sum + cpu)
+    }
+
+    /// The counters of the endpoint behind `ifindex`, summed over the CPUs.
     pub fn endpoint_stats(&mut self, ifindex: u32) -> EndpointStats {
         let values = self
             .endpoint_stats_per_cpu(ifindex)
-            .unwrap_or_else(|| panic!("PAL_EP_STATS has no entry for ifindex {ifindex}"));
+            .unwrap_or_else(|| panic!("PAL_EP_INDEX has no entry for ifindex {ifindex}"));
         values
             .iter()
             .fold(EndpointStats::default(), |sum, cpu| sum + *cpu)

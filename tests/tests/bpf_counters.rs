@@ -4,6 +4,7 @@
 //!
 //! Privileged: run through `cargo xtask test` as root.
 
+use palisade::dataplane::counters::CounterMaps;
 use palisade_common::{
     Config, DIR_EGRESS, DIR_INGRESS, DROP_MALFORMED, DROP_POLICY, EVENT_DROP, EVENT_LOG,
     EndpointStats, Event, FAMILY_V4, STAT_EVENTS_LOST,
@@ -12,8 +13,8 @@ use palisade_tests::{
     bpf_maps::{ALLOW, DENY, Dataplane, Rows, addr_of, program_name},
     bpf_run::{SkbContext, TC_ACT_SHOT, run_repeated},
     bpf_scenario::{
-        IFINDEX, PEER_V4, WORKLOAD_V4, dataplane_with_workload, expect, policy_for_every_peer,
-        sock, uniform_policy,
+        IFINDEX, PEER_V4, WORKLOAD_V4, dataplane_with_workload, expect, install_workload,
+        policy_for_every_peer, set_generation, sock, uniform_policy,
     },
     packet::{Frame, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, arp_request},
     require_root,
@@ -117,6 +118,100 @@ fn endpoints_without_a_counter_entry_are_not_counted() {
         None,
         "the program must not create counter entries"
     );
+}
+
+#[test]
+fn established_packets_count_where_their_flow_was_decided_until_a_new_generation() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    install_workload(&mut dp, 1);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    uniform_policy(&mut dp, 1, DIR_EGRESS, 1, ALLOW);
+    dp.set_endpoint_index(IFINDEX, 0);
+    let syn = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
+    let ack = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_ACK).build();
+    let entry_endpoint = |dp: &mut Dataplane| -> Vec<u32> {
+        dp.conntrack()
+            .into_iter()
+            .map(|(_, value)| value.endpoint)
+            .collect()
+    };
+
+    expect(&mut dp, DIR_EGRESS, &syn, true, "SYN");
+    assert_eq!(
+        entry_endpoint(&mut dp),
+        [0],
+        "the flow's entry names its index"
+    );
+    // The interface attached afresh, with another index: the agent publishes a new
+    // generation with it. Until then the flow's packets count where it was decided.
+    dp.set_endpoint_index(IFINDEX, 3);
+    expect(&mut dp, DIR_EGRESS, &ack, true, "ACK, same generation");
+    assert_eq!(dp.endpoint_stats_at(0).egress_allowed_packets, 2);
+    assert_eq!(dp.endpoint_stats_at(3).egress_allowed_packets, 0);
+
+    set_generation(&mut dp, 1);
+    expect(&mut dp, DIR_EGRESS, &ack, true, "ACK, re-checked");
+    assert_eq!(entry_endpoint(&mut dp), [3], "the re-check moves the flow");
+    expect(&mut dp, DIR_EGRESS, &ack, true, "ACK, established again");
+    assert_eq!(dp.endpoint_stats_at(0).egress_allowed_packets, 2);
+    assert_eq!(
+        dp.endpoint_stats_at(3),
+        EndpointStats {
+            egress_allowed_packets: 2,
+            egress_allowed_bytes: 2 * ack.len() as u64,
+            ..EndpointStats::default()
+        }
+    );
+}
+
+#[test]
+fn the_agent_gives_each_endpoint_a_zeroed_index_of_its_own_and_reuses_freed_ones() {
+    require_root();
+    let mut dp = dataplane_with_workload(0);
+    uniform_policy(&mut dp, 0, DIR_EGRESS, 1, ALLOW);
+    // An earlier agent's endpoint holds index 0.
+    const EARLIER: u32 = 50;
+    dp.set_endpoint_index(EARLIER, 0);
+    let mut counters = CounterMaps::take(dp.ebpf()).expect("the counter maps");
+    for ifindex in [IFINDEX, 2, 3] {
+        counters.track_endpoint(ifindex).expect("an index");
+    }
+    let syn = Frame::tcp(sock(WORKLOAD_V4, 40000), sock(PEER_V4, 80), TCP_SYN).build();
+    expect(&mut dp, DIR_EGRESS, &syn, true, "SYN");
+    let counted = |counters: &CounterMaps| -> Vec<(u32, u64)> {
+        counters
+            .endpoints()
+            .expect("the endpoint counters")
+            .into_iter()
+            .map(|(ifindex, stats)| (ifindex, stats.egress_allowed_packets))
+            .collect()
+    };
+    assert_eq!(
+        counted(&counters),
+        [(IFINDEX, 1), (2, 0), (3, 0), (EARLIER, 0)]
+    );
+
+    // Tracking again keeps the index and its counts (an agent restart).
+    counters.track_endpoint(IFINDEX).expect("the same index");
+    assert_eq!(counted(&counters)[0], (IFINDEX, 1));
+    // IFINDEX's index (1, after the earlier agent's 0) goes to the next endpoint, zeroed.
+    counters.forget_endpoint(IFINDEX).expect("forgotten");
+    counters
+        .forget_endpoint(IFINDEX)
+        .expect("forgetting twice is fine");
+    counters.track_endpoint(4).expect("an index");
+    assert_eq!(counted(&counters), [(2, 0), (3, 0), (4, 0), (EARLIER, 0)]);
+    // A new flow of the interface without an index counts nowhere.
+    let other_syn = Frame::tcp(sock(WORKLOAD_V4, 40001), sock(PEER_V4, 80), TCP_SYN).build();
+    expect(
+        &mut dp,
+        DIR_EGRESS,
+        &other_syn,
+        true,
+        "SYN without an index",
+    );
+    assert_eq!(counted(&counters), [(2, 0), (3, 0), (4, 0), (EARLIER, 0)]);
 }
 
 #[test]

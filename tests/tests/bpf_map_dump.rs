@@ -145,15 +145,12 @@ fn bpftool_prints_every_map_by_field() {
         (map_names::OUTCOMES, None, "rule_counter"),
         (map_names::CT, Some("local_port"), "last_seen_ns"),
         (map_names::CT_USAGE, Some("ifindex"), "entries"),
+        (map_names::EP_INDEX, Some("ifindex"), "index"),
         (map_names::FRAGS, Some("id"), "verdict"),
         (map_names::HOST_ADDRS, Some("family"), "present"),
     ];
-    let per_cpu = [
-        (
-            map_names::EP_STATS,
-            Some("ifindex"),
-            "egress_allowed_packets",
-        ),
+    let per_cpu: [(&str, Option<&str>, &str); 3] = [
+        (map_names::EP_STATS, None, "egress_allowed_packets"),
         (map_names::RULE_STATS, None, "packets"),
         (map_names::STATS, None, "packets"),
     ];

@@ -1,13 +1,17 @@
-//! The programs' per-CPU counters, summed over CPUs: per endpoint (by host veth ifindex),
-//! per rule (by the index [`super::slot_image::RuleCounters`] gave it), and per reason.
+//! The programs' per-CPU counters, summed over CPUs: per endpoint (by host veth ifindex,
+//! through the index `PAL_EP_INDEX` gives it in `PAL_EP_STATS`), per rule (by the index
+//! [`super::slot_image::RuleCounters`] gave it), and per reason.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
 use aya::Pod;
 
-use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use palisade_common::{Counter, EndpointStats, EndpointStatsKey, RuleStats, STAT_COUNT, map_names};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
+use palisade_common::{
+    Counter, EndpointIndex, EndpointIndexKey, EndpointStats, RuleStats, STAT_COUNT, map_names,
+};
 
 use super::typed_map::{self, MapOpenError};
 
@@ -24,10 +28,20 @@ pub enum CounterError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "all {0} endpoint counters of `PAL_EP_STATS` are in use; give it more with --map-size \
+         or --max-endpoints"
+    )]
+    EndpointsFull(u32),
 }
 
 pub struct CounterMaps {
-    endpoints: PerCpuHashMap<MapData, EndpointStatsKey, EndpointStats>,
+    endpoint_indexes: HashMap<MapData, EndpointIndexKey, EndpointIndex>,
+    endpoints: PerCpuArray<MapData, EndpointStats>,
+    /// The indexes `endpoint_indexes` holds, read from the map when the first endpoint is
+    /// tracked (readers such as `palisade stats` never need it); this process is then the
+    /// only writer (the host lock).
+    indexes_in_use: Option<BTreeSet<u32>>,
     rules: PerCpuArray<MapData, RuleStats>,
     reasons: PerCpuArray<MapData, Counter>,
 }
@@ -44,7 +58,9 @@ impl CounterMaps {
     /// Takes the counter maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<CounterMaps, CounterError> {
         Ok(CounterMaps {
+            endpoint_indexes: typed_map::take(ebpf, map_names::EP_INDEX)?,
             endpoints: typed_map::take(ebpf, map_names::EP_STATS)?,
+            indexes_in_use: None,
             rules: typed_map::take(ebpf, map_names::RULE_STATS)?,
             reasons: typed_map::take(ebpf, map_names::STATS)?,
         })
@@ -53,41 +69,79 @@ impl CounterMaps {
     /// Opens the maps an agent pinned under `pin_dir` (for `palisade stats`).
     pub fn open_pinned(pin_dir: &Path) -> Result<CounterMaps, CounterError> {
         Ok(CounterMaps {
+            endpoint_indexes: typed_map::open_pinned(pin_dir, map_names::EP_INDEX)?,
             endpoints: typed_map::open_pinned(pin_dir, map_names::EP_STATS)?,
+            indexes_in_use: None,
             rules: typed_map::open_pinned(pin_dir, map_names::RULE_STATS)?,
             reasons: typed_map::open_pinned(pin_dir, map_names::STATS)?,
         })
     }
 
-    /// Starts counting for the host veth `ifindex` (the programs only add to entries that
-    /// exist). Keeps an existing entry: counts survive agent restarts.
+    /// Starts counting for the host veth `ifindex` (the programs only count interfaces
+    /// with an index): gives it the lowest free `PAL_EP_STATS` index, zeroed first, since a
+    /// forgotten endpoint's counts may sit there. Keeps an existing index: counts survive
+    /// agent restarts.
     pub fn track_endpoint(&mut self, ifindex: u32) -> Result<(), CounterError> {
-        let key = EndpointStatsKey { ifindex };
-        if self.endpoints.get(&key, 0).is_ok() {
+        let key = EndpointIndexKey { ifindex };
+        if self.endpoint_indexes.get(&key, 0).is_ok() {
             return Ok(());
         }
-        let cpus =
-            aya::util::nr_cpus().map_err(|(what, e)| CounterError::Cpus(format!("{what}: {e}")))?;
-        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); cpus])
-            .map_err(|e| CounterError::Cpus(e.to_string()))?;
+        let capacity = self.endpoints.len();
+        let in_use = self.indexes_in_use()?;
+        let index = (0..capacity)
+            .find(|i| !in_use.contains(i))
+            .ok_or(CounterError::EndpointsFull(capacity))?;
         self.endpoints
-            .insert(key, zero, 0)
-            .map_err(map_err("write", map_names::EP_STATS))
+            .set(index, zeroed()?, 0)
+            .map_err(map_err("write", map_names::EP_STATS))?;
+        self.endpoint_indexes
+            .insert(key, EndpointIndex { index }, 0)
+            .map_err(map_err("write", map_names::EP_INDEX))?;
+        self.indexes_in_use()?.insert(index);
+        Ok(())
     }
 
-    /// Stops counting for `ifindex` (its interface is gone).
+    /// Stops counting for `ifindex` (its interface is gone, its programs detached) and
+    /// frees its index. Its conntrack entries may still name the index; the next
+    /// generation, which comes with any interface attached afresh, re-decides them.
     pub fn forget_endpoint(&mut self, ifindex: u32) -> Result<(), CounterError> {
-        match self.endpoints.remove(&EndpointStatsKey { ifindex }) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("delete from", map_names::EP_STATS)(e)),
+        let key = EndpointIndexKey { ifindex };
+        let index = match self.endpoint_indexes.get(&key, 0) {
+            Ok(EndpointIndex { index }) => index,
+            Err(MapError::KeyNotFound) => return Ok(()),
+            Err(e) => return Err(map_err("read", map_names::EP_INDEX)(e)),
+        };
+        match self.endpoint_indexes.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("delete from", map_names::EP_INDEX)(e)),
         }
+        self.indexes_in_use()?.remove(&index);
+        Ok(())
+    }
+
+    fn indexes_in_use(&mut self) -> Result<&mut BTreeSet<u32>, CounterError> {
+        if self.indexes_in_use.is_none() {
+            let mut in_use = BTreeSet::new();
+            for entry in self.endpoint_indexes.iter() {
+                let (_, EndpointIndex { index }) =
+                    entry.map_err(map_err("read", map_names::EP_INDEX))?;
+                in_use.insert(index);
+            }
+            self.indexes_in_use = Some(in_use);
+        }
+        Ok(self.indexes_in_use.get_or_insert_default())
     }
 
     /// Every tracked endpoint's counts, by ifindex.
     pub fn endpoints(&self) -> Result<Vec<(u32, EndpointStats)>, CounterError> {
         let mut out = Vec::new();
-        for entry in self.endpoints.iter() {
-            let (key, values) = entry.map_err(map_err("read", map_names::EP_STATS))?;
+        for entry in self.endpoint_indexes.iter() {
+            let (key, EndpointIndex { index }) =
+                entry.map_err(map_err("read", map_names::EP_INDEX))?;
+            let values = self
+                .endpoints
+                .get(&index, 0)
+                .map_err(map_err("read", map_names::EP_STATS))?;
             out.push((key.ifindex, sum_endpoint(&values)));
         }
         out.sort_by_key(|(i, _)| *i);

@@ -38,7 +38,8 @@ impl SizedFor {
 }
 
 /// The most workload endpoints the formulas expect on one node (Kubernetes' default is 110
-/// pods per node); a node with more sets `PAL_LOCAL`, `PAL_CT` and `PAL_EP_STATS` itself.
+/// pods per node); a node with more sets `PAL_LOCAL`, `PAL_CT`, `PAL_EP_INDEX` and `PAL_EP_STATS`
+/// itself.
 pub const NODE_ENDPOINTS: u32 = 256;
 
 /// How a map's entry count must be shaped.
@@ -67,7 +68,7 @@ struct Sizing {
 /// 129,300 at 10,000 endpoints); groups, tables, rows, cells and outcomes growing with the
 /// node's endpoints and the policies (up to 6,075 groups, 977 tables of a few protocols
 /// each, 106,638 cells and 14,444 outcomes at 10,000 policies).
-const SIZED: [Sizing; 16] = [
+const SIZED: [Sizing; 17] = [
     Sizing {
         name: map_names::LOCAL,
         shape: Shape::Slotted,
@@ -135,8 +136,14 @@ const SIZED: [Sizing; 16] = [
         entries: |s| (16 * s.local_endpoints()).max(1024),
     },
     Sizing {
+        name: map_names::EP_INDEX,
+        shape: Shape::Plain,
+        entries: |s| 2 * s.local_endpoints().max(64),
+    },
+    Sizing {
         name: map_names::EP_STATS,
         shape: Shape::Plain,
+        // An index per `EP_INDEX` entry.
         entries: |s| 2 * s.local_endpoints().max(64),
     },
     Sizing {
@@ -216,6 +223,7 @@ impl MapSizes {
             (map_names::CT, capacity::CT),
             (map_names::CT_USAGE, capacity::CT_USAGE),
             (map_names::FRAGS, capacity::FRAGS),
+            (map_names::EP_INDEX, capacity::EP_INDEX),
             (map_names::EP_STATS, capacity::EP_STATS),
             (map_names::RULE_STATS, capacity::RULE_STATS),
             (map_names::EVENTS, capacity::EVENTS),

@@ -26,7 +26,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::MapData;
-use palisade_common::{ABI_VERSION, CtKey, CtValue, map_names};
+use palisade_common::{ABI_VERSION, CtKey, CtValue, ENDPOINT_NONE, map_names};
 
 use super::attach::link_pin_dir;
 use super::conntrack::Conntrack;
@@ -34,9 +34,49 @@ use super::load::map_pin_dir;
 use super::remnants::{self, Hooked};
 use super::{Error, map_batch};
 
-/// The first ABI version whose `PAL_CT` key and value have the layout of this one's: its
-/// entries can be copied as they are. (ABI 4 added a flag bit older entries never have.)
+/// The first ABI version whose `PAL_CT` key has the layout of this one's and whose value
+/// is this one's or [`NarrowCtValue`]: its entries can be copied. (ABI 4 added a flag bit
+/// older entries never have; ABI 5 the endpoint's counter index.)
 pub const CT_LAYOUT_SINCE: u32 = 3;
+
+/// The first ABI version whose `PAL_CT` value is [`CtValue`], with
+/// [`CtValue::endpoint`].
+const CT_ENDPOINT_SINCE: u32 = 5;
+
+/// `PAL_CT` value of ABI versions 3 and 4: [`CtValue`] before `endpoint`, which was added at
+/// its end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct NarrowCtValue {
+    generation: u32,
+    origin: u8,
+    flags: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    last_seen_ns: u64,
+}
+
+// SAFETY: `#[repr(C)]`, integers only, no implicit padding (4 + 4 x 1 + 8 bytes).
+unsafe impl aya::Pod for NarrowCtValue {}
+
+const _: () = assert!(size_of::<NarrowCtValue>() == 16);
+
+impl NarrowCtValue {
+    /// As this ABI's value. The endpoint's index is not known: the entry is re-decided
+    /// (carried entries get a stale generation), and the re-check writes it.
+    fn widen(self) -> CtValue {
+        CtValue {
+            generation: self.generation,
+            origin: self.origin,
+            flags: self.flags,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            last_seen_ns: self.last_seen_ns,
+            endpoint: ENDPOINT_NONE,
+            _pad: 0,
+        }
+    }
+}
 
 /// The pins of one older ABI version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +141,27 @@ impl OlderAbi {
             Err(e) => return Err(pin_error(&path, e)),
         };
         let info = older.info().map_err(|e| pin_error(&path, e))?;
-        if info.key_size() as usize != size_of::<CtKey>()
-            || info.value_size() as usize != size_of::<CtValue>()
-        {
+        let value_size = info.value_size() as usize;
+        let narrow = self.version < CT_ENDPOINT_SINCE;
+        let expected_value_size = if narrow {
+            size_of::<NarrowCtValue>()
+        } else {
+            size_of::<CtValue>()
+        };
+        if info.key_size() as usize != size_of::<CtKey>() || value_size != expected_value_size {
             return Ok(0);
         }
         let mut entries = Vec::new();
-        map_batch::for_each(older.fd().as_fd(), |key: &CtKey, value: &CtValue| {
-            entries.push((*key, *value));
-        })
-        .map_err(|source| Error::ReadPinDir {
+        let read = if narrow {
+            map_batch::for_each(older.fd().as_fd(), |key: &CtKey, value: &NarrowCtValue| {
+                entries.push((*key, value.widen()));
+            })
+        } else {
+            map_batch::for_each(older.fd().as_fd(), |key: &CtKey, value: &CtValue| {
+                entries.push((*key, *value));
+            })
+        };
+        read.map_err(|source| Error::ReadPinDir {
             path: path.clone(),
             source,
         })?;

@@ -139,6 +139,8 @@ impl Sampler {
         }
         let reasons = self.counters.reasons()?.to_vec();
         let mut counted = self.census()?;
+        // One index per endpoint, and one array slot in use per index.
+        counted.push((map_names::EP_INDEX, endpoints.len() as u64));
         counted.push((map_names::EP_STATS, endpoints.len() as u64));
         counted.push((map_names::CT_USAGE, usage.len() as u64));
         Ok(KernelSample {
