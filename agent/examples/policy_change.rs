@@ -16,6 +16,8 @@
 //! endpoint gets a new port in its allowed TCP rule, so every peer class of that endpoint's
 //! program gets new tables. `PALISADE_CHANGE=etcd` makes the etcd bench's changes
 //! (`cargo xtask bench etcd`): 200 new ports, in every seventh policy of all of them.
+//! `PALISADE_CHANGE=churn` makes the dataplane bench's churn (300 random rules of random
+//! policies flip their action) and names the changes that take over 10 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
 
 #[path = "../tests/common/generated.rs"]
@@ -37,6 +39,8 @@ const CHANGES: usize = 21;
 const PEERS_CHANGES: usize = 10;
 /// The etcd bench's: 200 changes.
 const ETCD_CHANGES: usize = 200;
+/// The dataplane bench's churn: 300 changes.
+const CHURN: usize = 300;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,6 +75,10 @@ fn main() {
     eprintln!("a copy of the resource map: {:?}", started.elapsed());
     drop(copy);
     let mode = std::env::var("PALISADE_CHANGE").unwrap_or_default();
+    if mode == "churn" {
+        churn(&mut compiler, &mut current);
+        return;
+    }
     let etcd = mode == "etcd";
     let new_port = mode == "port" || etcd;
     let selects_first_local = first_local_labels(&current);
@@ -85,16 +93,16 @@ fn main() {
             _ => false,
         })
         .map(|(k, _)| k)
+        .filter(|k| {
+            only.as_ref()
+                .is_none_or(|name| matches!(k, ResourceKey::Policy { name: n } if n == name))
+        })
         .take(if etcd {
             usize::MAX
         } else if new_port {
             PEERS_CHANGES
         } else {
             CHANGES
-        })
-        .filter(|k| {
-            only.as_ref()
-                .is_none_or(|name| matches!(k, ResourceKey::Policy { name: n } if n == name))
         })
         .cloned()
         .collect();
@@ -156,6 +164,56 @@ fn main() {
         times.len(),
         cpu_times[cpu_times.len() / 2],
         cpu_times.last().unwrap(),
+    );
+}
+
+/// The dataplane bench's churn: policies picked at random (the same fixed sequence) get a
+/// random ingress rule's action flipped, one change at a time; the slow ones are named.
+fn churn(compiler: &mut Compiler, current: &mut BTreeMap<ResourceKey, Arc<Resource>>) {
+    let policies: Vec<ResourceKey> = current
+        .keys()
+        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
+        .cloned()
+        .collect();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n.max(1) as u64) as usize
+    };
+    let mut times: Vec<Duration> = Vec::new();
+    for _ in 0..CHURN {
+        let policy = &policies[next(policies.len())];
+        let mut flipped = None;
+        if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
+            && !p.spec.ingress.is_empty()
+        {
+            let at = next(p.spec.ingress.len());
+            let rule = &mut p.spec.ingress[at];
+            rule.action = match rule.action {
+                Action::Allow => Action::Deny,
+                _ => Action::Allow,
+            };
+            flipped = Some(at);
+        }
+        let cpu_started = thread_cpu();
+        let changes = compiler.update(current).unwrap();
+        let cpu = thread_cpu() - cpu_started;
+        if cpu > Duration::from_millis(10) {
+            eprintln!(
+                "{policy} ingress rule {flipped:?}: CPU {cpu:?} ({})",
+                describe(&changes)
+            );
+        }
+        times.push(cpu);
+    }
+    times.sort();
+    let p99 = times[(times.len() * 99).div_ceil(100) - 1];
+    eprintln!(
+        "churn of {CHURN}: this thread's CPU time: median {:?}, p99 {p99:?}, max {:?}",
+        times[times.len() / 2],
+        times.last().unwrap(),
     );
 }
 

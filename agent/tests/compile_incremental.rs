@@ -141,6 +141,78 @@ fn steady_churn_reuses_freed_tables_and_never_compiles_in_full() {
     );
 }
 
+#[test]
+fn a_rule_an_earlier_one_covers_changes_nothing_until_that_one_changes() {
+    let policy = |name: &str, order: u32, actions: [&str; 2]| {
+        let rules: Vec<serde_json::Value> = actions
+            .iter()
+            .map(|action| {
+                serde_json::json!({"action": action, "protocol": "udp",
+                    "source": {"nets": ["10.0.0.0/8"]}, "destination": {"ports": [80]}})
+            })
+            .collect();
+        serde_json::json!({"apiVersion": "v1", "kind": "policy", "metadata": {"name": name},
+            "spec": {"selector": "all()", "order": order, "ingress": rules}})
+    };
+    let endpoint = serde_json::json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+        "metadata": {"name": "e", "node": NODE, "orchestrator": "o", "workload": "w",
+                     "labels": {"app": "a"}},
+        "spec": {"interfaceName": "cali0", "ipNetworks": ["10.0.0.1/32"]}});
+    let resources = |first: [&str; 2], second: [&str; 2]| -> BTreeMap<ResourceKey, Arc<Resource>> {
+        [
+            endpoint.clone(),
+            policy("first", 1, first),
+            policy("second", 2, second),
+        ]
+        .into_iter()
+        .map(|v| {
+            let r = palisade::model::parse::resource_from_value(v).unwrap();
+            (r.key(), Arc::new(r))
+        })
+        .collect()
+    };
+    let mut rng = Rng(0x1AC0_0004);
+    let mut compiler = Compiler::new(Locals::Node(NODE), Capacities::UNLIMITED);
+    compiler
+        .update(&resources(["allow", "log"], ["allow", "allow"]))
+        .unwrap();
+    let mut before = compiler.image().unwrap().clone();
+    // Each step: the first policy's actions, the second's, and whether the decisions change.
+    for (first, second, decides) in [
+        // Every rule of the second policy is behind the first policy's first rule.
+        (["allow", "log"], ["deny", "allow"], false),
+        (["allow", "log"], ["deny", "pass"], false),
+        // The first policy's log rule is behind its allow too.
+        (["allow", "deny"], ["deny", "pass"], false),
+        // Now the covering rule itself changes.
+        (["deny", "deny"], ["deny", "pass"], true),
+        (["log", "deny"], ["deny", "pass"], true),
+        // With a log rule first, the deny after it decides: the second policy is behind it.
+        (["log", "deny"], ["allow", "allow"], false),
+        // A log rule covers nothing: the second policy decides now.
+        (["log", "log"], ["allow", "allow"], true),
+    ] {
+        let what = format!("{first:?} then {second:?}");
+        let resources = resources(first, second);
+        let Changes::Keys(keys) = compiler.update(&resources).unwrap() else {
+            panic!("{what}: compiled in full");
+        };
+        let image = compiler.image().unwrap();
+        only_reported_entries_differ(&before, image, &keys, &what);
+        live_tables_are_those_groups_name(image, &what);
+        let touched = keys.tables.len() + keys.groups.len() + keys.peers.len();
+        assert_eq!(touched > 0, decides, "{what}: touched {keys:?}");
+        let full = compile_for(
+            resources.values().map(|r| (**r).clone()),
+            &Capacities::UNLIMITED,
+            Locals::Node(NODE),
+        )
+        .unwrap();
+        decide_alike(&mut rng, &resources, image, &full, Locals::Node(NODE));
+        before = image.clone();
+    }
+}
+
 /// Every local endpoint address's decisions, by `kept` (made in place) and `full`, agree.
 fn decide_alike(
     rng: &mut Rng,

@@ -13,7 +13,8 @@
 //!   only the entries that changed (median and maximum of several changes);
 //!
 //! at 10, 1,000 and 10,000 endpoints (the largest with 2,000 label sets) with 10, 1,000,
-//! 1,000 and 10,000 policies.
+//! 1,000 and 10,000 policies (`PALISADE_DATAPLANE_SCALES=10000/10000`: only the scales
+//! named, as endpoints/policies).
 //! Prints a Markdown table; `cargo xtask bench` keeps it in bench/README.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run fails
 
@@ -48,6 +49,9 @@ const ROUNDS: usize = 5;
 /// Paths of other builds' eBPF objects (comma-separated) to measure per packet beside this
 /// one, e.g. the object of the commit a change is compared against.
 const BASELINE_VARIABLE: &str = "PALISADE_DATAPLANE_BASELINE";
+/// The scales to measure (comma-separated `ENDPOINTS/POLICIES`, e.g. `10000/10000`), to
+/// shorten a run while developing; every scale when unset.
+const SCALES_VARIABLE: &str = "PALISADE_DATAPLANE_SCALES";
 const UPLINK: u32 = 1;
 
 struct Scale {
@@ -545,10 +549,9 @@ fn timed_update(
     took
 }
 
-fn main() {
-    require_root();
-    let ifindex = private_interface();
-    let scales = [
+/// Every scale, or those `PALISADE_DATAPLANE_SCALES` names.
+fn scales() -> Vec<Scale> {
+    let all = [
         Scale {
             endpoints: 10,
             label_sets: 10,
@@ -570,6 +573,28 @@ fn main() {
             policies: 10_000,
         },
     ];
+    let Ok(names) = std::env::var(SCALES_VARIABLE) else {
+        return all.into();
+    };
+    let chosen: Vec<Scale> = all
+        .into_iter()
+        .filter(|s| {
+            names
+                .split(',')
+                .any(|n| n.trim() == format!("{}/{}", s.endpoints, s.policies))
+        })
+        .collect();
+    assert!(
+        !chosen.is_empty(),
+        "{SCALES_VARIABLE}={names}: no such scale (10/10, 1000/1000, 10000/1000, 10000/10000)"
+    );
+    chosen
+}
+
+fn main() {
+    require_root();
+    let ifindex = private_interface();
+    let scales = scales();
     let baselines = baselines();
     let rows: Vec<Row> = scales
         .iter()

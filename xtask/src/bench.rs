@@ -91,7 +91,9 @@ const DATAPLANE_SECTION: &str = "\
          instead. The endpoint's counters and conntrack budget entries exist, as the agent \
          makes them when it attaches. `PALISADE_DATAPLANE_BASELINE=PATH[,PATH..]` measures \
          other builds' eBPF objects beside this one in the same rounds, on the same maps and \
-         packets (a table of its own, below the first). \
+         packets (a table of its own, below the first); `PALISADE_DATAPLANE_SCALES` (e.g. \
+         `10000/10000`, endpoints/policies) measures only the scales it names, to shorten a \
+         run while developing. \
          Compile and update times are wall-clock in the release build. An update is done as \
          the agent does it: the compiler it keeps finds the change among all resources and \
          applies it in place, the writer writes the entries that changed into the inactive \

@@ -16,8 +16,9 @@ use super::identity::{LocalId, LocalIds, LocalKey};
 use super::image::{GroupEntry, Image, PeerEntry, PeerGroup, TableId};
 use super::inputs::Inputs;
 use super::peer_classes::{self, PeerBit, RemoteSets};
-use super::peer_groups::{ChangedRules, PeerGroups, changed_rules};
+use super::peer_groups::{PeerGroups, changed_rules};
 use super::program::{Decided, Outcome, Program};
+use super::reach::ChangeReach;
 use super::remote::{RemoteClasses, RemoteId};
 use super::rules::{CompiledRule, RuleId};
 use super::signature::{Bits, Family, Signature};
@@ -203,12 +204,12 @@ struct ClassTables<'a> {
 impl ClassTables<'_> {
     /// The table of each of `classes` under `program`. `previous`: the classes' tables
     /// under an earlier program and the rules that alone tell the two apart; a class none
-    /// of those rules concerns keeps its table.
+    /// of those rules can change a decision for keeps its table.
     fn of(
         &mut self,
         program: &Program,
         classes: &[Bits],
-        previous: Option<(&Vec<TableId>, &ChangedRules)>,
+        previous: Option<(&Vec<TableId>, &ChangeReach)>,
     ) -> Vec<TableId> {
         let inputs = self.inputs;
         let holds =
@@ -219,10 +220,8 @@ impl ClassTables<'_> {
             .map(|(i, class)| {
                 let sig = self.remotes.signature(peer_classes::first(class));
                 let kept = match (previous, sig) {
-                    (Some((before, changed)), Some(sig))
-                        if !changed
-                            .all()
-                            .any(|id| inputs.rule(id).is_none() || holds(id, sig)) =>
+                    (Some((before, change)), Some(sig))
+                        if !change.concerns(|id| holds(id, sig)) =>
                     {
                         before.get(i).copied()
                     }
@@ -405,15 +404,16 @@ impl Build {
                 .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
         );
         let old = old.filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
-        // The classes' tables so far, kept for the classes no changed rule concerns.
-        let previous = old
-            .as_ref()
-            .zip(changed.as_ref())
-            .map(|(g, changed)| (&g.class_tables, changed));
         let same_program = &mut program_tables[usize::from(family == Family::V6)];
         let class_tables: Vec<TableId> = match same_program.get(&program) {
             Some(class_tables) => class_tables.to_vec(),
             None => {
+                // The classes' tables so far, kept for the classes no changed rule can
+                // change a decision for.
+                let reach = old.as_ref().zip(changed.as_ref()).map(|(g, changed)| {
+                    ChangeReach::of(&g.program, &program, changed, &inputs.rules)
+                });
+                let previous = old.as_ref().map(|g| &g.class_tables).zip(reach.as_ref());
                 let made = ClassTables {
                     inputs,
                     remotes,

@@ -11,6 +11,7 @@
 //! when their last endpoint address goes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -291,13 +292,18 @@ impl Eq for SameRules {}
 
 impl std::hash::Hash for SameRules {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.programs.hash(state);
+        state.write_u64(self.0.hash);
     }
 }
 
 /// An endpoint's programs, with the tests their rules make of its own address.
 pub(crate) struct Programs {
     programs: [Program; 2],
+    /// The programs' hash: they are long, and [`LocalKeys`] looks them up once per
+    /// endpoint address.
+    hash: u64,
+    /// At least the tests the rules make (after a policy change in place, also those its
+    /// old rules made: a test no rule reads only sets a signature bit nothing reads).
     label_tests: Vec<usize>,
     cidrs: Vec<usize>,
 }
@@ -326,7 +332,19 @@ impl Programs {
                 _ => return None,
             }
         }
-        Some(Programs::with_tests(inputs, programs))
+        // The rules that stay test what they tested: only the new rules' tests are looked
+        // for, not every rule's again.
+        let (mut label_tests, mut cidrs) = (self.label_tests.clone(), self.cidrs.clone());
+        for rule in new
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|&id| inputs.rule(id))
+        {
+            label_tests.extend(rule.local().label_tests());
+            cidrs.extend(rule.local().cidrs());
+        }
+        Some(Programs::new(programs, label_tests, cidrs))
     }
 
     fn with_tests(inputs: &Inputs, programs: [Program; 2]) -> Programs {
@@ -342,14 +360,83 @@ impl Programs {
             label_tests.extend(rule.local().label_tests());
             cidrs.extend(rule.local().cidrs());
         }
+        Programs::new(programs, label_tests, cidrs)
+    }
+
+    fn new(programs: [Program; 2], mut label_tests: Vec<usize>, mut cidrs: Vec<usize>) -> Programs {
         for tests in [&mut label_tests, &mut cidrs] {
             tests.sort_unstable();
             tests.dedup();
         }
         Programs {
+            hash: foldhash::fast::FixedState::default().hash_one(&programs),
             programs,
             label_tests,
             cidrs,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::parse::resource_from_value;
+    use crate::model::{Policy, Resource};
+
+    fn policy(destination: &str) -> Policy {
+        let value = json!({"apiVersion": "v1", "kind": "policy",
+            "metadata": {"name": "p"},
+            "spec": {"selector": "all()", "order": 1,
+                     "ingress": [{"action": "allow", "destination": {"selector": destination}},
+                                 {"action": "deny", "protocol": "tcp"}]}});
+        match resource_from_value(value).unwrap() {
+            Resource::Policy(p) => p,
+            _ => unreachable!("a policy"),
+        }
+    }
+
+    #[test]
+    fn programs_patched_in_place_test_their_new_rules_and_hash_as_made_afresh() {
+        let old = policy("role == 'db'");
+        let endpoint = resource_from_value(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+            "metadata": {"name": "e", "node": "n", "orchestrator": "o", "workload": "w",
+                         "labels": {"role": "web"}},
+            "spec": {"interfaceName": "cali0", "ipNetworks": ["10.0.0.1/32"]}}))
+        .unwrap();
+        let mut inputs = Inputs::gather([Resource::Policy(old.clone()), endpoint]).unwrap();
+        let (mut ids, _) = LocalIds::assign(&inputs, |_| true);
+        fn w(inputs: &Inputs) -> &Workload {
+            inputs.workloads.first().unwrap()
+        }
+        let before = ids.programs(&inputs, w(&inputs));
+
+        let new = policy("role == 'web'");
+        let (b, a) = inputs.replace_policy("p", Some(&old), Some(&new));
+        ids.policy_replaced(&inputs, b.as_ref(), a.as_ref());
+        let patched = ids.programs(&inputs, w(&inputs));
+        assert!(
+            !Rc::ptr_eq(&before, &patched),
+            "the cached programs were patched"
+        );
+        let afresh = Rc::new(Programs::of_endpoint(&inputs, w(&inputs)));
+        assert_eq!(patched.programs, afresh.programs);
+        // Equal programs are one cache entry, however they were made.
+        assert_eq!(patched.hash, afresh.hash);
+        assert!(SameRules(Rc::clone(&patched)) == SameRules(afresh.clone()));
+        // The new rule's test of the endpoint's own labels is among those its signature
+        // reads (the old rule's may stay: nothing reads it).
+        for test in &afresh.label_tests {
+            assert!(patched.label_tests.contains(test), "test {test} missing");
+        }
+        let addr = "10.0.0.1".parse().unwrap();
+        let mut keys = LocalKeys::default();
+        let (patched_key, afresh_key) = (
+            keys.key(&inputs, w(&inputs), &patched, addr),
+            LocalKeys::default().key(&inputs, w(&inputs), &afresh, addr),
+        );
+        assert_eq!(patched_key, afresh_key);
     }
 }

@@ -35,6 +35,7 @@ mod lookup;
 mod peer_classes;
 mod peer_groups;
 mod program;
+mod reach;
 mod remote;
 mod rules;
 mod signature;

@@ -49,11 +49,6 @@ impl ChangedRules {
         }
     }
 
-    /// Removed and added.
-    pub fn all(&self) -> impl Iterator<Item = RuleId> + '_ {
-        self.removed.iter().chain(&self.added).copied()
-    }
-
     fn contains(&self, id: RuleId) -> bool {
         self.removed.contains(&id) || self.added.contains(&id)
     }

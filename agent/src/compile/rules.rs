@@ -135,7 +135,7 @@ impl AddrMatch {
 }
 
 /// The criteria of a rule that are not about addresses.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct L4Match {
     pub protocol: Option<u8>,
     pub not_protocol: Option<u8>,
