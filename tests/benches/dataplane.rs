@@ -6,7 +6,7 @@
 //!   and a new flow the policy allows over the closing entry of its own 4-tuple (what
 //!   TCP_CRR with port reuse does: every repeat asks policy, reopens the entry and reports
 //!   the flow), the median of interleaved rounds; with `PALISADE_DATAPLANE_BASELINE`, other builds'
-//!   objects on the same maps and packets in the same rounds;
+//!   objects (of the same map ABI version) on the same maps and packets in the same rounds;
 //! - the full compile, the entries and kernel memory of the maps;
 //! - one policy changed and one endpoint added, as the agent does it: the compiler it keeps
 //!   finds the change among all resources, compiles it in place, and the writer writes

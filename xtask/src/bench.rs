@@ -91,7 +91,8 @@ const DATAPLANE_SECTION: &str = "\
          instead. The endpoint's counters and conntrack budget entries exist, as the agent \
          makes them when it attaches. `PALISADE_DATAPLANE_BASELINE=PATH[,PATH..]` measures \
          other builds' eBPF objects beside this one in the same rounds, on the same maps and \
-         packets (a table of its own, below the first); `PALISADE_DATAPLANE_SCALES` (e.g. \
+         packets (a table of its own, below the first; so only builds of the same map ABI \
+         version: an older ABI's object fails to load on these maps); `PALISADE_DATAPLANE_SCALES` (e.g. \
          `10000/10000`, endpoints/policies) measures only the scales it names, to shorten a \
          run while developing. \
          Compile and update times are wall-clock in the release build. An update is done as \
