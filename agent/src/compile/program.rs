@@ -311,9 +311,7 @@ fn run_list(
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
-    use crate::compile::rules::{Universe, compile_rule};
-    use crate::model::Rule;
-    use crate::policy::{Direction, RuleOwner};
+    use crate::compile::rules::compile_test_rules;
 
     const ALLOW_ALL: RuleId = 0;
     const DENY_TCP: RuleId = 1;
@@ -324,8 +322,7 @@ mod tests {
     const LOG_ALL: RuleId = 6;
 
     fn rules() -> Vec<CompiledRule> {
-        let mut universe = Universe::default();
-        [
+        compile_test_rules(&[
             r#"{"action": "allow"}"#,
             r#"{"action": "deny", "protocol": "tcp"}"#,
             r#"{"action": "allow", "protocol": "udp"}"#,
@@ -333,15 +330,7 @@ mod tests {
             r#"{"action": "deny"}"#,
             r#"{"action": "pass"}"#,
             r#"{"action": "log"}"#,
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, json)| {
-            let rule: Rule = serde_json::from_str(json).unwrap();
-            let owner = RuleOwner::Policy("p".into());
-            compile_rule(&mut universe, &rule, owner, Direction::Ingress, i).unwrap()
-        })
-        .collect()
+        ])
     }
 
     fn program(policies: Option<&[RuleId]>, profiles: &[Option<&[RuleId]>]) -> Program {

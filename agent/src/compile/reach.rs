@@ -109,9 +109,7 @@ fn covers(earlier: &CompiledRule, rule: &CompiledRule) -> bool {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
-    use crate::compile::rules::{Universe, compile_rule};
-    use crate::model::Rule;
-    use crate::policy::{Direction, RuleOwner};
+    use crate::compile::rules::compile_test_rules;
 
     const ALLOW_UDP_53: RuleId = 0;
     const DENY_UDP_53: RuleId = 1;
@@ -122,8 +120,7 @@ mod tests {
     const PASS_UDP_53: RuleId = 6;
 
     fn rules() -> Vec<CompiledRule> {
-        let mut universe = Universe::default();
-        [
+        compile_test_rules(&[
             r#"{"action": "allow", "protocol": "udp", "destination": {"ports": [53]}}"#,
             r#"{"action": "deny", "protocol": "udp", "destination": {"ports": [53]}}"#,
             r#"{"action": "log"}"#,
@@ -131,15 +128,7 @@ mod tests {
             r#"{"action": "allow", "protocol": "tcp"}"#,
             r#"{"action": "allow", "ipVersion": 6, "protocol": "udp", "destination": {"ports": [53]}}"#,
             r#"{"action": "pass", "protocol": "udp", "destination": {"ports": [53]}}"#,
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, json)| {
-            let rule: Rule = serde_json::from_str(json).unwrap();
-            let owner = RuleOwner::Policy("p".into());
-            compile_rule(&mut universe, &rule, owner, Direction::Ingress, i).unwrap()
-        })
-        .collect()
+        ])
     }
 
     fn program(policies: &[RuleId], profile: &[RuleId]) -> Program {

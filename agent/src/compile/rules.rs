@@ -343,6 +343,23 @@ fn compile_entity(universe: &mut Universe, entity: &EntityRule) -> Result<AddrMa
     Ok(m)
 }
 
+/// Ingress rules of one policy `p`, from their JSON, each in its own `universe` slot: the
+/// rule lists the compiler's unit tests reason about.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+pub(crate) fn compile_test_rules<S: AsRef<str>>(jsons: &[S]) -> Vec<CompiledRule> {
+    let mut universe = Universe::default();
+    jsons
+        .iter()
+        .enumerate()
+        .map(|(i, json)| {
+            let rule: Rule = serde_json::from_str(json.as_ref()).unwrap();
+            let owner = RuleOwner::Policy("p".into());
+            compile_rule(&mut universe, &rule, owner, Direction::Ingress, i).unwrap()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {

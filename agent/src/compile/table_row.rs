@@ -270,10 +270,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::compile::rules::{Universe, compile_rule};
+    use crate::compile::rules::compile_test_rules;
     use crate::compile::table::range_starts;
-    use crate::model::Rule;
-    use crate::policy::{Direction, PROTO_TCP, PROTO_UDP, RuleOwner};
+    use crate::policy::{PROTO_TCP, PROTO_UDP};
 
     /// A rule as JSON: an action, maybe a protocol, maybe source and destination ports
     /// (a few small ranges, so that rules overlap), each maybe negated.
@@ -332,16 +331,7 @@ mod tests {
     proptest! {
         #[test]
         fn a_row_is_what_the_program_decides_per_cell((rules, policies, profiles) in program()) {
-            let mut universe = Universe::default();
-            let rules: Vec<CompiledRule> = rules
-                .iter()
-                .enumerate()
-                .map(|(i, json)| {
-                    let rule: Rule = serde_json::from_str(json).unwrap();
-                    let owner = RuleOwner::Policy("p".into());
-                    compile_rule(&mut universe, &rule, owner, Direction::Ingress, i).unwrap()
-                })
-                .collect();
+            let rules = compile_test_rules(&rules);
             let ids = |list: &Vec<usize>| list.iter().map(|&i| i as RuleId).collect::<Vec<_>>();
             let program = Program {
                 policies: policies.as_ref().map(ids),
