@@ -170,33 +170,10 @@ fn main() {
 /// The dataplane bench's churn: policies picked at random (the same fixed sequence) get a
 /// random ingress rule's action flipped, one change at a time; the slow ones are named.
 fn churn(compiler: &mut Compiler, current: &mut BTreeMap<ResourceKey, Arc<Resource>>) {
-    let policies: Vec<ResourceKey> = current
-        .keys()
-        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
-        .cloned()
-        .collect();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n.max(1) as u64) as usize
-    };
+    let mut picks = generated::Churn::over(current);
     let mut times: Vec<Duration> = Vec::new();
     for _ in 0..CHURN {
-        let policy = &policies[next(policies.len())];
-        let mut flipped = None;
-        if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
-            && !p.spec.ingress.is_empty()
-        {
-            let at = next(p.spec.ingress.len());
-            let rule = &mut p.spec.ingress[at];
-            rule.action = match rule.action {
-                Action::Allow => Action::Deny,
-                _ => Action::Allow,
-            };
-            flipped = Some(at);
-        }
+        let (policy, flipped) = picks.flip_next(current);
         let cpu_started = thread_cpu();
         let changes = compiler.update(current).unwrap();
         let cpu = thread_cpu() - cpu_started;

@@ -434,31 +434,10 @@ fn measure(scale: &Scale, ifindex: u32, baselines: &[Baseline]) -> Row {
     }
     // Steady churn: policies picked at random (a fixed sequence) get a random ingress rule's
     // action flipped, one change at a time.
-    let all_policies: Vec<ResourceKey> = current
-        .keys()
-        .filter(|k| matches!(k, ResourceKey::Policy { .. }))
-        .cloned()
-        .collect();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n.max(1) as u64) as usize
-    };
+    let mut picks = generated::Churn::over(&current);
     let (mut churn, mut churn_full) = (Samples(Vec::new()), 0);
     for _ in 0..CHURN {
-        let policy = &all_policies[next(all_policies.len())];
-        if let Some(Resource::Policy(p)) = current.get_mut(policy).map(Arc::make_mut)
-            && !p.spec.ingress.is_empty()
-        {
-            let at = next(p.spec.ingress.len());
-            let rule = &mut p.spec.ingress[at];
-            rule.action = match rule.action {
-                Action::Allow => Action::Deny,
-                _ => Action::Allow,
-            };
-        }
+        let (policy, _) = picks.flip_next(&mut current);
         std::thread::sleep(Duration::from_millis(5));
         let started = Instant::now();
         let changes = compiler.update(&current).unwrap();

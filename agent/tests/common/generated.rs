@@ -120,3 +120,59 @@ pub fn generated_cluster(
     }
     resources
 }
+
+/// The dataplane bench's steady churn, also replayed by the `policy_change` example: a
+/// fixed pseudo-random sequence of policies, each getting a random ingress rule's action
+/// flipped (allow <-> deny), so that every run makes the same changes.
+pub struct Churn {
+    policies: Vec<palisade::model::ResourceKey>,
+    seed: u64,
+}
+
+impl Churn {
+    pub fn over<V>(current: &std::collections::BTreeMap<palisade::model::ResourceKey, V>) -> Churn {
+        let policies = current
+            .keys()
+            .filter(|k| matches!(k, palisade::model::ResourceKey::Policy { .. }))
+            .cloned()
+            .collect();
+        Churn {
+            policies,
+            seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// A xorshift step, reduced to `0..n`.
+    fn next(&mut self, n: usize) -> usize {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed % n.max(1) as u64) as usize
+    }
+
+    /// Makes the next change in `current`: the policy picked, and the index of the ingress
+    /// rule flipped (`None` for a policy without ingress rules, left as it is).
+    pub fn flip_next(
+        &mut self,
+        current: &mut std::collections::BTreeMap<
+            palisade::model::ResourceKey,
+            std::sync::Arc<Resource>,
+        >,
+    ) -> (palisade::model::ResourceKey, Option<usize>) {
+        let at = self.next(self.policies.len());
+        let policy = self.policies[at].clone();
+        let mut flipped = None;
+        if let Some(Resource::Policy(p)) = current.get_mut(&policy).map(std::sync::Arc::make_mut)
+            && !p.spec.ingress.is_empty()
+        {
+            let at = self.next(p.spec.ingress.len());
+            let rule = &mut p.spec.ingress[at];
+            rule.action = match rule.action {
+                palisade::model::Action::Allow => palisade::model::Action::Deny,
+                _ => palisade::model::Action::Allow,
+            };
+            flipped = Some(at);
+        }
+        (policy, flipped)
+    }
+}
