@@ -1139,6 +1139,9 @@ struct UpdateTimes {
     times: BTreeMap<Variant, (Vec<f64>, &'static str)>,
     /// What palisade's agent says each change took (its log).
     agent: Vec<PublishTimes>,
+    /// The store's own commit of each change (the embedded store appends a record and
+    /// syncs it) before the agent can see it, in ms.
+    commit_ms: Vec<f64>,
     /// How many of palisade's changes the agent compiled in full rather than in place.
     full_compiles: usize,
     /// The Felix and nft renderings' own time (not counted above: Felix computes its
@@ -1162,6 +1165,7 @@ fn update_times(
     let mut current = store.resources();
     let mut times: BTreeMap<Variant, (Vec<f64>, &'static str)> = BTreeMap::new();
     let mut render_ms = vec![];
+    let mut commit_ms = vec![];
     let mut revisions = Vec::new();
     for change in 0..changes {
         let name = &selecting[change % selecting.len()];
@@ -1184,6 +1188,7 @@ fn update_times(
         let outcome = runtime
             .block_on(backing.commit(vec![Op::Apply(current[index].clone())]))
             .unwrap();
+        commit_ms.push(ms(started.elapsed()));
         while config.generation() == before {
             assert!(
                 started.elapsed() < PATIENCE,
@@ -1270,6 +1275,7 @@ fn update_times(
     UpdateTimes {
         times,
         agent,
+        commit_ms,
         full_compiles,
         render_ms,
     }
@@ -1487,8 +1493,9 @@ impl Report<'_> {
             };
             let mut render = update.render_ms.clone();
             println!(
-                "| {policies} | (b) palisade | the agent's log: its compile / its write, up to the flip / its reconcile's start to the flip / to its log line (after naming the new outcomes and rules); {} of {changes} compiled in full | {:.1} / {:.1} / {:.1} / {:.1} |",
+                "| {policies} | (b) palisade | the store's commit (appended and synced), then the agent's log: its compile / its write, up to the flip / its reconcile's start to the flip / to its log line (after naming the new outcomes and rules); {} of {changes} compiled in full | {:.1}, then {:.1} / {:.1} / {:.1} / {:.1} |",
                 update.full_compiles,
+                median(&mut update.commit_ms.clone()),
                 step(|t| t.compile),
                 step(|t| t.write),
                 step(|t| t.flip),
