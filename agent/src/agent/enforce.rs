@@ -237,7 +237,7 @@ impl Enforcer {
         let ifindex_of = self.bound_interfaces();
 
         let compiling = Instant::now();
-        match self.compiler.update(&self.view.resources) {
+        match self.compiler.update(self.view.resources()) {
             Ok(changes) => {
                 let compiled = compiling.elapsed();
                 let full = matches!(changes, Changes::All);
@@ -641,7 +641,7 @@ impl Enforcer {
                 self.published = None;
                 self.compiler.forget();
                 let compiling = Instant::now();
-                match self.compiler.update(&self.view.resources) {
+                match self.compiler.update(self.view.resources()) {
                     Ok(changes) => {
                         let compiled = compiling.elapsed();
                         self.observe(|t| t.compiled(true, compiled));

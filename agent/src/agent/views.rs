@@ -49,10 +49,10 @@ impl Views {
                 // resources apart by pointer.
                 view.revision = self.front.revision;
                 for key in lacks {
-                    match self.front.resources.get(&key) {
-                        Some(r) => view.resources.insert(key, Arc::clone(r)),
-                        None => view.resources.remove(&key),
-                    };
+                    match self.front.resources().get(&key) {
+                        Some(r) => view.insert(key, Arc::clone(r)),
+                        None => view.remove(&key),
+                    }
                 }
                 view
             }
@@ -127,7 +127,7 @@ mod tests {
         for (i, burst) in bursts.iter().enumerate() {
             let before: Vec<(ResourceKey, *const Resource)> = views
                 .current()
-                .resources
+                .resources()
                 .iter()
                 .map(|(k, r)| (k.clone(), Arc::as_ptr(r)))
                 .collect();
@@ -141,7 +141,11 @@ mod tests {
             // Resources the burst did not touch are the same allocations as before.
             for (key, r) in before {
                 if burst.iter().all(|c| key_of(c) != key) {
-                    assert_eq!(sent.resources.get(&key).map(Arc::as_ptr), Some(r), "{key}");
+                    assert_eq!(
+                        sent.resources().get(&key).map(Arc::as_ptr),
+                        Some(r),
+                        "{key}"
+                    );
                 }
             }
         }

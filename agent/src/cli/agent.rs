@@ -621,7 +621,7 @@ fn warn_missing_profiles(view: &ResourceView, node: &str) {
         let key = crate::model::ResourceKey::Profile {
             name: profile.to_string(),
         };
-        if !view.resources.contains_key(&key) {
+        if !view.resources().contains_key(&key) {
             let endpoints = crate::model::endpoints_listing(local.iter().copied(), profile);
             log::warn(
                 "local endpoints list a profile that does not exist: it denies all their traffic",
