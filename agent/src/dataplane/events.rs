@@ -72,7 +72,7 @@ impl RecentOutcomes {
         cache.update(outcomes, appended);
         let names = Arc::new(cache.generation(generation, base));
         if let (Some(dir), Some(files)) = (&self.run_dir, &self.files) {
-            files.outcomes(dir.clone(), generation, base, cache.lines());
+            files.outcomes(dir.clone(), generation, base, cache.epoch(), cache.lines());
         }
         self.keep(names);
     }

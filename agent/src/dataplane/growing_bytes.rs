@@ -65,6 +65,20 @@ impl BytesSnapshot {
         self.chunks.iter().try_for_each(|c| out.write_all(c))
     }
 
+    /// Writes the bytes from `offset` on (none if it is past the end).
+    pub fn write_from(&self, offset: usize, out: &mut impl Write) -> std::io::Result<()> {
+        let mut skip = offset;
+        for chunk in &self.chunks {
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            out.write_all(&chunk[skip..])?;
+            skip = 0;
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum()
     }
@@ -117,6 +131,22 @@ mod tests {
             let mut written = Vec::new();
             snapshot.write_to(&mut written).unwrap();
             assert_eq!(written, expected);
+            // Any tail, from any offset (chunk boundaries included), and past the end.
+            for offset in [
+                0,
+                i as usize % 97,
+                expected.len() / 2,
+                expected.len(),
+                expected.len() + 3,
+            ] {
+                let mut tail = Vec::new();
+                snapshot.write_from(offset, &mut tail).unwrap();
+                assert_eq!(
+                    tail,
+                    expected.get(offset..).unwrap_or_default(),
+                    "from {offset}"
+                );
+            }
         }
         // Snapshots taken earlier still hold what they held.
         for (snapshot, held) in earlier {

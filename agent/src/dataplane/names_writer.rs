@@ -24,11 +24,13 @@ enum Job {
         path: PathBuf,
         elements: BytesSnapshot,
     },
-    /// One generation's outcome names file.
+    /// One generation's outcome names.
     Outcomes {
         run_dir: PathBuf,
         generation: u32,
         base: u32,
+        /// The [`outcome_names::NamesCache::epoch`] of `lines`.
+        epoch: u64,
         lines: BytesSnapshot,
     },
     Stop,
@@ -45,11 +47,19 @@ impl NamesHandle {
         self.send(Job::Rules { path, elements });
     }
 
-    pub fn outcomes(&self, run_dir: PathBuf, generation: u32, base: u32, lines: BytesSnapshot) {
+    pub fn outcomes(
+        &self,
+        run_dir: PathBuf,
+        generation: u32,
+        base: u32,
+        epoch: u64,
+        lines: BytesSnapshot,
+    ) {
         self.send(Job::Outcomes {
             run_dir,
             generation,
             base,
+            epoch,
             lines,
         });
     }
@@ -98,6 +108,7 @@ impl Drop for NamesWriter {
 }
 
 fn write_all(queue: Receiver<Job>) {
+    let mut outcome_files = outcome_names::NamesFiles::default();
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         jobs.extend(queue.try_iter());
@@ -119,9 +130,10 @@ fn write_all(queue: Receiver<Job>) {
                     run_dir,
                     generation,
                     base,
+                    epoch,
                     lines,
                 } => {
-                    if let Err(e) = outcome_names::write(&run_dir, generation, base, &lines) {
+                    if let Err(e) = outcome_files.write(&run_dir, generation, base, epoch, &lines) {
                         log::warn(
                             "cannot write the outcome names; an agent started later names \
                              this generation's events `-`",
@@ -160,6 +172,7 @@ mod tests {
                 dir.path().to_owned(),
                 generation,
                 10,
+                u64::from(generation),
                 line.into_bytes().into(),
             );
         }
