@@ -338,14 +338,14 @@ impl Build {
         let family = key.info.family;
         for (direction, program) in [Direction::Ingress, Direction::Egress]
             .into_iter()
-            .zip(key.programs)
+            .zip(key.programs.get())
         {
             // A policy change usually concerns one direction: the other keeps its groups,
             // tables and entries as they are.
             let unchanged = self
                 .peer_groups
                 .get(&(local, direction))
-                .is_some_and(|g| g.family == family && g.program == program);
+                .is_some_and(|g| g.family == family && g.program == *program);
             if !unchanged {
                 self.set_program(local, direction, family, program);
             }
@@ -361,7 +361,7 @@ impl Build {
         local: LocalId,
         direction: Direction,
         family: Family,
-        program: Program,
+        program: &Program,
     ) {
         let Build {
             inputs,
@@ -382,7 +382,7 @@ impl Build {
         // one: the peer bits read are then the old ones, give or take theirs.
         let changed = old
             .as_ref()
-            .and_then(|g| changed_rules(&g.program, &program));
+            .and_then(|g| changed_rules(&g.program, program));
         let bit_counts = match (&old, &changed) {
             (Some(g), Some(changed)) => {
                 let mut counts = g.bit_counts.clone();
@@ -405,13 +405,13 @@ impl Build {
         );
         let old = old.filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
         let same_program = &mut program_tables[usize::from(family == Family::V6)];
-        let class_tables: Vec<TableId> = match same_program.get(&program) {
+        let class_tables: Vec<TableId> = match same_program.get(program) {
             Some(class_tables) => class_tables.to_vec(),
             None => {
                 // The classes' tables so far, kept for the classes no changed rule can
                 // change a decision for.
                 let reach = old.as_ref().zip(changed.as_ref()).map(|(g, changed)| {
-                    ChangeReach::of(&g.program, &program, changed, &inputs.rules)
+                    ChangeReach::of(&g.program, program, changed, &inputs.rules)
                 });
                 let previous = old.as_ref().map(|g| &g.class_tables).zip(reach.as_ref());
                 let made = ClassTables {
@@ -422,7 +422,7 @@ impl Build {
                     touched: changes.as_mut().map(|c| &mut c.tables),
                     family,
                 }
-                .of(&program, &classes, previous);
+                .of(program, &classes, previous);
                 same_program.insert(program.clone(), Rc::new(made.clone()));
                 made
             }
@@ -430,7 +430,7 @@ impl Build {
         let groups = match old {
             Some(mut groups) => {
                 groups.bit_counts = bit_counts;
-                for i in groups.refine(program, class_tables) {
+                for i in groups.refine(program.clone(), class_tables) {
                     let group = groups.class_groups[i];
                     for remote in peer_classes::members(&classes[i]) {
                         self.set_peer((local, direction, remote), group);
@@ -444,7 +444,7 @@ impl Build {
             }
             None => {
                 let mut groups =
-                    PeerGroups::fresh(program, family, Rc::clone(&classes), class_tables);
+                    PeerGroups::fresh(program.clone(), family, Rc::clone(&classes), class_tables);
                 groups.bit_counts = bit_counts;
                 let peers = classes
                     .iter()
