@@ -190,7 +190,7 @@ impl Program {
     ) -> Program {
         // The rules kept, and whether every packet gets its verdict in them.
         let mut cut = |ids: &[RuleId]| -> (Vec<RuleId>, bool) {
-            let mut kept = Vec::new();
+            let mut kept = Vec::with_capacity(ids.len());
             let mut passes = false;
             for &id in ids.iter().filter(|&&id| keep(id)) {
                 kept.push(id);
