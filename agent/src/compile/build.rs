@@ -212,8 +212,7 @@ impl ClassTables<'_> {
         previous: Option<(&Vec<TableId>, &ChangeReach)>,
     ) -> Vec<TableId> {
         let inputs = self.inputs;
-        let holds =
-            |id: RuleId, sig: &Signature| inputs.rule(id).is_some_and(|r| r.peer().holds(sig));
+        let holds = |id: RuleId, sig: &Signature| inputs.peer_holds(id, sig);
         classes
             .iter()
             .enumerate()
