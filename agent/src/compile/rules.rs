@@ -44,6 +44,8 @@ pub(crate) struct Universe {
     pub cidrs: Vec<IpNet>,
     label_index: BTreeMap<String, usize>,
     cidr_index: BTreeMap<IpNet, usize>,
+    /// The criteria rules have besides addresses, numbered: see [`CompiledRule::criteria`].
+    criteria_index: super::Map<(Option<u8>, L4Match), u32>,
 }
 
 impl Universe {
@@ -53,6 +55,14 @@ impl Universe {
             self.label_tests.push(test());
             next
         })
+    }
+
+    fn criteria(&mut self, ip_version: Option<u8>, l4: &L4Match) -> u32 {
+        let next = u32::try_from(self.criteria_index.len()).unwrap_or(u32::MAX);
+        *self
+            .criteria_index
+            .entry((ip_version, l4.clone()))
+            .or_insert(next)
     }
 
     fn cidr(&mut self, net: IpNet) -> usize {
@@ -175,7 +185,7 @@ impl PeerTest {
 }
 
 /// The criteria of a rule that are not about addresses.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct L4Match {
     pub protocol: Option<u8>,
     pub not_protocol: Option<u8>,
@@ -277,6 +287,10 @@ pub(crate) struct CompiledRule {
     /// `ipVersion`, or the family `protocol: icmp`/`icmpv6` implies.
     pub ip_version: Option<u8>,
     pub l4: L4Match,
+    /// Rules of one universe with the same `ip_version` and `l4` have the same number: a
+    /// rule that ends its list leaves a later one with its criteria out of reach wherever
+    /// both hold, and policies often repeat a rule.
+    pub criteria: u32,
     pub source: AddrMatch,
     pub destination: AddrMatch,
 }
@@ -331,6 +345,17 @@ pub(crate) fn compile_rule(
     };
     let source = compile_entity(universe, &rule.source)?;
     let destination = compile_entity(universe, &rule.destination)?;
+    let ip_version = rule.ip_version.or(implied_version);
+    let l4 = L4Match {
+        protocol,
+        not_protocol,
+        icmp: rule.icmp,
+        not_icmp: rule.not_icmp,
+        src_ports: rule.source.ports.clone(),
+        src_not_ports: rule.source.not_ports.clone(),
+        dst_ports: rule.destination.ports.clone(),
+        dst_not_ports: rule.destination.not_ports.clone(),
+    };
     Ok(CompiledRule {
         rule_ref: RuleRef {
             owner,
@@ -338,17 +363,9 @@ pub(crate) fn compile_rule(
             index,
             action: rule.action,
         },
-        ip_version: rule.ip_version.or(implied_version),
-        l4: L4Match {
-            protocol,
-            not_protocol,
-            icmp: rule.icmp,
-            not_icmp: rule.not_icmp,
-            src_ports: rule.source.ports.clone(),
-            src_not_ports: rule.source.not_ports.clone(),
-            dst_ports: rule.destination.ports.clone(),
-            dst_not_ports: rule.destination.not_ports.clone(),
-        },
+        ip_version,
+        criteria: universe.criteria(ip_version, &l4),
+        l4,
         source,
         destination,
     })
@@ -487,7 +504,10 @@ mod tests {
             }
             for (rule, kind) in rules.iter().zip(&kinds) {
                 let want = rule.peer().holds(&sig);
-                assert!(kind.holds(&sig).is_none_or(|h| h == want), "{kind:?} {bits:b}");
+                assert!(
+                    kind.holds(&sig).is_none_or(|h| h == want),
+                    "{kind:?} {bits:b}"
+                );
             }
         }
     }
