@@ -33,11 +33,11 @@ pub(crate) struct Build {
     /// Programs of different local IDs often read the same peer bits.
     classes_of: Map<(Family, Vec<PeerBit>), Rc<Vec<Bits>>>,
     tables: TableCache,
-    /// The class tables of each program set since the last [`Build::end_update`], by
-    /// family: local IDs with other labels often run the same program, and its classes'
-    /// tables are the same for all of them. Programs are long and seldom come back in a
-    /// later update, so this is emptied after each one.
-    program_tables: [Map<Program, Rc<Vec<TableId>>>; 2],
+    /// What each program set since the last [`Build::end_update`] gave its peers, by
+    /// family: local IDs with other labels often run the same program, and its classes and
+    /// their tables are the same for all of them. Programs are long and seldom come back
+    /// in a later update, so this is emptied after each one.
+    program_tables: [Map<Program, Rc<ProgramTables>>; 2],
     pub locals: LocalIds,
     /// Per (local ID, direction): how its peers are grouped, to change in place.
     peer_groups: Map<(LocalId, Direction), PeerGroups>,
@@ -55,6 +55,15 @@ pub(crate) struct Sizes {
     pub rules: usize,
     pub tables: usize,
     pub outcomes: usize,
+}
+
+/// A program's peers as [`Build::set_program`] made them, for the other local IDs that run
+/// the program in the same update.
+struct ProgramTables {
+    program: Rc<Program>,
+    bit_counts: Rc<BTreeMap<PeerBit, u32>>,
+    classes: Rc<Vec<Bits>>,
+    class_tables: Vec<TableId>,
 }
 
 /// Tables and outcomes already made: the same narrowed program gives the same table.
@@ -212,8 +221,7 @@ impl ClassTables<'_> {
         previous: Option<(&Vec<TableId>, &ChangeReach)>,
     ) -> Vec<TableId> {
         let inputs = self.inputs;
-        let holds =
-            |id: RuleId, sig: &Signature| inputs.rule(id).is_some_and(|r| r.peer().holds(sig));
+        let holds = |id: RuleId, sig: &Signature| inputs.peer_holds(id, sig);
         classes
             .iter()
             .enumerate()
@@ -338,14 +346,14 @@ impl Build {
         let family = key.info.family;
         for (direction, program) in [Direction::Ingress, Direction::Egress]
             .into_iter()
-            .zip(key.programs)
+            .zip(key.programs.get())
         {
             // A policy change usually concerns one direction: the other keeps its groups,
             // tables and entries as they are.
             let unchanged = self
                 .peer_groups
                 .get(&(local, direction))
-                .is_some_and(|g| g.family == family && g.program == program);
+                .is_some_and(|g| g.family == family && *g.program == *program);
             if !unchanged {
                 self.set_program(local, direction, family, program);
             }
@@ -361,7 +369,7 @@ impl Build {
         local: LocalId,
         direction: Direction,
         family: Family,
-        program: Program,
+        program: &Program,
     ) {
         let Build {
             inputs,
@@ -378,43 +386,45 @@ impl Build {
         let old = peer_groups
             .remove(&(local, direction))
             .filter(|g| g.family == family);
-        // The rules changed since, where only those rules tell the old program from the new
-        // one: the peer bits read are then the old ones, give or take theirs.
-        let changed = old
-            .as_ref()
-            .and_then(|g| changed_rules(&g.program, &program));
-        let bit_counts = match (&old, &changed) {
-            (Some(g), Some(changed)) => {
-                let mut counts = g.bit_counts.clone();
-                count_bits(&mut counts, changed.removed.iter(), inputs, false);
-                count_bits(&mut counts, changed.added.iter(), inputs, true);
-                counts
-            }
-            _ => {
-                let mut counts = BTreeMap::default();
-                let ids: Vec<RuleId> = program.rule_ids().collect();
-                count_bits(&mut counts, ids.iter(), inputs, true);
-                counts
-            }
-        };
-        let bits: Vec<PeerBit> = bit_counts.keys().copied().collect();
-        let classes = Rc::clone(
-            classes_of
-                .entry((family, bits))
-                .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
-        );
-        let old = old.filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
         let same_program = &mut program_tables[usize::from(family == Family::V6)];
-        let class_tables: Vec<TableId> = match same_program.get(&program) {
-            Some(class_tables) => class_tables.to_vec(),
+        let made = match same_program.get(program) {
+            Some(made) => Rc::clone(made),
             None => {
+                // The rules changed since, where only those rules tell the old program from
+                // the new one: the peer bits read are then the old ones, give or take theirs.
+                let changed = old
+                    .as_ref()
+                    .and_then(|g| changed_rules(&g.program, program));
+                let bit_counts = match (&old, &changed) {
+                    (Some(g), Some(changed)) => {
+                        let mut counts = BTreeMap::clone(&g.bit_counts);
+                        count_bits(&mut counts, changed.removed.iter(), inputs, false);
+                        count_bits(&mut counts, changed.added.iter(), inputs, true);
+                        counts
+                    }
+                    _ => {
+                        let mut counts = BTreeMap::default();
+                        let ids: Vec<RuleId> = program.rule_ids().collect();
+                        count_bits(&mut counts, ids.iter(), inputs, true);
+                        counts
+                    }
+                };
+                let bits: Vec<PeerBit> = bit_counts.keys().copied().collect();
+                let classes = Rc::clone(
+                    classes_of
+                        .entry((family, bits))
+                        .or_insert_with_key(|(family, bits)| Rc::new(sets.classes(*family, bits))),
+                );
                 // The classes' tables so far, kept for the classes no changed rule can
                 // change a decision for.
-                let reach = old.as_ref().zip(changed.as_ref()).map(|(g, changed)| {
-                    ChangeReach::of(&g.program, &program, changed, &inputs.rules)
+                let old = old
+                    .as_ref()
+                    .filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
+                let reach = old.zip(changed.as_ref()).map(|(g, changed)| {
+                    ChangeReach::of(&g.program, program, changed, &inputs.rules)
                 });
-                let previous = old.as_ref().map(|g| &g.class_tables).zip(reach.as_ref());
-                let made = ClassTables {
+                let previous = old.map(|g| &g.class_tables).zip(reach.as_ref());
+                let class_tables = ClassTables {
                     inputs,
                     remotes,
                     tables,
@@ -422,15 +432,23 @@ impl Build {
                     touched: changes.as_mut().map(|c| &mut c.tables),
                     family,
                 }
-                .of(&program, &classes, previous);
-                same_program.insert(program.clone(), Rc::new(made.clone()));
+                .of(program, &classes, previous);
+                let made = Rc::new(ProgramTables {
+                    program: Rc::new(program.clone()),
+                    bit_counts: Rc::new(bit_counts),
+                    classes,
+                    class_tables,
+                });
+                same_program.insert(program.clone(), Rc::clone(&made));
                 made
             }
         };
+        let classes = Rc::clone(&made.classes);
+        let old = old.filter(|g| Rc::ptr_eq(&g.classes, &classes) || g.classes == classes);
         let groups = match old {
             Some(mut groups) => {
-                groups.bit_counts = bit_counts;
-                for i in groups.refine(program, class_tables) {
+                groups.bit_counts = Rc::clone(&made.bit_counts);
+                for i in groups.refine(Rc::clone(&made.program), made.class_tables.clone()) {
                     let group = groups.class_groups[i];
                     for remote in peer_classes::members(&classes[i]) {
                         self.set_peer((local, direction, remote), group);
@@ -443,9 +461,13 @@ impl Build {
                 groups
             }
             None => {
-                let mut groups =
-                    PeerGroups::fresh(program, family, Rc::clone(&classes), class_tables);
-                groups.bit_counts = bit_counts;
+                let mut groups = PeerGroups::fresh(
+                    Rc::clone(&made.program),
+                    family,
+                    Rc::clone(&classes),
+                    made.class_tables.clone(),
+                );
+                groups.bit_counts = Rc::clone(&made.bit_counts);
                 let peers = classes
                     .iter()
                     .zip(&groups.class_groups)

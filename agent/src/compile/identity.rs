@@ -11,7 +11,6 @@
 //! when their last endpoint address goes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -20,7 +19,8 @@ use crate::model::ResourceKey;
 use super::Map;
 use super::inputs::{Inputs, PolicyRules, Workload};
 use super::program::Program;
-use super::rules::RuleId;
+use super::rules::{CompiledRule, RuleId};
+use super::shared_programs::SharedPrograms;
 use super::signature::{Family, Signature};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,7 +38,7 @@ pub struct LocalInfo {
 pub(crate) struct LocalKey {
     pub info: LocalInfo,
     /// Ingress, egress: with family and local-address tests decided.
-    pub programs: [Program; 2],
+    pub programs: SharedPrograms,
 }
 
 /// The local IDs in use, kept between compilations: an ID is handed out when the first
@@ -122,7 +122,7 @@ impl LocalIds {
         }
         // Endpoints with other labels often run the same programs: each is patched once,
         // and the patched programs are shared.
-        let mut patched_of: Map<SameRules, Option<Rc<Programs>>> = Map::default();
+        let mut patched_of: Map<SharedPrograms, Option<Rc<Programs>>> = Map::default();
         self.programs_of.retain(|(labels, _), programs| {
             let (was, is) = (selects(before, labels), selects(after, labels));
             if !was && !is {
@@ -135,7 +135,7 @@ impl LocalIds {
                 return false;
             }
             let patched = patched_of
-                .entry(SameRules(Rc::clone(programs)))
+                .entry(programs.programs.clone())
                 .or_insert_with(|| {
                     programs
                         .with_policy_replaced(inputs, &before.rules, &after.rules)
@@ -237,7 +237,7 @@ impl LocalIds {
 /// so the programs are resolved once for each such pair.
 #[derive(Default)]
 pub(crate) struct LocalKeys {
-    resolved: Map<(SameRules, Family, Signature), [Program; 2]>,
+    resolved: Map<(SharedPrograms, Family, Signature), SharedPrograms>,
 }
 
 impl LocalKeys {
@@ -250,6 +250,18 @@ impl LocalKeys {
         addr: IpAddr,
     ) -> LocalKey {
         let family = Family::of(addr);
+        let info = LocalInfo {
+            labels: w.labels.clone(),
+            profiles: w.profiles.clone(),
+            family,
+        };
+        // No rule can fail for any own address: every address keeps every rule.
+        if !programs.tests_own_address() {
+            return LocalKey {
+                info,
+                programs: programs.programs.clone(),
+            };
+        }
         let sig = inputs.universe.signature(
             addr,
             inputs.owners_of(addr),
@@ -258,54 +270,32 @@ impl LocalKeys {
         );
         let resolved = self
             .resolved
-            .entry((SameRules(Rc::clone(programs)), family, sig))
+            .entry((programs.programs.clone(), family, sig))
             .or_insert_with_key(|(_, _, sig)| {
-                programs.programs.each_ref().map(|p| {
+                SharedPrograms::new(programs.programs.get().each_ref().map(|p| {
                     p.retain(|id| {
                         inputs
                             .rule(id)
                             .is_some_and(|r| r.applies_to_family(family) && r.local().holds(sig))
                     })
-                })
+                }))
             });
         LocalKey {
-            info: LocalInfo {
-                labels: w.labels.clone(),
-                profiles: w.profiles.clone(),
-                family,
-            },
+            info,
             programs: resolved.clone(),
         }
     }
 }
 
-/// Programs compared and hashed by their rules, not by where they are kept.
-pub(crate) struct SameRules(Rc<Programs>);
-
-impl PartialEq for SameRules {
-    fn eq(&self, other: &SameRules) -> bool {
-        Rc::ptr_eq(&self.0, &other.0) || self.0.programs == other.0.programs
-    }
-}
-
-impl Eq for SameRules {}
-
-impl std::hash::Hash for SameRules {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.hash);
-    }
-}
-
 /// An endpoint's programs, with the tests their rules make of its own address.
 pub(crate) struct Programs {
-    programs: [Program; 2],
-    /// The programs' hash: they are long, and [`LocalKeys`] looks them up once per
-    /// endpoint address.
-    hash: u64,
+    programs: SharedPrograms,
     /// At least the tests the rules make (after a policy change in place, also those its
     /// old rules made: a test no rule reads only sets a signature bit nothing reads).
     label_tests: Vec<usize>,
     cidrs: Vec<usize>,
+    /// Whether some rule (or, after a change in place, some old rule) is of one family.
+    one_family: bool,
 }
 
 impl Programs {
@@ -322,7 +312,7 @@ impl Programs {
         old: &[Option<Vec<RuleId>>; 2],
         new: &[Option<Vec<RuleId>>; 2],
     ) -> Option<Programs> {
-        let mut programs = self.programs.clone();
+        let mut programs = self.programs.get().clone();
         for (d, program) in programs.iter_mut().enumerate() {
             match (&old[d], &new[d]) {
                 (None, None) => {}
@@ -334,46 +324,55 @@ impl Programs {
         }
         // The rules that stay test what they tested: only the new rules' tests are looked
         // for, not every rule's again.
-        let (mut label_tests, mut cidrs) = (self.label_tests.clone(), self.cidrs.clone());
-        for rule in new
-            .iter()
-            .flatten()
-            .flatten()
-            .filter_map(|&id| inputs.rule(id))
-        {
-            label_tests.extend(rule.local().label_tests());
-            cidrs.extend(rule.local().cidrs());
-        }
-        Some(Programs::new(programs, label_tests, cidrs))
+        let mut patched = Programs {
+            programs: SharedPrograms::new(programs),
+            label_tests: self.label_tests.clone(),
+            cidrs: self.cidrs.clone(),
+            one_family: self.one_family,
+        };
+        patched.add_tests(
+            new.iter()
+                .flatten()
+                .flatten()
+                .filter_map(|&id| inputs.rule(id)),
+        );
+        Some(patched)
     }
 
     fn with_tests(inputs: &Inputs, programs: [Program; 2]) -> Programs {
-        // Long programs test the same few things many times: one sort beats a tree insert
-        // per test.
-        let mut label_tests = Vec::new();
-        let mut cidrs = Vec::new();
-        for rule in programs
+        let rules: Vec<&CompiledRule> = programs
             .iter()
             .flat_map(|p| p.rule_ids())
             .filter_map(|id| inputs.rule(id))
-        {
-            label_tests.extend(rule.local().label_tests());
-            cidrs.extend(rule.local().cidrs());
-        }
-        Programs::new(programs, label_tests, cidrs)
+            .collect();
+        let mut made = Programs {
+            programs: SharedPrograms::new(programs),
+            label_tests: Vec::new(),
+            cidrs: Vec::new(),
+            one_family: false,
+        };
+        made.add_tests(rules.into_iter());
+        made
     }
 
-    fn new(programs: [Program; 2], mut label_tests: Vec<usize>, mut cidrs: Vec<usize>) -> Programs {
-        for tests in [&mut label_tests, &mut cidrs] {
+    /// Adds what `rules` test of the endpoint's own address.
+    fn add_tests<'a>(&mut self, rules: impl Iterator<Item = &'a CompiledRule>) {
+        for rule in rules {
+            self.label_tests.extend(rule.local().label_tests());
+            self.cidrs.extend(rule.local().cidrs());
+            self.one_family |= rule.ip_version.is_some();
+        }
+        // Long programs test the same few things many times: one sort beats a tree insert
+        // per test.
+        for tests in [&mut self.label_tests, &mut self.cidrs] {
             tests.sort_unstable();
             tests.dedup();
         }
-        Programs {
-            hash: foldhash::fast::FixedState::default().hash_one(&programs),
-            programs,
-            label_tests,
-            cidrs,
-        }
+    }
+
+    /// Whether some rule may hold for one of an endpoint's addresses and not another.
+    fn tests_own_address(&self) -> bool {
+        self.one_family || !self.label_tests.is_empty() || !self.cidrs.is_empty()
     }
 }
 
@@ -422,10 +421,8 @@ mod tests {
             "the cached programs were patched"
         );
         let afresh = Rc::new(Programs::of_endpoint(&inputs, w(&inputs)));
-        assert_eq!(patched.programs, afresh.programs);
         // Equal programs are one cache entry, however they were made.
-        assert_eq!(patched.hash, afresh.hash);
-        assert!(SameRules(Rc::clone(&patched)) == SameRules(afresh.clone()));
+        assert_eq!(patched.programs, afresh.programs);
         // The new rule's test of the endpoint's own labels is among those its signature
         // reads (the old rule's may stay: nothing reads it).
         for test in &afresh.label_tests {
@@ -438,5 +435,48 @@ mod tests {
             LocalKeys::default().key(&inputs, w(&inputs), &afresh, addr),
         );
         assert_eq!(patched_key, afresh_key);
+    }
+
+    /// The local keys of an endpoint with one v4 and one v6 address under `ingress`'s rules.
+    fn keys_of_both_families(ingress: serde_json::Value) -> (LocalKey, LocalKey) {
+        let policy = resource_from_value(json!({"apiVersion": "v1", "kind": "policy",
+            "metadata": {"name": "p"},
+            "spec": {"selector": "all()", "order": 1, "ingress": ingress}}))
+        .unwrap();
+        let endpoint = resource_from_value(json!({"apiVersion": "v1", "kind": "workloadEndpoint",
+            "metadata": {"name": "e", "node": "n", "orchestrator": "o", "workload": "w"},
+            "spec": {"interfaceName": "cali0",
+                     "ipNetworks": ["10.0.0.1/32", "fd00::1/128"]}}))
+        .unwrap();
+        let inputs = Inputs::gather([policy, endpoint]).unwrap();
+        let (mut ids, _) = LocalIds::assign(&inputs, |_| true);
+        let w = inputs.workloads.first().unwrap();
+        let programs = ids.programs(&inputs, w);
+        let mut keys = LocalKeys::default();
+        let [v4, v6] = ["10.0.0.1", "fd00::1"].map(|a| a.parse().unwrap());
+        (
+            keys.key(&inputs, w, &programs, v4),
+            keys.key(&inputs, w, &programs, v6),
+        )
+    }
+
+    #[test]
+    fn rules_that_test_no_own_address_are_kept_for_every_address() {
+        let (v4, v6) = keys_of_both_families(json!([
+            {"action": "allow", "protocol": "tcp", "source": {"selector": "all()"}},
+            {"action": "deny"}]));
+        assert_eq!(v4.programs, v6.programs);
+        assert_eq!(v4.programs.get()[0].rule_ids().count(), 2);
+        assert_ne!(v4.info, v6.info, "the family still tells them apart");
+    }
+
+    #[test]
+    fn a_rule_of_one_family_is_kept_for_that_familys_addresses_only() {
+        let (v4, v6) = keys_of_both_families(json!([
+            {"action": "allow", "ipVersion": 6, "protocol": "tcp"},
+            {"action": "deny"}]));
+        let ingress = |k: &LocalKey| k.programs.get()[0].rule_ids().collect::<Vec<_>>();
+        assert_eq!(ingress(&v4).len(), 1);
+        assert_eq!(ingress(&v6).len(), 2);
     }
 }

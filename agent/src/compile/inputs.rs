@@ -15,12 +15,16 @@ use crate::policy::{Direction, RuleOwner};
 use crate::selector::Selector;
 
 use super::CompileError;
-use super::rules::{CompiledRule, RuleId, Universe, compile_rule};
+use super::rules::{CompiledRule, PeerTest, RuleId, Universe, compile_rule};
+use super::signature::Signature;
 
 pub(crate) struct Inputs {
     pub universe: Universe,
     /// Every rule of every policy and profile that compiled; programs refer to them by index.
+    /// Only appended, with [`Inputs::add_rules`].
     pub rules: Vec<CompiledRule>,
+    /// Each rule's peer test, by rule ID.
+    peer_tests: Vec<PeerTest>,
     /// Normal (tracked, not preDNAT) policies, sorted by (order, nil last, name).
     pub policies: Vec<PolicyRules>,
     /// Profiles that exist; `None` when their rules do not compile (they then deny all,
@@ -103,6 +107,7 @@ impl Inputs {
         let mut inputs = Inputs {
             universe: Universe::default(),
             rules: Vec::new(),
+            peer_tests: Vec::new(),
             policies: Vec::new(),
             profiles: BTreeMap::new(),
             workloads: Vec::new(),
@@ -242,7 +247,7 @@ impl Inputs {
         } else {
             None
         };
-        self.rules.extend(compiled);
+        self.add_rules(compiled);
         Some(PolicyRules {
             name: policy.metadata.name.clone(),
             order: spec.order,
@@ -294,7 +299,7 @@ impl Inputs {
             &mut compiled,
             &|i, r| unchanged(Direction::Egress, i, r),
         )?;
-        self.rules.extend(compiled);
+        self.add_rules(compiled);
         Some([ingress, egress])
     }
 
@@ -325,6 +330,21 @@ impl Inputs {
 
     pub fn rule(&self, id: RuleId) -> Option<&CompiledRule> {
         self.rules.get(id as usize)
+    }
+
+    fn add_rules(&mut self, compiled: Vec<CompiledRule>) {
+        self.peer_tests.extend(compiled.iter().map(PeerTest::of));
+        self.rules.extend(compiled);
+    }
+
+    /// Whether rule `id` exists and its peer test holds for a peer of signature `sig`.
+    pub fn peer_holds(&self, id: RuleId, sig: &Signature) -> bool {
+        match self.peer_tests.get(id as usize) {
+            None => false,
+            Some(test) => test
+                .holds(sig)
+                .unwrap_or_else(|| self.rule(id).is_some_and(|r| r.peer().holds(sig))),
+        }
     }
 
     pub fn owners_of(&self, addr: IpAddr) -> &[BTreeMap<String, String>] {

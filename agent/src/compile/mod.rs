@@ -38,6 +38,7 @@ mod program;
 mod reach;
 mod remote;
 mod rules;
+mod shared_programs;
 mod signature;
 mod table;
 mod table_ids;

@@ -20,7 +20,7 @@ use super::signature::{Bits, Family};
 
 pub(crate) struct PeerGroups {
     /// The program the groups were made for.
-    pub program: Program,
+    pub program: Rc<Program>,
     pub family: Family,
     /// Its peer classes (shared by the programs that read the same peer bits).
     pub classes: Rc<Vec<Bits>>,
@@ -30,7 +30,7 @@ pub(crate) struct PeerGroups {
     /// Per group.
     pub group_tables: Vec<TableId>,
     /// How many of the program's rules read each peer bit (the classes split by them).
-    pub bit_counts: BTreeMap<PeerBit, u32>,
+    pub bit_counts: Rc<BTreeMap<PeerBit, u32>>,
 }
 
 /// The rules only one of two programs has: `removed` (the old one's), `added` (the new
@@ -58,7 +58,7 @@ impl PeerGroups {
     /// One group per distinct table of `class_tables`: group 0 for the table the most
     /// peers get (ties to the lower table ID), the others in table order.
     pub fn fresh(
-        program: Program,
+        program: Rc<Program>,
         family: Family,
         classes: Rc<Vec<Bits>>,
         class_tables: Vec<TableId>,
@@ -86,7 +86,7 @@ impl PeerGroups {
             class_tables,
             class_groups,
             group_tables,
-            bit_counts: BTreeMap::new(),
+            bit_counts: Rc::default(),
         }
     }
 
@@ -94,7 +94,7 @@ impl PeerGroups {
     /// keeps its number; a group whose classes now differ keeps the part with the most
     /// peers, and each other part becomes a new group. Returns the classes that changed
     /// group.
-    pub fn refine(&mut self, program: Program, class_tables: Vec<TableId>) -> Vec<usize> {
+    pub fn refine(&mut self, program: Rc<Program>, class_tables: Vec<TableId>) -> Vec<usize> {
         self.program = program;
         // Most groups' classes still share one table: such a group only takes that table,
         // and needs no count of its peers. Only the groups whose classes now differ are
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn fresh_groups_put_the_most_peers_in_group_zero() {
         let g = PeerGroups::fresh(
-            program(&[1]),
+            Rc::new(program(&[1])),
             Family::V4,
             classes(&[1, 5, 2, 1]),
             tables(&[7, 3, 7, 9]),
@@ -259,7 +259,12 @@ mod tests {
 
     #[test]
     fn fresh_ties_go_to_the_lower_table() {
-        let g = PeerGroups::fresh(program(&[]), Family::V4, classes(&[2, 2]), tables(&[5, 4]));
+        let g = PeerGroups::fresh(
+            Rc::new(program(&[])),
+            Family::V4,
+            classes(&[2, 2]),
+            tables(&[5, 4]),
+        );
         assert_eq!(g.group_tables, tables(&[4, 5]));
         assert_eq!(g.class_groups, groups(&[1, 0]));
     }
@@ -267,29 +272,29 @@ mod tests {
     #[test]
     fn refining_with_a_table_per_group_moves_nobody() {
         let mut g = PeerGroups::fresh(
-            program(&[1]),
+            Rc::new(program(&[1])),
             Family::V4,
             classes(&[3, 1, 1]),
             tables(&[1, 2, 2]),
         );
         // Every class of group 1 gets table 8, group 0's gets table 1 still.
-        let moved = g.refine(program(&[2]), tables(&[1, 8, 8]));
+        let moved = g.refine(Rc::new(program(&[2])), tables(&[1, 8, 8]));
         assert!(moved.is_empty());
         assert_eq!(g.group_tables, tables(&[1, 8]));
         assert_eq!(g.class_groups, groups(&[0, 1, 1]));
-        assert_eq!(g.program, program(&[2]));
+        assert_eq!(*g.program, program(&[2]));
     }
 
     #[test]
     fn refining_splits_a_group_keeping_its_biggest_part() {
         let mut g = PeerGroups::fresh(
-            program(&[1]),
+            Rc::new(program(&[1])),
             Family::V4,
             classes(&[1, 4, 2]),
             tables(&[6, 6, 6]),
         );
         assert_eq!(g.group_tables, tables(&[6]));
-        let moved = g.refine(program(&[2]), tables(&[8, 6, 9]));
+        let moved = g.refine(Rc::new(program(&[2])), tables(&[8, 6, 9]));
         assert_eq!(moved, vec![2, 0]);
         assert_eq!(g.group_tables, tables(&[6, 9, 8]));
         assert_eq!(g.class_groups, groups(&[2, 0, 1]));
@@ -297,8 +302,13 @@ mod tests {
 
     #[test]
     fn refining_never_merges() {
-        let mut g = PeerGroups::fresh(program(&[1]), Family::V4, classes(&[2, 1]), tables(&[1, 2]));
-        let moved = g.refine(program(&[2]), tables(&[3, 3]));
+        let mut g = PeerGroups::fresh(
+            Rc::new(program(&[1])),
+            Family::V4,
+            classes(&[2, 1]),
+            tables(&[1, 2]),
+        );
+        let moved = g.refine(Rc::new(program(&[2])), tables(&[3, 3]));
         assert!(moved.is_empty());
         assert_eq!(g.group_tables, tables(&[3, 3]));
     }

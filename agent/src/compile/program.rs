@@ -4,7 +4,7 @@
 //! signature) until only L4 criteria are left, and then runs it on one representative
 //! packet per cell of the L4 space ([`super::table`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use crate::model::Action;
@@ -180,9 +180,12 @@ impl Program {
 
     /// [`Program::retain`], leaving out as well what the rules kept can never reach: the
     /// rest of a list after a rule that matches every packet and allows, denies or passes,
-    /// and the lists after one that no packet leaves without a verdict (no `pass` on the
-    /// way). Narrowed programs that behave the same then often are the same, and share one
-    /// table without building it again.
+    /// the lists after one that no packet leaves without a verdict (no `pass` on the
+    /// way), and a rule after one of its list with the same criteria that allows, denies
+    /// or passes (policies often repeat a rule: at 10,000 policies, most of a long
+    /// program). Narrowed programs that behave the same then often are the same, and
+    /// share one table without building it again; and the tables of long programs are
+    /// built from the few rules that decide.
     pub fn narrowed(
         &self,
         rules: &[CompiledRule],
@@ -190,17 +193,27 @@ impl Program {
     ) -> Program {
         // The rules kept, and whether every packet gets its verdict in them.
         let mut cut = |ids: &[RuleId]| -> (Vec<RuleId>, bool) {
-            let mut kept = Vec::new();
+            let mut kept = Vec::with_capacity(ids.len());
             let mut passes = false;
+            // The criteria of the rules kept that end the list for the packets they match.
+            let mut ended: HashSet<u32, foldhash::fast::RandomState> = HashSet::default();
             for &id in ids.iter().filter(|&&id| keep(id)) {
-                kept.push(id);
                 let Some(rule) = rules.get(id as usize) else {
+                    kept.push(id);
                     continue;
                 };
+                if ended.contains(&rule.criteria) {
+                    continue;
+                }
+                kept.push(id);
+                if rule.action() == Action::Log {
+                    continue;
+                }
                 passes |= rule.action() == Action::Pass;
-                if rule.l4.matches_every_packet() && rule.action() != Action::Log {
+                if rule.l4.matches_every_packet() {
                     return (kept, !passes);
                 }
+                ended.insert(rule.criteria);
             }
             (kept, false)
         };
@@ -320,6 +333,8 @@ mod tests {
     const DENY_ALL: RuleId = 4;
     const PASS_ALL: RuleId = 5;
     const LOG_ALL: RuleId = 6;
+    const ALLOW_TCP: RuleId = 7;
+    const LOG_TCP: RuleId = 8;
 
     fn rules() -> Vec<CompiledRule> {
         compile_test_rules(&[
@@ -330,6 +345,8 @@ mod tests {
             r#"{"action": "deny"}"#,
             r#"{"action": "pass"}"#,
             r#"{"action": "log"}"#,
+            r#"{"action": "allow", "protocol": "tcp"}"#,
+            r#"{"action": "log", "protocol": "tcp"}"#,
         ])
     }
 
@@ -386,6 +403,26 @@ mod tests {
             narrowed(&p),
             program(Some(&[PASS_ALL]), &[Some(&[PASS_ALL]), None])
         );
+    }
+
+    #[test]
+    fn a_rule_after_one_with_its_criteria_is_out_of_reach_in_that_list() {
+        let p = program(
+            Some(&[DENY_TCP, ALLOW_UDP, ALLOW_TCP, LOG_TCP]),
+            &[Some(&[ALLOW_TCP])],
+        );
+        assert_eq!(
+            narrowed(&p),
+            program(Some(&[DENY_TCP, ALLOW_UDP]), &[Some(&[ALLOW_TCP])])
+        );
+        // A pass ends the policies for its packets too.
+        let p = program(Some(&[PASS_TCP, ALLOW_TCP]), &[]);
+        assert_eq!(narrowed(&p), program(Some(&[PASS_TCP]), &[]));
+        // A log rule ends nothing; a rule not kept ends nothing.
+        let p = program(Some(&[LOG_TCP, DENY_TCP, ALLOW_TCP]), &[]);
+        assert_eq!(narrowed(&p), program(Some(&[LOG_TCP, DENY_TCP]), &[]));
+        let without_deny = p.narrowed(&rules(), |id| id != DENY_TCP);
+        assert_eq!(without_deny, program(Some(&[LOG_TCP, ALLOW_TCP]), &[]));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub(crate) struct Universe {
     pub cidrs: Vec<IpNet>,
     label_index: BTreeMap<String, usize>,
     cidr_index: BTreeMap<IpNet, usize>,
+    /// The criteria rules have besides addresses, numbered: see [`CompiledRule::criteria`].
+    criteria_index: super::Map<(Option<u8>, L4Match), u32>,
 }
 
 impl Universe {
@@ -53,6 +55,14 @@ impl Universe {
             self.label_tests.push(test());
             next
         })
+    }
+
+    fn criteria(&mut self, ip_version: Option<u8>, l4: &L4Match) -> u32 {
+        let next = u32::try_from(self.criteria_index.len()).unwrap_or(u32::MAX);
+        *self
+            .criteria_index
+            .entry((ip_version, l4.clone()))
+            .or_insert(next)
     }
 
     fn cidr(&mut self, net: IpNet) -> usize {
@@ -134,8 +144,48 @@ impl AddrMatch {
     }
 }
 
+/// A rule's peer test in a few bytes, beside the rules: narrowing a long program to a
+/// class of peers asks it of thousands of rules, and reading each rule's own test (its
+/// lists on the heap, for rules all over memory) was most of that. Most rules test one
+/// label test or one CIDR of the peer, or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerTest {
+    Nothing,
+    Label(usize),
+    Cidr(usize),
+    /// Anything else: the rule's [`AddrMatch`] says.
+    Other,
+}
+
+impl PeerTest {
+    pub fn of(rule: &CompiledRule) -> PeerTest {
+        let peer = rule.peer();
+        match (
+            peer.nets.as_slice(),
+            peer.not_nets.as_slice(),
+            peer.with.as_slice(),
+            peer.without.as_slice(),
+        ) {
+            ([], [], [], []) => PeerTest::Nothing,
+            ([], [], [label], []) => PeerTest::Label(*label),
+            ([net], [], [], []) => PeerTest::Cidr(*net),
+            _ => PeerTest::Other,
+        }
+    }
+
+    /// Whether it holds for a peer of signature `sig`; `None` for [`PeerTest::Other`].
+    pub fn holds(self, sig: &Signature) -> Option<bool> {
+        match self {
+            PeerTest::Nothing => Some(true),
+            PeerTest::Label(i) => Some(sig.labels.get(i)),
+            PeerTest::Cidr(i) => Some(sig.cidrs.get(i)),
+            PeerTest::Other => None,
+        }
+    }
+}
+
 /// The criteria of a rule that are not about addresses.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct L4Match {
     pub protocol: Option<u8>,
     pub not_protocol: Option<u8>,
@@ -237,6 +287,10 @@ pub(crate) struct CompiledRule {
     /// `ipVersion`, or the family `protocol: icmp`/`icmpv6` implies.
     pub ip_version: Option<u8>,
     pub l4: L4Match,
+    /// Rules of one universe with the same `ip_version` and `l4` have the same number: a
+    /// rule that ends its list leaves a later one with its criteria out of reach wherever
+    /// both hold, and policies often repeat a rule.
+    pub criteria: u32,
     pub source: AddrMatch,
     pub destination: AddrMatch,
 }
@@ -291,6 +345,17 @@ pub(crate) fn compile_rule(
     };
     let source = compile_entity(universe, &rule.source)?;
     let destination = compile_entity(universe, &rule.destination)?;
+    let ip_version = rule.ip_version.or(implied_version);
+    let l4 = L4Match {
+        protocol,
+        not_protocol,
+        icmp: rule.icmp,
+        not_icmp: rule.not_icmp,
+        src_ports: rule.source.ports.clone(),
+        src_not_ports: rule.source.not_ports.clone(),
+        dst_ports: rule.destination.ports.clone(),
+        dst_not_ports: rule.destination.not_ports.clone(),
+    };
     Ok(CompiledRule {
         rule_ref: RuleRef {
             owner,
@@ -298,17 +363,9 @@ pub(crate) fn compile_rule(
             index,
             action: rule.action,
         },
-        ip_version: rule.ip_version.or(implied_version),
-        l4: L4Match {
-            protocol,
-            not_protocol,
-            icmp: rule.icmp,
-            not_icmp: rule.not_icmp,
-            src_ports: rule.source.ports.clone(),
-            src_not_ports: rule.source.not_ports.clone(),
-            dst_ports: rule.destination.ports.clone(),
-            dst_not_ports: rule.destination.not_ports.clone(),
-        },
+        ip_version,
+        criteria: universe.criteria(ip_version, &l4),
+        l4,
         source,
         destination,
     })
@@ -400,6 +457,59 @@ mod tests {
         assert!(!m.matches(Family::V4, PROTO_TCP, L4::Ports { src: 1, dst: 80 }));
         // SCTP has ports, but v1 rules only match ports on TCP and UDP.
         assert!(!m.matches(Family::V4, 132, L4::Ports { src: 1, dst: 81 }));
+    }
+
+    #[test]
+    fn a_peer_test_holds_where_the_rules_own_test_does() {
+        let rules = compile_test_rules(&[
+            r#"{"action": "allow"}"#,
+            r#"{"action": "allow", "source": {"selector": "a == 'x'"}}"#,
+            r#"{"action": "allow", "source": {"nets": ["10.0.0.0/8"]}}"#,
+            r#"{"action": "allow", "source": {"tag": "t"}}"#,
+            r#"{"action": "allow", "source": {"notSelector": "a == 'x'"}}"#,
+            r#"{"action": "allow", "source": {"notNets": ["10.0.0.0/8"]}}"#,
+            r#"{"action": "allow", "source": {"selector": "a == 'x'", "nets": ["10.0.0.0/8"]}}"#,
+            r#"{"action": "allow", "source": {"nets": ["10.0.0.0/8", "192.0.2.0/24"]}}"#,
+            // The endpoint's own address is not the peer's.
+            r#"{"action": "allow", "destination": {"selector": "a == 'x'"}}"#,
+        ]);
+        let kinds: Vec<PeerTest> = rules.iter().map(PeerTest::of).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                PeerTest::Nothing,
+                PeerTest::Label(0),
+                PeerTest::Cidr(0),
+                PeerTest::Label(1),
+                PeerTest::Other,
+                PeerTest::Other,
+                PeerTest::Other,
+                PeerTest::Other,
+                PeerTest::Nothing,
+            ]
+        );
+        // Every signature over the two label tests and two CIDRs.
+        for bits in 0..16 {
+            let mut sig = Signature {
+                labels: Bits::zeros(2),
+                cidrs: Bits::zeros(2),
+            };
+            for i in 0..2 {
+                if bits & (1 << i) != 0 {
+                    sig.labels.set(i);
+                }
+                if bits & (4 << i) != 0 {
+                    sig.cidrs.set(i);
+                }
+            }
+            for (rule, kind) in rules.iter().zip(&kinds) {
+                let want = rule.peer().holds(&sig);
+                assert!(
+                    kind.holds(&sig).is_none_or(|h| h == want),
+                    "{kind:?} {bits:b}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -180,10 +180,12 @@ pub(crate) fn build_table(
         // Only the rules that can match this protocol decide its packets, and only their
         // bounds cut its table.
         let admits = |r: &CompiledRule| r.l4.admits_protocol(protocol);
-        let program = program.retain(|id| rules.get(id as usize).is_some_and(admits));
         let used: Vec<&CompiledRule> = used.iter().copied().filter(|r| admits(r)).collect();
         let mut run = |l4| intern(program.run(rules, family, protocol, l4));
         let table = if protocol == PROTO_TCP || protocol == PROTO_UDP {
+            // Each row walks the program: without the rules of other protocols, it walks
+            // only what can decide. (A single run skips them as fast as a copy would.)
+            let program = program.retain(|id| rules.get(id as usize).is_some_and(admits));
             // One plain pass over the rules for both keys: long programs have hundreds.
             let (mut src, mut dst) = (Vec::new(), Vec::new());
             for r in &used {
@@ -197,10 +199,9 @@ pub(crate) fn build_table(
             let src = range_starts(src.into_iter(), u16::MAX);
             let dst = range_starts(dst.into_iter(), u16::MAX);
             RangeTable::build_by_rows(&src, &dst, |s| {
-                run_row(&program, rules, family, protocol, s, &dst)
-                    .into_iter()
-                    .map(&mut *intern)
-                    .collect()
+                let row = run_row(&program, rules, family, protocol, s, &dst);
+                let outcomes: Vec<OutcomeId> = row.distinct.into_iter().map(&mut *intern).collect();
+                row.cells.iter().map(|&i| outcomes[i]).collect()
             })
         } else if protocol == icmp {
             let fields = || {
