@@ -1345,6 +1345,17 @@ impl Report<'_> {
 
     /// Per round: the variant's rate over no policy's in the same round.
     fn ratios(&self, scale: usize, variant: Variant, kind: Kind) -> Vec<f64> {
+        self.ratios_to(scale, variant, Variant::NoPolicy, kind)
+    }
+
+    /// Per round: the variant's rate over `reference`'s in the same round.
+    fn ratios_to(
+        &self,
+        scale: usize,
+        variant: Variant,
+        reference: Variant,
+        kind: Kind,
+    ) -> Vec<f64> {
         let rate = |v: Variant, round: usize| {
             self.samples
                 .iter()
@@ -1352,8 +1363,36 @@ impl Report<'_> {
                 .map(|s| s.outcome.rate())
         };
         (0..self.plan.rounds)
-            .filter_map(|round| Some(rate(variant, round)? / rate(Variant::NoPolicy, round)?))
+            .filter_map(|round| Some(rate(variant, round)? / rate(reference, round)?))
             .collect()
+    }
+
+    /// palisade's CRR over Felix's, beside the most any dataplane could reach there: no
+    /// policy's own CRR over Felix's.
+    fn print_over_felix(&self) {
+        let variants = &self.plan.variants;
+        if !variants.contains(&Variant::FelixLegacy) {
+            return;
+        }
+        println!(
+            "\nTCP_CRR over Felix iptables-legacy's in the same round, median (min..max): palisade's, and no policy's, which bounds what any dataplane can reach in that world.\n"
+        );
+        println!("| policies | (b) palisade vs (c) | (a) no policy vs (c) |");
+        println!("|---|---|---|");
+        for (index, scale) in self.plan.scales.iter().enumerate() {
+            let mut row = format!("| {} |", scale.key());
+            for variant in [Variant::Palisade, Variant::NoPolicy] {
+                let mut ratios = self.ratios_to(index, variant, Variant::FelixLegacy, Kind::Crr);
+                if !variants.contains(&variant) || ratios.is_empty() {
+                    row += " - |";
+                    continue;
+                }
+                let (lo, hi) = min_max(&ratios);
+                let ratio = median(&mut ratios);
+                row += &format!(" {ratio:.2}x ({lo:.2}..{hi:.2}) |");
+            }
+            println!("{row}");
+        }
     }
 
     fn print(
@@ -1404,6 +1443,7 @@ impl Report<'_> {
                 println!("{row}");
             }
         }
+        self.print_over_felix();
         println!(
             "\nNoise: the spread of each dataplane's rates over the rounds (max/min - 1), and the most CPU time a hypervisor took (steal) in any run.\n"
         );
