@@ -18,7 +18,7 @@
 //! pipeline and checks it once, not once per combination of parsed values.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
+    bindings::{BPF_F_RECOMPUTE_CSUM, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::TcContext,
 };
@@ -73,6 +73,7 @@ struct Ipv6Header {
 }
 /// Traffic class and flow label: the first word without the version.
 const IPV6_FLOWINFO_MASK: u32 = 0x0fff_ffff;
+const IPV6_HOP_LIMIT_OFFSET: usize = 7;
 /// Hop-by-hop options ask every router to look at them (e.g. router alert); a fragment
 /// may need reassembling. Both are left to the stack.
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -106,9 +107,17 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32) -> Option<i32> {
     } else if ethertype == ETH_P_IPV6 {
         let next = lookup(ctx, params_v6(read(ctx, ETH_HLEN)?, ifindex)?)?;
         forwarded_elsewhere(&next, ifindex)?;
-        let header = header_mut::<Ipv6Header>(ctx)?;
-        // SAFETY: as for IPv4.
-        unsafe { (*header).hop_limit -= 1 };
+        // Read again rather than kept through the lookup: the stack has no room for the
+        // whole header there. More than 1: `params_v6` checked it.
+        let hop_limit: u8 = read(ctx, ETH_HLEN + IPV6_HOP_LIMIT_OFFSET)?;
+        // Through the helper, which also keeps a CHECKSUM_COMPLETE skb's sum right (no
+        // IPv6 header checksum makes up for the change, as IPv4's does for the TTL).
+        ctx.store(
+            ETH_HLEN + IPV6_HOP_LIMIT_OFFSET,
+            &(hop_limit - 1),
+            u64::from(BPF_F_RECOMPUTE_CSUM),
+        )
+        .ok()?;
         next
     } else {
         return None;
@@ -118,7 +127,8 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32) -> Option<i32> {
         return None;
     }
     // SAFETY: both addresses are inside the linear data, checked just above (the IP
-    // header after them was, too, so this never fails after the TTL was written).
+    // header after them was, too, and a packet does not shrink, so the check never fails
+    // once the TTL or hop limit was written).
     unsafe {
         core::ptr::write_unaligned(start as *mut [u8; ETH_ALEN], next.destination_mac);
         core::ptr::write_unaligned((start + ETH_ALEN) as *mut [u8; ETH_ALEN], next.source_mac);
@@ -213,7 +223,8 @@ fn forwarded_elsewhere(next: &NextHop, ifindex: u32) -> Option<()> {
 }
 
 /// What `ip_decrease_ttl` does: the checksum follows the TTL's drop by one, incrementally
-/// (RFC 1624).
+/// (RFC 1624). The header's ones' complement sum stays the same, so a CHECKSUM_COMPLETE
+/// skb's sum needs no update.
 #[inline(always)]
 fn decrement_ttl(header: &mut Ipv4Header) {
     let sum = u32::from(u16::from_be_bytes(header.checksum)) + 0x0100;
