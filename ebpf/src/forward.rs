@@ -13,6 +13,10 @@
 //! netfilter's PREROUTING, FORWARD and POSTROUTING hooks (and with them the host's
 //! conntrack and NAT) and its forwarding counters.
 //!
+//! Only flows the destination's program already tracks under the packet's own addresses
+//! and ports (TCP, UDP, SCTP) are forwarded so: a flow's first packet, and every packet of
+//! a flow the host's NAT rewrites, still take the stack (see `tracked_at`).
+//!
 //! The headers are read again from the packet rather than taken from the parsed `Packet`:
 //! the verifier then meets this code with the same state from every way through the
 //! pipeline and checks it once, not once per combination of parsed values.
@@ -22,9 +26,12 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::TcContext,
 };
-use palisade_common::EndpointIndexKey;
+use palisade_common::{CtKey, EndpointIndexKey, FAMILY_V4, FAMILY_V6};
 
-use crate::maps::PAL_EP_INDEX;
+use crate::{
+    maps::{PAL_CT, PAL_EP_INDEX},
+    parse::{PROTO_SCTP, PROTO_TCP, PROTO_UDP},
+};
 
 const ETH_ALEN: usize = 6;
 const ETH_HLEN: usize = 14;
@@ -73,7 +80,10 @@ struct Ipv6Header {
 }
 /// Traffic class and flow label: the first word without the version.
 const IPV6_FLOWINFO_MASK: u32 = 0x0fff_ffff;
+const IPV6_NEXT_HEADER_OFFSET: usize = 6;
 const IPV6_HOP_LIMIT_OFFSET: usize = 7;
+const IPV6_SRC_OFFSET: usize = 8;
+const IPV6_DST_OFFSET: usize = 24;
 /// Hop-by-hop options ask every router to look at them (e.g. router alert); a fragment
 /// may need reassembling. Both are left to the stack.
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -99,6 +109,7 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32) -> Option<i32> {
     let next = if ethertype == ETH_P_IP {
         let next = lookup(ctx, params_v4(read(ctx, ETH_HLEN)?, ifindex)?)?;
         forwarded_elsewhere(&next, ifindex)?;
+        tracked_at(ctx, FAMILY_V4, next.ifindex)?;
         let header = header_mut::<Ipv4Header>(ctx)?;
         // SAFETY: `header_mut` checked that the header is inside the linear data; the
         // verifier makes the skb writable before the program runs.
@@ -107,6 +118,7 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32) -> Option<i32> {
     } else if ethertype == ETH_P_IPV6 {
         let next = lookup(ctx, params_v6(read(ctx, ETH_HLEN)?, ifindex)?)?;
         forwarded_elsewhere(&next, ifindex)?;
+        tracked_at(ctx, FAMILY_V6, next.ifindex)?;
         // Read again rather than kept through the lookup: the stack has no room for the
         // whole header there. More than 1: `params_v6` checked it.
         let hop_limit: u8 = read(ctx, ETH_HLEN + IPV6_HOP_LIMIT_OFFSET)?;
@@ -220,6 +232,53 @@ fn forwarded_elsewhere(next: &NextHop, ifindex: u32) -> Option<()> {
         })
         .is_some();
     (attached && next.ifindex != ifindex).then_some(())
+}
+
+/// Whether the destination's program (behind host veth `ifindex`) already tracks the
+/// packet's flow under these very addresses and ports: only then does the packet skip the
+/// host's stack. A flow's first packet (a SYN) always goes through the stack. So does every
+/// packet of a flow the host rewrites: under DNAT or SNAT (a service address whose backend
+/// is on this node, a masquerade) the destination knows the flow by other addresses than
+/// the ones this packet carries, and a reply sent past the stack would miss the host's
+/// conntrack, which un-NATs it. Only TCP, UDP and SCTP are forwarded so (ICMP is not worth
+/// a path of its own).
+///
+/// The key is filled straight from the packet, after the lookup: the program's stack has
+/// no room for it beside the lookup's parameters and a copy of the headers.
+#[inline(always)]
+fn tracked_at(ctx: &TcContext, family: u8, ifindex: u32) -> Option<()> {
+    // The flow as the destination keys it: its own address and port are "local".
+    let mut key = CtKey {
+        ifindex,
+        family,
+        protocol: 0,
+        local_port: 0,
+        remote_port: 0,
+        _pad: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+    };
+    // Only headers without options or extension headers get here (`params_v4`,
+    // `params_v6`), so the ports follow the fixed header.
+    let ports_at = if family == FAMILY_V4 {
+        let header: Ipv4Header = read(ctx, ETH_HLEN)?;
+        key.protocol = header.protocol;
+        key.local_addr[..4].copy_from_slice(&header.dst);
+        key.remote_addr[..4].copy_from_slice(&header.src);
+        ETH_HLEN + size_of::<Ipv4Header>()
+    } else {
+        key.protocol = read(ctx, ETH_HLEN + IPV6_NEXT_HEADER_OFFSET)?;
+        key.local_addr = read(ctx, ETH_HLEN + IPV6_DST_OFFSET)?;
+        key.remote_addr = read(ctx, ETH_HLEN + IPV6_SRC_OFFSET)?;
+        ETH_HLEN + size_of::<Ipv6Header>()
+    };
+    if key.protocol != PROTO_TCP && key.protocol != PROTO_UDP && key.protocol != PROTO_SCTP {
+        return None;
+    }
+    let ports: [u8; 4] = read(ctx, ports_at)?;
+    key.remote_port = u16::from_be_bytes([ports[0], ports[1]]);
+    key.local_port = u16::from_be_bytes([ports[2], ports[3]]);
+    PAL_CT.get_ptr(&key).map(|_| ())
 }
 
 /// What `ip_decrease_ttl` does: the checksum follows the TTL's drop by one, incrementally
