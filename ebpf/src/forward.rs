@@ -278,7 +278,7 @@ fn tracked_at(ctx: &TcContext, family: u8, ifindex: u32) -> Option<()> {
     let ports: [u8; 4] = read(ctx, ports_at)?;
     key.remote_port = u16::from_be_bytes([ports[0], ports[1]]);
     key.local_port = u16::from_be_bytes([ports[2], ports[3]]);
-    PAL_CT.get_ptr(&key).map(|_| ())
+    PAL_CT.get_ptr(key).map(|_| ())
 }
 
 /// What `ip_decrease_ttl` does: the checksum follows the TTL's drop by one, incrementally
