@@ -145,8 +145,8 @@ pub struct AgentArgs {
     pub no_docker_plugin: bool,
     /// Let the host's IP stack forward packets between this node's workloads, as it does
     /// other traffic, instead of the eBPF programs (the default, which skips the host's
-    /// netfilter and routing for them). For hosts whose own netfilter rules (e.g. NAT)
-    /// must see that traffic.
+    /// netfilter and routing for the packets of a flow after its first, unless the host
+    /// NATs the flow). For hosts whose own netfilter rules must see every packet of it.
     #[arg(long)]
     pub no_local_redirect: bool,
     /// Where to serve `/healthz` (the agent's loop is alive) and `/readyz` (the latest
