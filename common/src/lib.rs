@@ -175,6 +175,12 @@ pub const CONFIG_WORKLOAD_TO_HOST_ACCEPT: u32 = 1 << 2;
 /// [`Config::allow_event_mask`]). Off in a zeroed configuration, so that nothing is
 /// reported before an agent asks for it.
 pub const CONFIG_ALLOW_EVENTS: u32 = 1 << 3;
+/// A packet a workload sends to another workload of this node, once its egress policy
+/// passed it, is forwarded by the programs (the kernel's FIB and neighbours, then
+/// `bpf_redirect` to the destination's host veth, whose program still applies its ingress
+/// policy) instead of by the host's IP stack. Off in a zeroed configuration; the agent
+/// turns it on unless told not to.
+pub const CONFIG_LOCAL_REDIRECT: u32 = 1 << 4;
 
 /// `PAL_LOCAL` key: an address of the workload behind a host veth.
 #[repr(C)]

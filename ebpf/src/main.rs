@@ -15,6 +15,7 @@
 //! | `clock` | the time conntrack and fragment records keep |
 //! | `frag` | verdicts of first fragments for the later ones |
 //! | `counters`, `events`, `debug_log` | what the agent learns about packets |
+//! | `forward` | node-local workload-to-workload forwarding, past the host's stack |
 //! | `verdict` | pass or drop, and why |
 #![no_std]
 #![no_main]
@@ -29,6 +30,7 @@ mod conntrack;
 mod counters;
 mod debug_log;
 mod events;
+mod forward;
 mod frag;
 mod identity;
 mod maps;

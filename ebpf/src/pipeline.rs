@@ -1,15 +1,16 @@
 //! One packet through palisade, for either program: parse, identity, fragments,
-//! conntrack, admission; then counters, events and the debug line.
+//! conntrack, admission; then counters, events and the debug line; and for a packet a
+//! workload sends that passed, forwarding it to another local workload.
 //!
 //! The configuration (and with it the generation and slot) is read once, at the start, so a
 //! packet sees the old policy or the new one, never a mix.
 
 use aya_ebpf::programs::TcContext;
 use palisade_common::{
-    CONFIG_DEBUG_LOG, Config, CtKey, DIR_EGRESS, DIR_INGRESS, DROP_CT_BUDGET, DROP_NOT_LOCAL,
-    DROP_REVOKED, DROP_SPOOFED, ENDPOINT_NONE, EVENT_DROP, EVENT_LOG, OUTCOME_LOG,
-    STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED, STAT_FRAGMENTS,
-    STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
+    CONFIG_DEBUG_LOG, CONFIG_LOCAL_REDIRECT, Config, CtKey, DIR_EGRESS, DIR_INGRESS,
+    DROP_CT_BUDGET, DROP_NOT_LOCAL, DROP_REVOKED, DROP_SPOOFED, ENDPOINT_NONE, EVENT_DROP,
+    EVENT_LOG, OUTCOME_LOG, STAT_CT_ESTABLISHED, STAT_CT_NEW, STAT_CT_PICKED_UP, STAT_CT_RECHECKED,
+    STAT_FRAGMENTS, STAT_HOST_TO_WORKLOAD, STAT_IP_OPTIONS, STAT_PASSED_ARP_ND,
 };
 
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
     conntrack::{self, Entry, Opened},
     counters, debug_log,
     events::{self, Subject},
-    frag, identity, maps,
+    forward, frag, identity, maps,
     parse::{self, FragmentKind, PARSED_ARP_OR_ND, PARSED_IP, Packet},
     policy::{self, Query},
     verdict::{NO_STAT, Verdict},
@@ -47,6 +48,16 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
         drop_reason => (Verdict::drop(drop_reason), None),
     };
     finish(ctx, &config, &subject, parsed, &verdict);
+    // Only once the packet passed and was counted: forwarding changes where it goes, not
+    // what was decided about it; the destination's program judges it on its way in.
+    if direction == DIR_EGRESS
+        && verdict.pass
+        && config.flags & CONFIG_LOCAL_REDIRECT != 0
+        && parsed.is_some()
+        && let Some(action) = forward::to_local_workload(ctx, ifindex)
+    {
+        return action;
+    }
     verdict.tc_action()
 }
 

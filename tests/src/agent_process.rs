@@ -182,9 +182,17 @@ impl AgentHome {
         Stats::parse(&self.stats_text(endpoint))
     }
 
-    /// `palisade stats [ENDPOINT]` as it prints it; panics unless it succeeds.
+    /// `palisade stats [ENDPOINT]` as it prints it (in the agent's namespace, where the
+    /// interfaces it names are); panics unless it succeeds.
     pub fn stats_text(&self, endpoint: Option<&str>) -> String {
-        let mut command = Command::new(palisade_binary());
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(palisade_binary());
+                c
+            }
+            None => Command::new(palisade_binary()),
+        };
         command
             .args(["--datastore", &self.datastore])
             .args(&self.datastore_options)

@@ -41,6 +41,34 @@ impl Router {
             .run_ok("sysctl", &["-q", "-w", &format!("{key}={value}")]);
     }
 
+    /// The packets the router's IP stack forwarded so far: IPv4 (`IpForwDatagrams`) and
+    /// IPv6 (`Ip6OutForwDatagrams`).
+    pub fn forwarded(&self) -> (u64, u64) {
+        let snmp = self.ns.run_ok("cat", &["/proc/net/snmp"]);
+        // Two "Ip:" lines: the field names, then their values.
+        let ip: Vec<Vec<&str>> = snmp
+            .lines()
+            .filter_map(|l| l.strip_prefix("Ip: "))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let v4 = match ip.as_slice() {
+            [names, values] => names
+                .iter()
+                .position(|n| *n == "ForwDatagrams")
+                .and_then(|i| values.get(i)?.parse().ok()),
+            _ => None,
+        };
+        let snmp6 = self.ns.run_ok("cat", &["/proc/net/snmp6"]);
+        let v6 = snmp6.lines().find_map(|l| {
+            l.strip_prefix("Ip6OutForwDatagrams")
+                .and_then(|v| v.trim().parse().ok())
+        });
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => (v4, v6),
+            _ => panic!("no forwarding counters in /proc/net/snmp{{,6}}:\n{snmp}\n{snmp6}"),
+        }
+    }
+
     /// `palisade workload add` run in the router: the workload's host side is here.
     pub fn add_workload(
         &self,

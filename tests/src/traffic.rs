@@ -1,5 +1,6 @@
 //! Traffic between network namespaces, for the enforcement tests: one-shot TCP, UDP and
-//! ICMP echo probes, services that record what reached them, and long-lived streams.
+//! ICMP echo probes, services that record what reached them, long-lived streams, and the
+//! TTL a datagram arrives with.
 //!
 //! Everything runs in the test process. A socket belongs for life to the network namespace
 //! of the thread that made it, whatever thread uses it later; so each probe or stream runs
@@ -18,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+mod hop_limit;
 mod services;
 mod streams;
 
+pub use hop_limit::arrival_hop_limit;
 pub use services::{Arrival, Inbox, Services};
 pub use streams::{DatagramStream, EchoStream, PushStream, RepeatedProbe, StreamLog};
 

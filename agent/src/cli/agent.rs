@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, RingBuf};
 use clap::{Args, ValueEnum};
 use palisade_common::{
-    CONFIG_ALLOW_EVENTS, CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY,
+    CONFIG_ALLOW_EVENTS, CONFIG_DEBUG_LOG, CONFIG_HOST_TO_WORKLOAD_POLICY, CONFIG_LOCAL_REDIRECT,
     CONFIG_WORKLOAD_TO_HOST_ACCEPT, map_names,
 };
 use tokio::sync::mpsc;
@@ -143,6 +143,12 @@ pub struct AgentArgs {
     /// runs on its own, or on hosts without Docker).
     #[arg(long)]
     pub no_docker_plugin: bool,
+    /// Let the host's IP stack forward packets between this node's workloads, as it does
+    /// other traffic, instead of the eBPF programs (the default, which skips the host's
+    /// netfilter and routing for the packets of a flow after its first, unless the host
+    /// NATs the flow). For hosts whose own netfilter rules must see every packet of it.
+    #[arg(long)]
+    pub no_local_redirect: bool,
     /// Where to serve `/healthz` (the agent's loop is alive) and `/readyz` (the latest
     /// policy is in force on every local endpoint), or `off`. Loopback unless configured.
     #[arg(
@@ -444,6 +450,9 @@ fn start_dataplane(
     }
     if args.allow_event_sampling.0.is_some() {
         flags |= CONFIG_ALLOW_EVENTS;
+    }
+    if !args.no_local_redirect {
+        flags |= CONFIG_LOCAL_REDIRECT;
     }
     let drop_mask = (1u32 << args.drop_event_sampling) - 1;
     let allow_mask = (1u32 << args.allow_event_sampling.0.unwrap_or(0)) - 1;
