@@ -30,7 +30,9 @@ use palisade_common::{CtKey, EndpointIndexKey, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     maps::{PAL_CT, PAL_EP_INDEX},
-    parse::{PROTO_SCTP, PROTO_TCP, PROTO_UDP},
+    parse::{
+        IPV6_DST_OFFSET, IPV6_SRC_OFFSET, Ipv4Header, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    },
 };
 
 const ETH_ALEN: usize = 6;
@@ -44,30 +46,14 @@ const AF_INET6: u8 = 10;
 /// stack would forward.
 const PACKET_HOST: u32 = 0;
 
-// Headers of bytes only (alignment 1), so that they may be referenced where they are in
-// the packet.
-
-/// The IPv4 header without options: a packet with options (e.g. record route) is the
-/// stack's to forward.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Header {
-    version_ihl: u8,
-    tos: u8,
-    total_length: [u8; 2],
-    id: [u8; 2],
-    flags_fragment_offset: [u8; 2],
-    ttl: u8,
-    protocol: u8,
-    checksum: [u8; 2],
-    src: [u8; 4],
-    dst: [u8; 4],
-}
+/// A packet with IPv4 options (e.g. record route) is the stack's to forward.
 const IPV4_NO_OPTIONS: u8 = 0x45;
 /// "More fragments" and the fragment offset: set in any fragment, which the stack may
 /// have to reassemble.
 const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
 
+/// The whole fixed IPv6 header (`parse` reads it in parts); bytes only, like
+/// `parse::Ipv4Header`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Ipv6Header {
@@ -82,8 +68,6 @@ struct Ipv6Header {
 const IPV6_FLOWINFO_MASK: u32 = 0x0fff_ffff;
 const IPV6_NEXT_HEADER_OFFSET: usize = 6;
 const IPV6_HOP_LIMIT_OFFSET: usize = 7;
-const IPV6_SRC_OFFSET: usize = 8;
-const IPV6_DST_OFFSET: usize = 24;
 /// Hop-by-hop options ask every router to look at them (e.g. router alert); a fragment
 /// may need reassembling. Both are left to the stack.
 const IPV6_HOP_BY_HOP: u8 = 0;

@@ -158,19 +158,21 @@ pub const PARSED_IP: u32 = u32::MAX;
 /// since the link cannot work without it and it never crosses a router.
 pub const PARSED_ARP_OR_ND: u32 = u32::MAX - 1;
 
+/// The IPv4 header without options; bytes only (alignment 1), so that it may be referenced
+/// where it is in the packet (`forward` writes its TTL in place).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Ipv4Header {
-    version_ihl: u8,
-    tos: u8,
-    total_length: [u8; 2],
-    id: [u8; 2],
-    flags_fragment_offset: [u8; 2],
-    ttl: u8,
-    protocol: u8,
-    checksum: [u8; 2],
-    src: [u8; 4],
-    dst: [u8; 4],
+pub struct Ipv4Header {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_length: [u8; 2],
+    pub id: [u8; 2],
+    pub flags_fragment_offset: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub checksum: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
 }
 
 /// The IPv6 header up to the addresses, which are read into the `Packet` on their own.
@@ -183,8 +185,8 @@ struct Ipv6Fixed {
     hop_limit: u8,
 }
 
-const IPV6_SRC_OFFSET: usize = 8;
-const IPV6_DST_OFFSET: usize = 24;
+pub const IPV6_SRC_OFFSET: usize = 8;
+pub const IPV6_DST_OFFSET: usize = 24;
 
 /// The TCP header up to the flags.
 #[repr(C)]
