@@ -176,10 +176,11 @@ pub const CONFIG_WORKLOAD_TO_HOST_ACCEPT: u32 = 1 << 2;
 /// reported before an agent asks for it.
 pub const CONFIG_ALLOW_EVENTS: u32 = 1 << 3;
 /// A packet a workload sends to another workload of this node, once its egress policy
-/// passed it, is forwarded by the programs (the kernel's FIB and neighbours, then
-/// `bpf_redirect` to the destination's host veth, whose program still applies its ingress
-/// policy) instead of by the host's IP stack. Off in a zeroed configuration; the agent
-/// turns it on unless told not to.
+/// passed it, is forwarded by the programs (`bpf_redirect_neigh` to the destination's host
+/// veth, whose program still applies its ingress policy) instead of by the host's IP
+/// stack, when its flow's first packet went through the stack to that veth under the same
+/// addresses and ports ([`CtValue::forward_ifindex`]). Off in a zeroed configuration; the
+/// agent turns it on unless told not to.
 pub const CONFIG_LOCAL_REDIRECT: u32 = 1 << 4;
 
 /// `PAL_LOCAL` key: an address of the workload behind a host veth.
@@ -360,7 +361,15 @@ pub struct CtValue {
     /// count there without asking `PAL_EP_INDEX`. An endpoint's index changes only when it
     /// is attached afresh, and that comes with a new generation, which re-decides the flow.
     pub endpoint: u32,
-    pub _pad: u32,
+    /// The host veth the flow's packets from this workload are forwarded to by the
+    /// programs ([`CONFIG_LOCAL_REDIRECT`]), or 0: they go through the host's stack. Set
+    /// by the destination's `palisade_to_wl` when it opens its own entry for a packet the
+    /// stack brought from this workload's host veth (`ingress_ifindex`) under this very
+    /// key's addresses and ports, so that a flow the host NATs is never found (its packets
+    /// arrive under other addresses) and stays on the stack. The destination's own entry
+    /// gets this workload's host veth, for the replies. TCP, UDP and SCTP only; taken
+    /// over from the shape's old padding (0 in entries older programs wrote).
+    pub forward_ifindex: u32,
 }
 
 /// A FIN or RST was seen: the entry expires after [`CT_TIMEOUT_CLOSING_NS`].

@@ -22,8 +22,8 @@ use crate::{
     clock,
     maps::{PAL_CT, PAL_CT_USAGE},
     parse::{
-        L4Kind, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_FIN, TCP_RST,
-        TCP_SYN,
+        L4Kind, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK,
+        TCP_FIN, TCP_RST, TCP_SYN,
     },
 };
 
@@ -59,7 +59,7 @@ impl Entry {
             icmp_code: 0,
             last_seen_ns: 0,
             endpoint: ENDPOINT_NONE,
-            _pad: 0,
+            forward_ifindex: 0,
         },
         holds: false,
         now: 0,
@@ -195,7 +195,8 @@ pub enum Opened {
 /// there is one). A new key is counted against the budget of the endpoint behind
 /// `key.ifindex` (`budget` entries, 0: no limit). An echo reply opens nothing: only its
 /// request does, so a reply without one is decided by policy every time. `endpoint`: the
-/// `PAL_EP_STATS` index the flow's packets count at.
+/// `PAL_EP_STATS` index the flow's packets count at; `forward_ifindex`: see
+/// [`CtValue::forward_ifindex`] (0 but for what [`learn_forwarding`] found).
 #[inline(always)]
 pub fn open(
     key: &CtKey,
@@ -204,6 +205,7 @@ pub fn open(
     generation: u32,
     budget: u32,
     endpoint: u32,
+    forward_ifindex: u32,
 ) -> Opened {
     // ICMP types and codes fit in a byte; `parse` widened them.
     let (icmp_type, icmp_code) = match packet.l4.kind {
@@ -221,7 +223,7 @@ pub fn open(
         icmp_code,
         last_seen_ns: clock::now(),
         endpoint,
-        _pad: 0,
+        forward_ifindex,
     };
     // A key that has an entry (a closing or expired flow's: under TCP_CRR with port reuse,
     // most connections') is reopened where it is. An update of the LRU map would pop a free
@@ -286,9 +288,45 @@ fn reopen(at: *mut CtValue, value: &CtValue) {
         core::ptr::write_volatile(&raw mut (*at).icmp_type, value.icmp_type);
         core::ptr::write_volatile(&raw mut (*at).icmp_code, value.icmp_code);
         core::ptr::write_volatile(&raw mut (*at).endpoint, value.endpoint);
+        core::ptr::write_volatile(&raw mut (*at).forward_ifindex, value.forward_ifindex);
         core::ptr::write_volatile(&raw mut (*at).last_seen_ns, value.last_seen_ns);
         core::ptr::write_volatile(&raw mut (*at).generation, value.generation);
     }
+}
+
+/// For a flow the destination's program is about to open (`key`, its own view) from a
+/// packet the host brought from the host veth `ingress_ifindex`: when the sender's program
+/// tracks the flow under the packet's very addresses and ports, the two workloads talk
+/// without NAT between them, and each side's later packets may go straight to the other's
+/// host veth. The sender's entry learns this veth; the answer (`ingress_ifindex`, or 0) is
+/// what the destination's own entry keeps. TCP, UDP and SCTP only: their keys are the
+/// same from both sides with the ports swapped.
+#[inline(always)]
+pub fn learn_forwarding(key: &CtKey, ingress_ifindex: u32) -> u32 {
+    if key.protocol != PROTO_TCP && key.protocol != PROTO_UDP && key.protocol != PROTO_SCTP {
+        return 0;
+    }
+    let sender = CtKey {
+        ifindex: ingress_ifindex,
+        family: key.family,
+        protocol: key.protocol,
+        local_port: key.remote_port,
+        remote_port: key.local_port,
+        _pad: 0,
+        local_addr: key.remote_addr,
+        remote_addr: key.local_addr,
+    };
+    let Some(at) = PAL_CT.get_ptr_mut(sender) else {
+        return 0;
+    };
+    // SAFETY: a value pointer from a successful lookup. The sender's program reads the
+    // field as one aligned word: it sees 0 or this veth.
+    unsafe {
+        if (*at).forward_ifindex != key.ifindex {
+            core::ptr::write_volatile(&raw mut (*at).forward_ifindex, key.ifindex);
+        }
+    }
+    ingress_ifindex
 }
 
 /// `bpf_map_update_elem` flags.

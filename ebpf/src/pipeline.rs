@@ -39,11 +39,10 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
     };
     let mut packet = Packet::NONE;
     let (verdict, parsed) = match parse::parse(ctx, direction, &mut packet) {
-        PARSED_IP => {
-            // The host made it: it did not come in through any interface.
-            let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
-            (judge(&packet, &config, &subject, from_host), Some(&packet))
-        }
+        PARSED_IP => (
+            judge(&packet, &config, &subject, ingress_ifindex),
+            Some(&packet),
+        ),
         PARSED_ARP_OR_ND => (Verdict::pass(STAT_PASSED_ARP_ND), None),
         drop_reason => (Verdict::drop(drop_reason), None),
     };
@@ -52,9 +51,9 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
     // what was decided about it; the destination's program judges it on its way in.
     if direction == DIR_EGRESS
         && verdict.pass
+        && verdict.forward_to != 0
         && config.flags & CONFIG_LOCAL_REDIRECT != 0
-        && parsed.is_some()
-        && let Some(action) = forward::to_local_workload(ctx, ifindex)
+        && let Some(action) = forward::to_local_workload(ctx, ifindex, verdict.forward_to)
     {
         return action;
     }
@@ -80,17 +79,19 @@ fn local_of(packet: &Packet, config: &Config, subject: &Subject) -> Result<Local
     }
 }
 
+/// `ingress_ifindex`: the interface the packet came into the host by (`skb->skb_iif`), 0
+/// when the host made it.
 #[inline(always)]
-fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
+fn judge(packet: &Packet, config: &Config, subject: &Subject, ingress_ifindex: u32) -> Verdict {
     if packet.has_ip_options {
         counters::count(STAT_IP_OPTIONS);
     }
     let fragment = packet.fragment;
     match fragment.kind {
-        FragmentKind::Whole => judge_flow(packet, config, subject, from_host),
+        FragmentKind::Whole => judge_flow(packet, config, subject, ingress_ifindex),
         FragmentKind::First => {
             counters::count(STAT_FRAGMENTS);
-            let verdict = judge_flow(packet, config, subject, from_host);
+            let verdict = judge_flow(packet, config, subject, ingress_ifindex);
             frag::remember_first(
                 subject.ifindex,
                 subject.direction,
@@ -113,8 +114,15 @@ fn judge(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -
 
 /// Conntrack first; identity and policy (with the host rules) for what it does not know.
 #[inline(always)]
-fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bool) -> Verdict {
+fn judge_flow(
+    packet: &Packet,
+    config: &Config,
+    subject: &Subject,
+    ingress_ifindex: u32,
+) -> Verdict {
     let direction = subject.direction;
+    // The host made it: it did not come in through any interface.
+    let from_host = direction == DIR_INGRESS && ingress_ifindex == 0;
     let key = conntrack::key_of(subject.ifindex, direction, packet);
     let entry = match &key {
         Some(key) => conntrack::lookup(key, packet, direction),
@@ -131,7 +139,8 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         // The entry also knows where the endpoint counts: no `PAL_EP_INDEX` lookup.
         let endpoint = entry.value.endpoint;
         conntrack::refresh(&entry, packet, config.generation, endpoint);
-        return Verdict::pass_of(STAT_CT_ESTABLISHED, endpoint);
+        return Verdict::pass_of(STAT_CT_ESTABLISHED, endpoint)
+            .forwarded_to(entry.value.forward_ifindex);
     }
     let local = match local_of(packet, config, subject) {
         Ok(local) => local,
@@ -167,7 +176,7 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
     // Looked up after policy, not carried through it (see `verdict::Verdict::endpoint`).
     if admission.from_host {
         let endpoint = counters::endpoint_index(subject.ifindex);
-        if !track(key.as_ref(), packet, direction, config, endpoint) {
+        if !track(key.as_ref(), packet, direction, config, endpoint, 0) {
             return Verdict::drop(DROP_CT_BUDGET);
         }
         events::flow_allowed(
@@ -195,7 +204,26 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
         return Verdict::drop_by(admission.reason, decision.outcome);
     }
     let endpoint = counters::endpoint_index(subject.ifindex);
-    if !track(key.as_ref(), packet, direction, config, endpoint) {
+    // Learnt when the packet reaches its destination: only then are both ends' views of
+    // the flow known to be the same.
+    let forward_ifindex = match &key {
+        Some(key)
+            if direction == DIR_INGRESS
+                && ingress_ifindex != 0
+                && config.flags & CONFIG_LOCAL_REDIRECT != 0 =>
+        {
+            conntrack::learn_forwarding(key, ingress_ifindex)
+        }
+        _ => 0,
+    };
+    if !track(
+        key.as_ref(),
+        packet,
+        direction,
+        config,
+        endpoint,
+        forward_ifindex,
+    ) {
         return Verdict::drop_by(DROP_CT_BUDGET, decision.outcome);
     }
     // Told apart only now: a flag known all through the policy lookup would have the
@@ -218,8 +246,8 @@ fn judge_flow(packet: &Packet, config: &Config, subject: &Subject, from_host: bo
 }
 
 /// Opens the entry of a flow admission allowed (untracked packets have no key), for the
-/// endpoint at `PAL_EP_STATS[endpoint]`; false when the endpoint's conntrack budget is used
-/// up.
+/// endpoint at `PAL_EP_STATS[endpoint]`, forwarded to `forward_ifindex` (0: by the
+/// stack); false when the endpoint's conntrack budget is used up.
 #[inline(always)]
 fn track(
     key: Option<&CtKey>,
@@ -227,6 +255,7 @@ fn track(
     direction: u8,
     config: &Config,
     endpoint: u32,
+    forward_ifindex: u32,
 ) -> bool {
     let Some(key) = key else {
         return true;
@@ -238,6 +267,7 @@ fn track(
         config.generation,
         config.ct_budget,
         endpoint,
+        forward_ifindex,
     ) == Opened::Yes
 }
 

@@ -19,6 +19,9 @@ pub struct Verdict {
     /// the flow's conntrack entry, or looked up to open one); [`ENDPOINT_NONE`] otherwise,
     /// and the counting looks it up.
     pub endpoint: u32,
+    /// The host veth of another local workload this pass may be forwarded to (the flow's
+    /// `CtValue::forward_ifindex`), or 0: the stack forwards it.
+    pub forward_to: u32,
 }
 
 impl Verdict {
@@ -29,6 +32,7 @@ impl Verdict {
             stat,
             outcome: u32::MAX,
             endpoint: ENDPOINT_NONE,
+            forward_to: 0,
         }
     }
 
@@ -38,6 +42,15 @@ impl Verdict {
         Self {
             endpoint,
             ..Self::pass(stat)
+        }
+    }
+
+    /// The same pass, to be forwarded to the host veth `ifindex` (0: by the stack).
+    #[inline(always)]
+    pub fn forwarded_to(self, ifindex: u32) -> Self {
+        Self {
+            forward_to: ifindex,
+            ..self
         }
     }
 
@@ -54,6 +67,7 @@ impl Verdict {
             stat: reason,
             outcome,
             endpoint: ENDPOINT_NONE,
+            forward_to: 0,
         }
     }
 

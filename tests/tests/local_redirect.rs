@@ -266,8 +266,9 @@ impl Node {
 
     /// A TCP connection from workload 0 to `SERVICE_ADDR:SERVICE_PORT`, which the router
     /// rewrites (DNAT) to workload 1's `ALLOWED`: its replies must go back through the
-    /// host's conntrack, which gives them the service's address again.
-    fn through_dnat(&self) -> StreamLog {
+    /// host's conntrack, which gives them the service's address again. Also how many
+    /// IPv4 packets the host's stack forwarded while it ran.
+    fn through_dnat(&self) -> (StreamLog, u64) {
         let server = self.address(1, false);
         netfilter::run_with_input(
             &self.router.ns,
@@ -292,9 +293,11 @@ impl Node {
         )
         .expect("a DNAT rule on the router");
         let service = SocketAddr::new(SERVICE_ADDR.parse().expect("an address"), SERVICE_PORT);
+        let before = self.router.forwarded();
         let stream = EchoStream::start(&self.workloads[0].0.netns.name, service, INTERVAL);
         thread::sleep(Duration::from_secs(1));
-        stream.stop()
+        let log = stream.stop();
+        (log, self.router.forwarded().0 - before.0)
     }
 
     /// A TCP connection from workload 0 to 1 on `ALLOWED`, running across a policy change
@@ -378,7 +381,7 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
         .as_mut()
         .expect("an agent runs")
         .wait_for(&["policy published", &format!("revision={revision}")]);
-    let serviced = node.through_dnat();
+    let (serviced, forwarded) = node.through_dnat();
     assert!(
         serviced.echoed.len() >= 10 && serviced.unanswered() <= 1 && serviced.error.is_none(),
         "a connection to a DNATed service address with its backend on this node should run: \
@@ -386,6 +389,13 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
         serviced.echoed.len(),
         serviced.sent.len(),
         serviced.error
+    );
+    // Nothing was learnt for it: every message and echo took the host's stack.
+    assert!(
+        forwarded >= 2 * serviced.echoed.len() as u64,
+        "the host's stack forwarded {forwarded} packets of a DNATed connection that echoed \
+         {} messages: its packets went past the host's NAT",
+        serviced.echoed.len()
     );
 
     // Off: the host's stack forwards, with the same outcome.

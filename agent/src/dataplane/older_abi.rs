@@ -73,7 +73,7 @@ impl NarrowCtValue {
             icmp_code: self.icmp_code,
             last_seen_ns: self.last_seen_ns,
             endpoint: ENDPOINT_NONE,
-            _pad: 0,
+            forward_ifindex: 0,
         }
     }
 }
