@@ -86,7 +86,7 @@ impl Compiler {
         &mut self,
         resources: &BTreeMap<ResourceKey, Arc<Resource>>,
     ) -> Result<Changes, CompileError> {
-        let changed = diff(&self.resources, resources);
+        let changed = diff(&mut self.resources, resources);
         let in_place = match self.build.as_mut() {
             Some(build) if changed.len() <= MAX_IN_PLACE && !too_much_garbage(build) => {
                 build.changes = Some(ChangedKeys::default());
@@ -138,32 +138,41 @@ impl<'a> From<Option<&'a str>> for Locals<'a> {
     }
 }
 
-/// Keys whose resource differs between `old` and `new`, in one pass over both.
+/// Keys whose resource differs between `old` and `new`, in one pass over both; `old` takes
+/// `new`'s allocation of each resource that is the same in both.
 fn diff(
-    old: &BTreeMap<ResourceKey, Arc<Resource>>,
+    old: &mut BTreeMap<ResourceKey, Arc<Resource>>,
     new: &BTreeMap<ResourceKey, Arc<Resource>>,
 ) -> Vec<ResourceKey> {
     let mut changed = Vec::new();
-    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    let (mut old, mut new) = (old.iter_mut().peekable(), new.iter().peekable());
     loop {
-        let key = match (old.peek(), new.peek()) {
+        let key = match (old.peek_mut(), new.peek()) {
             (None, None) => return changed,
-            (Some((k, _)), None) | (None, Some((k, _))) => (*k).clone(),
+            (Some((k, _)), None) => (*k).clone(),
+            (None, Some((k, _))) => (*k).clone(),
             // The same allocation is the same resource, under its own key in both: no
             // need to compare the keys (a string compare per field; the walk over
             // every resource of a 10,000-policy world cost milliseconds doing so).
             (Some((a, x)), Some((b, y))) if Arc::ptr_eq(x, y) => {
-                debug_assert_eq!(a, b, "a resource under another key");
+                debug_assert_eq!(*a, *b, "a resource under another key");
                 old.next();
                 new.next();
                 continue;
             }
-            (Some((a, x)), Some((b, y))) => match a.cmp(b) {
+            (Some((a, x)), Some((b, y))) => match (*a).cmp(b) {
                 Ordering::Less => (*a).clone(),
                 Ordering::Greater => (*b).clone(),
                 Ordering::Equal => {
-                    if x != y {
+                    if **x != **y {
                         changed.push((*a).clone());
+                    } else {
+                        // The same resource in another allocation (a snapshot read it
+                        // again, a write put it unchanged): kept as the new one, so that
+                        // the next walk passes it by pointer instead of comparing it
+                        // field by field (every resource, after a re-snapshot: 15 ms
+                        // per update at 10,000 endpoints and 10,000 policies, for good).
+                        **x = Arc::clone(y);
                     }
                     old.next();
                     new.next();
@@ -441,4 +450,50 @@ fn rekey_locals(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::parse::resource_from_value;
+
+    fn policy(name: &str, port: u16) -> Arc<Resource> {
+        let value = json!({"apiVersion": "v1", "kind": "policy",
+            "metadata": {"name": name},
+            "spec": {"selector": "all()", "order": 1,
+                     "ingress": [{"action": "allow", "protocol": "tcp",
+                                  "destination": {"ports": [port]}}]}});
+        Arc::new(resource_from_value(value).unwrap())
+    }
+
+    fn view(resources: &[&Arc<Resource>]) -> BTreeMap<ResourceKey, Arc<Resource>> {
+        resources.iter().map(|r| (r.key(), Arc::clone(r))).collect()
+    }
+
+    #[test]
+    fn the_walk_keeps_the_new_allocation_of_a_resource_that_did_not_change() {
+        let (a, b, changed) = (policy("a", 1), policy("b", 2), policy("c", 3));
+        let mut known = view(&[&a, &b, &changed]);
+        // `b` read again (a re-snapshot), `c` changed, `d` new.
+        let (b_again, c_new, d) = (policy("b", 2), policy("c", 4), policy("d", 5));
+        let next = view(&[&a, &b_again, &c_new, &d]);
+
+        assert_eq!(diff(&mut known, &next), vec![c_new.key(), d.key()]);
+        assert!(Arc::ptr_eq(&known[&b.key()], &b_again));
+        assert!(Arc::ptr_eq(&known[&a.key()], &a));
+        // The changed resource is the caller's to take (it compiles the change first).
+        assert!(Arc::ptr_eq(&known[&changed.key()], &changed));
+        assert!(!known.contains_key(&d.key()));
+    }
+
+    #[test]
+    fn the_walk_finds_resources_that_only_one_side_has() {
+        let (a, b) = (policy("a", 1), policy("b", 2));
+        assert_eq!(diff(&mut view(&[&a, &b]), &view(&[&b])), vec![a.key()]);
+        assert_eq!(diff(&mut view(&[&b]), &view(&[&a, &b])), vec![a.key()]);
+        assert!(diff(&mut view(&[]), &view(&[])).is_empty());
+    }
 }
