@@ -300,6 +300,47 @@ impl Node {
         (log, self.router.forwarded().0 - before.0)
     }
 
+    /// A TCP connection from workload 0 to 1 on `ALLOWED`, running while workload 1 goes
+    /// (`palisade workload remove`: its veth too) and a new workload takes its addresses.
+    /// The connection's packets, forwarded past the host to the old veth until then, must
+    /// take the host's routes to the new one, whose kernel resets the connection. (Two
+    /// things send them to the stack: the re-check under the generation the endpoints'
+    /// change brings, and, before it, the gone veth's missing `PAL_EP_INDEX` entry; this
+    /// checks the outcome, not which of them got there first.)
+    fn address_moves(&mut self, cleanup: &mut Cleanup) -> StreamLog {
+        let server = SocketAddr::new(self.address(1, false), ALLOWED);
+        let stream = EchoStream::start(&self.workloads[0].0.netns.name, server, INTERVAL);
+        thread::sleep(Duration::from_millis(500));
+        let (gone, services) = self.workloads.remove(1);
+        // The veth first: the old server's sockets close into a namespace with no way out.
+        self.store.palisade_ok_in(
+            Some(&self.router.ns.name),
+            &["workload", "remove", &gone.name, "--node", NODE],
+            "",
+        );
+        drop(services);
+        let ips: Vec<String> = gone.ips.iter().map(ToString::to_string).collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let spec = WorkloadSpec {
+            prefix: "rdr",
+            ips: &ips,
+            labels: "",
+            profiles: &["peer"],
+        };
+        let workload = self.router.add_workload(cleanup, &self.store, NODE, &spec);
+        let services =
+            Services::start(&workload.netns.name, &[ALLOWED, DENIED], &[ALLOWED, DENIED]);
+        let interface = workload.interface.clone();
+        self.workloads.push((workload, services));
+        let revision = self.store.revision();
+        self.agent
+            .as_mut()
+            .expect("an agent runs")
+            .wait_until_enforcing(&[&interface], revision);
+        thread::sleep(Duration::from_millis(1500));
+        stream.stop()
+    }
+
     /// A TCP connection from workload 0 to 1 on `ALLOWED`, running across a policy change
     /// that stops allowing it.
     fn revoke(&mut self) -> StreamLog {
@@ -396,6 +437,18 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
         "the host's stack forwarded {forwarded} packets of a DNATed connection that echoed \
          {} messages: its packets went past the host's NAT",
         serviced.echoed.len()
+    );
+
+    // A flow to a veth that is gone takes the host's routes, which now lead to the
+    // workload that took the address.
+    let moved = node.address_moves(&mut cleanup);
+    assert!(
+        moved.error.as_deref().is_some_and(|e| e.contains("reset")),
+        "a connection to an address another workload took should be reset by that \
+         workload: {:?}, {} of {} echoed",
+        moved.error,
+        moved.echoed.len(),
+        moved.sent.len()
     );
 
     // Off: the host's stack forwards, with the same outcome.
