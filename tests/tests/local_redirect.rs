@@ -347,14 +347,19 @@ impl Node {
         let server = SocketAddr::new(self.address(1, false), ALLOWED);
         let stream = EchoStream::start(&self.workloads[0].0.netns.name, server, INTERVAL);
         thread::sleep(Duration::from_millis(500));
-        self.store.apply(&policy(&format!("[{OTHER}]")));
+        self.allow_tcp_ports(&format!("[{OTHER}]"));
+        thread::sleep(Duration::from_millis(1500));
+        stream.stop()
+    }
+
+    /// Writes the policy with `tcp_ports` allowed and waits until the agent publishes it.
+    fn allow_tcp_ports(&mut self, tcp_ports: &str) {
+        self.store.apply(&policy(tcp_ports));
         let revision = self.store.revision();
         self.agent
             .as_mut()
             .expect("an agent runs")
             .wait_for(&["policy published", &format!("revision={revision}")]);
-        thread::sleep(Duration::from_millis(1500));
-        stream.stop()
     }
 }
 
@@ -416,12 +421,7 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
 
     // A flow the host rewrites keeps to the host's stack: the replies of a connection to a
     // DNATed service address, from a backend on the same node, are un-NATed there.
-    node.store.apply(&policy(&format!("[{ALLOWED}]")));
-    let revision = node.store.revision();
-    node.agent
-        .as_mut()
-        .expect("an agent runs")
-        .wait_for(&["policy published", &format!("revision={revision}")]);
+    node.allow_tcp_ports(&format!("[{ALLOWED}]"));
     let (serviced, forwarded) = node.through_dnat();
     assert!(
         serviced.echoed.len() >= 10 && serviced.unanswered() <= 1 && serviced.error.is_none(),

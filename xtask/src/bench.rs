@@ -181,8 +181,9 @@ one byte each way, shutdown, wait for the close), TCP_RR (one byte each way on o
 connection) and a UDP rate (one-byte datagrams on a flow whose first datagram was \
 answered; the rate is what the server received). Client and server run pinned to CPU 0 \
 (a veth delivers on the sending CPU, so the whole path runs there and 1/rate is its CPU \
-time), the harness and the agent on CPU 1. palisade's agent runs with its defaults, so, after each flow's first packet, \
-its programs forward between the two workloads themselves (`bpf_redirect_neigh`; \
+time), the harness and the agent on CPU 1. palisade's agent runs with its defaults, so, \
+after each flow's first packet, its programs forward between the two workloads themselves \
+(`bpf_redirect_neigh`; \
 `--no-local-redirect` turns that off), where the other dataplanes go through the host's \
 IP forwarding. The client namespace reuses TIME_WAIT ports \
 (`tcp_tw_reuse=1`, ports 1024-65535); the netfilter nodes keep TIME_WAIT conntrack \
