@@ -452,6 +452,11 @@ impl Dataplane {
         );
     }
 
+    /// Sets `ifindex`'s conntrack count, as the programs' additions would have made it.
+    pub fn set_ct_usage(&mut self, ifindex: u32, usage: CtUsage) {
+        self.hash_insert(map_names::CT_USAGE, CtUsageKey { ifindex }, usage);
+    }
+
     /// `PAL_CT_USAGE[ifindex]`.
     pub fn ct_usage(&mut self, ifindex: u32) -> CtUsage {
         let hash: HashMap<_, CtUsageKey, CtUsage> =

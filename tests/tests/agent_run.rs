@@ -30,6 +30,18 @@ fn agent_loads_pins_follows_the_store_and_stops() {
     assert_eq!(prog["type"], "sched_cls");
 
     agent.wait_for(&["policy view updated", "revision=0"]);
+    // The conntrack sweep is housekeeping: it runs below the threads that enforce policy
+    // (once it has started, which the agent does not wait for).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while niceness(agent.pid(), "conntrack-sweep") != [10] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "conntrack-sweep's niceness: {:?}",
+            niceness(agent.pid(), "conntrack-sweep")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(niceness(agent.pid(), "palisade"), vec![0]);
     store.apply(
         "- apiVersion: v1\n  kind: profile\n  metadata: {name: databases, labels: {role: database}}\n",
     );
@@ -41,6 +53,25 @@ fn agent_loads_pins_follows_the_store_and_stops() {
 
     let status = agent.terminate();
     assert!(status.success(), "agent exit status {status}");
+}
+
+/// The niceness of each thread of `pid` named `name`.
+fn niceness(pid: libc::pid_t, name: &str) -> Vec<i64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the agent's threads");
+    let mut found = Vec::new();
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat"))
+            .expect("a thread's stat");
+        // `pid (comm) state ...`: the name may hold spaces, so fields count after the `)`.
+        let (head, tail) = stat.rsplit_once(')').expect("a stat line");
+        let comm = head.split_once('(').expect("a stat line").1;
+        if comm == name {
+            // Field 19 of stat(5), the 17th after the `)`.
+            let nice = tail.split_whitespace().nth(16).expect("the nice field");
+            found.push(nice.parse().expect("a number"));
+        }
+    }
+    found
 }
 
 /// Deleting a profile that endpoints list is allowed, as in calicoctl, but both the command

@@ -18,6 +18,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_common::{HostAddrKey, HostAddrValue, map_names};
 
 use crate::agent::ResourceView;
+use crate::agent::thread_usage::ThreadUsage;
 use crate::compile::{Capacities, Changes, Compiler, Locals};
 use crate::dataplane::attach::{AttachMode, Attachments};
 use crate::dataplane::conntrack::Conntrack;
@@ -47,6 +48,8 @@ struct Timing {
     started: Instant,
     /// The compiler's own time (both compiles, when an in-place one did not fit).
     compiled: Duration,
+    /// What the compiles used of their thread meanwhile.
+    compile_usage: ThreadUsage,
 }
 
 pub struct Enforcer {
@@ -237,12 +240,18 @@ impl Enforcer {
         let ifindex_of = self.bound_interfaces();
 
         let compiling = Instant::now();
+        let usage = ThreadUsage::now();
         match self.compiler.update(self.view.resources()) {
             Ok(changes) => {
                 let compiled = compiling.elapsed();
+                let timing = Timing {
+                    started,
+                    compiled,
+                    compile_usage: ThreadUsage::now() - usage,
+                };
                 let full = matches!(changes, Changes::All);
                 self.observe(|t| t.compiled(full, compiled));
-                if self.publish(&changes, &ifindex_of, Timing { started, compiled }) {
+                if self.publish(&changes, &ifindex_of, timing) {
                     self.policy_revision = Some(self.view.revision);
                 }
             }
@@ -622,7 +631,11 @@ impl Enforcer {
                         // new counters zeroed and the generation flipped; from the start
                         // of the reconcile (endpoint bindings, compile, write) to the flip;
                         // to this line (the new outcomes and rules named, after the flip).
+                        // The compiler's CPU time and page faults tell a compile that
+                        // waited for the CPU or for memory from one that had more to do.
                         ("compile_ms", &Millis(timing.compiled)),
+                        ("compile_cpu_ms", &Millis(timing.compile_usage.cpu)),
+                        ("compile_page_faults", &timing.compile_usage.page_faults),
                         ("write_ms", &Millis(written)),
                         ("flip_ms", &Millis(flipped)),
                         ("total_ms", &Millis(timing.started.elapsed())),
@@ -641,12 +654,14 @@ impl Enforcer {
                 self.published = None;
                 self.compiler.forget();
                 let compiling = Instant::now();
+                let usage = ThreadUsage::now();
                 match self.compiler.update(self.view.resources()) {
                     Ok(changes) => {
                         let compiled = compiling.elapsed();
                         self.observe(|t| t.compiled(true, compiled));
                         let timing = Timing {
                             compiled: timing.compiled + compiled,
+                            compile_usage: timing.compile_usage + (ThreadUsage::now() - usage),
                             ..timing
                         };
                         self.publish(&changes, ifindex_of, timing)

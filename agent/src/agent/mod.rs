@@ -3,6 +3,7 @@
 
 mod enforce;
 mod sync;
+mod thread_usage;
 mod views;
 
 pub use enforce::Enforcer;

@@ -55,6 +55,12 @@ pub enum ConntrackError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot delete from map `{name}`: {source}")]
+    Delete {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn map_err(action: &'static str, name: &'static str) -> impl Fn(MapError) -> ConntrackError {
@@ -183,14 +189,14 @@ impl Conntrack {
             source,
         })?;
         let mut deleted: BTreeMap<u32, u64> = BTreeMap::new();
-        for key in &expired {
-            match self.flows.remove(key) {
-                Ok(()) => *deleted.entry(key.ifindex).or_default() += 1,
-                // Evicted meanwhile: counted as such below.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("delete from", map_names::CT)(e)),
-            }
-        }
+        // Keys evicted meanwhile are passed over, and counted as evicted below.
+        map_batch::delete(self.flows.map().fd().as_fd(), &expired, |key: &CtKey| {
+            *deleted.entry(key.ifindex).or_default() += 1;
+        })
+        .map_err(|source| ConntrackError::Delete {
+            name: map_names::CT,
+            source,
+        })?;
         let mut swept = Swept {
             live: live.values().sum(),
             expired: deleted.values().sum(),
