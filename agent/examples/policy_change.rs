@@ -18,6 +18,10 @@
 //! (`cargo xtask bench etcd`): 200 new ports, in every seventh policy of all of them.
 //! `PALISADE_CHANGE=churn` makes the dataplane bench's churn (300 random rules of random
 //! policies flip their action) and names the changes that take over 10 ms.
+//!
+//! `PALISADE_COLD=1` writes over a buffer far larger than the CPU's caches before each
+//! change (untimed), so that each compile finds its memory as after the agent sat idle
+//! while the node did other work.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
 
 #[path = "../tests/common/generated.rs"]
@@ -35,6 +39,8 @@ use palisade::selector::Selector;
 /// The dataplane bench's: 100 endpoints on the node, 21 changes.
 const PER_NODE: usize = 100;
 const CHANGES: usize = 21;
+/// What `PALISADE_COLD` writes over before each change.
+const COLD_BYTES: usize = 512 << 20;
 /// The peers bench's: 10 changes.
 const PEERS_CHANGES: usize = 10;
 /// The etcd bench's: 200 changes.
@@ -116,6 +122,7 @@ fn main() {
     };
     let mut times: Vec<Duration> = Vec::new();
     let mut cpu_times: Vec<Duration> = Vec::new();
+    let mut cold = std::env::var_os("PALISADE_COLD").map(|_| vec![0u8; COLD_BYTES]);
     for round in 0..rounds {
         for (i, policy) in changed.iter().enumerate() {
             let port = 20_000 + u16::try_from(round * changed.len() + i).unwrap();
@@ -146,6 +153,9 @@ fn main() {
                     Action::Allow => Action::Deny,
                     _ => Action::Allow,
                 };
+            }
+            if let Some(buffer) = cold.as_mut() {
+                evict_caches(buffer);
             }
             let (started, cpu_started) = (Instant::now(), thread_cpu());
             let changes = compiler.update(&current).unwrap();
@@ -239,4 +249,13 @@ fn describe(changes: &palisade::compile::Changes) -> String {
             keys.endpoints.len()
         ),
     }
+}
+
+/// Writes over every cache line of `buffer`, which leaves the CPU's caches (and TLB) full of
+/// it and empty of the compiler's memory.
+fn evict_caches(buffer: &mut [u8]) {
+    for line in buffer.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(1);
+    }
+    std::hint::black_box(&buffer);
 }
