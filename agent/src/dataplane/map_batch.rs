@@ -43,12 +43,21 @@ pub(super) struct BatchAttr {
 /// the map's sizes, and `attr.in_batch` (unless 0) and `attr.out_batch` to a cursor of at
 /// least the map's key size and 8 bytes, all live for the call.
 pub(super) unsafe fn lookup_batch(attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: the caller vouches for the buffers.
+    unsafe { batch(BPF_MAP_LOOKUP_BATCH, attr) }
+}
+
+/// One `BPF_MAP_*_BATCH` `command` with `attr`.
+///
+/// # Safety
+/// The buffers `attr` points to must be what `command` reads and writes, live for the call.
+unsafe fn batch(command: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: the caller vouches for the buffers; the size passed keeps the kernel from
     // reading past the batch prefix of `union bpf_attr`.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
+            command,
             attr as *mut BatchAttr,
             size_of::<BatchAttr>(),
         )
@@ -83,17 +92,7 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> i
         };
         // SAFETY: `keys` and `values` hold at least `count` elements of the map's key and
         // value sizes from `done` on, and are only read by the kernel.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
         // The kernel says how many it wrote; all of them unless interrupted.
         if attr.count == 0 {
             return Err(io::Error::new(
@@ -126,26 +125,17 @@ pub fn delete<K: Pod>(
         };
         // SAFETY: `keys` holds at least `count` elements of the map's key size from `done`
         // on, only read by the kernel.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_DELETE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
+        let result = unsafe { batch(BPF_MAP_DELETE_BATCH, &mut attr) };
         // The kernel stops at the first key it cannot delete; `count` says how many it
         // deleted before it.
         let count = (attr.count as usize).min(keys.len() - done);
         keys[done..done + count].iter().for_each(&mut deleted);
         done += count;
-        if rc < 0 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::ENOENT) {
-                return Err(error);
-            }
+        match result {
+            Ok(()) => {}
             // Gone already: the next key.
-            done += 1;
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => done += 1,
+            Err(error) => return Err(error),
         }
     }
     Ok(())
