@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use aya::maps::{HashMap, Map, MapData};
 use palisade::dataplane::conntrack::{Conntrack, Swept};
@@ -43,15 +44,22 @@ fn seen_at(last_seen_ns: u64) -> CtValue {
     }
 }
 
+/// The embedded object loaded with its maps pinned in a private bpffs (kept mounted while
+/// the first value lives), and their pin directory.
+fn pinned_dataplane() -> (PrivateBpffs, PathBuf, Dataplane) {
+    require_root();
+    let bpffs = PrivateBpffs::mount();
+    let pin_dir = ensure_pin_dir(bpffs.path()).expect("the pin directory");
+    let dataplane = Dataplane::load_with_pins(Some(&pin_dir));
+    (bpffs, pin_dir, dataplane)
+}
+
 /// Endpoint 1 holds `FLOWS` entries, every other one expired, and five more that vanish
 /// before the sweep (deleted by hand, as an eviction would); endpoint 2 holds three live
 /// ones. The counts say what the programs added.
 #[test]
 fn the_sweep_deletes_expired_flows_keeps_live_ones_and_recounts_each_endpoint() {
-    require_root();
-    let bpffs = PrivateBpffs::mount();
-    let pin_dir = ensure_pin_dir(bpffs.path()).expect("the pin directory");
-    let mut dataplane = Dataplane::load_with_pins(Some(&pin_dir));
+    let (_bpffs, pin_dir, mut dataplane) = pinned_dataplane();
     let mut table = Conntrack::open_pinned(&pin_dir).expect("the pinned conntrack maps");
     table.track_endpoint(1).expect("endpoint 1 counted");
     table.track_endpoint(2).expect("endpoint 2 counted");
@@ -127,10 +135,7 @@ fn the_sweep_deletes_expired_flows_keeps_live_ones_and_recounts_each_endpoint() 
 /// and says which keys it deleted.
 #[test]
 fn a_batch_delete_passes_over_missing_keys() {
-    require_root();
-    let bpffs = PrivateBpffs::mount();
-    let pin_dir = ensure_pin_dir(bpffs.path()).expect("the pin directory");
-    let mut dataplane = Dataplane::load_with_pins(Some(&pin_dir));
+    let (_bpffs, pin_dir, mut dataplane) = pinned_dataplane();
     let held: Vec<CtKey> = (0..6).map(|port| flow(1, port)).collect();
     for key in &held {
         dataplane.set_conntrack(key, seen_at(NOW));
