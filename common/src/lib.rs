@@ -52,7 +52,7 @@ pub const ABI_VERSION: u32 = if cfg!(feature = "abi-next") {
 };
 
 /// The ABI of this source tree (what [`ABI_VERSION`] is without `abi-next`).
-pub const RELEASED_ABI_VERSION: u32 = 5;
+pub const RELEASED_ABI_VERSION: u32 = 6;
 
 /// Map names (at most 15 bytes: the kernel's object-name limit). The agent pins each map
 /// under its name.
@@ -76,11 +76,12 @@ pub mod map_names {
     pub const EVENTS: &str = "PAL_EVENTS";
     pub const HOST_ADDRS: &str = "PAL_HOST_ADDRS";
     pub const CT_USAGE: &str = "PAL_CT_USAGE";
+    pub const DELIVER: &str = "PAL_DELIVER";
 
     /// Every map, in the order the README lists them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         CONFIG, LOCAL, REMOTE, LPM, PEERS, POLICY, TABLE, ROWS, CELLS, OUTCOMES, CT, CT_USAGE,
-        FRAGS, EP_INDEX, EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS,
+        FRAGS, EP_INDEX, EP_STATS, RULE_STATS, STATS, EVENTS, HOST_ADDRS, DELIVER,
     ];
 }
 
@@ -114,6 +115,10 @@ pub mod program_names {
     pub const FROM_WORKLOAD: &str = "palisade_from_wl";
     /// On the host veth's egress: packets to the workload, its ingress policy.
     pub const TO_WORKLOAD: &str = "palisade_to_wl";
+    /// Not attached: `FROM_WORKLOAD` tail-calls it (through `PAL_DELIVER[DELIVER_SLOT]`) for a
+    /// packet of a flow it forwards to another local workload, whose ingress policy and
+    /// conntrack it checks before delivering the packet into that workload's namespace.
+    pub const DELIVER: &str = "palisade_deliver";
     /// Does nothing: the baseline `cargo xtask bench` measures the others against.
     pub const EMPTY: &str = "palisade_empty";
 }
@@ -491,11 +496,36 @@ pub struct EndpointIndexKey {
 /// goes; a per-CPU array rather than a per-CPU hash keyed by ifindex, so that a packet of
 /// a known flow (which carries the index in [`CtValue::endpoint`]) counts without a hash
 /// lookup.
+///
+/// The MACs are the programs' to fill: the destination addresses of frames the host's
+/// stack sends to the workload (its own MAC, as the host's neighbour table has it, and the
+/// host veth's). The agent writes zeros; `palisade_to_wl` learns them from the first
+/// packet of a flow the stack forwarded from another local workload, and once they are
+/// known `palisade_from_wl` delivers that flow's packets into the workload's namespace
+/// with these MACs (see [`program_names::DELIVER`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndpointIndex {
     pub index: u32,
+    /// The workload's MAC: a frame's destination.
+    pub workload_mac: [u8; 6],
+    /// The host veth's MAC: a frame's source. All zeros until learnt.
+    pub host_mac: [u8; 6],
 }
+
+impl EndpointIndex {
+    /// The entry the agent writes for an endpoint at `PAL_EP_STATS[index]`: MACs unknown.
+    pub const fn new(index: u32) -> Self {
+        Self {
+            index,
+            workload_mac: [0; 6],
+            host_mac: [0; 6],
+        }
+    }
+}
+
+/// The one slot of `PAL_DELIVER` (a program array): [`program_names::DELIVER`].
+pub const DELIVER_SLOT: u32 = 0;
 
 /// [`CtValue::endpoint`] of a flow whose interface had no `PAL_EP_INDEX` entry.
 pub const ENDPOINT_NONE: u32 = u32::MAX;

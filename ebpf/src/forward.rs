@@ -8,15 +8,25 @@
 //! it elsewhere. Everything else (a flow's first packet, every packet of a flow the host
 //! NATs, the host's own addresses, other nodes) goes to the stack as before.
 //!
-//! `bpf_redirect_neigh` hands the packet to the kernel's neighbour output on that veth
-//! (the MACs the stack would write, an ARP or neighbour solicitation when none is known)
-//! and `dev_queue_xmit`, which runs the veth's TC egress programs: the destination's
-//! `palisade_to_wl` still judges it with its ingress policy and conntrack. What is skipped
-//! is the host's IP layer: the route lookup, netfilter's PREROUTING, FORWARD and
-//! POSTROUTING hooks (and with them the host's conntrack and NAT) and its forwarding
-//! counters. What the stack would do to a forwarded packet itself is done here: the TTL or
-//! hop limit drops by one, and what the stack would refuse or answer (TTL running out,
-//! too big for the veth's MTU, IPv4 options, fragments, hop-by-hop options) is left to it.
+//! Once the destination's MACs are known (`learn_macs`: from the frames the stack sent the
+//! destination, kept in its `PAL_EP_INDEX` entry), the packet gets them and
+//! `palisade_from_wl` tail-calls `palisade_deliver` (`PAL_DELIVER`), which judges it as the
+//! destination's `palisade_to_wl` would, with its ingress policy and conntrack, and hands
+//! it to the destination veth's other end with `bpf_redirect_peer`: into the workload's
+//! namespace at once, as Cilium's host routing does, past the host veth's egress, its
+//! qdisc and the backlog queue a veth's transmit goes through. The destination's host veth
+//! does not count those packets as sent; the workload's end counts them as received.
+//! Until the MACs are known (and should the tail call fail) `bpf_redirect_neigh` hands the
+//! packet to the kernel's neighbour output on that veth (the MACs the stack would write,
+//! an ARP or neighbour solicitation when none is known) and `dev_queue_xmit`, which runs
+//! the veth's TC egress programs: the destination's `palisade_to_wl` judges it there.
+//! Either way, what is skipped is the host's IP layer: the route lookup, netfilter's
+//! PREROUTING, FORWARD and POSTROUTING hooks (and with them the host's conntrack and NAT)
+//! and its forwarding counters. What the stack would do to a forwarded packet itself is
+//! done here: the TTL or hop limit drops by one, and what the stack would refuse or answer
+//! (TTL running out, too big for the veth's MTU, IPv4 options, fragments, hop-by-hop
+//! options) is left to it. A veth's two ends have one MTU (the plumbing makes them so), so
+//! what fits the host end fits the workload's.
 //!
 //! The headers are read again from the packet rather than taken from the parsed `Packet`:
 //! the verifier then meets this code with the same state from every way through the
@@ -24,17 +34,19 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_RECOMPUTE_CSUM, bpf_redir_neigh},
-    helpers::{bpf_check_mtu, bpf_redirect_neigh},
+    helpers::{bpf_check_mtu, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use palisade_common::EndpointIndexKey;
+use palisade_common::{DELIVER_SLOT, EndpointIndexKey};
 
 use crate::{
-    maps::PAL_EP_INDEX,
+    maps::{PAL_DELIVER, PAL_EP_INDEX},
     parse::{IPV6_DST_OFFSET, Ipv4Header},
 };
 
 const ETH_HLEN: usize = 14;
+const MAC_LEN: usize = 6;
+const NO_MAC: [u8; MAC_LEN] = [0; MAC_LEN];
 const ETHERTYPE_OFFSET: usize = 12;
 const ETH_P_IP: [u8; 2] = 0x0800u16.to_be_bytes();
 const ETH_P_IPV6: [u8; 2] = 0x86ddu16.to_be_bytes();
@@ -72,7 +84,9 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32, to: u32) -> Option<i32> 
     }
     // The agent removes a veth's entry when the veth goes: a flow to a workload that is
     // gone goes to the stack, which may route its address elsewhere by now.
-    PAL_EP_INDEX.get_ptr(EndpointIndexKey { ifindex: to })?;
+    let destination = PAL_EP_INDEX.get_ptr(EndpointIndexKey { ifindex: to })?;
+    // SAFETY: a value pointer from a successful lookup; read at once, by copy.
+    let macs = unsafe { ((*destination).workload_mac, (*destination).host_mac) };
     let ethertype: [u8; 2] = read(ctx, ETHERTYPE_OFFSET)?;
     // SAFETY: a C struct of integers, for which all zeros is valid.
     let mut next_hop: bpf_redir_neigh = unsafe { core::mem::zeroed() };
@@ -111,6 +125,9 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32, to: u32) -> Option<i32> 
     } else {
         return None;
     }
+    if macs.1 != NO_MAC {
+        hand_to_deliver(ctx, to, macs);
+    }
     // SAFETY: a parameter block of the size passed. The destination is the next hop: a
     // workload's address is on its veth's link. With no flags the helper cannot fail here:
     // it answers `TC_ACT_REDIRECT`, and the neighbour output happens after the program.
@@ -118,6 +135,63 @@ pub fn to_local_workload(ctx: &TcContext, ifindex: u32, to: u32) -> Option<i32> 
         unsafe { bpf_redirect_neigh(to, &mut next_hop, size_of::<bpf_redir_neigh>() as i32, 0) }
             as i32,
     )
+}
+
+/// Gives the packet the destination's MACs (`workload`, `host`) and tail-calls
+/// `palisade_deliver` with the destination's host veth `to` in `cb[0]`. Returns only when
+/// the tail call did not happen (an empty `PAL_DELIVER`), or the header is not in the
+/// linear data; the packet then takes the neighbour path, which writes the MACs again.
+#[inline(always)]
+fn hand_to_deliver(ctx: &TcContext, to: u32, (workload, host): ([u8; MAC_LEN], [u8; MAC_LEN])) {
+    let start = ctx.data();
+    if start + 2 * MAC_LEN > ctx.data_end() {
+        return;
+    }
+    // SAFETY: inside the linear data, checked just above; the verifier makes the skb
+    // writable before the program runs. `cb` is the program's own scratch space, kept
+    // across a tail call.
+    unsafe {
+        core::ptr::write_unaligned(start as *mut [u8; MAC_LEN], workload);
+        core::ptr::write_unaligned((start + MAC_LEN) as *mut [u8; MAC_LEN], host);
+        (*ctx.skb.skb).cb[0] = to;
+        PAL_DELIVER.tail_call(ctx, DELIVER_SLOT);
+    }
+}
+
+/// `palisade_deliver`'s way out for a packet the destination's policy passed: to the
+/// other end of the host veth `to`, the workload's, as if it had arrived there.
+#[inline(always)]
+pub fn into_workload(to: u32) -> i32 {
+    // SAFETY: a plain helper call. With no flags it answers `TC_ACT_REDIRECT`; the kernel
+    // drops the packet after the program if `to` has no peer by then.
+    unsafe { bpf_redirect_peer(to, 0) as i32 }
+}
+
+/// `palisade_to_wl` on the host veth `ifindex`, for a flow's first packet the stack
+/// forwarded from another local workload: the frame's MACs (the workload's as
+/// destination, the host veth's as source) are what packets delivered past the stack get.
+/// Written only when they changed (a workload may change its MAC); a packet delivered
+/// while they are being written may get a torn one, which the workload takes all the same
+/// (a frame the host veth accepted keeps `PACKET_HOST` through `bpf_redirect_peer`).
+#[inline(always)]
+pub fn learn_macs(ctx: &TcContext, ifindex: u32) {
+    let Some(workload) = read::<[u8; MAC_LEN]>(ctx, 0) else {
+        return;
+    };
+    let Some(host) = read::<[u8; MAC_LEN]>(ctx, MAC_LEN) else {
+        return;
+    };
+    let Some(entry) = PAL_EP_INDEX.get_ptr_mut(EndpointIndexKey { ifindex }) else {
+        return;
+    };
+    // SAFETY: a value pointer from a successful lookup, into a map the agent writes only
+    // when it attaches or forgets the veth.
+    unsafe {
+        if (*entry).workload_mac != workload || (*entry).host_mac != host {
+            (*entry).workload_mac = workload;
+            (*entry).host_mac = host;
+        }
+    }
 }
 
 /// Whether the packet (each of its segments, for a GSO packet) fits the MTU of the veth

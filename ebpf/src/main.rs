@@ -54,6 +54,14 @@ pub fn palisade_to_wl(ctx: TcContext) -> i32 {
     pipeline::run(&ctx, DIR_INGRESS)
 }
 
+/// Tail-called by `palisade_from_wl`, still on the sender's host veth ingress, for a packet
+/// it forwards to another local workload: that workload's ingress policy and conntrack,
+/// then into its namespace (`forward::deliver`). Never attached.
+#[classifier]
+pub fn palisade_deliver(ctx: TcContext) -> i32 {
+    pipeline::deliver(&ctx)
+}
+
 /// Does nothing: the baseline `cargo xtask bench` measures the others against, loaded from
 /// the same object in the same way. Never attached.
 #[classifier]

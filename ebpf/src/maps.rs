@@ -6,7 +6,7 @@
 //! the slotted ones work, is documented once, in `palisade_common`.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use palisade_common::{
@@ -88,6 +88,11 @@ pub static PAL_EVENTS: RingBuf<Event, { capacity::EVENTS as usize }> = RingBuf::
 #[btf_map]
 pub static PAL_HOST_ADDRS: HashMap<HostAddrKey, HostAddrValue, { capacity::HOST_ADDRS as usize }> =
     HashMap::new();
+
+/// `palisade_deliver`, for `palisade_from_wl` to tail-call: the agent puts it in after
+/// loading (an empty slot makes the tail call fall through to the neighbour path).
+#[btf_map]
+pub static PAL_DELIVER: ProgramArray<1> = ProgramArray::new();
 
 /// `PAL_CONFIG[0]`, copied: a packet reads the configuration once, so the generation (and
 /// with it the slot) cannot change under it half way.

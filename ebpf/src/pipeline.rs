@@ -1,6 +1,7 @@
-//! One packet through palisade, for either program: parse, identity, fragments,
+//! One packet through palisade, for any of the programs: parse, identity, fragments,
 //! conntrack, admission; then counters, events and the debug line; and for a packet a
-//! workload sends that passed, forwarding it to another local workload.
+//! workload sends that passed, forwarding it to another local workload, whose ingress
+//! judgment `deliver` then makes.
 //!
 //! The configuration (and with it the generation and slot) is read once, at the start, so a
 //! packet sees the old policy or the new one, never a mix.
@@ -31,6 +32,54 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
     // SAFETY: the program's own context, valid for the whole run.
     let (ifindex, ingress_ifindex) =
         unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).ingress_ifindex) };
+    let verdict = judge_and_count(ctx, &config, direction, ifindex, ingress_ifindex);
+    if verdict.pass && verdict.forward_to != 0 && config.flags & CONFIG_LOCAL_REDIRECT != 0 {
+        if direction == DIR_EGRESS {
+            // Only once the packet passed and was counted: forwarding changes where it
+            // goes, not what was decided about it; the destination's ingress policy
+            // judges it on its way in.
+            if let Some(action) = forward::to_local_workload(ctx, ifindex, verdict.forward_to)
+            {
+                return action;
+            }
+        } else {
+            // The stack forwarded a flow's first packet here from another local workload,
+            // with the MACs the later ones will be delivered with.
+            forward::learn_macs(ctx, ifindex);
+        }
+    }
+    verdict.tc_action()
+}
+
+/// `palisade_deliver`: the packet `palisade_from_wl` passed on the sender's host veth and
+/// forwards to the local workload behind host veth `skb->cb[0]`, judged as that veth's
+/// `palisade_to_wl` would judge it, then handed to the workload's side of the veth.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext) -> i32 {
+    let config = maps::config();
+    // SAFETY: the program's own context, valid for the whole run. `cb[0]` was written by
+    // `forward::hand_to_deliver` in the run that tail-called this one; this program is
+    // attached nowhere, so no other way leads here.
+    let (to, ingress_ifindex) =
+        unsafe { ((*ctx.skb.skb).cb[0], (*ctx.skb.skb).ingress_ifindex) };
+    let verdict = judge_and_count(ctx, &config, DIR_INGRESS, to, ingress_ifindex);
+    if !verdict.pass {
+        return verdict.tc_action();
+    }
+    forward::into_workload(to)
+}
+
+/// The verdict on the packet at the host veth `ifindex` in `direction`, counted, reported
+/// and logged. `ingress_ifindex`: the interface the packet came into the host by
+/// (`skb->skb_iif`), 0 when the host made it.
+#[inline(always)]
+fn judge_and_count(
+    ctx: &TcContext,
+    config: &Config,
+    direction: u8,
+    ifindex: u32,
+    ingress_ifindex: u32,
+) -> Verdict {
     let subject = Subject {
         direction,
         ifindex,
@@ -40,24 +89,14 @@ pub fn run(ctx: &TcContext, direction: u8) -> i32 {
     let mut packet = Packet::NONE;
     let (verdict, parsed) = match parse::parse(ctx, direction, &mut packet) {
         PARSED_IP => (
-            judge(&packet, &config, &subject, ingress_ifindex),
+            judge(&packet, config, &subject, ingress_ifindex),
             Some(&packet),
         ),
         PARSED_ARP_OR_ND => (Verdict::pass(STAT_PASSED_ARP_ND), None),
         drop_reason => (Verdict::drop(drop_reason), None),
     };
-    finish(ctx, &config, &subject, parsed, &verdict);
-    // Only once the packet passed and was counted: forwarding changes where it goes, not
-    // what was decided about it; the destination's program judges it on its way in.
-    if direction == DIR_EGRESS
-        && verdict.pass
-        && verdict.forward_to != 0
-        && config.flags & CONFIG_LOCAL_REDIRECT != 0
-        && let Some(action) = forward::to_local_workload(ctx, ifindex, verdict.forward_to)
-    {
-        return action;
-    }
-    verdict.tc_action()
+    finish(ctx, config, &subject, parsed, &verdict);
+    verdict
 }
 
 /// Who sends or receives the packet on the workload's side, under the current slot.
@@ -242,7 +281,8 @@ fn judge_flow(
         decision.outcome,
         decision.flags & OUTCOME_LOG != 0,
     );
-    Verdict::pass_of(stat, endpoint)
+    // On the way in, `forward_to` says that the flow was just learnt for forwarding.
+    Verdict::pass_of(stat, endpoint).forwarded_to(forward_ifindex)
 }
 
 /// Opens the entry of a flow admission allowed (untracked packets have no key), for the

@@ -19,8 +19,10 @@ pub struct Verdict {
     /// the flow's conntrack entry, or looked up to open one); [`ENDPOINT_NONE`] otherwise,
     /// and the counting looks it up.
     pub endpoint: u32,
-    /// The host veth of another local workload this pass may be forwarded to (the flow's
-    /// `CtValue::forward_ifindex`), or 0: the stack forwards it.
+    /// Out of a workload: the host veth of another local workload this pass may be
+    /// forwarded to (the flow's `CtValue::forward_ifindex`), or 0: the stack forwards it.
+    /// Into one: the sender's host veth when this packet, a flow's first, taught the
+    /// sender's entry to forward (`conntrack::learn_forwarding`), else 0.
     pub forward_to: u32,
 }
 

@@ -132,7 +132,7 @@ fn main() {
         indexes
             .insert(
                 EndpointIndexKey { ifindex: 1_000 + i },
-                EndpointIndex { index: i },
+                EndpointIndex::new(i),
                 0,
             )
             .expect("an endpoint's index");

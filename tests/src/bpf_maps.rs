@@ -357,7 +357,7 @@ impl Dataplane {
         self.hash_insert(
             map_names::EP_INDEX,
             EndpointIndexKey { ifindex },
-            EndpointIndex { index },
+            EndpointIndex::new(index),
         );
     }
 
@@ -367,7 +367,7 @@ impl Dataplane {
             HashMap::try_from(map(self.ebpf(), map_names::EP_INDEX))
                 .unwrap_or_else(|err| panic!("PAL_EP_INDEX: {err}"));
         match indexes.get(&EndpointIndexKey { ifindex }, 0) {
-            Ok(EndpointIndex { index }) => Some(index),
+            Ok(EndpointIndex { index, .. }) => Some(index),
             Err(aya::maps::MapError::KeyNotFound) => None,
             Err(err) => panic!("PAL_EP_INDEX[{ifindex}]: {err}"),
         }

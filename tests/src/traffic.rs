@@ -1,6 +1,6 @@
 //! Traffic between network namespaces, for the enforcement tests: one-shot TCP, UDP and
-//! ICMP echo probes, services that record what reached them, long-lived streams, and the
-//! TTL a datagram arrives with.
+//! ICMP echo probes, services that record what reached them, long-lived streams, the TTL a
+//! datagram arrives with, and the MACs of the frames an interface receives.
 //!
 //! Everything runs in the test process. A socket belongs for life to the network namespace
 //! of the thread that made it, whatever thread uses it later; so each probe or stream runs
@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+mod frames;
 mod hop_limit;
 mod services;
 mod streams;
 
+pub use frames::{Frame, FrameCapture, Mac, interface_mac, interface_packets};
 pub use hop_limit::arrival_hop_limit;
 pub use services::{Arrival, Inbox, Services};
 pub use streams::{DatagramStream, EchoStream, PushStream, RepeatedProbe, StreamLog};

@@ -12,7 +12,7 @@ use std::{
 };
 
 use palisade::dataplane;
-use palisade_common::{DIR_EGRESS, map_names};
+use palisade_common::{DIR_EGRESS, map_names, program_names};
 use palisade_tests::{
     Cleanup,
     bpf_maps::{ALLOW, Dataplane},
@@ -73,6 +73,31 @@ fn first_formatted_record(pin: &Path) -> Value {
             pin.display()
         )
     })
+}
+
+/// The id of the program in slot 0 of the program array pinned at `pin`: bpftool prints
+/// it as the entry's value (formatted, or as little-endian bytes in hex).
+fn program_id_in(pin: &Path) -> u64 {
+    let dump: Value = serde_json::from_slice(&bpftool_json(&["map", "dump", "pinned"], pin))
+        .unwrap_or_else(|err| panic!("bpftool map dump printed no JSON: {err}"));
+    let entry = &dump[0];
+    if let Some(id) = entry["formatted"]["value"].as_u64() {
+        return id;
+    }
+    let bytes: Vec<u8> = entry["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no entry: {dump}", pin.display()))
+        .iter()
+        .map(|b| {
+            b.as_str()
+                .and_then(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+                .unwrap_or_else(|| panic!("{}: not a byte: {b}", pin.display()))
+        })
+        .collect();
+    let bytes: [u8; 4] = bytes
+        .try_into()
+        .unwrap_or_else(|_| panic!("{}: not a program id: {dump}", pin.display()));
+    u64::from(u32::from_le_bytes(bytes))
 }
 
 fn unmount(path: &Path) -> anyhow::Result<()> {
@@ -195,6 +220,27 @@ fn bpftool_prints_every_map_by_field() {
     assert_eq!(show["name"], map_names::EVENTS, "{show}");
     assert_eq!(show["max_entries"], 1 << 20, "{show}");
     checked.push(map_names::EVENTS);
+
+    // The program array holds the agent's `palisade_deliver`, by program id.
+    let show: Value = serde_json::from_slice(&bpftool_json(
+        &["map", "show", "pinned"],
+        &pin(map_names::DELIVER),
+    ))
+    .unwrap_or_else(|err| panic!("bpftool map show printed no JSON: {err}"));
+    assert_eq!(show["type"], "prog_array", "{show}");
+    assert_eq!(show["max_entries"], 1, "{show}");
+    let id = program_id_in(&pin(map_names::DELIVER));
+    let program: Value = serde_json::from_slice(&bpftool_json(
+        &["prog", "show", "id"],
+        std::path::Path::new(&id.to_string()),
+    ))
+    .unwrap_or_else(|err| panic!("bpftool prog show printed no JSON: {err}"));
+    assert!(
+        program_names::DELIVER.starts_with(program["name"].as_str().unwrap_or("?")),
+        "{}[0] is not palisade_deliver: {program}",
+        map_names::DELIVER
+    );
+    checked.push(map_names::DELIVER);
 
     checked.sort_unstable();
     let mut all = map_names::ALL.to_vec();

@@ -18,7 +18,8 @@ use palisade_tests::palisade_cli::Datastore;
 use palisade_tests::router::Router;
 use palisade_tests::topology::{Workload, WorkloadSpec};
 use palisade_tests::traffic::{
-    EchoStream, Observed, Probe, Services, StreamLog, arrival_hop_limit, probe,
+    EchoStream, Frame, FrameCapture, Observed, Probe, Services, StreamLog, arrival_hop_limit,
+    interface_mac, interface_packets, probe,
 };
 use palisade_tests::{Cleanup, netfilter, require_root};
 
@@ -264,6 +265,49 @@ impl Node {
         (forwarded[0], forwarded[1])
     }
 
+    /// What reached workload 1 while an established IPv4 TCP connection from workload 0
+    /// sent it messages for a second: the frames to its port, and how many packets its
+    /// host veth sent and its own end received.
+    fn delivery_while_established(&self) -> Delivery {
+        let (server, _) = &self.workloads[1];
+        let address = SocketAddr::new(self.address(1, false), ALLOWED);
+        let stream = EchoStream::start(&self.workloads[0].0.netns.name, address, INTERVAL);
+        thread::sleep(Duration::from_millis(300));
+        let counters = || {
+            (
+                interface_packets(Some(&self.router.ns), &server.interface).1,
+                interface_packets(Some(&server.netns), WORKLOAD_INTERFACE).0,
+            )
+        };
+        let capture = FrameCapture::start(&server.netns.name, WORKLOAD_INTERFACE, ALLOWED);
+        let before = counters();
+        thread::sleep(Duration::from_secs(1));
+        let after = counters();
+        let frames = capture.stop();
+        let log = stream.stop();
+        assert!(
+            log.echoed.len() >= 10 && log.error.is_none(),
+            "the connection should have run: {} echoed, {:?}",
+            log.echoed.len(),
+            log.error
+        );
+        Delivery {
+            host_sent: after.0 - before.0,
+            workload_received: after.1 - before.1,
+            frames,
+        }
+    }
+
+    /// The frame every packet to workload 1 should arrive in, whoever sent it: to the
+    /// workload's MAC, from its host veth's.
+    fn frame_to_workload_1(&self) -> Frame {
+        let (server, _) = &self.workloads[1];
+        Frame {
+            dst: interface_mac(Some(&server.netns), WORKLOAD_INTERFACE),
+            src: interface_mac(Some(&self.router.ns), &server.interface),
+        }
+    }
+
     /// A TCP connection from workload 0 to `SERVICE_ADDR:SERVICE_PORT`, which the router
     /// rewrites (DNAT) to workload 1's `ALLOWED`: its replies must go back through the
     /// host's conntrack, which gives them the service's address again. Also how many
@@ -363,6 +407,16 @@ impl Node {
     }
 }
 
+/// The workload's end of its veth, in its namespace (what `palisade workload add` names it).
+const WORKLOAD_INTERFACE: &str = "eth0";
+
+/// See [`Node::delivery_while_established`].
+struct Delivery {
+    host_sent: u64,
+    workload_received: u64,
+    frames: Vec<Frame>,
+}
+
 #[test]
 fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through_it_when_off() {
     require_root();
@@ -382,6 +436,22 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
         (0, 0),
         "the host's stack forwarded an established connection's packets between local \
          workloads (IPv4, IPv6)"
+    );
+    // Delivered into the workload's namespace, past its host veth's transmit, in frames
+    // with the MACs the host's stack would have written.
+    let expected_frame = node.frame_to_workload_1();
+    let delivered = node.delivery_while_established();
+    assert!(
+        delivered.workload_received >= 20 && delivered.host_sent * 4 < delivered.workload_received,
+        "an established connection's packets should reach workload 1 past its host veth's \
+         transmit: the host veth sent {}, the workload received {}",
+        delivered.host_sent,
+        delivered.workload_received
+    );
+    assert!(
+        delivered.frames.len() >= 10 && delivered.frames.iter().all(|f| *f == expected_frame),
+        "frames delivered to workload 1 should be {expected_frame:?}: {:?}",
+        delivered.frames
     );
     let counted_after = node.endpoint_counts();
     for (index, (before, after)) in counted_before.iter().zip(&counted_after).enumerate() {
@@ -463,5 +533,21 @@ fn local_workloads_talk_past_the_hosts_forwarding_under_their_policy_and_through
         v4 >= 20 && v6 >= 20,
         "with --no-local-redirect the host's stack should forward the established \
          connection's packets: IPv4 {v4}, IPv6 {v6}"
+    );
+    // ... out of the host veth, in the frames the programs delivered with (workload 1 is
+    // the one that took the moved addresses by now).
+    let expected_frame = node.frame_to_workload_1();
+    let forwarded = node.delivery_while_established();
+    assert!(
+        forwarded.host_sent >= forwarded.workload_received && forwarded.workload_received >= 20,
+        "with --no-local-redirect the host veth should send what workload 1 receives: sent {}, \
+         received {}",
+        forwarded.host_sent,
+        forwarded.workload_received
+    );
+    assert!(
+        !forwarded.frames.is_empty() && forwarded.frames.iter().all(|f| *f == expected_frame),
+        "frames the host's stack forwarded to workload 1 should be {expected_frame:?}: {:?}",
+        forwarded.frames
     );
 }

@@ -95,7 +95,7 @@ impl CounterMaps {
             .set(index, zeroed()?, 0)
             .map_err(map_err("write", map_names::EP_STATS))?;
         self.endpoint_indexes
-            .insert(key, EndpointIndex { index }, 0)
+            .insert(key, EndpointIndex::new(index), 0)
             .map_err(map_err("write", map_names::EP_INDEX))?;
         self.indexes_in_use()?.insert(index);
         Ok(())
@@ -107,7 +107,7 @@ impl CounterMaps {
     pub fn forget_endpoint(&mut self, ifindex: u32) -> Result<(), CounterError> {
         let key = EndpointIndexKey { ifindex };
         let index = match self.endpoint_indexes.get(&key, 0) {
-            Ok(EndpointIndex { index }) => index,
+            Ok(EndpointIndex { index, .. }) => index,
             Err(MapError::KeyNotFound) => return Ok(()),
             Err(e) => return Err(map_err("read", map_names::EP_INDEX)(e)),
         };
@@ -123,7 +123,7 @@ impl CounterMaps {
         if self.indexes_in_use.is_none() {
             let mut in_use = BTreeSet::new();
             for entry in self.endpoint_indexes.iter() {
-                let (_, EndpointIndex { index }) =
+                let (_, EndpointIndex { index, .. }) =
                     entry.map_err(map_err("read", map_names::EP_INDEX))?;
                 in_use.insert(index);
             }
@@ -136,7 +136,7 @@ impl CounterMaps {
     pub fn endpoints(&self) -> Result<Vec<(u32, EndpointStats)>, CounterError> {
         let mut out = Vec::new();
         for entry in self.endpoint_indexes.iter() {
-            let (key, EndpointIndex { index }) =
+            let (key, EndpointIndex { index, .. }) =
                 entry.map_err(map_err("read", map_names::EP_INDEX))?;
             let values = self
                 .endpoints

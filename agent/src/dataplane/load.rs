@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::MapInfo,
+    maps::{MapInfo, ProgramArray},
     programs::{ProgramError, SchedClassifier},
 };
-use palisade_common::{map_names, program_names};
+use palisade_common::{DELIVER_SLOT, map_names, program_names};
 
 use super::Error;
 use super::map_sizes::MapSizes;
@@ -100,12 +100,13 @@ pub fn load_sized(
         sizes,
         kept_sizes,
     };
-    for name in PROGRAMS {
+    for name in PROGRAMS.into_iter().chain([program_names::DELIVER]) {
         loaded
             .program(name)?
             .load()
             .map_err(|source| Error::LoadProgram { name, source })?;
     }
+    loaded.fill_deliver()?;
     Ok(loaded)
 }
 
@@ -162,6 +163,34 @@ impl LoadedObject {
             pinned.push(path);
         }
         Ok(pinned)
+    }
+
+    /// Puts this object's `palisade_deliver` into `PAL_DELIVER`, which `palisade_from_wl`
+    /// tail-calls for packets it delivers to another local workload. A pinned array an
+    /// earlier agent filled gets this agent's program: its programs, still attached until
+    /// this agent replaces them, share the map ABI and so this program's.
+    fn fill_deliver(&mut self) -> Result<(), Error> {
+        let name = program_names::DELIVER;
+        let program_array_error = |source| Error::ProgramArray {
+            program: name,
+            map: map_names::DELIVER,
+            source,
+        };
+        let fd = self
+            .program(name)?
+            .fd()
+            .map_err(|source| Error::LoadProgram { name, source })?
+            .try_clone()
+            .map_err(|e| Error::LoadProgram {
+                name,
+                source: ProgramError::IOError(e),
+            })?;
+        let map = self
+            .ebpf
+            .map_mut(map_names::DELIVER)
+            .ok_or(Error::MissingMap(map_names::DELIVER))?;
+        let mut array = ProgramArray::try_from(map).map_err(program_array_error)?;
+        array.set(DELIVER_SLOT, &fd, 0).map_err(program_array_error)
     }
 
     /// The underlying aya handle, for maps.

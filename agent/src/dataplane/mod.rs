@@ -62,6 +62,9 @@ pub enum Error {
     #[error("palisade's eBPF object has no program named `{0}`; is the object stale?")]
     MissingProgram(&'static str),
 
+    #[error("palisade's eBPF object has no map named `{0}`; is the object stale?")]
+    MissingMap(&'static str),
+
     #[error("the eBPF program `{name}` is not of the expected type: {source}")]
     ProgramType {
         name: &'static str,
@@ -74,6 +77,14 @@ pub enum Error {
         name: &'static str,
         #[source]
         source: aya::programs::ProgramError,
+    },
+
+    #[error("cannot put `{program}` into the program array {map}: {source}")]
+    ProgramArray {
+        program: &'static str,
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
     },
 
     #[error("cannot read {path}: {source}")]
