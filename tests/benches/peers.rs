@@ -908,8 +908,9 @@ struct CpuProfile {
 
 /// Stages of the path, reported with what they call: palisade's programs and the TC hooks
 /// that run them, netfilter, conntrack, and the socket calls of the transaction.
-const STAGES: [&str; 12] = [
+const STAGES: [&str; 13] = [
     "palisade_from_wl",
+    "palisade_deliver",
     "palisade_to_wl",
     "tcx_run",
     "sch_handle_ingress",
@@ -1025,7 +1026,7 @@ fn cpu_profile(node: &Node, duration: Duration) -> CpuProfile {
         }
         let symbol = fields.next()?;
         let program = fields.next()?;
-        let program = ["palisade_from_wl", "palisade_to_wl"]
+        let program = ["palisade_from_wl", "palisade_deliver", "palisade_to_wl"]
             .into_iter()
             .find(|p| program.ends_with(p))?;
         let ns = samples * SAMPLE_NS as f64 / transactions;
@@ -1492,7 +1493,7 @@ impl Report<'_> {
     fn print_profiles(&self, profiles: &[(usize, BpfProfile)]) {
         let scales = &self.plan.scales;
         println!(
-            "\npalisade's programs under real traffic (the kernel's run-time statistics, `BPF_ENABLE_STATS`, on only for these runs: one run of each load per round{}); median and min..max of the rounds, and the instructions the verifier walked for each program:\n",
+            "\npalisade's programs under real traffic (the kernel's run-time statistics, `BPF_ENABLE_STATS`, on only for these runs: one run of each load per round{}); median and min..max of the rounds, and the instructions the verifier walked for each program. A packet `palisade_from_wl` delivers to the other workload runs `palisade_deliver` (the destination's ingress policy) as its tail call, which the kernel counts to `palisade_from_wl`; `palisade_to_wl` runs for the packets the host's stack sends:\n",
             if self.plan.baseline.is_some() {
                 ", the builds taking turns"
             } else {

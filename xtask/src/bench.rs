@@ -182,10 +182,10 @@ connection) and a UDP rate (one-byte datagrams on a flow whose first datagram wa
 answered; the rate is what the server received). Client and server run pinned to CPU 0 \
 (a veth delivers on the sending CPU, so the whole path runs there and 1/rate is its CPU \
 time), the harness and the agent on CPU 1. palisade's agent runs with its defaults, so, \
-after each flow's first packet, its programs forward between the two workloads themselves \
-(`bpf_redirect_neigh`; \
-`--no-local-redirect` turns that off), where the other dataplanes go through the host's \
-IP forwarding. The client namespace reuses TIME_WAIT ports \
+after each flow's first packet, its programs deliver between the two workloads themselves \
+(the destination's ingress policy in `palisade_deliver`, then `bpf_redirect_peer` into its \
+namespace; `--no-local-redirect` turns that off), where the other dataplanes go through \
+the host's IP forwarding and the destination veth's transmit. The client namespace reuses TIME_WAIT ports \
 (`tcp_tw_reuse=1`, ports 1024-65535); the netfilter nodes keep TIME_WAIT conntrack \
 entries 10 s and their conntrack table is flushed before each run. In each round every \
 dataplane runs every load once, in a random order; ratios are to (a) in the same round \
