@@ -237,32 +237,40 @@ impl Node {
             .collect()
     }
 
+    /// Runs an established TCP connection from workload 0 to 1 (its handshake over), with
+    /// messages every `INTERVAL`, for as long as `during` takes; then checks that it ran.
+    fn while_established<T>(&self, ipv6: bool, during: impl FnOnce() -> T) -> T {
+        let server = SocketAddr::new(self.address(1, ipv6), ALLOWED);
+        let stream = EchoStream::start(&self.workloads[0].0.netns.name, server, INTERVAL);
+        thread::sleep(Duration::from_millis(300));
+        let measured = during();
+        let log = stream.stop();
+        assert!(
+            log.echoed.len() >= 10 && log.error.is_none(),
+            "the connection (IPv6: {ipv6}) should have run: {} echoed, {:?}",
+            log.echoed.len(),
+            log.error
+        );
+        measured
+    }
+
     /// How many packets the host's stack forwarded (IPv4, IPv6) while an established TCP
     /// connection from workload 0 to 1 exchanged messages for a second, in each family: its
     /// handshake is left out (a flow's first packet always takes the stack).
     fn forwarded_while_established(&self) -> (u64, u64) {
-        let mut forwarded = [0; 2];
-        for (ipv6, count) in [false, true].into_iter().zip(&mut forwarded) {
-            let server = SocketAddr::new(self.address(1, ipv6), ALLOWED);
-            let stream = EchoStream::start(&self.workloads[0].0.netns.name, server, INTERVAL);
-            thread::sleep(Duration::from_millis(300));
-            let before = self.router.forwarded();
-            thread::sleep(Duration::from_secs(1));
-            let after = self.router.forwarded();
-            let log = stream.stop();
-            assert!(
-                log.echoed.len() >= 10 && log.error.is_none(),
-                "the connection (IPv6: {ipv6}) should have run: {} echoed, {:?}",
-                log.echoed.len(),
-                log.error
-            );
-            *count = if ipv6 {
-                after.1 - before.1
-            } else {
-                after.0 - before.0
-            };
-        }
-        (forwarded[0], forwarded[1])
+        let forwarded = |ipv6: bool| {
+            self.while_established(ipv6, || {
+                let before = self.router.forwarded();
+                thread::sleep(Duration::from_secs(1));
+                let after = self.router.forwarded();
+                if ipv6 {
+                    after.1 - before.1
+                } else {
+                    after.0 - before.0
+                }
+            })
+        };
+        (forwarded(false), forwarded(true))
     }
 
     /// What reached workload 1 while an established IPv4 TCP connection from workload 0
@@ -270,32 +278,23 @@ impl Node {
     /// host veth sent and its own end received.
     fn delivery_while_established(&self) -> Delivery {
         let (server, _) = &self.workloads[1];
-        let address = SocketAddr::new(self.address(1, false), ALLOWED);
-        let stream = EchoStream::start(&self.workloads[0].0.netns.name, address, INTERVAL);
-        thread::sleep(Duration::from_millis(300));
         let counters = || {
             (
                 interface_packets(Some(&self.router.ns), &server.interface).1,
                 interface_packets(Some(&server.netns), WORKLOAD_INTERFACE).0,
             )
         };
-        let capture = FrameCapture::start(&server.netns.name, WORKLOAD_INTERFACE, ALLOWED);
-        let before = counters();
-        thread::sleep(Duration::from_secs(1));
-        let after = counters();
-        let frames = capture.stop();
-        let log = stream.stop();
-        assert!(
-            log.echoed.len() >= 10 && log.error.is_none(),
-            "the connection should have run: {} echoed, {:?}",
-            log.echoed.len(),
-            log.error
-        );
-        Delivery {
-            host_sent: after.0 - before.0,
-            workload_received: after.1 - before.1,
-            frames,
-        }
+        self.while_established(false, || {
+            let capture = FrameCapture::start(&server.netns.name, WORKLOAD_INTERFACE, ALLOWED);
+            let before = counters();
+            thread::sleep(Duration::from_secs(1));
+            let after = counters();
+            Delivery {
+                host_sent: after.0 - before.0,
+                workload_received: after.1 - before.1,
+                frames: capture.stop(),
+            }
+        })
     }
 
     /// The frame every packet to workload 1 should arrive in, whoever sent it: to the
