@@ -41,7 +41,16 @@ fn agent_loads_pins_follows_the_store_and_stops() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(niceness(agent.pid(), "palisade"), vec![0]);
+    // Every other thread enforces or serves and keeps the default niceness. Short-lived
+    // unnamed threads (they carry the process's name) come and go, so no count is asserted.
+    let others = thread_niceness(agent.pid());
+    assert!(
+        others.iter().any(|(name, _)| name == "palisade"),
+        "{others:?}"
+    );
+    for (name, nice) in &others {
+        assert!(name == "conntrack-sweep" || *nice == 0, "{others:?}");
+    }
     store.apply(
         "- apiVersion: v1\n  kind: profile\n  metadata: {name: databases, labels: {role: database}}\n",
     );
@@ -57,19 +66,28 @@ fn agent_loads_pins_follows_the_store_and_stops() {
 
 /// The niceness of each thread of `pid` named `name`.
 fn niceness(pid: libc::pid_t, name: &str) -> Vec<i64> {
+    thread_niceness(pid)
+        .into_iter()
+        .filter(|(comm, _)| comm == name)
+        .map(|(_, nice)| nice)
+        .collect()
+}
+
+/// The name and niceness of each thread of `pid` (threads that end while being read are
+/// left out).
+fn thread_niceness(pid: libc::pid_t) -> Vec<(String, i64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the agent's threads");
     let mut found = Vec::new();
     for task in tasks {
-        let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat"))
-            .expect("a thread's stat");
+        let Ok(stat) = std::fs::read_to_string(task.expect("a thread").path().join("stat")) else {
+            continue;
+        };
         // `pid (comm) state ...`: the name may hold spaces, so fields count after the `)`.
         let (head, tail) = stat.rsplit_once(')').expect("a stat line");
         let comm = head.split_once('(').expect("a stat line").1;
-        if comm == name {
-            // Field 19 of stat(5), the 17th after the `)`.
-            let nice = tail.split_whitespace().nth(16).expect("the nice field");
-            found.push(nice.parse().expect("a number"));
-        }
+        // Field 19 of stat(5), the 17th after the `)`.
+        let nice = tail.split_whitespace().nth(16).expect("the nice field");
+        found.push((comm.to_string(), nice.parse().expect("a number")));
     }
     found
 }
