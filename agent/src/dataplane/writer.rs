@@ -974,7 +974,9 @@ fn sync_arrays(
 }
 
 /// Writes `entries` (slot-relative index, value) into the slot's share of an array map and
-/// its record `held`, skipping those it already holds.
+/// its record `held`, skipping those it already holds. One batch: a policy change writes
+/// thousands of rows and cells, and one system call each was most of its write. (A failed
+/// write leaves the slot's arrays unknown, so `held` need not say which entries made it.)
 fn set_array<V: Pod + PartialEq>(
     map: &mut Array<MapData, V>,
     name: &'static str,
@@ -983,23 +985,20 @@ fn set_array<V: Pod + PartialEq>(
     entries: Vec<(usize, V)>,
     stats: &mut Published,
 ) -> Result<(), WriteError> {
+    let mut indexes = Vec::with_capacity(entries.len());
+    let mut values = Vec::with_capacity(entries.len());
     for (i, v) in entries {
         if held.get(i) == Some(&v) {
             continue;
         }
-        let index = base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
-        map.set(index, v, 0).map_err(|source| WriteError::Map {
-            action: "write",
-            name,
-            source,
-        })?;
+        indexes.push(base.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)));
+        values.push(v);
         if held.len() <= i {
             held.resize(i + 1, v);
         }
         held[i] = v;
-        stats.written += 1;
     }
-    Ok(())
+    write_batch(map.map(), name, (indexes, values), stats)
 }
 
 /// Writes the entries of `new` from index `from` on that differ from `old` (all of them
