@@ -228,6 +228,7 @@ async fn snapshot(
         let _ = events
             .send(SyncEvent::Updated(Arc::clone(views.current())))
             .await;
+        views.prepare_back();
         Ok(true)
     } else {
         views.resynced(fresh.revision);

@@ -4,7 +4,9 @@
 //! agent about 17 ms per change at 10,000 endpoints and 10,000 policies (a new key, its
 //! strings and a tree node per resource); instead the view sent the time before, which
 //! the enforcer has let go of by then, catches up by the keys it lacks and takes the
-//! new changes. A copy is made only when that view is still held.
+//! new changes. A copy is made only when that view is still held, and after a snapshot,
+//! when there is no view before it: then [`Views::prepare_back`] makes it while the enforcer
+//! compiles the snapshot in full, not when the first change waits for it.
 
 use std::sync::Arc;
 
@@ -18,6 +20,8 @@ pub struct Views {
     front: Arc<ResourceView>,
     /// The view sent before it, and the keys whose resources it lacks to be `front`.
     back: Option<(Arc<ResourceView>, Vec<ResourceKey>)>,
+    /// Copies [`Views::apply`] had to make (for tests).
+    copies: usize,
 }
 
 impl Views {
@@ -29,6 +33,15 @@ impl Views {
     pub fn reset(&mut self, view: ResourceView) {
         self.front = Arc::new(view);
         self.back = None;
+    }
+
+    /// Gives the newest view a second buffer if it has none, so that the next burst need
+    /// not copy it: a copy of 20,000 resources' keys took 4 ms of the first change after a
+    /// snapshot, measured at 10,000 endpoints and 10,000 policies.
+    pub fn prepare_back(&mut self) {
+        if self.back.is_none() {
+            self.back = Some((Arc::new((*self.front).clone()), Vec::new()));
+        }
     }
 
     /// The store holds the newest view's resources as of `revision` (a snapshot found
@@ -56,7 +69,10 @@ impl Views {
                 }
                 view
             }
-            None => (*self.front).clone(),
+            None => {
+                self.copies += 1;
+                (*self.front).clone()
+            }
         };
         let keys: Vec<ResourceKey> = changes.iter().map(key_of).collect();
         for change in changes {
@@ -153,5 +169,30 @@ mod tests {
         for (n, view) in held.iter().enumerate() {
             assert_eq!(**view, expected(&bursts[..=4 * n]));
         }
+    }
+
+    #[test]
+    fn a_snapshot_prepared_for_needs_no_copy_when_the_first_change_comes() {
+        let mut views = Views::default();
+        views.reset(expected(&[vec![put(1, profile("a", "t1"))]]));
+        views.prepare_back();
+        // The enforcer holds the snapshot (it compiles it) when the change comes.
+        let snapshot = Arc::clone(views.current());
+        let burst = vec![put(2, profile("b", "t2"))];
+        let sent = views.apply(burst.clone());
+        assert_eq!(views.copies, 0);
+        let all = [vec![put(1, profile("a", "t1"))], burst];
+        assert_eq!(*sent, expected(&all));
+        assert_eq!(
+            sent.resources().values().next().map(Arc::as_ptr),
+            snapshot.resources().values().next().map(Arc::as_ptr),
+            "the snapshot's resources are shared, not copied"
+        );
+        // Without it, the first change copies the snapshot.
+        let mut unprepared = Views::default();
+        unprepared.reset(expected(&all[..1]));
+        let _held = Arc::clone(unprepared.current());
+        unprepared.apply(all[1].clone());
+        assert_eq!(unprepared.copies, 1);
     }
 }
