@@ -38,7 +38,8 @@
 //! profile the agent through them);
 //! `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary (with its
 //! own eBPF object), to every round, so that a change to the programs is measured paired
-//! against the build it changes.
+//! against the build it changes; `PALISADE_PEERS_DUMP_LOG=1` prints the agent's whole log
+//! after the policy changes (to line it up with a `perf record -k CLOCK_REALTIME`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run fails
 
 #[path = "../../agent/tests/common/generated.rs"]
@@ -67,7 +68,7 @@ use palisade_tests::palisade_cli::Datastore;
 use palisade_tests::router::Router;
 use palisade_tests::topology::{Workload, WorkloadSpec};
 use palisade_tests::traffic::{Observed, Probe, Services, probe};
-use palisade_tests::transactions::{self, Kind, Outcome, Setup, pin_to_cpu};
+use palisade_tests::transactions::{self, Kind, Outcome, Setup, pin_process_to_cpus, pin_to_cpu};
 use palisade_tests::{Cleanup, require_root};
 use plotters::prelude::*;
 use serde_json::json;
@@ -78,7 +79,8 @@ const NODE: &str = "peers";
 const PER_NODE: usize = 100;
 /// palisade plumbs `pal...` host interfaces: Felix's InterfacePrefix for this node.
 const PREFIX: &str = "pal";
-/// Client and server share this CPU; the harness and the agent stay on the other.
+/// Client and server share this CPU; the harness and the agent stay on the other (but for
+/// the policy changes, see [`update_times`]).
 const LOAD_CPU: usize = 0;
 const HARNESS_CPU: usize = 1;
 const TCP_ALLOWED: u16 = 7100;
@@ -1163,6 +1165,18 @@ fn update_times(
     let backing: Arc<dyn Store> = runtime
         .block_on(palisade::store::open(store.url()))
         .unwrap();
+    // The agent started on the harness's CPU (it inherits the harness's pinning), where the
+    // harness's own commit of each change took turns with the agent's compile (5 ms of a
+    // first change went so, perf showed, while the load's CPU idled). On a node the writer
+    // is elsewhere (etcd, calicoctl), and iptables-restore and nft have the harness's CPU
+    // to themselves while it waits for them: the agent gets the load's CPU, idle now, to
+    // itself. (Let onto both CPUs, it took turns with the harness again: 10.2 ms median,
+    // 14.8 max, against 8.6 and 10.1 on its own, at 10,000 policies.)
+    for node in nodes.iter().filter(|n| n.variant.is_palisade()) {
+        if let Some((agent, _)) = &node.agent {
+            pin_process_to_cpus(agent.pid(), &[LOAD_CPU]).expect("pin the agent to the load's CPU");
+        }
+    }
     let mut current = store.resources();
     let mut times: BTreeMap<Variant, (Vec<f64>, &'static str)> = BTreeMap::new();
     let mut render_ms = vec![];
@@ -1264,6 +1278,9 @@ fn update_times(
     let last = revisions.last().copied().unwrap_or_default();
     agent.wait_for_ever_said(&["policy published", &format!("revision={last}")]);
     let log = agent.log();
+    if std::env::var_os("PALISADE_PEERS_DUMP_LOG").is_some() {
+        eprintln!("peers: agent log:\n{log}");
+    }
     let published = published_times(&log);
     // What each change cost the agent, step by step, for whoever reads the run's output.
     for line in log

@@ -134,15 +134,37 @@ impl CpuTimes {
 
 /// Pins the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    pin_thread(0, &[cpu])
+}
+
+/// Lets every thread of process `pid` run on every CPU in `cpus` only (threads it starts
+/// later inherit that from the thread that starts them).
+pub fn pin_process_to_cpus(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid = task?.file_name().to_string_lossy().parse::<libc::pid_t>();
+        let Ok(tid) = tid else { continue };
+        match pin_thread(tid, cpus) {
+            // The thread ended meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Pins thread `tid` (0: the calling thread) to `cpus`.
+fn pin_thread(tid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data, zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes inside `set` for any cpu below CPU_SETSIZE, checked here.
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::other(format!("no CPU {cpu}")));
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::other(format!("no CPU {cpu}")));
+        }
+        // SAFETY: CPU_SET writes inside `set` for any cpu below CPU_SETSIZE, checked above.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
     }
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    let rc = unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) };
     if rc == 0 {
         Ok(())
     } else {
