@@ -21,7 +21,9 @@
 //!
 //! `PALISADE_COLD=1` writes over a buffer far larger than the CPU's caches before each
 //! change (untimed), so that each compile finds its memory as after the agent sat idle
-//! while the node did other work.
+//! while the node did other work. `PALISADE_IDLE=SECONDS` sleeps that long before each
+//! change (untimed), so that each compile finds its memory as the machine left it after
+//! that long untouched (where a hypervisor reclaims a VM's idle memory, that costs more).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a profiling run that cannot run fails
 
 #[path = "../tests/common/generated.rs"]
@@ -123,6 +125,9 @@ fn main() {
     let mut times: Vec<Duration> = Vec::new();
     let mut cpu_times: Vec<Duration> = Vec::new();
     let mut cold = std::env::var_os("PALISADE_COLD").map(|_| vec![0u8; COLD_BYTES]);
+    let idle = std::env::var("PALISADE_IDLE")
+        .ok()
+        .map(|s| Duration::from_secs(s.parse().expect("PALISADE_IDLE: seconds")));
     for round in 0..rounds {
         for (i, policy) in changed.iter().enumerate() {
             let port = 20_000 + u16::try_from(round * changed.len() + i).unwrap();
@@ -156,6 +161,9 @@ fn main() {
             }
             if let Some(buffer) = cold.as_mut() {
                 evict_caches(buffer);
+            }
+            if let Some(idle) = idle {
+                std::thread::sleep(idle);
             }
             let (started, cpu_started) = (Instant::now(), thread_cpu());
             let changes = compiler.update(&current).unwrap();

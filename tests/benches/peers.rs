@@ -39,7 +39,10 @@
 //! `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary (with its
 //! own eBPF object), to every round, so that a change to the programs is measured paired
 //! against the build it changes; `PALISADE_PEERS_DUMP_LOG=1` prints the agent's whole log
-//! after the policy changes (to line it up with a `perf record -k CLOCK_REALTIME`).
+//! after the policy changes (to line it up with a `perf record -k CLOCK_REALTIME`);
+//! `PALISADE_PEERS_IDLE=SECONDS` leaves every dataplane idle that long before the changes
+//! (with `PALISADE_PEERS_ONLY=updates`, to tell what idleness costs the first change from
+//! what the traffic rounds do).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run fails
 
 #[path = "../../agent/tests/common/generated.rs"]
@@ -259,6 +262,9 @@ struct Plan {
     updates_only: bool,
     /// Policy changes timed per dataplane and scale.
     changes: usize,
+    /// How long the agent sits idle before the changes (`PALISADE_PEERS_IDLE`, seconds), as
+    /// it does through the traffic rounds, to tell what idleness costs from what traffic does.
+    idle: Duration,
 }
 
 impl Plan {
@@ -335,6 +341,7 @@ impl Plan {
         Plan {
             updates_only,
             changes: number("PALISADE_PEERS_CHANGES", CHANGES as u64) as usize,
+            idle: Duration::from_secs(number("PALISADE_PEERS_IDLE", 0)),
             rounds: number("PALISADE_PEERS_ROUNDS", 5) as usize,
             duration: Duration::from_secs(number("PALISADE_PEERS_SECONDS", 3)),
             scales,
@@ -433,6 +440,10 @@ fn main() {
             ));
         }
         if scale.policies >= 1_000 && !scale.all_in_front {
+            if !plan.idle.is_zero() {
+                eprintln!("peers:   idle for {:?} before the changes", plan.idle);
+                std::thread::sleep(plan.idle);
+            }
             updates.push((
                 index,
                 update_times(&store, &mut nodes, &selecting, plan.changes),
@@ -1543,20 +1554,38 @@ impl Report<'_> {
         let scales = &self.plan.scales;
         let changes = self.plan.changes;
         println!(
-            "\nOne policy changed (a policy that selects the server gets a new port), {changes} times in each dataplane: median (max), ms. palisade's time runs from the store write until its generation flips, watched (every 0.2 ms) while the write runs: the store's commit is the embedded store's append and `fdatasync`, and the agent reads the record as soon as it is appended, so the sync overlaps the agent's work.\n"
+            "\nOne policy changed (a policy that selects the server gets a new port), {changes} times in each dataplane: median (max), ms. palisade's time runs from the store write until its generation flips, watched (every 0.2 ms) while the write runs: the store's commit is the embedded store's append and `fdatasync`, and the agent reads the record as soon as it is appended, so the sync overlaps the agent's work. The first change of a scale comes minutes after the agent last touched its compiled state (the traffic rounds ran meanwhile): it is shown apart too, as it pays for reaching that memory again (caches, TLB, and the hypervisor's handling of a VM's idle memory), where the changes after it find it warm.\n"
         );
         println!("| policies | dataplane | what is timed | one policy changed |");
         println!("|---|---|---|---|");
         for (index, update) in updates {
             let policies = scales[*index].policies;
-            for (variant, (samples, what)) in &update.times {
-                let mut samples = samples.clone();
+            for (variant, (in_order, what)) in &update.times {
+                let mut samples = in_order.clone();
                 let (_, hi) = min_max(&samples);
                 println!(
                     "| {policies} | {} | {what} | {:.1} ({hi:.1}) |",
                     variant.name(),
                     median(&mut samples)
                 );
+                if *variant == Variant::Palisade
+                    && let [first, rest @ ..] = in_order.as_slice()
+                    && !rest.is_empty()
+                {
+                    let mut rest = rest.to_vec();
+                    let (_, rest_hi) = min_max(&rest);
+                    let since = if self.plan.updates_only {
+                        "untouched since the full compile"
+                    } else {
+                        "untouched through the traffic rounds"
+                    };
+                    println!(
+                        "| {policies} | {} | the same: the first change (its compiled state {since}), then the other {} | {first:.1}, then {:.1} ({rest_hi:.1}) |",
+                        variant.name(),
+                        rest.len(),
+                        median(&mut rest)
+                    );
+                }
             }
             let step = |of: fn(&PublishTimes) -> f64| {
                 median(&mut update.agent.iter().map(of).collect::<Vec<f64>>())

@@ -197,7 +197,8 @@ other jobs ran on the machine are marked so below. Only IPv4 is loaded and measu
 out, and `PALISADE_PEERS_BASELINE=PATH` adds (b0), another build's `palisade` binary, to \
 every round, so that a change to the programs is measured paired against the build it \
 changes; `PALISADE_PEERS_ONLY=updates` times only the policy changes (no traffic, no \
-profiles, no plot) and `PALISADE_PEERS_CHANGES` sets how many (10). palisade's conntrack table is sized for the load (`--map-size PAL_CT=262144`, the \
+profiles, no plot), `PALISADE_PEERS_CHANGES` sets how many (10) and `PALISADE_PEERS_IDLE` \
+leaves the dataplanes idle that many seconds before them. palisade's conntrack table is sized for the load (`--map-size PAL_CT=262144`, the \
 1,000- and 10,000-policy worlds' own size, so each workload's budget is 65,536 flows): \
 every CRR connection leaves a closing entry for 10 s keyed by the client's port, and the \
 client's ports come round again after ~32,000 connections (a port that comes back \
